@@ -1,0 +1,239 @@
+"""The ``ifcflow`` command: thin typed commands over the library. Exit codes: 0 succeeded, 1 failed or
+canceled or timed out, 2 bad input or unreachable Redis, 3 succeeded with failures (``on_failure: continue``)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from redis import Redis
+from rich.console import Console
+
+from . import connection, document, live, store
+from .errors import IfcflowError
+from .plan import plan as make_plan
+from .states import RunState
+from .status import RunStatus, StatusReader, wait
+
+EXIT = {RunState.SUCCEEDED: 0, RunState.SUCCEEDED_WITH_FAILURES: 3, RunState.FAILED: 1, RunState.CANCELED: 1}
+redis_option = click.option("--redis", "redis_url", metavar="URL", envvar=connection.ENV,
+                            help="Redis server (default: $IFCFLOW_REDIS_URL; `run` starts a private one if unset)")
+err = Console(stderr=True, highlight=False)
+
+
+def _inputs(values: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r}: write NAME=PATH", param_hint="-i/--input")
+        pairs[name] = path
+    return pairs
+
+
+def _redis(url: str | None) -> Redis:
+    chosen = connection.configured_url(url)
+    if not chosen:
+        raise IfcflowError("no Redis configured: pass --redis URL or set IFCFLOW_REDIS_URL")
+    return connection.connect(chosen)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ifcflow")
+def cli() -> None:
+    """Run pipelines of IfcOpenShell tools as python-rq job DAGs."""
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME=PATH", help="override a pipeline input")
+@redis_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ifcflow-runs"),
+              show_default=True, help="folder for run outputs (<out>/<run_id>/<step>/)")
+@click.option("--detach", is_flag=True, help="enqueue, print the run id and return at once")
+@click.option("--json", "as_json", is_flag=True, help="print the final status document as JSON")
+@click.option("--timeout", type=float, default=None, help="stop waiting after this many seconds (exit 1)")
+@click.option("--workers", type=int, default=None, help="local workers when no Redis is configured [cores]")
+@click.option("--ttl", type=int, default=store.DEFAULT_TTL, show_default=True, help="keep results this many seconds")
+def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, detach: bool, as_json: bool,
+        timeout: float | None, workers: int | None, ttl: int) -> None:
+    """Check FILE, plan it, enqueue it and (by default) wait for it with a live view."""
+    from . import enqueue
+
+    doc = document.load(file, _inputs(inputs))
+    planned = make_plan(doc, out_root=out)
+    url = connection.configured_url(redis_url)
+    if url is None and detach:
+        raise IfcflowError("--detach needs a shared Redis (--redis URL or IFCFLOW_REDIS_URL): a private one "
+                           "ends with the command")
+    with _cluster(url, workers) as (conn, health):
+        enqueue.submit(conn, planned, ttl=ttl)
+        if detach:
+            click.echo(f"enqueued {len(planned.steps)} steps; follow with: ifcflow status {planned.run_id} --watch")
+            click.echo(planned.run_id)
+            return
+        status = _follow(StatusReader(conn, planned.run_id, planned), timeout, quiet=as_json, health=health)
+    _finish(status, as_json)
+
+
+@contextmanager
+def _cluster(url: str | None, workers: int | None) -> Iterator[tuple[Redis, Callable[[], None]]]:
+    """The configured Redis, or a private Redis with local workers; with a health check to call while waiting."""
+    if url is not None:
+        yield connection.connect(url), lambda: None
+        return
+    from .local import LocalCluster
+
+    with LocalCluster(workers) as cluster:
+        yield connection.connect(cluster.url), cluster.check
+
+
+def _follow(reader: StatusReader, timeout: float | None, quiet: bool,
+            health: Callable[[], None] = lambda: None) -> RunStatus:
+    with live.View(err, quiet=quiet) as view:
+        def update(status: RunStatus) -> None:
+            view(status)
+            if not status.terminal:
+                health()
+
+        return wait(reader, timeout=timeout, on_update=update)
+
+
+def _finish(status: RunStatus, as_json: bool) -> None:
+    if as_json:
+        click.echo(status.model_dump_json(indent=2))
+    else:
+        err.print(live.summary(status))
+    sys.exit(EXIT.get(status.status, 1))
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME=PATH")
+def validate(files: tuple[Path, ...], inputs: tuple[str, ...]) -> None:
+    """Check pipeline files (syntax, options, references, cycles, input files); exit 0 or 2."""
+    bad = 0
+    for file in files:
+        try:
+            document.load(file, _inputs(inputs))
+            click.echo(f"{file}: ok")
+        except IfcflowError as exc:
+            bad += 1
+            click.echo(str(exc), err=True)
+    sys.exit(2 if bad else 0)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME=PATH")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "mermaid"]), default="text", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ifcflow-runs"))
+def plan(file: Path, inputs: tuple[str, ...], fmt: str, out: Path) -> None:
+    """Show the DAG that FILE expands to, without enqueueing anything."""
+    planned = make_plan(document.load(file, _inputs(inputs)), out_root=out)
+    if fmt == "json":
+        click.echo(planned.model_dump_json(indent=2))
+    else:
+        click.echo(live.mermaid(planned) if fmt == "mermaid" else live.describe_plan(planned))
+
+
+@cli.command()
+@click.argument("run_id")
+@redis_option
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--watch", is_flag=True, help="follow the run until it ends")
+@click.option("--traceback", "with_traceback", is_flag=True, help="include failed steps' tracebacks (JSON)")
+def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_traceback: bool) -> None:
+    """Show a run's status: every step, and the whole run."""
+    reader = StatusReader(_redis(redis_url), run_id)
+    result = _follow(reader, None, quiet=as_json) if watch else reader.read(with_traceback)
+    if as_json:
+        click.echo(result.model_dump_json(indent=2, exclude={"steps": {"__all__": {"traceback"}}}
+                                          if not with_traceback else None))
+    else:
+        err.print(live.table(result))
+    sys.exit(EXIT.get(result.status, 0) if result.terminal else 0)
+
+
+@cli.command()
+@redis_option
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(redis_url: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first."""
+    conn = _redis(redis_url)
+    rows = []
+    for run_id in store.recent_runs(conn, limit):
+        try:
+            s = StatusReader(conn, run_id).read()
+        except IfcflowError:
+            continue
+        rows.append({"run_id": run_id, "pipeline": s.pipeline, "status": s.status.value, "created_at": s.created_at,
+                     "steps": len(s.steps)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    for row in rows if not as_json else []:
+        click.echo(f"{row['run_id']}  {row['status']:<24} {row['steps']:>4} steps  {row['created_at']}")
+
+
+@cli.command()
+@click.argument("queues", nargs=-1)
+@redis_option
+@click.option("--burst", is_flag=True, help="stop when the queues are empty")
+@click.option("--name", default=None, help="worker name (default: RQ's)")
+@click.option("--quiet", is_flag=True, help="log warnings only")
+def worker(queues: tuple[str, ...], redis_url: str | None, burst: bool, name: str | None, quiet: bool) -> None:
+    """Run an RQ worker for QUEUES (default: all ifcflow queues), with ifcopenshell preloaded."""
+    from .worker import run_worker
+
+    url = connection.configured_url(redis_url)
+    if not url:
+        raise IfcflowError("a worker needs a Redis: pass --redis URL or set IFCFLOW_REDIS_URL")
+    connection.connect(url)
+    run_worker(url, queues, burst=burst, name=name, logging_level="WARNING" if quiet else "INFO")
+
+
+@cli.command()
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="write to this file instead of stdout")
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of pipeline files (checked in as schemas/pipeline.schema.json)."""
+    from .schema import render
+
+    text = render()
+    if output:
+        output.write_text(text)
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+def demo(folder: Path) -> None:
+    """Write the example models and IDS used by the committed pipelines into FOLDER."""
+    from .demo import write_demo
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, path in write_demo(folder).items():
+        click.echo(f"{name}: {path}")
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except IfcflowError as exc:
+        click.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted; local workers and the private Redis were stopped")
+        sys.exit(130)

@@ -1,0 +1,76 @@
+"""Every error ifcflow raises on purpose derives from :class:`IfcflowError`.
+
+Messages say what went wrong and what to do next; the CLI prints them as they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class IfcflowError(Exception):
+    """Base class of all ifcflow errors. ``exit_code`` is what the CLI exits with."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One problem found in a pipeline file, located as file:line:col (1-based)."""
+
+    file: str
+    line: int
+    col: int
+    message: str
+    path: str = ""
+
+    def __str__(self) -> str:
+        where = f" (at {self.path})" if self.path else ""
+        return f"{self.file}:{self.line}:{self.col}: {self.message}{where}"
+
+
+class PipelineError(IfcflowError):
+    """A pipeline file (or its inputs) is invalid. Nothing was enqueued."""
+
+    def __init__(self, problems: list[Problem]):
+        self.problems = sorted(problems, key=lambda p: (p.file, p.line, p.col, p.message))
+        count = len(self.problems)
+        head = f"{count} problem{'s' if count != 1 else ''} found; nothing was enqueued. Fix them and run again."
+        super().__init__("\n".join([*(str(p) for p in self.problems), head]))
+
+
+class RedisUnavailable(IfcflowError):
+    """The Redis server cannot be reached."""
+
+    def __init__(self, url: str, reason: str):
+        super().__init__(
+            f"cannot reach Redis at {url}: {reason}. Start the server, or check --redis / IFCFLOW_REDIS_URL "
+            "(leave both unset to use a private embedded Redis)."
+        )
+
+
+class EmbeddedRedisError(IfcflowError):
+    """The private Redis server could not be started."""
+
+
+class RunNotFound(IfcflowError):
+    """No run record with that id exists on this Redis."""
+
+    def __init__(self, run_id: str):
+        super().__init__(
+            f"no run '{run_id}' on this Redis. List runs with 'ifcflow runs'; runs are pruned after their "
+            "retention period, and a private embedded Redis forgets everything when its run ends."
+        )
+
+
+class StepError(IfcflowError):
+    """A pipeline step failed on a worker; the message is for a BIM coordinator.
+
+    With ``keep_outputs`` the files the step wrote are still published (e.g. the report of a failed IDS gate).
+    """
+
+    exit_code = 1
+
+    def __init__(self, message: str, *, keep_outputs: bool = False):
+        super().__init__(message)
+        self.keep_outputs = keep_outputs

@@ -1,0 +1,72 @@
+"""Local mode: a private Redis plus worker processes, for ``ifcflow run`` with no server configured.
+
+The workers are ordinary ``ifcflow worker`` processes over the same RQ code path as production; all of it is
+stopped and removed when the run ends, on errors and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import TracebackType
+
+from .embedded import EmbeddedRedis
+from .errors import EmbeddedRedisError
+
+
+class LocalCluster:
+    """``with LocalCluster(workers=2) as cluster: cluster.url`` -- Redis on a unix socket + N workers."""
+
+    def __init__(self, workers: int | None = None):
+        self.count = max(1, workers or os.cpu_count() or 1)
+        self.redis = EmbeddedRedis()
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    @property
+    def url(self) -> str:
+        return self.redis.url
+
+    def __enter__(self) -> LocalCluster:
+        self.redis.start()
+        try:
+            for index in range(self.count):
+                self.processes.append(subprocess.Popen(
+                    [sys.executable, "-m", "ifcflow", "worker", "--redis", self.url, "--quiet",
+                     "--name", f"local-{os.getpid()}-{index}"],
+                    stdin=subprocess.DEVNULL, start_new_session=True,
+                ))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def check(self) -> None:
+        """Raise when every local worker has exited (nothing would ever run the steps)."""
+        if self.processes and all(proc.poll() is not None for proc in self.processes):
+            codes = sorted({proc.returncode for proc in self.processes})
+            raise EmbeddedRedisError(f"all {len(self.processes)} local workers exited (exit codes {codes}); "
+                                     "run 'ifcflow worker --burst --redis URL' by hand to see why")
+
+    def stop(self, grace: float = 3.0) -> None:
+        """Ask workers to stop (warm), then kill what is left; stop Redis; remove the temp folder."""
+        for proc in self.processes:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for proc in self.processes:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                proc.wait()
+        self.processes.clear()
+        self.redis.stop()
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.stop(grace=0.5 if kind is KeyboardInterrupt else 3.0)

@@ -1,0 +1,92 @@
+"""Which waiting steps must be skipped, and which must be released, given the states of the others. Pure.
+
+The rules (GitHub-Actions-like):
+- a step's ``if:`` is ``success()`` (default), ``failure()`` or ``always()``, evaluated over its needs;
+- ``success()``: every need succeeded (a failed need with ``on_failure: continue`` counts as succeeded);
+  decided as soon as one need failed, was skipped or was canceled: the step is skipped, naming the root cause;
+- ``failure()``: once every need ended, true when any upstream step (transitively) failed;
+- ``always()``: runs once every need ended, whatever happened;
+- a step that must run although a need was skipped or canceled is *released*: RQ never enqueues it by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from .states import StepState
+
+
+class StepLike(Protocol):
+    @property
+    def id(self) -> str: ...
+    @property
+    def needs(self) -> list[str]: ...
+    @property
+    def condition(self) -> str: ...
+    @property
+    def on_failure(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class Decision:
+    step: str
+    action: str  # "skip" or "release"
+    reason: str = ""
+
+
+def _failed_upstream(step: StepLike, by_id: Mapping[str, StepLike], states: Mapping[str, StepState]) -> str | None:
+    """The first step upstream of ``step`` that failed (transitively), or None."""
+    seen: set[str] = set()
+    todo = list(step.needs)
+    while todo:
+        need = todo.pop(0)
+        if need in seen:
+            continue
+        seen.add(need)
+        if states.get(need) == StepState.FAILED:
+            return need
+        todo.extend(by_id[need].needs if need in by_id else ())
+    return None
+
+
+def verdict(step: StepLike, by_id: Mapping[str, StepLike], states: Mapping[str, StepState],
+            causes: Mapping[str, str]) -> tuple[str, str]:
+    """``("run"|"skip"|"wait", reason)`` for a step that has not started, from the states of its needs."""
+    needs = [(n, states.get(n, StepState.PENDING)) for n in step.needs]
+    ended = all(s.terminal for _, s in needs)
+    if step.condition == "always()":
+        return ("run", "") if ended else ("wait", "")
+    if step.condition == "failure()":
+        if not ended:
+            return "wait", ""
+        culprit = _failed_upstream(step, by_id, states)
+        return ("run", "") if culprit else ("skip", "condition failure() is false: no upstream step failed")
+    for need, state in needs:
+        if state == StepState.FAILED and by_id[need].on_failure != "continue":
+            return "skip", f"upstream step '{need}' failed"
+        if state == StepState.SKIPPED:
+            return "skip", causes.get(need) or f"upstream step '{need}' was skipped"
+        if state == StepState.CANCELED:
+            return "skip", f"upstream step '{need}' was canceled"
+    return ("run", "") if ended else ("wait", "")
+
+
+def decide(steps: Sequence[StepLike], states: Mapping[str, StepState], causes: Mapping[str, str]) -> list[Decision]:
+    """Decisions for every step still pending, cascading in topological order (``steps`` must be in it)."""
+    by_id = {s.id: s for s in steps}
+    states = dict(states)
+    causes = dict(causes)
+    decisions: list[Decision] = []
+    for step in steps:
+        if states.get(step.id) not in (StepState.PENDING, None):
+            continue
+        action, reason = verdict(step, by_id, states, causes)
+        if action == "skip":
+            states[step.id] = StepState.SKIPPED
+            causes[step.id] = reason
+            decisions.append(Decision(step.id, "skip", reason))
+        elif action == "run" and any(states.get(n) in (StepState.SKIPPED, StepState.CANCELED) for n in step.needs):
+            decisions.append(Decision(step.id, "release"))
+    return decisions

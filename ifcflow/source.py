@@ -1,0 +1,136 @@
+"""Loading YAML with positions: every key and value keeps its file:line:col.
+
+Only a safe subset is accepted: standard YAML tags (no ``!!python/...``), no duplicate keys, and a bounded
+number of nodes after alias expansion, so an alias bomb is an error instead of an out-of-memory.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from .errors import PipelineError, Problem
+
+MAX_BYTES = 1024 * 1024
+MAX_NODES = 100_000
+
+Path = tuple[str | int, ...]
+
+
+@dataclass
+class Source:
+    """A parsed YAML document with the position (1-based line, col) of every key and value."""
+
+    file: str
+    data: Any
+    values: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    keys: dict[Path, tuple[int, int]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+    """Problems that did not stop parsing (duplicate keys, unsupported tags); the caller reports them."""
+
+    def problem(self, path: Path, message: str, *, at_key: bool = False) -> Problem:
+        """A problem located at ``path``, or at its nearest located parent."""
+        probe = path
+        table = self.keys if at_key else self.values
+        while probe and probe not in table and probe not in self.values:
+            probe = probe[:-1]
+        line, col = table.get(probe) or self.values.get(probe) or (1, 1)
+        return Problem(self.file, line, col, message, ".".join(str(p) for p in path))
+
+
+class _Builder:
+    def __init__(self, file: str):
+        self.file = file
+        self.source = Source(file, None)
+        self.nodes = 0
+        self.problems: list[Problem] = []
+        self.constructor = yaml.SafeLoader("")
+
+    def at(self, node: yaml.Node) -> tuple[int, int]:
+        return node.start_mark.line + 1, node.start_mark.column + 1
+
+    def fail(self, node: yaml.Node, message: str, path: Path) -> None:
+        line, col = self.at(node)
+        self.problems.append(Problem(self.file, line, col, message, ".".join(str(p) for p in path)))
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _TooBig(node)
+        self.source.values.setdefault(path, self.at(node))
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, path)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
+        try:
+            return self.constructor.construct_object(node, deep=True)
+        except yaml.constructor.ConstructorError:
+            self.fail(node, f"unsupported YAML tag {node.tag!r}; only plain YAML values are allowed", path)
+            return None
+
+    def mapping(self, node: yaml.MappingNode, path: Path) -> dict[Any, Any]:
+        result: dict[Any, Any] = {}
+        merged: list[yaml.MappingNode] = []
+        for key_node, value_node in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+                merged.extend(s for s in sources if isinstance(s, yaml.MappingNode))
+                continue
+            if not isinstance(key_node, yaml.ScalarNode):
+                self.fail(key_node, "mapping keys must be plain strings", path)
+                continue
+            key = self.build(key_node, (*path, "<key>"))
+            if key in result:
+                line, _ = self.source.keys[(*path, key)]
+                self.fail(key_node, f"duplicate key {key!r} (first defined on line {line})", (*path, key))
+                continue
+            self.source.keys[(*path, key)] = self.at(key_node)
+            result[key] = self.build(value_node, (*path, key))
+        for extra in merged:
+            for key, value in self.mapping(extra, path).items():
+                result.setdefault(key, value)
+        self.source.values.pop((*path, "<key>"), None)
+        return result
+
+
+class _TooBig(Exception):
+    def __init__(self, node: yaml.Node):
+        self.node = node
+
+
+def load(text: str | bytes, file: str) -> Source:
+    """Parse ``text`` as one YAML document; raise :class:`PipelineError` when it cannot be read at all."""
+    if len(text) > MAX_BYTES:
+        raise PipelineError([Problem(file, 1, 1, f"file is {len(text):,} bytes; pipeline files are limited to "
+                                     f"{MAX_BYTES:,} bytes. Split it, or move data into input files.")])
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise PipelineError([Problem(file, 1, 1, f"file is not UTF-8 text ({exc.reason} at byte {exc.start})")])
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise PipelineError([Problem(file, line, 1, "file contains a NUL byte; pipeline files must be text")])
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
+        detail = " ".join(part for part in (exc.context, exc.problem) if part)
+        raise PipelineError([Problem(file, line, col, f"YAML syntax error: {detail}")]) from None
+    except yaml.YAMLError as exc:
+        raise PipelineError([Problem(file, 1, 1, f"YAML error: {exc}")]) from None
+    builder = _Builder(file)
+    if node is None:
+        raise PipelineError([Problem(file, 1, 1, "file is empty; a pipeline needs at least 'version' and 'steps'")])
+    try:
+        builder.source.data = builder.build(node, ())
+    except _TooBig as big:
+        raise PipelineError([Problem(file, *builder.at(big.node), f"document expands to more than {MAX_NODES:,} "
+                                     "nodes (an alias/anchor bomb?); write the pipeline out plainly")]) from None
+    except RecursionError:
+        raise PipelineError([Problem(file, 1, 1, "document is nested too deeply (recursive alias?)")]) from None
+    builder.source.problems = builder.problems
+    return builder.source

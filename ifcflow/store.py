@@ -1,0 +1,80 @@
+"""ifcflow's own records in Redis, beside RQ's jobs: the run (its plan) and per-step decisions.
+
+Keys (all under ``ifcflow:``):
+- ``ifcflow:run:<run_id>``: hash with ``plan`` (JSON), ``created_at``, ``canceled`` (when cancelled);
+- ``ifcflow:run:<run_id>:steps``: hash step id -> JSON ``{status, reason, at}`` for what RQ cannot say
+  (skipped steps and why, canceled steps, dead workers);
+- ``ifcflow:runs``: sorted set of run ids by creation time.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline as RedisPipeline
+
+from .errors import RunNotFound
+from .plan import Plan
+
+RUNS = "ifcflow:runs"
+DEFAULT_TTL = 7 * 86400
+"""How long finished jobs, their results and run records are kept: 7 days."""
+
+
+def run_key(run_id: str) -> str:
+    return f"ifcflow:run:{run_id}"
+
+
+def steps_key(run_id: str) -> str:
+    return f"ifcflow:run:{run_id}:steps"
+
+
+def save_run(conn: Redis | RedisPipeline, plan: Plan, ttl: int = DEFAULT_TTL) -> None:
+    """Write the run record (and index it) in one transaction."""
+    created = time.time()
+    pipe = conn.pipeline() if isinstance(conn, Redis) else conn
+    pipe.hset(run_key(plan.run_id), mapping={"plan": plan.model_dump_json(), "created_at": created, "ttl": ttl})
+    pipe.zadd(RUNS, {plan.run_id: created})
+    if isinstance(conn, Redis):
+        pipe.execute()
+
+
+def delete_run(conn: Redis, run_id: str) -> None:
+    conn.delete(run_key(run_id), steps_key(run_id))
+    conn.zrem(RUNS, run_id)
+
+
+def load_plan(conn: Redis, run_id: str) -> Plan:
+    raw = conn.hget(run_key(run_id), "plan")
+    if raw is None:
+        raise RunNotFound(run_id)
+    return Plan.model_validate_json(raw)
+
+
+def parse_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+def record_steps(conn: Redis | RedisPipeline, run_id: str, states: dict[str, tuple[str, str]], *,
+                 overwrite: bool = False) -> None:
+    """Record ``{step: (status, reason)}``; existing records are kept unless ``overwrite``."""
+    if not states:
+        return
+    now = time.time()
+    payload = {step: json.dumps({"status": s, "reason": r, "at": now}) for step, (s, r) in states.items()}
+    if overwrite:
+        conn.hset(steps_key(run_id), mapping=payload)  # type: ignore[arg-type]
+    else:
+        for step, value in payload.items():
+            conn.hsetnx(steps_key(run_id), step, value)
+
+
+def step_records(raw: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
+def recent_runs(conn: Redis, limit: int = 20) -> list[str]:
+    return [r.decode() for r in conn.zrevrange(RUNS, 0, limit - 1)]

@@ -1,0 +1,75 @@
+"""``ifcflow worker``: RQ's worker, with ifcopenshell and the service modules imported before forking.
+
+A forking RQ worker that has not imported ifcopenshell pays the import in every job; this one imports once. It
+also runs RQ's scheduler (delayed retries), heart-beats often enough that a killed worker is noticed within two
+minutes, and skips a step's dependents when its work horse was killed (OOM killer, SIGKILL). Plain
+``rq worker QUEUE --url URL`` runs ifcflow jobs too; the status reader then does the repairs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from redis import Redis
+from rq import Worker
+from rq.job import Job
+
+from .services import QUEUES, SERVICES
+
+JOB_MONITORING_INTERVAL = 5
+"""Seconds between heartbeats while a job runs; a job's heartbeat expires 60 s after the last one."""
+WORKER_TTL = 60
+
+log = logging.getLogger(__name__)
+
+
+def preload() -> None:
+    """Import ifcopenshell, its geometry engine and every service module, once, before forking."""
+    import ifcopenshell  # noqa: F401
+    import ifcopenshell.geom  # noqa: F401
+
+    for service in SERVICES.values():
+        module = service.func.rsplit(".", 1)[0]
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:  # jobs of that service will fail with this error; the others still run
+            log.error("cannot import %s for service %s: %s", module, service.name, exc)
+
+
+class IfcflowWorker(Worker):
+    """An RQ worker that repairs a run at once when a job of it ends badly outside the job's own code."""
+
+    def handle_job_failure(self, job: Job, queue: Any, started_job_registry: Any = None, exc_string: str = "",
+                           execution: Any = None) -> None:
+        super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string,
+                                   execution=execution)
+        run_id = (job.meta or {}).get("ifcflow_run")
+        if not run_id or self.is_horse:
+            return
+        try:
+            from .status import StatusReader
+
+            StatusReader(self.connection, run_id).read()
+        except Exception:  # the failure itself is recorded; repairs are retried by every status read
+            log.exception("could not update run %s after job %s failed", run_id, job.id)
+
+
+def make_worker(conn: Redis, queues: Sequence[str] = QUEUES, name: str | None = None) -> IfcflowWorker:
+    return IfcflowWorker(list(queues) or list(QUEUES), connection=conn, name=name,
+                         job_monitoring_interval=JOB_MONITORING_INTERVAL, worker_ttl=WORKER_TTL)
+
+
+def run_worker(url: str, queues: Sequence[str], burst: bool = False, name: str | None = None,
+               logging_level: str = "INFO") -> bool:
+    """Preload, then work ``queues`` (all of ifcflow's when empty) with the scheduler enabled."""
+    from .connection import connect
+
+    unknown = [q for q in queues if q not in QUEUES]
+    if unknown:
+        log.warning("queues %s are not ifcflow queues (%s); listening anyway", unknown, ", ".join(QUEUES))
+    preload()
+    worker = make_worker(connect(url), queues, name)
+    return worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)

@@ -1,0 +1,1 @@
+"""Worker-side code: one module per service. Imported by RQ workers only (it needs ifcopenshell)."""

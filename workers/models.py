@@ -1,0 +1,24 @@
+"""Opening IFC models on a worker, with errors a BIM coordinator understands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import ifcopenshell
+
+from ifcflow.checks import check_ifc
+from ifcflow.errors import StepError
+
+
+def open_ifc(path: str | Path) -> ifcopenshell.file:
+    """Open an IFC-SPF model; missing, non-IFC, truncated and unsupported-schema files raise StepError."""
+    path = Path(path)
+    if not path.is_file():
+        raise StepError(f"input file {path} does not exist")
+    problem = check_ifc(path)
+    if problem:
+        raise StepError(problem)
+    try:
+        return ifcopenshell.open(str(path))
+    except Exception as exc:  # ifcopenshell raises several unrelated types for unreadable files
+        raise StepError(f"ifcopenshell cannot read {path.name}: {exc}") from None

@@ -1,0 +1,142 @@
+"""What every step job does around its service: condition check, atomic outputs, progress, results, failure.
+
+A service module defines ``body(options, outputs, progress) -> Outcome`` and exposes ``run = step(body)``;
+RQ calls ``workers.<service>.run(step=..., run_id=...)``.
+
+- Outputs are written into a private temporary folder inside the step's run folder and moved into place only
+  when the body returns, so a failed step leaves no half-written file.
+- Progress goes to ``job.meta["progress"]`` (at most a few writes a second).
+- On a final failure the step's dependents are skipped at once (see :mod:`ifcflow.propagate`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from rq import get_current_job
+from rq.job import Job
+from rq.timeouts import JobTimeoutException
+
+from ifcflow import durations, policy, propagate, store
+from ifcflow.errors import StepError
+from ifcflow.plan import PlannedStep
+from ifcflow.services import SERVICES, Options
+from ifcflow.states import StepState
+from ifcflow.status import StatusReader
+
+O = TypeVar("O", bound=Options)
+
+
+@dataclass
+class Outcome:
+    """What a service body returns: a one-line message and small data (counts, not reports)."""
+
+    message: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+class Progress:
+    """``progress(done, total, message)``: stored in ``job.meta['progress']``, throttled."""
+
+    def __init__(self, job: Job | None, interval: float = 0.5):
+        self.job = job
+        self.interval = interval
+        self.last = 0.0
+
+    def __call__(self, done: float, total: float | None = None, message: str = "", force: bool = False) -> None:
+        if self.job is None:
+            return
+        now = time.monotonic()
+        if not force and now - self.last < self.interval:
+            return
+        self.last = now
+        percent = round(100.0 * done / total, 1) if total else None
+        self.job.meta["progress"] = {"done": done, "total": total, "percent": percent, "message": message}
+        self.job.save_meta()
+
+
+Body = Callable[[Any, dict[str, Path], Progress], Outcome]
+
+
+def step(body: Body) -> Callable[..., dict[str, Any]]:
+    """Wrap a service body into the RQ job function ``run(step, run_id)``."""
+
+    def run(step: dict[str, Any], run_id: str) -> dict[str, Any]:
+        return execute(body, PlannedStep.model_validate(step), run_id)
+
+    run.__doc__ = body.__doc__
+    run.__module__ = body.__module__
+    return run
+
+
+def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = None) -> dict[str, Any]:
+    job = job or get_current_job()
+    if job is not None and planned.needs:
+        skipped = _skip_reason(job, planned, run_id)
+        if skipped:
+            return {"success": False, "skipped": True, "message": skipped, "data": {}, "outputs": {}}
+    options = SERVICES[planned.service].options.model_validate(planned.options)
+    workdir = Path(planned.workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    partial = workdir / f".partial-{job.id if job else 'local'}-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    temp = {name: partial / Path(path).name for name, path in planned.outputs.items()}
+    progress = Progress(job)
+    try:
+        try:
+            outcome = body(options, temp, progress)
+        except JobTimeoutException:
+            raise StepError(f"timed out after {durations.format(planned.timeout)}") from None
+    except BaseException as exc:
+        if isinstance(exc, StepError) and exc.keep_outputs:
+            _publish(partial, workdir)
+        shutil.rmtree(partial, ignore_errors=True)
+        if job is not None:
+            _failed(job, planned, run_id, exc)
+        raise
+    _publish(partial, workdir)
+    shutil.rmtree(partial, ignore_errors=True)
+    progress(1, 1, "done", force=True)
+    written = {name: path for name, path in planned.outputs.items() if Path(path).exists()}
+    return {"success": True, "message": outcome.message, "data": outcome.data, "outputs": written}
+
+
+def _publish(partial: Path, workdir: Path) -> None:
+    """Move every finished file into the step folder (rename: atomic on one file system)."""
+    for item in partial.iterdir():
+        os.replace(item, workdir / item.name)
+
+
+def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
+    """Evaluate the step's condition against its needs now; record and return the reason to skip, if any."""
+    reader = StatusReader(job.connection, run_id)
+    states, causes = propagate.states_of(reader.fetch())
+    by_id = {s.id: s for s in reader.plan.steps}
+    action, reason = policy.verdict(planned, by_id, states, causes)
+    if action != "skip":
+        return None
+    store.record_steps(job.connection, run_id, {planned.id: ("skipped", reason)})
+    return reason
+
+
+def _failed(job: Job, planned: PlannedStep, run_id: str, exc: BaseException) -> None:
+    """Remember this attempt's error; on the last attempt, skip what can no longer run."""
+    message = str(exc) if isinstance(exc, StepError) else "".join(traceback.format_exception_only(exc)).strip()
+    job.meta.setdefault("errors", []).append(message)
+    job.meta.pop("progress", None)
+    job.save_meta()
+    if job.retries_left:
+        return
+    try:
+        reader = StatusReader(job.connection, run_id)
+        propagate.after_failure(job.connection, reader.plan, reader.fetch(), {planned.id: StepState.FAILED})
+    except Exception:  # never hide the step's own error behind a bookkeeping one
+        traceback.print_exc()
