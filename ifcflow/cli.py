@@ -4,6 +4,7 @@ canceled or timed out, 2 bad input or unreachable Redis, 3 succeeded with failur
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -70,7 +71,9 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
     if url is None and detach:
         raise IfcflowError("--detach needs a shared Redis (--redis URL or IFCFLOW_REDIS_URL): a private one "
                            "ends with the command")
-    with _cluster(url, workers) as (conn, health):
+    services = sorted({step.service for step in planned.steps})
+    workers = workers or min(len(planned.steps), os.cpu_count() or 1)
+    with _cluster(url, workers, Path(planned.out_dir) / "workers.log", services) as (conn, health):
         enqueue.submit(conn, planned, ttl=ttl)
         if detach:
             click.echo(f"enqueued {len(planned.steps)} steps; follow with: ifcflow status {planned.run_id} --watch")
@@ -81,14 +84,14 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
 
 
 @contextmanager
-def _cluster(url: str | None, workers: int | None) -> Iterator[tuple[Redis, Callable[[], None]]]:
+def _cluster(url: str | None, workers: int, log: Path, services: list[str]) -> Iterator[tuple[Redis, Callable[[], None]]]:
     """The configured Redis, or a private Redis with local workers; with a health check to call while waiting."""
     if url is not None:
         yield connection.connect(url), lambda: None
         return
     from .local import LocalCluster
 
-    with LocalCluster(workers) as cluster:
+    with LocalCluster(workers, log_file=log, preload=services) as cluster:
         yield connection.connect(cluster.url), cluster.check
 
 
@@ -186,7 +189,9 @@ def runs(redis_url: str | None, limit: int, as_json: bool) -> None:
 @click.option("--burst", is_flag=True, help="stop when the queues are empty")
 @click.option("--name", default=None, help="worker name (default: RQ's)")
 @click.option("--quiet", is_flag=True, help="log warnings only")
-def worker(queues: tuple[str, ...], redis_url: str | None, burst: bool, name: str | None, quiet: bool) -> None:
+@click.option("--preload", default="", metavar="SERVICES", help="comma-separated services to import up front [all]")
+def worker(queues: tuple[str, ...], redis_url: str | None, burst: bool, name: str | None, quiet: bool,
+           preload: str) -> None:
     """Run an RQ worker for QUEUES (default: all ifcflow queues), with ifcopenshell preloaded."""
     from .worker import run_worker
 
@@ -194,7 +199,8 @@ def worker(queues: tuple[str, ...], redis_url: str | None, burst: bool, name: st
     if not url:
         raise IfcflowError("a worker needs a Redis: pass --redis URL or set IFCFLOW_REDIS_URL")
     connection.connect(url)
-    run_worker(url, queues, burst=burst, name=name, logging_level="WARNING" if quiet else "INFO")
+    run_worker(url, queues, burst=burst, name=name, logging_level="WARNING" if quiet else "INFO",
+               services=[s for s in preload.split(",") if s])
 
 
 @cli.command()

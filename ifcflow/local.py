@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 from types import TracebackType
 
 from .embedded import EmbeddedRedis
@@ -20,8 +21,10 @@ from .errors import EmbeddedRedisError
 class LocalCluster:
     """``with LocalCluster(workers=2) as cluster: cluster.url`` -- Redis on a unix socket + N workers."""
 
-    def __init__(self, workers: int | None = None):
+    def __init__(self, workers: int | None = None, log_file: Path | None = None, preload: list[str] | None = None):
         self.count = max(1, workers or os.cpu_count() or 1)
+        self.log_file = log_file
+        self.preload = preload or []
         self.redis = EmbeddedRedis()
         self.processes: list[subprocess.Popen[bytes]] = []
 
@@ -31,12 +34,16 @@ class LocalCluster:
 
     def __enter__(self) -> LocalCluster:
         self.redis.start()
+        log = subprocess.DEVNULL
+        if self.log_file is not None:
+            self.log_file.parent.mkdir(parents=True, exist_ok=True)
+            log = self.log_file.open("ab")  # type: ignore[assignment]
         try:
             for index in range(self.count):
                 self.processes.append(subprocess.Popen(
                     [sys.executable, "-m", "ifcflow", "worker", "--redis", self.url, "--quiet",
-                     "--name", f"local-{os.getpid()}-{index}"],
-                    stdin=subprocess.DEVNULL, start_new_session=True,
+                     "--name", f"local-{os.getpid()}-{index}", "--preload", ",".join(self.preload)],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
                 ))
         except BaseException:
             self.stop()
@@ -48,7 +55,7 @@ class LocalCluster:
         if self.processes and all(proc.poll() is not None for proc in self.processes):
             codes = sorted({proc.returncode for proc in self.processes})
             raise EmbeddedRedisError(f"all {len(self.processes)} local workers exited (exit codes {codes}); "
-                                     "run 'ifcflow worker --burst --redis URL' by hand to see why")
+                                     f"see {self.log_file or 'their output'}")
 
     def stop(self, grace: float = 3.0) -> None:
         """Ask workers to stop (warm), then kill what is left; stop Redis; remove the temp folder."""

@@ -17,6 +17,7 @@ MAX_BYTES = 1024 * 1024
 MAX_NODES = 100_000
 
 Path = tuple[str | int, ...]
+_COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap"}
 
 
 @dataclass
@@ -60,6 +61,9 @@ class _Builder:
         if self.nodes > MAX_NODES:
             raise _TooBig(node)
         self.source.values.setdefault(path, self.at(node))
+        if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
+            self.fail(node, f"unsupported YAML tag {node.tag!r}; only plain YAML values are allowed", path)
+            return None
         if isinstance(node, yaml.MappingNode):
             return self.mapping(node, path)
         if isinstance(node, yaml.SequenceNode):

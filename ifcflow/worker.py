@@ -26,12 +26,11 @@ WORKER_TTL = 60
 log = logging.getLogger(__name__)
 
 
-def preload() -> None:
-    """Import ifcopenshell, its geometry engine and every service module, once, before forking."""
+def preload(services: Sequence[str] = ()) -> None:
+    """Import ifcopenshell and the service modules (all, or just ``services``) once, before forking."""
     import ifcopenshell  # noqa: F401
-    import ifcopenshell.geom  # noqa: F401
 
-    for service in SERVICES.values():
+    for service in (SERVICES[name] for name in (services or SERVICES) if name in SERVICES):
         module = service.func.rsplit(".", 1)[0]
         try:
             importlib.import_module(module)
@@ -63,13 +62,13 @@ def make_worker(conn: Redis, queues: Sequence[str] = QUEUES, name: str | None = 
 
 
 def run_worker(url: str, queues: Sequence[str], burst: bool = False, name: str | None = None,
-               logging_level: str = "INFO") -> bool:
+               logging_level: str = "INFO", services: Sequence[str] = ()) -> bool:
     """Preload, then work ``queues`` (all of ifcflow's when empty) with the scheduler enabled."""
     from .connection import connect
 
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
         log.warning("queues %s are not ifcflow queues (%s); listening anyway", unknown, ", ".join(QUEUES))
-    preload()
+    preload(services)
     worker = make_worker(connect(url), queues, name)
     return worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)

@@ -1,0 +1,213 @@
+"""Runs on a real redis-server with real RQ workers: ordering, failure propagation, lost jobs, atomic start."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.registry import DeferredJobRegistry
+
+from ifcflow import enqueue, runner, status
+from ifcflow.embedded import EmbeddedRedis
+from ifcflow.services import QUEUES
+from ifcflow.states import RunState, StepState
+
+from .conftest import run_pipeline, work
+from .factories import tiny_model, wall_name_ids, write_pipeline
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    tiny_model(tmp_path / "arch.ifc")
+    wall_name_ids(tmp_path / "rules.ids")
+    return tmp_path
+
+
+DIAMOND = """\
+    version: 1
+    name: diamond
+    inputs: {arch: arch.ifc}
+    steps:
+      top: {uses: ifcpatch, with: {ifc: "${{ inputs.arch }}", recipe: ExtractElements, arguments: [IfcWall]}}
+      left: {uses: ifctester, with: {ifc: "${{ steps.top.outputs.model }}", ids: rules.ids, gate: false}}
+      right: {uses: ifcpatch, with: {ifc: "${{ steps.top.outputs.model }}", recipe: Optimise}}
+      bottom: {uses: ifcpatch, needs: [left], with: {ifc: "${{ steps.right.outputs.model }}", recipe: Optimise}}
+    """
+
+
+def test_diamond_across_queues_runs_in_order(conn: Redis, folder: Path) -> None:
+    result = run_pipeline(conn, write_pipeline(folder, DIAMOND), folder / "runs")
+    assert result.status == RunState.SUCCEEDED
+    steps = result.steps
+    assert {s.queue for s in steps.values()} == {"default", "ifctester"}
+    assert all(s.status == StepState.SUCCEEDED for s in steps.values())
+    assert steps["bottom"].needs == ["left", "right"]
+    for child, parents in {"left": ["top"], "right": ["top"], "bottom": ["left", "right"]}.items():
+        for parent in parents:
+            assert steps[child].started_at >= steps[parent].ended_at  # type: ignore[operator]
+    for step in steps.values():
+        assert step.result and step.result["success"]
+        for path in step.outputs.values():
+            assert Path(path).is_file()
+    assert steps["left"].result["data"]["specifications"] == 1  # type: ignore[index]
+
+
+def test_fan_out(conn: Redis, folder: Path) -> None:
+    children = "\n".join(
+        f"  c{i}: {{uses: ifcpatch, with: {{ifc: '${{{{ steps.root.outputs.model }}}}', recipe: Optimise}}}}"
+        for i in range(6))
+    text = ("version: 1\nname: fan\nsteps:\n"
+            "  root: {uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise}}\n" + children + "\n")
+    result = run_pipeline(conn, write_pipeline(folder, text), folder / "runs")
+    assert result.status == RunState.SUCCEEDED
+    assert result.counts["succeeded"] == 7
+
+
+FAILING = """\
+    version: 1
+    name: failing
+    steps:
+      validate: {uses: ifctester, with: {ifc: arch.ifc, ids: rules.ids}}
+      patch: {uses: ifcpatch, needs: [validate], with: {ifc: arch.ifc, recipe: Optimise}}
+      deeper: {uses: ifcpatch, with: {ifc: "${{ steps.patch.outputs.model }}", recipe: Optimise}}
+      independent: {uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise}}
+      report: {uses: ifcpatch, needs: [deeper], if: always(), with: {ifc: arch.ifc, recipe: Optimise}}
+    """
+
+
+def test_failed_step_skips_dependents_and_leaves_nothing_deferred(conn: Redis, folder: Path) -> None:
+    result = run_pipeline(conn, write_pipeline(folder, FAILING), folder / "runs")
+    steps = result.steps
+    assert result.status == RunState.FAILED
+    assert steps["validate"].status == StepState.FAILED
+    assert steps["validate"].error == "1 of 1 specifications failed"
+    assert Path(steps["validate"].outputs["report"]).is_file()  # a failed gate still publishes its report
+    assert steps["patch"].status == StepState.SKIPPED
+    assert steps["patch"].error == "upstream step 'validate' failed"
+    assert steps["deeper"].status == StepState.SKIPPED
+    assert steps["deeper"].error == "upstream step 'validate' failed"
+    assert steps["independent"].status == StepState.SUCCEEDED
+    assert steps["report"].status == StepState.SUCCEEDED  # always() runs after a skipped need
+    for queue in QUEUES:
+        assert DeferredJobRegistry(queue, connection=conn).get_job_ids() == []
+    assert not Path(steps["patch"].outputs["model"]).exists()
+
+
+def test_vanished_job_is_reported_lost(conn: Redis, folder: Path) -> None:
+    planned = runner.start(conn, write_pipeline(folder, DIAMOND), out=folder / "runs")
+    Job.fetch(planned.step("right").job_id, connection=conn).delete()
+    work(conn)
+    result = status.read(conn, planned.run_id)
+    assert result.steps["right"].status == StepState.FAILED
+    assert result.steps["right"].error is not None and result.steps["right"].error.startswith("lost")
+    assert result.steps["bottom"].status == StepState.SKIPPED
+    assert result.status == RunState.FAILED
+
+
+def test_failed_start_leaves_no_keys(conn: Redis, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    doc_path = write_pipeline(folder, DIAMOND)
+    before = set(conn.keys("*"))
+    calls = {"n": 0}
+    original = Queue.enqueue_call
+
+    def flaky(self: Queue, *args: object, **kwargs: object) -> Job:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise ConnectionError("simulated network failure during enqueue")
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Queue, "enqueue_call", flaky)
+    with pytest.raises(ConnectionError):
+        runner.start(conn, doc_path, out=folder / "runs")
+    monkeypatch.undo()
+    leftover = {k.decode() for k in set(conn.keys("*")) - before}
+    assert {k for k in leftover if k != "rq:queues"} == set()
+    work(conn)  # nothing runs
+    assert not (folder / "runs").exists() or not any((folder / "runs").rglob("*.ifc"))
+
+
+def test_plain_rq_worker_runs_ifcflow_jobs(conn: Redis, folder: Path, redis_server: EmbeddedRedis) -> None:
+    planned = runner.start(conn, write_pipeline(folder, DIAMOND), out=folder / "runs")
+    for queues in (["default"], ["ifctester"], ["default"]):
+        subprocess.run([sys.executable, "-m", "rq.cli", "worker", *queues, "--burst", "--url", redis_server.url],
+                       check=True, capture_output=True, timeout=120)
+    result = status.read(conn, planned.run_id)
+    assert result.status == RunState.SUCCEEDED, result.model_dump_json(indent=1)
+
+
+def test_gate_holds_roots_until_everything_is_enqueued(conn: Redis, folder: Path) -> None:
+    planned = runner.start(conn, write_pipeline(folder, DIAMOND), out=folder / "runs")
+    gate = Job.fetch(enqueue.gate_id(planned.run_id), connection=conn)
+    assert gate.get_status().value == "finished"
+    assert Queue("default", connection=conn).job_ids == [planned.step("top").job_id]
+    job = Job.fetch(planned.step("top").job_id, connection=conn)
+    assert job.result_ttl == 7 * 86400 and job.failure_ttl == 7 * 86400
+    work(conn)
+
+
+def test_status_document_contract(conn: Redis, folder: Path) -> None:
+    result = run_pipeline(conn, write_pipeline(folder, DIAMOND), folder / "runs")
+    doc = result.model_dump(mode="json")
+    assert {"run_id", "pipeline", "status", "steps"} <= set(doc)
+    for step in doc["steps"].values():
+        assert {"status", "service", "queue", "job_id", "started_at", "ended_at", "outputs", "error"} <= set(step)
+    assert doc["status"] == "succeeded"
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {k: v for k, v in os.environ.items() if k != "IFCFLOW_REDIS_URL"}
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-m", "ifcflow", *args], capture_output=True, text=True, env=full_env,
+                          cwd=cwd, timeout=300)
+
+
+def test_embedded_default_end_to_end(folder: Path) -> None:
+    path = write_pipeline(folder, DIAMOND)
+    done = _cli("run", str(path), "--out", str(folder / "runs"), "--json")
+    assert done.returncode == 0, done.stderr
+    doc = status.RunStatus.model_validate_json(done.stdout)
+    assert doc.status == RunState.SUCCEEDED and len(doc.steps) == 4
+    assert (Path(doc.out_dir) / "workers.log").exists()
+
+
+def test_embedded_failing_run_exits_1(folder: Path) -> None:
+    done = _cli("run", str(write_pipeline(folder, FAILING)), "--out", str(folder / "runs"))
+    assert done.returncode == 1, done.stderr
+    assert "failed" in done.stderr
+
+
+def test_detach_and_status(folder: Path, redis_server: EmbeddedRedis, conn: Redis) -> None:
+    path = write_pipeline(folder, DIAMOND)
+    done = _cli("run", str(path), "--out", str(folder / "runs"), "--detach", env={"IFCFLOW_REDIS_URL": redis_server.url})
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip().splitlines()[-1]
+    queued = _cli("status", run_id, "--json", "--redis", redis_server.url)
+    assert status.RunStatus.model_validate_json(queued.stdout).status == RunState.QUEUED
+    work(conn)
+    finished = _cli("status", run_id, "--json", "--redis", redis_server.url)
+    assert finished.returncode == 0
+    assert status.RunStatus.model_validate_json(finished.stdout).status == RunState.SUCCEEDED
+    listed = _cli("runs", "--redis", redis_server.url)
+    assert run_id in listed.stdout
+
+
+def test_bad_input_exits_2_and_enqueues_nothing(folder: Path, redis_server: EmbeddedRedis, conn: Redis) -> None:
+    path = write_pipeline(folder, "version: 1\nname: x\nsteps: {a: {uses: ifcclsh, with: {}}}\n")
+    done = _cli("run", str(path), "--redis", redis_server.url)
+    assert done.returncode == 2
+    assert f"{path}:3:19: unknown service 'ifcclsh'" in done.stderr
+    assert conn.keys("*") == []
+
+
+def test_unreachable_redis_is_one_line_exit_2(folder: Path) -> None:
+    path = write_pipeline(folder, DIAMOND)
+    done = _cli("run", str(path), "--redis", "redis://127.0.0.1:1/0")
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert done.stderr.startswith("error: cannot reach Redis at redis://127.0.0.1:1/0")

@@ -1,0 +1,253 @@
+"""The ifcclash service as a pipeline step, compared with ifcclash called directly on the same models."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import ifcopenshell
+import ifcopenshell.api
+import pytest
+import yaml
+from ifcclash.ifcclash import Clasher, ClashSettings
+from pydantic import ValidationError
+from redis import Redis
+
+from ifcflow.errors import PipelineError
+from ifcflow.services import SERVICES
+from ifcflow.services import ifcclash as clash_service
+from ifcflow.states import StepState
+from tests.conftest import run_pipeline, shared_ifc
+
+api = ifcopenshell.api.run
+
+
+class Builder:
+    """A tiny IFC4 model in metres: one storey, elements with body geometry."""
+
+    def __init__(self) -> None:
+        self.model = api("project.create_file", version="IFC4")
+        project = api("root.create_entity", self.model, ifc_class="IfcProject", name="P")
+        api("unit.assign_unit", self.model, length={"is_metric": True, "raw": "METERS"})
+        context = api("context.add_context", self.model, context_type="Model")
+        self.body = api("context.add_context", self.model, context_type="Model", context_identifier="Body",
+                        target_view="MODEL_VIEW", parent=context)
+        site = api("root.create_entity", self.model, ifc_class="IfcSite", name="Site")
+        self.storey = api("root.create_entity", self.model, ifc_class="IfcBuildingStorey", name="Ground")
+        api("aggregate.assign_object", self.model, products=[site], relating_object=project)
+        api("aggregate.assign_object", self.model, products=[self.storey], relating_object=site)
+
+    def _place(self, ifc_class: str, name: str, shape: Any, matrix: list[list[float]]) -> None:
+        import numpy as np
+
+        element = api("root.create_entity", self.model, ifc_class=ifc_class, name=name)
+        api("geometry.assign_representation", self.model, product=element, representation=shape)
+        api("geometry.edit_object_placement", self.model, product=element, matrix=np.array(matrix))
+        api("spatial.assign_container", self.model, products=[element], relating_structure=self.storey)
+
+    def wall(self, name: str, x: float, y: float, length: float = 4.0) -> None:
+        """A 0.2 m thick, 3 m high wall along +X from (x, y)."""
+        shape = api("geometry.add_wall_representation", self.model, context=self.body, length=length, height=3.0,
+                    thickness=0.2)
+        self._place("IfcWall", name, shape, [[1, 0, 0, x], [0, 1, 0, y], [0, 0, 1, 0], [0, 0, 0, 1]])
+
+    def segment(self, ifc_class: str, name: str, x: float, y: float, z: float, length: float = 2.0) -> None:
+        """A round 0.2 m segment running along +Y from (x, y, z)."""
+        profile = self.model.create_entity("IfcCircleProfileDef", ProfileType="AREA", Radius=0.1)
+        shape = api("geometry.add_profile_representation", self.model, context=self.body, profile=profile,
+                    depth=length)
+        self._place(ifc_class, name, shape, [[1, 0, 0, x], [0, 0, 1, y], [0, -1, 0, z], [0, 0, 0, 1]])
+
+    def write(self, path: Path) -> Path:
+        self.model.write(str(path))
+        return path
+
+
+def models(folder: Path) -> tuple[Path, Path]:
+    """walls.ifc (W0 at y=0, W1 at x=6..10) and mep.ifc: ducts D0, D1 cross W0, pipe P0 crosses W1, D2 is clear."""
+    arch = Builder()
+    arch.wall("W0", 0, 0)
+    arch.wall("W1", 6, 0)
+    mep = Builder()
+    mep.segment("IfcDuctSegment", "D0", 1, -1, 1.5)
+    mep.segment("IfcDuctSegment", "D1", 3, -1, 1.5)
+    mep.segment("IfcDuctSegment", "D2", 20, -1, 1.5)
+    mep.segment("IfcPipeSegment", "P0", 7, -1, 1.0)
+    return arch.write(folder / "walls.ifc"), mep.write(folder / "mep.ifc")
+
+
+SETS = [
+    {"name": "arch-vs-mep", "a": [{"file": "walls.ifc"}], "b": [{"file": "mep.ifc"}]},
+    {"name": "walls-vs-ducts", "a": [{"file": "walls.ifc"}],
+     "b": [{"file": "mep.ifc", "selector": "IfcDuctSegment", "mode": "i"}]},
+    {"name": "walls-vs-no-ducts", "a": [{"file": "walls.ifc"}],
+     "b": [{"file": "mep.ifc", "selector": "IfcDuctSegment", "mode": "e"}]},
+    {"name": "walls-internal", "a": [{"file": "walls.ifc", "mode": "a"}]},
+]
+EXPECTED = {"arch-vs-mep": 3, "walls-vs-ducts": 2, "walls-vs-no-ducts": 1, "walls-internal": 0}
+
+
+def write_pipeline(folder: Path, steps: dict[str, dict[str, Any]]) -> Path:
+    path = folder / "clash.yml"
+    path.write_text(yaml.safe_dump({"version": 1, "name": "clash",
+                                    "steps": {k: {"uses": "ifcclash", "with": v} for k, v in steps.items()}}))
+    return path
+
+
+def direct_counts(folder: Path, clash_sets: list[dict[str, Any]], **settings: Any) -> dict[str, int]:
+    """ifcclash's own clash count per set, files resolved against ``folder``."""
+    config = {"mode": "intersection", "tolerance": 0.01, "check_all": False, "allow_touching": False,
+              "clearance": 0.0, **settings}
+    sets = [{**cs, **config, "a": [{**s, "file": str(folder / s["file"])} for s in cs["a"]],
+             "b": [{**s, "file": str(folder / s["file"])} for s in cs.get("b", [])]} for cs in clash_sets]
+    clash_settings = ClashSettings()
+    clash_settings.logger = logging.getLogger("direct-ifcclash")
+    clasher = Clasher(clash_settings)
+    clasher.clash_sets = sets
+    clasher.clash()
+    return {cs["name"]: len(cs["clashes"]) for cs in clasher.clash_sets}
+
+
+def test_generated_models_match_direct_ifcclash(conn: Redis, tmp_path: Path) -> None:
+    models(tmp_path)
+    pipeline = write_pipeline(tmp_path, {"clash": {"clash_sets": SETS, "output_filename": "clashes.json",
+                                                   "bcf": "clashes.bcf"}})
+    run = run_pipeline(conn, pipeline, tmp_path / "runs")
+    step = run.steps["clash"]
+    assert step.status == StepState.SUCCEEDED, step.error
+    direct = direct_counts(tmp_path, SETS)
+    assert direct == EXPECTED
+    assert step.result is not None
+    assert step.result["data"] == {"clashes": 6, "clash_sets": direct}
+    report = json.loads(Path(step.outputs["report"]).read_text())
+    assert {cs["name"]: len(cs["clashes"]) for cs in report} == direct
+    pairs = {frozenset((c["a_name"], c["b_name"])) for c in report[0]["clashes"].values()}
+    assert pairs == {frozenset(p) for p in (("W0", "D0"), ("W0", "D1"), ("W1", "P0"))}
+    with zipfile.ZipFile(step.outputs["bcf"]) as bcf:
+        assert sum(name.endswith("markup.bcf") for name in bcf.namelist()) == 6
+
+
+def test_bcf_report_and_collision_mode(conn: Redis, tmp_path: Path) -> None:
+    models(tmp_path)
+    sets = SETS[:2]
+    pipeline = write_pipeline(tmp_path, {"clash": {"clash_sets": sets, "output": "clashes.bcf",
+                                                   "mode": "collision", "allow_touching": True}})
+    step = run_pipeline(conn, pipeline, tmp_path / "runs").steps["clash"]
+    assert step.status == StepState.SUCCEEDED, step.error
+    assert set(step.outputs) == {"report"}
+    assert zipfile.is_zipfile(step.outputs["report"])
+    direct = direct_counts(tmp_path, sets, mode="collision", allow_touching=True)
+    assert step.result is not None and step.result["data"]["clash_sets"] == direct
+
+
+def test_clearance_mode_matches_direct(conn: Redis, tmp_path: Path) -> None:
+    models(tmp_path)
+    sets = [{"name": "near", "a": [{"file": "walls.ifc"}], "b": [{"file": "mep.ifc"}]}]
+    pipeline = write_pipeline(tmp_path, {"clash": {"clash_sets": sets, "mode": "clearance", "clearance": 0.5,
+                                                   "check_all": True}})
+    step = run_pipeline(conn, pipeline, tmp_path / "runs").steps["clash"]
+    assert step.status == StepState.SUCCEEDED, step.error
+    direct = direct_counts(tmp_path, sets, mode="clearance", clearance=0.5, check_all=True)
+    assert step.result is not None and step.result["data"]["clash_sets"] == direct
+    assert direct["near"] >= 1
+
+
+@pytest.mark.parametrize("with_, fragment", [
+    ({"mode": "clearance"}, "clearance mode needs clearance > 0"),
+    ({"b_selector": "IfcWall, [Name"}, "missing ']' in selector"),
+    ({"b_selector": "IfcWall, \"x"}, "unclosed \" quote"),
+    ({"smart_grouping": True, "max_cluster_distance": 0}, "greater than 0"),
+    ({"output": "clashes.xml"}, "must end with .json"),
+    ({"b_extra": 1}, "unknown option 'colour'"),
+])
+def test_bad_options_are_refused_before_enqueue(conn: Redis, tmp_path: Path, with_: dict[str, Any],
+                                                fragment: str) -> None:
+    models(tmp_path)
+    with_ = dict(with_)
+    source: dict[str, Any] = {"file": "mep.ifc"}
+    if "b_selector" in with_:
+        source["selector"] = with_.pop("b_selector")
+    if "b_extra" in with_:
+        source["colour"] = with_.pop("b_extra")
+    options = {"clash_sets": [{"name": "s", "a": [{"file": "walls.ifc"}], "b": [source]}], **with_}
+    with pytest.raises(PipelineError, match=fragment.replace("[", r"\[")):
+        run_pipeline(conn, write_pipeline(tmp_path, {"clash": options}), tmp_path / "runs")
+
+
+def test_missing_nested_file_is_refused(conn: Redis, tmp_path: Path) -> None:
+    models(tmp_path)
+    options = {"clash_sets": [{"name": "s", "a": [{"file": "walls.ifc"}], "b": [{"file": "nowhere.ifc"}]}]}
+    with pytest.raises(PipelineError, match="nowhere.ifc does not exist"):
+        run_pipeline(conn, write_pipeline(tmp_path, {"clash": options}), tmp_path / "runs")
+
+
+@pytest.mark.parametrize("source, options, fragment", [
+    ({"file": "mep.ifc", "selector": "IfcSlab", "mode": "i"}, {},
+     "clash set 's', b source 1 (mep.ifc): selector 'IfcSlab' (mode i) selects no elements"),
+    ({"file": "mep.ifc", "selector": "IfcWall, , IfcSlab", "mode": "i"}, {},
+     "clash set 's', b source 1 (mep.ifc): cannot understand selector"),
+    ({"file": "mep.ifc"}, {"smart_grouping": True}, "smart_grouping needs scikit-learn"),
+])
+def test_worker_failures_are_explained(conn: Redis, tmp_path: Path, source: dict[str, Any],
+                                       options: dict[str, Any], fragment: str) -> None:
+    models(tmp_path)
+    with_ = {"clash_sets": [{"name": "s", "a": [{"file": "walls.ifc"}], "b": [source]}], **options}
+    step = run_pipeline(conn, write_pipeline(tmp_path, {"clash": with_}), tmp_path / "runs").steps["clash"]
+    assert step.status == StepState.FAILED
+    assert step.error is not None and step.error.startswith(fragment), step.error
+    assert not Path(step.outputs["report"]).exists()
+
+
+def test_options_model() -> None:
+    model = clash_service.ClashOptions
+    options = model.model_validate({"clash_sets": [{"name": "s", "a": [{"file": "a.ifc"}]}],
+                                    "output_filename": "x.json"})
+    assert options.outputs() == {"report": "x.json"}
+    assert options.clash_sets[0].a[0].mode == "e" and options.clash_sets[0].b == []
+    assert (options.tolerance, options.mode, options.max_cluster_distance) == (0.01, "intersection", 5.0)
+    both = model.model_validate({"clash_sets": [{"name": "s", "a": [{"file": "a.ifc"}]}], "bcf": "x.bcf"})
+    assert both.outputs() == {"report": "clashes.json", "bcf": "x.bcf"}
+    with pytest.raises(ValidationError, match="must be unique"):
+        model.model_validate({"clash_sets": [{"name": "s", "a": [{"file": "a.ifc"}]}] * 2})
+    with pytest.raises(ValidationError, match="at least 1"):
+        model.model_validate({"clash_sets": []})
+    service = SERVICES["ifcclash"]
+    assert (service.queue, service.timeout, service.func) == ("ifcclash", 7200, "workers.ifcclash.run")
+    assert clash_service.selector_problem('IfcWall, [Name="a]b"], (IfcSlab)') is None
+
+
+@pytest.mark.slow
+def test_fzk_haus_all_against_all(conn: Redis, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    haus = shared_ifc("AC20-FZK-Haus.ifc")
+    sets = [{"name": "all", "a": [{"file": str(haus)}]}]
+    started = time.monotonic()
+    with_ = {"clash_sets": sets, "bcf": "all.bcf", "check_all": True}
+    step = run_pipeline(conn, write_pipeline(tmp_path, {"clash": with_}), tmp_path / "runs").steps["clash"]
+    pipeline_seconds = time.monotonic() - started
+    assert step.status == StepState.SUCCEEDED, step.error
+    started = time.monotonic()
+    direct = direct_counts(Path("/"), sets, check_all=True)
+    direct_seconds = time.monotonic() - started
+    with capsys.disabled():
+        print(f"\nFZK-Haus all-vs-all: pipeline {pipeline_seconds:.1f} s, direct {direct_seconds:.1f} s, "
+              f"{direct['all']} clashes")
+    assert step.result is not None and step.result["data"]["clash_sets"] == direct
+    assert direct["all"] == 144  # the notes' figure (check_all: true; 169 with the default check_all: false)
+    assert zipfile.is_zipfile(step.outputs["bcf"])
+
+
+def test_selection_without_geometry_is_explained(conn: Redis, tmp_path: Path) -> None:
+    models(tmp_path)
+    empty = Builder()
+    terminal = api("root.create_entity", empty.model, ifc_class="IfcAirTerminal", name="no shape")
+    api("spatial.assign_container", empty.model, products=[terminal], relating_structure=empty.storey)
+    empty.write(tmp_path / "bare.ifc")
+    with_ = {"clash_sets": [{"name": "bare", "a": [{"file": "walls.ifc"}], "b": [{"file": "bare.ifc"}]}]}
+    step = run_pipeline(conn, write_pipeline(tmp_path, {"clash": with_}), tmp_path / "runs").steps["clash"]
+    assert step.status == StepState.FAILED
+    assert step.error is not None
+    assert step.error.startswith("clash set 'bare': one of its selections has no elements with geometry"), step.error
