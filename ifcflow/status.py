@@ -1,6 +1,6 @@
 """The status aggregator: every step and the whole run, from RQ's jobs and ifcflow's own records.
 
-One pipelined round trip reads all steps. The reader also repairs what RQ leaves undone (see
+One round trip (a server-side script) reads all steps. The reader also repairs what RQ leaves undone (see
 :mod:`ifcflow.propagate`): dependents of failed steps are skipped, vanished jobs are reported lost, and jobs of
 dead workers are failed, so a run always reaches a true terminal state.
 """
@@ -28,6 +28,9 @@ _RQ_STATES = {
     "started": StepState.RUNNING, "finished": StepState.SUCCEEDED, "failed": StepState.FAILED,
     "stopped": StepState.CANCELED, "canceled": StepState.CANCELED,
 }
+
+
+_NEEDS_CARE = frozenset({StepState.FAILED, StepState.SKIPPED, StepState.CANCELED, StepState.RUNNING})
 
 
 class StepStatus(BaseModel):
@@ -97,11 +100,11 @@ def error_summary(exc_string: str | None) -> str | None:
     return last
 
 
-def _results(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> tuple[Any, str | None]:
+def _results(entries: list[Any]) -> tuple[Any, str | None]:
     """(return value, exc string) of the newest result in an ``rq:results:<id>`` stream."""
     if not entries:
         return None, None
-    payload = entries[0][1]
+    payload = _pairs(entries[0][1])
     value = payload.get(b"return_value")
     exc = payload.get(b"exc_string")
     returned = pickle.loads(b64decode(value)) if value else None
@@ -126,7 +129,7 @@ def _step(planned: PlannedStep, job: list[bytes | None], results: list[Any], rec
     start, end = _iso(started), _iso(ended)
     running = state == StepState.RUNNING
     attempts_done = len(meta.get("errors", [])) + (1 if running or state == StepState.SUCCEEDED else 0)
-    return StepStatus(
+    return StepStatus.model_construct(  # values are built here, already of the right types
         status=state, service=planned.service, queue=planned.queue, job_id=planned.job_id, needs=planned.needs,
         worker=worker.decode() if worker else None, enqueued_at=_iso(enqueued), started_at=start,
         ended_at=None if running else end, duration=_seconds(start, None if running else end) if start else None,
@@ -153,6 +156,26 @@ def run_state(plan: Plan, steps: dict[str, StepStatus], canceled: bool) -> RunSt
     return RunState.SUCCEEDED_WITH_FAILURES if failed else RunState.SUCCEEDED
 
 
+_READ_ALL = """
+local out = {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+for i = 3, #KEYS do
+  local id = KEYS[i]
+  local job = redis.call('HMGET', 'rq:job:' .. id, unpack(ARGV))
+  out[#out + 1] = job
+  if job[1] == 'finished' or job[1] == 'failed' then
+    out[#out + 1] = redis.call('XREVRANGE', 'rq:results:' .. id, '+', '-', 'COUNT', 1)
+  else
+    out[#out + 1] = {}
+  end
+end
+return out
+"""
+
+
+def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
+    return dict(zip(flat[::2], flat[1::2]))
+
+
 class StatusReader:
     """Reads a run's status; keeps the plan, so polling costs one round trip (plus repairs when needed)."""
 
@@ -160,18 +183,14 @@ class StatusReader:
         self.conn = conn
         self.run_id = run_id
         self.plan = plan or store.load_plan(conn, run_id)
+        self._script = conn.register_script(_READ_ALL)
 
     def fetch(self, with_traceback: bool = False) -> RunStatus:
-        """Read every step in one pipelined round trip (no repairs)."""
-        pipe = self.conn.pipeline(transaction=False)
-        pipe.hgetall(store.run_key(self.run_id))
-        pipe.hgetall(store.steps_key(self.run_id))
-        for step in self.plan.steps:
-            pipe.hmget(f"rq:job:{step.job_id}", _FIELDS)
-            pipe.xrevrange(f"rq:results:{step.job_id}", "+", "-", count=1)
-        replies = pipe.execute()
-        run = store.parse_record(replies[0])
-        records = store.step_records(replies[1])
+        """Read every step in one round trip, one server-side script (no repairs)."""
+        keys = [store.run_key(self.run_id), store.steps_key(self.run_id), *(s.job_id for s in self.plan.steps)]
+        replies = self._script(keys=keys, args=list(_FIELDS))
+        run = store.parse_record(_pairs(replies[0]))
+        records = store.step_records(_pairs(replies[1]))
         steps = {
             step.id: _step(step, replies[2 + 2 * i], replies[3 + 2 * i], records.get(step.id), with_traceback)
             for i, step in enumerate(self.plan.steps)
@@ -190,7 +209,7 @@ class StatusReader:
     def read(self, with_traceback: bool = False, repair: bool = True) -> RunStatus:
         """The run's status, after repairing what RQ leaves undone (when ``repair``)."""
         status = self.fetch(with_traceback)
-        if repair and not status.terminal:
+        if repair and not status.terminal and any(s.status in _NEEDS_CARE for s in status.steps.values()):
             from .propagate import repair as do_repair
 
             if do_repair(self.conn, self.plan, status):
