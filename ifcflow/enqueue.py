@@ -7,6 +7,8 @@ gate that is released last, and a failure part-way deletes everything created, l
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis import Redis
 from rq import Queue, Retry
 from rq.job import Dependency, Job, JobStatus
@@ -46,7 +48,7 @@ def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL) -> None:
         raise
 
 
-def job_options(plan: Plan, step: PlannedStep, ttl: int) -> dict[str, object]:
+def job_options(plan: Plan, step: PlannedStep, ttl: int) -> dict[str, Any]:
     """The RQ options of a step's job (also used when a step is re-enqueued)."""
     parents = [plan.step(n).job_id for n in step.needs] or [gate_id(plan.run_id)]
     tolerant = step.condition != "success()" or any(plan.step(n).on_failure == "continue" for n in step.needs)

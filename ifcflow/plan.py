@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import expressions, graph
 from .document import Document
+from .errors import PipelineError
 from .services import SERVICES
 from .services.base import InputFile, OutputFile, file_options
 
@@ -89,7 +90,13 @@ def _plan_step(doc: Document, step_id: str, run_id: str, run_dir: Path, done: di
     workdir = run_dir / step_id
 
     def resolve(ref: expressions.Reference) -> str:
-        return doc.inputs[ref.name] if ref.step is None else done[ref.step].outputs[ref.name]
+        if ref.step is None:
+            return doc.inputs[ref.name]
+        if ref.name not in done[ref.step].outputs:
+            raise PipelineError([doc.source.problem(("steps", step_id, "with"), (
+                f"step '{ref.step}' does not write its '{ref.name}' output with the options it has; "
+                f"set '{ref.name}:' in its 'with:' block or refer to another output"))])
+        return done[ref.step].outputs[ref.name]
 
     raw = expressions.substitute(doc.source.data["steps"][step_id].get("with") or {}, resolve)
     options = service.options.model_validate(raw)

@@ -14,12 +14,12 @@ A pipeline is GitHub-Actions-like::
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator
 
 from .durations import Duration
-from .services import SERVICES
+from .services import SERVICES, Options
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
 STEP_ID_PATTERN = r"^[A-Za-z][A-Za-z0-9_-]*$"
@@ -88,7 +88,15 @@ def _step_model(service_name: str) -> type[StepBase]:
 
 
 STEP_MODELS: dict[str, type[StepBase]] = {name: _step_model(name) for name in SERVICES}
-Step = Annotated[Union[tuple(STEP_MODELS.values())], Field(discriminator="uses")]  # type: ignore[valid-type]
+
+if TYPE_CHECKING:
+    class Step(StepBase):
+        """What every generated step model has (for the type checker)."""
+
+        uses: str
+        with_: Options
+else:
+    Step = Annotated[Union[tuple(STEP_MODELS.values())], Field(discriminator="uses")]
 
 
 class Pipeline(Strict):

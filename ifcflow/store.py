@@ -77,4 +77,5 @@ def step_records(raw: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
 
 
 def recent_runs(conn: Redis, limit: int = 20) -> list[str]:
-    return [r.decode() for r in conn.zrevrange(RUNS, 0, limit - 1)]
+    found: list[bytes] = conn.zrevrange(RUNS, 0, limit - 1)  # type: ignore[assignment]
+    return [r.decode() for r in found]
