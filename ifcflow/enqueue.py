@@ -21,36 +21,42 @@ def gate() -> None:  # pragma: no cover - never executed: the gate is released b
     """Placeholder function of a run's start gate job."""
 
 
-def gate_id(run_id: str) -> str:
-    return f"{run_id}--start"
+def gate_id(run_id: str, name: str = "start") -> str:
+    return f"{run_id}--{name}"
 
 
-def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL) -> None:
-    """Enqueue every step of ``plan`` and release them at once. Raises after undoing all on failure."""
+def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str] | None = None,
+           gate_name: str = "start") -> None:
+    """Enqueue every step of ``plan`` (or the steps in ``only``, for a retry) and release them at once.
+
+    Raises after undoing everything it created when anything fails part-way.
+    """
     created: list[str] = []
+    steps = [s for s in plan.steps if only is None or s.id in only]
     try:
-        start = Job.create(gate, id=gate_id(plan.run_id), connection=conn, status=JobStatus.CREATED,
+        start = Job.create(gate, id=gate_id(plan.run_id, gate_name), connection=conn, status=JobStatus.CREATED,
                            origin="default", result_ttl=ttl, failure_ttl=ttl,
-                           description=f"{plan.pipeline}: start gate of run {plan.run_id}")
+                           description=f"{plan.pipeline}: {gate_name} gate of run {plan.run_id}")
         start.save()
         created.append(start.id)
-        store.save_run(conn, plan, ttl)
+        if only is None:
+            store.save_run(conn, plan, ttl)
         queues: dict[str, Queue] = {}
-        for step in plan.steps:
+        for step in steps:
             queue = queues.setdefault(step.queue, Queue(step.queue, connection=conn))
             queue.enqueue_call(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
-                               **job_options(plan, step, ttl))
+                               **job_options(plan, step, ttl, start.id, only))
             created.append(step.job_id)
         start.set_status(JobStatus.FINISHED)
         Queue("default", connection=conn).enqueue_dependents(start)
     except BaseException:
-        rollback(conn, plan.run_id, created)
+        rollback(conn, plan.run_id if only is None else None, created)
         raise
 
 
-def job_options(plan: Plan, step: PlannedStep, ttl: int) -> dict[str, Any]:
-    """The RQ options of a step's job (also used when a step is re-enqueued)."""
-    parents = [plan.step(n).job_id for n in step.needs] or [gate_id(plan.run_id)]
+def job_options(plan: Plan, step: PlannedStep, ttl: int, start: str, only: set[str] | None = None) -> dict[str, Any]:
+    """The RQ options of a step's job: it depends on its needs that are (re-)enqueued too, else on the gate."""
+    parents = [plan.step(n).job_id for n in step.needs if only is None or n in only] or [start]
     tolerant = step.condition != "success()" or any(plan.step(n).on_failure == "continue" for n in step.needs)
     retry = Retry(max=step.attempts - 1, interval=step.backoff or 0) if step.attempts > 1 else None
     return {
@@ -65,8 +71,8 @@ def job_options(plan: Plan, step: PlannedStep, ttl: int) -> dict[str, Any]:
     }
 
 
-def rollback(conn: Redis, run_id: str, job_ids: list[str]) -> None:
-    """Delete the jobs created so far and the run record, so a failed start leaves nothing behind."""
+def rollback(conn: Redis, run_id: str | None, job_ids: list[str]) -> None:
+    """Delete the jobs created so far (and the run record), so a failed start leaves nothing behind."""
     for job_id in reversed(job_ids):
         try:
             job = Job.fetch(job_id, connection=conn)
@@ -77,4 +83,5 @@ def rollback(conn: Redis, run_id: str, job_ids: list[str]) -> None:
         except Exception:
             pass
         conn.delete(Job.dependents_key_for(job_id), f"rq:results:{job_id}")
-    store.delete_run(conn, run_id)
+    if run_id is not None:
+        store.delete_run(conn, run_id)

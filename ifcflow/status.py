@@ -111,6 +111,11 @@ def _results(entries: list[Any]) -> tuple[Any, str | None]:
     return returned, zlib.decompress(b64decode(exc)).decode() if exc else None
 
 
+def _succeeded(returned: Any) -> bool:
+    """True unless the job returned a document saying it did not run (skipped or canceled at start)."""
+    return not (isinstance(returned, dict) and (returned.get("skipped") or returned.get("canceled")))
+
+
 def _step(planned: PlannedStep, job: list[bytes | None], results: list[Any], record: dict[str, Any] | None,
           with_traceback: bool) -> StepStatus:
     status_raw, enqueued, started, ended, worker, meta_raw, retries_left = job
@@ -120,10 +125,11 @@ def _step(planned: PlannedStep, job: list[bytes | None], results: list[Any], rec
     error = None
     if state is None:
         state, error = (StepState(record["status"]), record["reason"]) if record else (StepState.FAILED, "lost")
-    elif record and state in (StepState.PENDING, StepState.QUEUED, StepState.CANCELED, StepState.FAILED):
+    elif record and state != StepState.RUNNING and not (state == StepState.SUCCEEDED and _succeeded(returned)):
         state, error = StepState(record["status"]), record["reason"] or None
-    elif isinstance(returned, dict) and returned.get("skipped") and state == StepState.SUCCEEDED:
-        state, error = StepState.SKIPPED, returned.get("message")
+    elif state == StepState.SUCCEEDED and not _succeeded(returned) and isinstance(returned, dict):
+        state = StepState.CANCELED if returned.get("canceled") else StepState.SKIPPED
+        error = returned.get("message")
     if state == StepState.FAILED and error is None:
         error = error_summary(exc) or "failed"
     start, end = _iso(started), _iso(ended)

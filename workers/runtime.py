@@ -78,6 +78,9 @@ def step(body: Body) -> Callable[..., dict[str, Any]]:
 
 def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = None) -> dict[str, Any]:
     job = job or get_current_job()
+    if job is not None and job.connection.hexists(store.run_key(run_id), "canceled"):
+        store.record_steps(job.connection, run_id, {planned.id: ("canceled", "canceled by user")})
+        return {"success": False, "canceled": True, "message": "canceled by user", "data": {}, "outputs": {}}
     if job is not None and planned.needs:
         skipped = _skip_reason(job, planned, run_id)
         if skipped:

@@ -1,0 +1,83 @@
+"""The original system's maintenance tasks without writing Python: queue depths, workers, emptying, pruning."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Worker
+from rq.job import Job
+
+from . import enqueue, store
+from .errors import IfcflowError
+from .services import QUEUES
+from .status import StatusReader
+
+
+def queues(conn: Redis) -> list[dict[str, Any]]:
+    """Per queue: queued, started, deferred, scheduled and failed jobs, and the workers listening to it."""
+    workers = Worker.all(connection=conn)
+    names = list(QUEUES) + sorted({q.name for q in Queue.all(connection=conn)} - set(QUEUES))
+    rows = []
+    for name in names:
+        queue = Queue(name, connection=conn)
+        rows.append({
+            "queue": name, "queued": queue.count, "started": queue.started_job_registry.count,
+            "deferred": queue.deferred_job_registry.count, "scheduled": queue.scheduled_job_registry.count,
+            "failed": queue.failed_job_registry.count,
+            "workers": sum(1 for w in workers if name in w.queue_names()),
+        })
+    return rows
+
+
+def empty(conn: Redis, name: str) -> int:
+    """Remove every queued job of queue ``name``; their steps will be reported lost. Returns how many."""
+    if name not in {q.name for q in Queue.all(connection=conn)} | set(QUEUES):
+        raise IfcflowError(f"no queue '{name}'; queues: {', '.join(QUEUES)}")
+    queue = Queue(name, connection=conn)
+    count = queue.count
+    queue.empty()
+    return count
+
+
+def workers(conn: Redis) -> list[dict[str, Any]]:
+    rows = []
+    for worker in Worker.all(connection=conn):
+        job = worker.get_current_job_id()
+        rows.append({
+            "name": worker.name, "state": worker.get_state(), "queues": worker.queue_names(),
+            "current_job": job, "hostname": worker.hostname, "pid": worker.pid,
+            "last_heartbeat": worker.last_heartbeat.isoformat() if worker.last_heartbeat else None,
+            "successful_jobs": worker.successful_job_count, "failed_jobs": worker.failed_job_count,
+        })
+    return rows
+
+
+def prune(conn: Redis, older_than: int, dry_run: bool = False) -> list[str]:
+    """Delete finished runs created more than ``older_than`` seconds ago: run records, jobs and results."""
+    cutoff = time.time() - older_than
+    pruned = []
+    old: list[bytes] = conn.zrangebyscore(store.RUNS, 0, cutoff)  # type: ignore[assignment]
+    for raw in old:
+        run_id = raw.decode()
+        try:
+            reader = StatusReader(conn, run_id)
+        except IfcflowError:
+            conn.zrem(store.RUNS, run_id)
+            continue
+        if not reader.read(repair=False).terminal:
+            continue
+        pruned.append(run_id)
+        if dry_run:
+            continue
+        gate_keys: list[bytes] = conn.keys(f"rq:job:{run_id}--*")  # type: ignore[assignment]
+        gates = [k.decode().split("--", 1)[1] for k in gate_keys]
+        for job_id in [s.job_id for s in reader.plan.steps] + [enqueue.gate_id(run_id, g) for g in gates]:
+            try:
+                Job.fetch(job_id, connection=conn).delete()
+            except Exception:
+                pass
+            conn.delete(f"rq:results:{job_id}", Job.dependents_key_for(job_id))
+        store.delete_run(conn, run_id)
+    return pruned
