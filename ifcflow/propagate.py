@@ -15,7 +15,7 @@ from redis import Redis
 from rq import Queue
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
-from rq.registry import StartedJobRegistry
+from rq.registry import ReadyJobRegistry, StartedJobRegistry
 
 from . import policy, store
 from .plan import Plan
@@ -51,6 +51,8 @@ def release(conn: Redis, plan: Plan, job: Job) -> None:
         return
     if job.get_status() != JobStatus.DEFERRED:
         return
+    for parent in job._dependency_ids:  # so no parent's completion can enqueue it a second time
+        conn.srem(Job.dependents_key_for(parent), job.id)
     conn.delete(job.dependencies_key)
     conn.hdel(job.key, "dependency_ids", "dependency_id")
     job._dependency_ids = []
@@ -65,10 +67,11 @@ def states_of(status: RunStatus) -> tuple[dict[str, StepState], dict[str, str]]:
     return states, causes
 
 
-def after_failure(conn: Redis, plan: Plan, status: RunStatus, failed: Mapping[str, StepState]) -> None:
-    """Called on the worker when steps end badly (before RQ records it): skip what can no longer run."""
+def after_step(conn: Redis, plan: Plan, status: RunStatus, ended: Mapping[str, StepState]) -> None:
+    """Called on the worker when a step ends (before RQ records it): skip what can no longer run, release
+    what must run although a need was skipped."""
     states, causes = states_of(status)
-    states.update(failed)
+    states.update(ended)
     apply(conn, plan, policy.decide(plan.steps, states, causes))
 
 
@@ -81,12 +84,19 @@ def repair(conn: Redis, plan: Plan, status: RunStatus) -> bool:
         changed = True
     if _fail_dead(conn, plan, status):
         return True
+    if any(s.status == StepState.QUEUED and s.enqueued_at is None for s in status.steps.values()):
+        changed |= bool(drain_ready(conn, {s.queue for s in plan.steps}))
     states, causes = states_of(status)
     decisions = policy.decide(plan.steps, states, causes)
     if decisions:
         apply(conn, plan, decisions)
         changed = True
     return changed
+
+
+def drain_ready(conn: Redis, queues: set[str] | tuple[str, ...]) -> int:
+    """Push jobs RQ left in its ready registries onto their queues (RQ's own recovery, run now)."""
+    return sum(len(ReadyJobRegistry(name, connection=conn).cleanup()) for name in queues)
 
 
 def _fail_dead(conn: Redis, plan: Plan, status: RunStatus) -> bool:

@@ -33,6 +33,12 @@ _RQ_STATES = {
 _NEEDS_CARE = frozenset({StepState.FAILED, StepState.SKIPPED, StepState.CANCELED, StepState.RUNNING})
 
 
+def _needs_care(step: StepStatus) -> bool:
+    """Failed, skipped, canceled or running steps may need repairs; so do queued ones never pushed to a queue
+    (RQ's ``ready_to_enqueue``: RQ concedes a contended enqueue and leaves it to maintenance, minutes later)."""
+    return step.status in _NEEDS_CARE or (step.status == StepState.QUEUED and step.enqueued_at is None)
+
+
 class StepStatus(BaseModel):
     status: StepState
     service: str
@@ -215,7 +221,7 @@ class StatusReader:
     def read(self, with_traceback: bool = False, repair: bool = True) -> RunStatus:
         """The run's status, after repairing what RQ leaves undone (when ``repair``)."""
         status = self.fetch(with_traceback)
-        if repair and not status.terminal and any(s.status in _NEEDS_CARE for s in status.steps.values()):
+        if repair and not status.terminal and any(_needs_care(s) for s in status.steps.values()):
             from .propagate import repair as do_repair
 
             if do_repair(self.conn, self.plan, status):

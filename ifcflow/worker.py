@@ -41,6 +41,16 @@ def preload(services: Sequence[str] = ()) -> None:
 class IfcflowWorker(Worker):
     """An RQ worker that repairs a run at once when a job of it ends badly outside the job's own code."""
 
+    def execute_job(self, job: Job, queue: Any) -> None:
+        super().execute_job(job, queue)
+        if not self.is_horse:
+            try:  # RQ concedes contended dependent enqueues to maintenance (minutes); do it now
+                from .propagate import drain_ready
+
+                drain_ready(self.connection, tuple(self.queue_names()))
+            except Exception:
+                log.exception("could not drain ready registries after job %s", job.id)
+
     def handle_job_failure(self, job: Job, queue: Any, started_job_registry: Any = None, exc_string: str = "",
                            execution: Any = None) -> None:
         super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string,

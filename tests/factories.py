@@ -20,8 +20,9 @@ def tiny_model(path: Path, walls: int = 3, schema: str = "IFC4") -> Path:
     return path
 
 
-def wall_name_ids(path: Path, entity: str = "IFCWALL") -> Path:
-    """An IDS 1.0 file with one required specification: every ``entity`` has a Name."""
+def wall_name_ids(path: Path, entity: str = "IFCWALL", attribute: str = "Description") -> Path:
+    """An IDS 1.0 file with one required specification: every ``entity`` has ``attribute`` (tiny models' walls
+    have a Name but no Description, so the default fails)."""
     path.write_text(dedent(f"""\
         <?xml version="1.0" encoding="UTF-8"?>
         <ids xmlns="http://standards.buildingsmart.org/IDS" xmlns:xs="http://www.w3.org/2001/XMLSchema"
@@ -34,7 +35,7 @@ def wall_name_ids(path: Path, entity: str = "IFCWALL") -> Path:
                 <entity><name><simpleValue>{entity}</simpleValue></name></entity>
               </applicability>
               <requirements>
-                <attribute><name><simpleValue>Description</simpleValue></name></attribute>
+                <attribute><name><simpleValue>{attribute}</simpleValue></name></attribute>
               </requirements>
             </specification>
           </specifications>

@@ -81,7 +81,7 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
     if job is not None and job.connection.hexists(store.run_key(run_id), "canceled"):
         store.record_steps(job.connection, run_id, {planned.id: ("canceled", "canceled by user")})
         return {"success": False, "canceled": True, "message": "canceled by user", "data": {}, "outputs": {}}
-    if job is not None and planned.needs:
+    if job is not None and (planned.needs or planned.condition == "failure()"):
         skipped = _skip_reason(job, planned, run_id)
         if skipped:
             return {"success": False, "skipped": True, "message": skipped, "data": {}, "outputs": {}}
@@ -108,6 +108,8 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
     _publish(partial, workdir)
     shutil.rmtree(partial, ignore_errors=True)
     progress(1, 1, "done", force=True)
+    if job is not None and job.connection.hlen(store.steps_key(run_id)):
+        _release_waiting(job, planned, run_id)
     written = {name: path for name, path in planned.outputs.items() if Path(path).exists()}
     return {"success": True, "message": outcome.message, "data": outcome.data, "outputs": written}
 
@@ -130,6 +132,15 @@ def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
     return reason
 
 
+def _release_waiting(job: Job, planned: PlannedStep, run_id: str) -> None:
+    """Some steps were skipped or canceled: release dependents that must run anyway (RQ never will)."""
+    try:
+        reader = StatusReader(job.connection, run_id)
+        propagate.after_step(job.connection, reader.plan, reader.fetch(), {planned.id: StepState.SUCCEEDED})
+    except Exception:
+        traceback.print_exc()
+
+
 def _failed(job: Job, planned: PlannedStep, run_id: str, exc: BaseException) -> None:
     """Remember this attempt's error; on the last attempt, skip what can no longer run."""
     message = str(exc) if isinstance(exc, StepError) else "".join(traceback.format_exception_only(exc)).strip()
@@ -140,6 +151,6 @@ def _failed(job: Job, planned: PlannedStep, run_id: str, exc: BaseException) -> 
         return
     try:
         reader = StatusReader(job.connection, run_id)
-        propagate.after_failure(job.connection, reader.plan, reader.fetch(), {planned.id: StepState.FAILED})
+        propagate.after_step(job.connection, reader.plan, reader.fetch(), {planned.id: StepState.FAILED})
     except Exception:  # never hide the step's own error behind a bookkeeping one
         traceback.print_exc()

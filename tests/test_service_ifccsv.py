@@ -1,0 +1,235 @@
+"""The ifccsv and ifccsv-import services as pipeline steps, compared with IfcCsv called directly on the same files."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+import ifcopenshell
+import ifcopenshell.api
+import ifcopenshell.util.element
+import ifcopenshell.util.selector
+import pandas as pd
+import pytest
+import yaml
+from ifccsv import IfcCsv
+from pydantic import ValidationError
+from redis import Redis
+
+from ifcflow.services.ifccsv import CsvExportOptions, CsvImportOptions
+from ifcflow.states import StepState
+from tests.conftest import run_pipeline, shared_ifc
+
+ATTRIBUTES = ["Name", "Description", "Pset_WallCommon.FireRating"]
+
+
+def walls_model(path: Path, walls: int = 3, rated: int = 2, names: list[str] | None = None) -> Path:
+    """An IFC4 model in metres: ``walls`` 4 x 3 x 0.2 m extruded walls on one storey, the first ``rated`` with
+    Pset_WallCommon.FireRating, the first with a Description."""
+    model = ifcopenshell.api.run("project.create_file", version="IFC4")
+    project = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcProject", name="P")
+    ifcopenshell.api.run("unit.assign_unit", model, length={"is_metric": True, "raw": "METERS"})
+    context = ifcopenshell.api.run("context.add_context", model, context_type="Model")
+    body = ifcopenshell.api.run("context.add_context", model, context_type="Model", context_identifier="Body",
+                                target_view="MODEL_VIEW", parent=context)
+    site = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcSite", name="Site")
+    storey = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcBuildingStorey", name="Ground")
+    ifcopenshell.api.run("aggregate.assign_object", model, products=[site], relating_object=project)
+    ifcopenshell.api.run("aggregate.assign_object", model, products=[storey], relating_object=site)
+    for index, name in enumerate(names or [f"W{i}" for i in range(walls)]):
+        add_wall(model, body, storey, name, offset=index * 5.0)
+        wall = model.by_type("IfcWall")[-1]
+        if index == 0:
+            wall.Description = "outer wall"
+        if index < rated:
+            pset = ifcopenshell.api.run("pset.add_pset", model, product=wall, name="Pset_WallCommon")
+            ifcopenshell.api.run("pset.edit_pset", model, pset=pset, properties={"FireRating": "REI60"})
+    model.write(str(path))
+    return path
+
+
+def add_wall(model: ifcopenshell.file, body: Any, storey: Any, name: str, offset: float = 0.0,
+             length: float = 4.0) -> Any:
+    """One extruded wall (``length`` x 3 x 0.2 m) placed ``offset`` m along y, contained in ``storey``."""
+    wall = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcWall", name=name)
+    shape = ifcopenshell.api.run("geometry.add_wall_representation", model, context=body, length=length, height=3,
+                                 thickness=0.2)
+    ifcopenshell.api.run("geometry.assign_representation", model, product=wall, representation=shape)
+    matrix = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, offset], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+    ifcopenshell.api.run("geometry.edit_object_placement", model, product=wall, matrix=matrix, is_si=True)
+    ifcopenshell.api.run("spatial.assign_container", model, products=[wall], relating_structure=storey)
+    return wall
+
+
+def pipeline_file(folder: Path, steps: dict[str, tuple[str, dict[str, Any]]], name: str = "pipeline.yml") -> Path:
+    """A pipeline with one step per entry: id -> (service, with-block)."""
+    path = folder / name
+    path.write_text(yaml.safe_dump({"version": 1, "name": "tables",
+                                    "steps": {k: {"uses": uses, "with": w} for k, (uses, w) in steps.items()}}))
+    return path
+
+
+def direct_export(ifc: Path, out: Path, attributes: list[str], query: str = "IfcProduct", fmt: str = "csv",
+                  delimiter: str = ",", null: str = "-") -> Path:
+    model = ifcopenshell.open(str(ifc))
+    elements = sorted(ifcopenshell.util.selector.filter_elements(model, query), key=lambda e: e.id())
+    IfcCsv().export(model, elements, list(attributes),
+                    output=str(out), format=fmt, delimiter=delimiter, null=null)
+    return out
+
+
+def read_csv(path: Path, delimiter: str = ",") -> list[list[str]]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return list(csv.reader(handle, delimiter=delimiter))
+
+
+def same_rows(got: list[list[str]], expected: list[list[str]]) -> bool:
+    """Same header and rows; rows that tie on ifccsv's sort column may come in any order."""
+    return got[0] == expected[0] and sorted(got[1:]) == sorted(expected[1:])
+
+
+def succeeded(run: Any, step_id: str) -> Any:
+    step = run.steps[step_id]
+    assert step.status == StepState.SUCCEEDED, (step.error, step.traceback)
+    return step
+
+
+def test_csv_export_matches_direct_call(conn: Redis, tmp_path: Path) -> None:
+    ifc = walls_model(tmp_path / "walls.ifc", walls=3, rated=2)
+    run = run_pipeline(conn, pipeline_file(tmp_path, {"export": ("ifccsv", {
+        "filename": "walls.ifc", "query": "IfcWall", "attributes": ATTRIBUTES, "delimiter": ";",
+        "null_value": "n/a"})}), tmp_path / "runs")
+    step = succeeded(run, "export")
+    table = Path(step.outputs["table"])
+    assert table.name == "walls.csv"
+    expected = direct_export(ifc, tmp_path / "direct.csv", ATTRIBUTES, "IfcWall", delimiter=";", null="n/a")
+    assert table.read_bytes() == expected.read_bytes()  # same element order in, same bytes out
+    rows = read_csv(table, ";")
+    assert rows[0] == ["GlobalId", *ATTRIBUTES]
+    assert [r[1:] for r in rows[1:]] == [["W0", "outer wall", "REI60"], ["W1", "n/a", "REI60"], ["W2", "n/a", "n/a"]]
+    assert step.result["data"] == {"rows": 3, "columns": 4, "format": "csv"}
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "ods"])
+def test_spreadsheet_export_matches_direct_call(conn: Redis, tmp_path: Path, fmt: str) -> None:
+    ifc = walls_model(tmp_path / "walls.ifc")
+    # format follows the output's extension when it is not given; an explicit GlobalId is not repeated
+    run = run_pipeline(conn, pipeline_file(tmp_path, {"export": ("ifccsv", {
+        "ifc": "walls.ifc", "output_filename": f"table.{fmt}", "attributes": ["GlobalId", *ATTRIBUTES]})}),
+        tmp_path / "runs")
+    step = succeeded(run, "export")
+    engine = "odf" if fmt == "ods" else "openpyxl"
+    got = pd.read_excel(step.outputs["table"], engine=engine)
+    expected = pd.read_excel(direct_export(ifc, tmp_path / f"direct.{fmt}", ATTRIBUTES, fmt=fmt), engine=engine)
+    pd.testing.assert_frame_equal(got.sort_values("GlobalId", ignore_index=True),
+                                  expected.sort_values("GlobalId", ignore_index=True))
+    assert list(got.columns) == ["GlobalId", *ATTRIBUTES] and len(got) == 5  # 3 walls, site, storey
+
+
+def test_format_must_agree_with_output() -> None:
+    assert CsvExportOptions(ifc="m.ifc").outputs() == {"table": "m.csv"}
+    assert CsvExportOptions(ifc="a/m.ifc", format="ods").outputs() == {"table": "m.ods"}
+    assert CsvExportOptions(ifc="m.ifc", output="t.xlsx").format == "xlsx"
+    with pytest.raises(ValidationError, match="does not end in .csv"):
+        CsvExportOptions(ifc="m.ifc", output="t.xlsx", format="csv")
+    with pytest.raises(ValidationError, match="does not end in .csv"):
+        CsvExportOptions(ifc="m.ifc", output="t.txt")
+    with pytest.raises(ValidationError, match="one character"):
+        CsvExportOptions(ifc="m.ifc", delimiter="||")
+    assert CsvImportOptions.model_validate({"ifc_filename": "d/m.ifc", "csv_filename": "t.csv"}).outputs() == {"model": "m_updated.ifc"}
+
+
+def values(path: Path, attributes: list[str], query: str = "IfcProduct") -> dict[str, list[Any]]:
+    """GlobalId -> attribute values, read with ifcopenshell."""
+    model = ifcopenshell.open(str(path))
+    return {e.GlobalId: [ifcopenshell.util.selector.get_element_value(e, a) for a in attributes]
+            for e in ifcopenshell.util.selector.filter_elements(model, query)}
+
+
+@pytest.mark.parametrize("fmt", ["csv", "xlsx"])
+def test_round_trip_changes_exactly_the_edited_value(conn: Redis, tmp_path: Path, fmt: str) -> None:
+    ifc = walls_model(tmp_path / "walls.ifc")
+    run = run_pipeline(conn, pipeline_file(tmp_path, {"export": ("ifccsv", {
+        "ifc": "walls.ifc", "format": fmt, "attributes": ATTRIBUTES})}), tmp_path / "runs")
+    table = Path(succeeded(run, "export").outputs["table"])
+    edited = tmp_path / f"edited.{fmt}"
+    if fmt == "csv":
+        rows = read_csv(table)
+        target = next(r for r in rows if r[1] == "W1")
+        target[3] = "REI120"
+        with edited.open("w", newline="", encoding="utf-8") as handle:
+            csv.writer(handle).writerows(rows)
+        guid = target[0]
+    else:
+        frame = pd.read_excel(table)
+        frame.loc[frame["Name"] == "W1", "Pset_WallCommon.FireRating"] = "REI120"
+        frame.to_excel(edited, index=False)
+        guid = frame.loc[frame["Name"] == "W1", "GlobalId"].iloc[0]
+
+    run = run_pipeline(conn, pipeline_file(tmp_path, {"import": ("ifccsv-import", {
+        "ifc_filename": "walls.ifc", "csv_filename": edited.name})}, "import.yml"), tmp_path / "runs")
+    step = succeeded(run, "import")
+    updated = Path(step.outputs["model"])
+    assert updated.name == "walls_updated.ifc"
+    assert step.result["data"] == {"rows": 5, "updated": 5, "missing": 0}
+
+    before, after = values(ifc, ATTRIBUTES), values(updated, ATTRIBUTES)
+    assert after.keys() == before.keys()
+    changed = {g: (before[g], after[g]) for g in before if before[g] != after[g]}
+    assert changed == {guid: (["W1", None, "REI60"], ["W1", None, "REI120"])}
+    # the library's own import of the same table gives the same values
+    direct = ifcopenshell.open(str(ifc))
+    IfcCsv().Import(direct, str(edited))
+    direct.write(str(tmp_path / "direct.ifc"))
+    assert values(tmp_path / "direct.ifc", ATTRIBUTES) == after
+
+
+def test_import_reports_unknown_rows_and_rejects_foreign_tables(conn: Redis, tmp_path: Path) -> None:
+    ifc = walls_model(tmp_path / "walls.ifc", walls=2)
+    rows = read_csv(direct_export(ifc, tmp_path / "t.csv", ["Name"], "IfcWall"))
+    rows.append(["0000000000000000000000", "ghost"])
+    with (tmp_path / "extra.csv").open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows(rows)
+    (tmp_path / "foreign.csv").write_text("Name,GlobalId\nW0,0000000000000000000000\n", encoding="utf-8")
+    (tmp_path / "other.csv").write_text("GlobalId,Name\n0000000000000000000000,x\n", encoding="utf-8")
+    run = run_pipeline(conn, pipeline_file(tmp_path, {
+        "extra": ("ifccsv-import", {"ifc": "walls.ifc", "table": "extra.csv", "output": "extra.ifc"}),
+        "foreign": ("ifccsv-import", {"ifc": "walls.ifc", "table": "foreign.csv", "output": "foreign.ifc"}),
+        "other": ("ifccsv-import", {"ifc": "walls.ifc", "table": "other.csv", "output": "other.ifc"}),
+    }), tmp_path / "runs")
+    extra = succeeded(run, "extra")
+    assert extra.result["data"] == {"rows": 3, "updated": 2, "missing": 1}
+    assert "1 rows skipped" in extra.result["message"]
+    assert run.steps["foreign"].status == StepState.FAILED
+    assert "must have GlobalId as its first column" in (run.steps["foreign"].error or "")
+    assert run.steps["other"].status == StepState.FAILED
+    assert "none of the 1 GlobalIds" in (run.steps["other"].error or "")
+
+
+def test_bad_query_fails_with_a_clear_message(conn: Redis, tmp_path: Path) -> None:
+    walls_model(tmp_path / "walls.ifc", walls=1)
+    run = run_pipeline(conn, pipeline_file(tmp_path, {"export": ("ifccsv", {"ifc": "walls.ifc", "query": "IfcWall, [["})}),
+                       tmp_path / "runs")
+    step = run.steps["export"]
+    assert step.status == StepState.FAILED
+    assert (step.error or "").startswith("query 'IfcWall, [[' is not a valid ifcopenshell selector")
+
+
+def test_real_model_export_and_unchanged_round_trip(conn: Redis, tmp_path: Path) -> None:
+    house = shared_ifc("IfcOpenHouse_IFC4.ifc")
+    attributes = ["class", "Name", "Description", "ObjectType"]
+    run = run_pipeline(conn, pipeline_file(tmp_path, {"export": ("ifccsv", {
+        "ifc": str(house), "query": "IfcElement", "attributes": attributes, "output": "house.csv"})}), tmp_path / "runs")
+    table = Path(succeeded(run, "export").outputs["table"])
+    expected = direct_export(house, tmp_path / "direct.csv", attributes, "IfcElement")
+    assert table.read_bytes() == expected.read_bytes()
+    rows = read_csv(table)
+    assert len(rows) - 1 == len(ifcopenshell.open(str(house)).by_type("IfcElement")) > 20
+
+    editable = ["Name", "Description", "ObjectType"]
+    direct_export(house, tmp_path / "editable.csv", editable, "IfcElement")
+    run = run_pipeline(conn, pipeline_file(tmp_path, {"import": ("ifccsv-import", {
+        "ifc": str(house), "table": "editable.csv"})}, "import.yml"), tmp_path / "runs")
+    step = succeeded(run, "import")
+    assert values(Path(step.outputs["model"]), editable, "IfcElement") == values(house, editable, "IfcElement")
