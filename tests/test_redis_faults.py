@@ -1,0 +1,136 @@
+"""Redis faults for real: a restart with AOF persistence loses nothing; without it runs are reported lost;
+an unreachable server gives one clear error; workers reconnect after a restart."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from ifcflow import runner, status
+from ifcflow.embedded import find_server
+from ifcflow.errors import RunNotFound
+from ifcflow.states import RunState, StepState
+
+from .conftest import work
+from .factories import tiny_model, write_pipeline
+
+PIPELINE = """\
+    version: 1
+    name: restart
+    steps:
+      a: {uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise}}
+      b: {uses: ifcpatch, with: {ifc: "${{ steps.a.outputs.model }}", recipe: Optimise}}
+    """
+
+
+class Server:
+    """A redis-server on a free TCP port that the test can stop and start again (same port, same folder)."""
+
+    def __init__(self, folder: Path, persistent: bool):
+        self.folder = folder
+        self.persistent = persistent
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        aof = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else ["--appendonly", "no"]
+        self.proc = subprocess.Popen([find_server(), "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                                      "--dir", str(self.folder), *aof], stdout=subprocess.DEVNULL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                if Redis.from_url(self.url).ping():
+                    return
+            except Exception:
+                time.sleep(0.02)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    tiny_model(tmp_path / "arch.ifc")
+    return tmp_path
+
+
+@pytest.fixture()
+def server(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Server]:
+    data = tmp_path / "redis-data"
+    data.mkdir()
+    srv = Server(data, persistent=request.param)
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.mark.parametrize("server", [True], indirect=True)
+def test_restart_with_aof_loses_nothing(server: Server, folder: Path) -> None:
+    planned = runner.start(Redis.from_url(server.url), write_pipeline(folder, PIPELINE), out=folder / "runs")
+    server.stop()
+    server.start()
+    conn = Redis.from_url(server.url)
+    work(conn)
+    assert status.read(conn, planned.run_id).status == RunState.SUCCEEDED
+
+
+@pytest.mark.parametrize("server", [False], indirect=True)
+def test_restart_without_persistence_reports_lost(server: Server, folder: Path) -> None:
+    conn = Redis.from_url(server.url)
+    planned = runner.start(conn, write_pipeline(folder, PIPELINE), out=folder / "runs")
+    reader = status.StatusReader(conn, planned.run_id)  # a client that was following the run keeps the plan
+    server.stop()
+    server.start()
+    result = status.StatusReader(Redis.from_url(server.url), planned.run_id, reader.plan).read()
+    assert result.status == RunState.FAILED
+    assert all(s.status == StepState.FAILED and (s.error or "").startswith("lost") for s in result.steps.values())
+    with pytest.raises(RunNotFound, match="no run"):
+        status.read(Redis.from_url(server.url), planned.run_id)
+
+
+@pytest.mark.parametrize("server", [True], indirect=True)
+def test_worker_reconnects_after_restart(server: Server, folder: Path) -> None:
+    worker = subprocess.Popen([sys.executable, "-m", "ifcflow", "worker", "--redis", server.url, "--quiet"],
+                              start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(2)
+        server.stop()
+        time.sleep(2)
+        server.start()
+        conn = Redis.from_url(server.url)
+        planned = runner.start(conn, write_pipeline(folder, PIPELINE), out=folder / "runs")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not status.read(conn, planned.run_id).terminal:
+            time.sleep(0.2)
+        assert status.read(conn, planned.run_id).status == RunState.SUCCEEDED
+    finally:
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+
+
+@pytest.mark.parametrize("command", [["status", "some-run"], ["runs"], ["queues"], ["workers"], ["cancel", "x"],
+                                     ["retry", "x"], ["prune"], ["worker", "--burst"]])
+def test_unreachable_redis_one_clear_error(command: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "ifcflow", *command, "--redis", "redis://127.0.0.1:1/0"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()]
+    assert "cannot reach Redis at redis://127.0.0.1:1/0" in done.stderr
