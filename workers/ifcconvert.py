@@ -42,8 +42,8 @@ def make_settings(options: ConvertOptions, fmt: str, model: ifcopenshell.file, n
         settings.set("dimensionality", settings.CURVES)
     else:
         settings.set("dimensionality", settings.SURFACES_AND_SOLIDS)
-    if options.weld_vertices:  # ifcopenshell 0.9 welds by default; false keeps the library default
-        settings.set("weld-vertices", True)
+    if options.weld_vertices is not None:  # None keeps the library default (weld)
+        settings.set("weld-vertices", options.weld_vertices)
     settings.set("use-world-coords", options.use_world_coords)
     settings.set("convert-back-units", options.convert_back_units)
     settings.set("disable-opening-subtractions", options.disable_opening_subtractions)

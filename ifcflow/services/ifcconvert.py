@@ -26,11 +26,13 @@ class ConvertOptions(Options):
     verbose: bool = True
     plan: bool = option(False, description="include plan (2D) representations")
     model: bool = option(True, description="include model (3D) representations")
-    weld_vertices: bool = False
+    weld_vertices: bool | None = option(None, description="weld coincident vertices (ifcopenshell 0.9 welds by "
+                                        "default; false turns it off)")
     use_world_coords: bool = False
     convert_back_units: bool = False
-    sew_shells: bool = False
-    merge_boolean_operands: bool = False
+    sew_shells: bool = option(False, description="ifcopenshell 0.9 has no shell sewing; mapped to reorient-shells")
+    merge_boolean_operands: bool = option(False, description="no such setting in ifcopenshell 0.9: accepted for "
+                                          "compatibility with the original system, ignored, and noted in the log")
     disable_opening_subtractions: bool = False
     bounds: str | None = option(None, description="SVG only: WIDTHxHEIGHT of the drawing, e.g. 1024x768")
     include: list[str] | None = option(None, description="only these IFC entity types, e.g. [IfcWall, IfcSlab]")
