@@ -1,8 +1,9 @@
 """Turning a plan into RQ jobs chained with ``depends_on``, all or nothing.
 
-Measured on rq 3.0 and designed around: dependent jobs are enqueued one by one in topological order (never
-through a shared pipeline or ``enqueue_many``, where RQ treats parents as absent), every root depends on a start
-gate that is released last, and a failure part-way deletes everything created, leaving no keys behind.
+Measured on rq 3.0 and designed around: RQ's own enqueue of a dependent job checks whether its parents have
+finished and treats a parent it cannot see yet (for instance one still buffered in the same Redis pipeline) as
+finished. ifcflow never asks: every job is written already *deferred*, behind a start gate that is not released,
+so nothing can run early; all of it goes in one transaction (all or nothing), and the gate opens last.
 """
 
 from __future__ import annotations
@@ -29,28 +30,36 @@ def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str]
            gate_name: str = "start") -> None:
     """Enqueue every step of ``plan`` (or the steps in ``only``, for a retry) and release them at once.
 
-    Raises after undoing everything it created when anything fails part-way.
+    All jobs are written deferred behind an unreleased start gate, in one MULTI/EXEC transaction with the run
+    record: nothing can run before the gate opens, so RQ's "is the parent finished?" check (which treats a parent
+    not yet written as finished) is never consulted, and a failure before EXEC writes nothing at all. If opening
+    the gate fails, everything created is deleted again.
     """
-    created: list[str] = []
     steps = [s for s in plan.steps if only is None or s.id in only]
-    try:
-        start = Job.create(gate, id=gate_id(plan.run_id, gate_name), connection=conn, status=JobStatus.CREATED,
-                           origin="default", result_ttl=ttl, failure_ttl=ttl,
-                           description=f"{plan.pipeline}: {gate_name} gate of run {plan.run_id}")
-        start.save()
-        created.append(start.id)
+    start = Job.create(gate, id=gate_id(plan.run_id, gate_name), connection=conn, status=JobStatus.CREATED,
+                       origin="default", result_ttl=ttl, failure_ttl=ttl,
+                       description=f"{plan.pipeline}: {gate_name} gate of run {plan.run_id}")
+    queues: dict[str, Queue] = {}
+    jobs = []
+    for step in steps:
+        queue = queues.setdefault(step.queue, Queue(step.queue, connection=conn))
+        jobs.append(queue.create_job(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
+                                     status=JobStatus.DEFERRED, **job_options(plan, step, ttl, start.id, only)))
+    with conn.pipeline(transaction=True) as pipe:
+        start.save(pipeline=pipe)
         if only is None:
-            store.save_run(conn, plan, ttl)
-        queues: dict[str, Queue] = {}
-        for step in steps:
-            queue = queues.setdefault(step.queue, Queue(step.queue, connection=conn))
-            queue.enqueue_call(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
-                               **job_options(plan, step, ttl, start.id, only))
-            created.append(step.job_id)
+            store.save_run(pipe, plan, ttl)
+        for job in jobs:
+            job.register_dependency(pipeline=pipe)
+            job.save(pipeline=pipe)
+        for queue in queues.values():
+            pipe.sadd(queue.redis_queues_keys, queue.key)
+        pipe.execute()
+    try:
         start.set_status(JobStatus.FINISHED)
         Queue("default", connection=conn).enqueue_dependents(start)
     except BaseException:
-        rollback(conn, plan.run_id if only is None else None, created)
+        rollback(conn, plan.run_id if only is None else None, [start.id, *(j.id for j in jobs)])
         raise
 
 

@@ -35,10 +35,11 @@ def steps_key(run_id: str) -> str:
 def save_run(conn: Redis | RedisPipeline, plan: Plan, ttl: int = DEFAULT_TTL) -> None:
     """Write the run record (and index it) in one transaction."""
     created = time.time()
-    pipe = conn.pipeline() if isinstance(conn, Redis) else conn
+    own = not isinstance(conn, RedisPipeline)  # (a redis-py Pipeline is also a Redis)
+    pipe: RedisPipeline = conn.pipeline() if own else conn  # type: ignore[assignment]
     pipe.hset(run_key(plan.run_id), mapping={"plan": plan.model_dump_json(), "created_at": created, "ttl": ttl})
     pipe.zadd(RUNS, {plan.run_id: created})
-    if isinstance(conn, Redis):
+    if own:
         pipe.execute()
 
 

@@ -112,24 +112,33 @@ def test_vanished_job_is_reported_lost(conn: Redis, folder: Path) -> None:
 
 def test_failed_start_leaves_no_keys(conn: Redis, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     doc_path = write_pipeline(folder, DIAMOND)
-    before = set(conn.keys("*"))
     calls = {"n": 0}
-    original = Queue.enqueue_call
+    original = Job.save
 
-    def flaky(self: Queue, *args: object, **kwargs: object) -> Job:
+    def flaky(self: Job, *args: object, **kwargs: object) -> None:
         calls["n"] += 1
         if calls["n"] == 3:
             raise ConnectionError("simulated network failure during enqueue")
-        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+        original(self, *args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(Queue, "enqueue_call", flaky)
+    monkeypatch.setattr(Job, "save", flaky)
     with pytest.raises(ConnectionError):
         runner.start(conn, doc_path, out=folder / "runs")
     monkeypatch.undo()
-    leftover = {k.decode() for k in set(conn.keys("*")) - before}
-    assert {k for k in leftover if k != "rq:queues"} == set()
+    assert conn.keys("*") == []
     work(conn)  # nothing runs
     assert not (folder / "runs").exists() or not any((folder / "runs").rglob("*.ifc"))
+
+
+def test_failed_release_is_undone(conn: Redis, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(self: Queue, *args: object, **kwargs: object) -> None:
+        raise ConnectionError("simulated failure while opening the gate")
+
+    monkeypatch.setattr(Queue, "enqueue_dependents", broken)
+    with pytest.raises(ConnectionError):
+        runner.start(conn, write_pipeline(folder, DIAMOND), out=folder / "runs")
+    monkeypatch.undo()
+    assert {k for k in conn.keys("*") if k != b"rq:queues"} == set()
 
 
 def test_plain_rq_worker_runs_ifcflow_jobs(conn: Redis, folder: Path, redis_server: EmbeddedRedis) -> None:

@@ -159,7 +159,7 @@ def test_round_trip_changes_exactly_the_edited_value(conn: Redis, tmp_path: Path
     else:
         frame = pd.read_excel(table)
         frame.loc[frame["Name"] == "W1", "Pset_WallCommon.FireRating"] = "REI120"
-        frame.to_excel(edited, index=False)
+        frame.to_excel(edited, index=False, engine="odf" if fmt == "ods" else "openpyxl")
         guid = frame.loc[frame["Name"] == "W1", "GlobalId"].iloc[0]
 
     run = run_pipeline(conn, pipeline_file(tmp_path, {"import": ("ifccsv-import", {

@@ -53,7 +53,7 @@ def export_table(exporter: IfcCsv, model: ifcopenshell.file, elements: list[ifco
             exporter.export(model, elements, ["GlobalId", *attributes], include_global_id=False, **settings)
     except ImportError as exc:
         raise StepError(f"cannot write {options.format}: {exc.name or exc} is not installed on the worker") from None
-    except (TypeError, ValueError) as exc:  # e.g. an attribute whose values are IFC entities, for xlsx/ods
+    except (TypeError, ValueError) as exc:  # values the csv/ods/xlsx writer rejects
         raise StepError(f"cannot export attributes {attributes} to {options.format}: {exc}. Choose attributes "
                         "with plain values (text, numbers, booleans), e.g. Name or Pset_WallCommon.FireRating") from None
 
