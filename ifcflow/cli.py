@@ -93,6 +93,7 @@ def _cluster(url: str | None, workers: int, log: Path, services: list[str]) -> I
 
     with LocalCluster(workers, log_file=log, preload=services) as cluster:
         yield connection.connect(cluster.url), cluster.check
+        cluster.finished()
 
 
 def _follow(reader: StatusReader, timeout: float | None, quiet: bool,

@@ -58,10 +58,14 @@ class LocalCluster:
                                      f"see {self.log_file or 'their output'}")
 
     def stop(self, grace: float = 3.0) -> None:
-        """Ask workers to stop (warm), then kill what is left; stop Redis; remove the temp folder."""
+        """Ask workers to stop (warm), then kill what is left; stop Redis; remove the temp folder.
+
+        With ``grace=0`` (the run ended, workers are idle) they are killed at once: the private Redis and
+        everything they registered in it go away too.
+        """
         for proc in self.processes:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signal.SIGTERM if grace > 0 else signal.SIGKILL)
         deadline = time.monotonic() + grace
         for proc in self.processes:
             try:
@@ -77,3 +81,7 @@ class LocalCluster:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop(grace=0.5 if kind is KeyboardInterrupt else 3.0)
+
+    def finished(self) -> None:
+        """The run ended: nothing is left to finish, stop at once."""
+        self.stop(grace=0)

@@ -245,4 +245,4 @@ def wait(reader: StatusReader, timeout: float | None = None, on_update: Any = No
         if status.terminal or (deadline is not None and time.monotonic() >= deadline):
             return status
         time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
-        delay = min(delay * 1.6, max_delay)
+        delay = min(delay * 1.25, max_delay)
