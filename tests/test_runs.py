@@ -163,6 +163,9 @@ def test_gate_holds_roots_until_everything_is_enqueued(conn: Redis, folder: Path
 def test_status_document_contract(conn: Redis, folder: Path) -> None:
     result = run_pipeline(conn, write_pipeline(folder, DIAMOND), folder / "runs")
     doc = result.model_dump(mode="json")
+    for step_status in result.steps.values():  # the fast constructor sets every field
+        assert step_status.model_fields_set == set(status.StepStatus.model_fields)
+        assert status.StepStatus.model_validate(step_status.model_dump()) == step_status
     assert {"run_id", "pipeline", "status", "steps"} <= set(doc)
     for step in doc["steps"].values():
         assert {"status", "service", "queue", "job_id", "started_at", "ended_at", "outputs", "error"} <= set(step)
