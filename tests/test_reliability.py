@@ -237,3 +237,22 @@ def test_many_runs_at_once_execute_each_job_once(conn: Redis, folder: Path, redi
         for step in planned.steps:
             assert conn.xlen(f"rq:results:{step.job_id}") == 1, step.job_id  # executed exactly once
             assert Job.fetch(step.job_id, connection=conn).get_status().value == "finished"
+
+
+def test_delayed_retry_runs_on_the_worker_scheduler(conn: Redis, folder: Path, workers: Workers) -> None:
+    path = write_pipeline(folder, """\
+        version: 1
+        name: backoff
+        steps:
+          patch: {uses: ifcpatch, retry: {attempts: 2, backoff: 2s}, with: {ifc: arch.ifc, recipe: Optimise}}
+        """)
+    good = (folder / "arch.ifc").read_bytes()
+    planned = runner.start(conn, path, out=folder / "runs")
+    (folder / "arch.ifc").write_text("being re-exported")
+    reader = status.StatusReader(conn, planned.run_id)
+    waiting = wait_for(reader, lambda s: s.steps["patch"].errors != [] and s.steps["patch"].status == StepState.QUEUED)
+    assert Job.fetch(planned.step("patch").job_id, connection=conn).get_status().value == "scheduled"
+    (folder / "arch.ifc").write_bytes(good)
+    done = wait_for(reader, lambda s: s.terminal, timeout=60)
+    assert done.status == RunState.SUCCEEDED
+    assert done.steps["patch"].attempt == 2 and len(waiting.steps["patch"].errors) == 1
