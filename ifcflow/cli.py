@@ -60,11 +60,14 @@ def cli() -> None:
 @click.option("--timeout", type=float, default=None, help="stop waiting after this many seconds (exit 1)")
 @click.option("--workers", type=int, default=None, help="local workers when no Redis is configured [cores]")
 @click.option("--ttl", type=int, default=store.DEFAULT_TTL, show_default=True, help="keep results this many seconds")
+@click.option("--report", "reports", multiple=True, metavar="FORMAT:PATH",
+              help="also write a report when the run ends, e.g. junit:report.xml, markdown:summary.md, html:r.html")
 def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, detach: bool, as_json: bool,
-        timeout: float | None, workers: int | None, ttl: int) -> None:
+        timeout: float | None, workers: int | None, ttl: int, reports: tuple[str, ...]) -> None:
     """Check FILE, plan it, enqueue it and (by default) wait for it with a live view."""
     from . import enqueue
 
+    report_specs = _report_specs(reports)
     doc = document.load(file, _inputs(inputs))
     planned = make_plan(doc, out_root=out)
     url = connection.configured_url(redis_url)
@@ -80,7 +83,29 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
             click.echo(planned.run_id)
             return
         status = _follow(StatusReader(conn, planned.run_id, planned), timeout, quiet=as_json, health=health)
+    _write_reports(status, report_specs)
     _finish(status, as_json)
+
+
+def _report_specs(reports: tuple[str, ...]) -> list[tuple[str, Path]]:
+    from .report import FORMATS
+
+    specs = []
+    for spec in reports:
+        fmt, sep, path = spec.partition(":")
+        if not sep or fmt not in FORMATS or not path:
+            raise click.BadParameter(f"{spec!r}: write FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}",
+                                     param_hint="--report")
+        specs.append((fmt, Path(path)))
+    return specs
+
+
+def _write_reports(status: RunStatus, specs: list[tuple[str, Path]]) -> None:
+    from .report import render
+
+    for fmt, path in specs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(status, fmt), encoding="utf-8")
 
 
 @contextmanager
@@ -161,6 +186,23 @@ def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_
     else:
         err.print(live.table(result))
     sys.exit(EXIT.get(result.status, 0) if result.terminal else 0)
+
+
+@cli.command()
+@click.argument("run_id")
+@redis_option
+@click.option("--format", "fmt", type=click.Choice(["junit", "markdown", "html"]), default="markdown",
+              show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="write to a file")
+def report(run_id: str, redis_url: str | None, fmt: str, output: Path | None) -> None:
+    """Write a run's report as JUnit XML (for CI), Markdown (for pull requests) or HTML."""
+    from .report import render
+
+    text = render(StatusReader(_redis(redis_url), run_id).read(with_traceback=True), fmt)
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
 
 
 @cli.command()

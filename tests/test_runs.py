@@ -223,3 +223,24 @@ def test_unreachable_redis_is_one_line_exit_2(folder: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert done.stderr.startswith("error: cannot reach Redis at redis://127.0.0.1:1/0")
+
+
+def test_reports_after_a_failed_run(folder: Path) -> None:
+    from xml.etree import ElementTree as ET
+
+    junit, markdown, page = folder / "out" / "junit.xml", folder / "summary.md", folder / "report.html"
+    done = _cli("run", str(write_pipeline(folder, FAILING)), "--out", str(folder / "runs"),
+                "--report", f"junit:{junit}", "--report", f"markdown:{markdown}", "--report", f"html:{page}")
+    assert done.returncode == 1, done.stderr
+    suite = ET.parse(junit).getroot()
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("5", "1", "2")
+    failed = suite.find("testcase[@name='validate']/failure")
+    assert failed is not None and failed.get("message") == "1 of 1 specifications failed"
+    text = markdown.read_text()
+    assert "| patch | ifcpatch | ⏭️ skipped |" in text and "upstream step 'validate' failed" in text
+    assert "<tr class='failed'><td>validate</td>" in page.read_text()
+
+
+def test_bad_report_option_is_bad_input(folder: Path) -> None:
+    done = _cli("run", str(write_pipeline(folder, DIAMOND)), "--report", "pdf:x.pdf")
+    assert done.returncode == 2 and "FORMAT:PATH" in done.stderr
