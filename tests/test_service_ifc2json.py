@@ -10,18 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import ifcopenshell
-import ifcopenshell.api
 import ifcopenshell.guid
 import pytest
 import yaml
 from redis import Redis
 
-from ifcflow import document, enqueue, status
-from ifcflow.plan import plan
 from ifcflow.services.ifc2json import Ifc2JsonOptions
 from ifcflow.states import StepState
-from tests.conftest import run_pipeline, shared_ifc, work
-from tests.test_service_ifcconvert import bad_inputs, wall_model
+from tests.conftest import run_pipeline, shared_ifc
+from tests.factories import walls_model
+from tests.helpers import assert_bad_inputs_fail, succeeded
 from workers import ifc2json as worker
 from workers.runtime import Progress
 
@@ -48,20 +46,10 @@ def check_against_model(doc: dict[str, Any], ifc: Path) -> None:
     assert {expanded(r.GlobalId): r.is_a() for r in roots} == {i["globalId"]: i["type"] for i in doc["data"]}
 
 
-def with_fire_rating(path: Path) -> Path:
-    """Give the first wall Pset_WallCommon.FireRating (a select-typed IfcLabel value)."""
-    model = ifcopenshell.open(str(path))
-    pset = ifcopenshell.api.run("pset.add_pset", model, product=model.by_type("IfcWall")[0], name="Pset_WallCommon")
-    ifcopenshell.api.run("pset.edit_pset", model, pset=pset, properties={"FireRating": "REI60"})
-    model.write(str(path))
-    return path
-
-
 def test_pipeline_matches_model_on_generated_model(conn: Redis, tmp_path: Path) -> None:
-    ifc = with_fire_rating(wall_model(tmp_path / "walls.ifc", walls=3))
-    run = run_pipeline(conn, write_pipeline(tmp_path, {"json": {"ifc": "walls.ifc"}}), tmp_path / "runs")
-    step = run.steps["json"]
-    assert step.status == StepState.SUCCEEDED, step.error
+    ifc = walls_model(tmp_path / "walls.ifc", walls=3, rated=1)
+    step = succeeded(run_pipeline(conn, write_pipeline(tmp_path, {"json": {"ifc": "walls.ifc"}}), tmp_path / "runs"),
+                     "json")
     out = Path(step.outputs["json"])
     assert out.name == "walls.json"
     doc = json.loads(out.read_text(encoding="utf-8"))
@@ -107,18 +95,7 @@ def test_small_real_model(tmp_path: Path) -> None:
 
 def test_bad_inputs_fail_the_step_with_a_clear_error(conn: Redis, tmp_path: Path) -> None:
     """Bypass the client's checks (as if the files changed after submission): the worker says what is wrong."""
-    cases = bad_inputs(tmp_path)
-    steps = {key: {"ifc": path, "output": f"{key}.json"} for key, (path, _) in cases.items()}
-    doc = document.load(write_pipeline(tmp_path, steps), check_files=False)
-    planned = plan(doc, out_root=tmp_path / "runs")
-    enqueue.submit(conn, planned)
-    work(conn)
-    result = status.read(conn, planned.run_id)
-    for key, (_, fragment) in cases.items():
-        step = result.steps[key]
-        assert step.status == StepState.FAILED, key
-        assert step.error is not None and fragment in step.error, (key, step.error)
-        assert not list((tmp_path / "runs").rglob(f"{key}.json")), key
+    assert_bad_inputs_fail(conn, tmp_path, write_pipeline, "ifc", "json", forbid_traceback=True)
 
 
 @pytest.mark.parametrize("text, expected", [("2XPyKWY018sA1ygZKgQPtU", True), ("not-a-guid", False)])

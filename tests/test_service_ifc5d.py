@@ -19,7 +19,9 @@ from redis import Redis
 from ifcflow.services.ifc5d import QtoOptions
 from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
-from tests.test_service_ifccsv import pipeline_file, succeeded, walls_model
+from tests.factories import walls_model
+from tests.helpers import succeeded
+from tests.test_service_ifccsv import pipeline_file
 
 
 def direct(ifc: Path, rules: str = "IFC4QtoBaseQuantities", query: str = "IfcElement") -> dict[str, dict[str, Any]]:
@@ -41,7 +43,7 @@ def written(ifc: Path) -> dict[str, dict[str, Any]]:
 
 
 def test_pipeline_matches_direct_call(conn: Redis, tmp_path: Path) -> None:
-    ifc = walls_model(tmp_path / "walls.ifc", walls=3)
+    ifc = walls_model(tmp_path / "walls.ifc", walls=3, rated=2, description="outer wall")
     run = run_pipeline(conn, pipeline_file(tmp_path, {"qto": ("ifc5d", {"input_file": "walls.ifc"})}),
                        tmp_path / "runs")
     step = succeeded(run, "qto")
@@ -59,7 +61,7 @@ def test_pipeline_matches_direct_call(conn: Redis, tmp_path: Path) -> None:
 
 
 def test_csv_summary_query_and_rule_set(conn: Redis, tmp_path: Path) -> None:
-    ifc = walls_model(tmp_path / "walls.ifc", walls=2)
+    ifc = walls_model(tmp_path / "walls.ifc", walls=2, rated=2, description="outer wall")
     run = run_pipeline(conn, pipeline_file(tmp_path, {
         "qto": ("ifc5d", {"ifc": "walls.ifc", "output": "q.ifc", "summary": "q.csv", "query": "IfcWall, Name=W1",
                           "rules": "IFC4X3QtoBaseQuantities"}),
@@ -88,7 +90,7 @@ def test_invalid_options() -> None:
 
 
 def test_quantities_chain_into_an_xlsx_table(conn: Redis, tmp_path: Path) -> None:
-    walls_model(tmp_path / "walls.ifc", walls=3)
+    walls_model(tmp_path / "walls.ifc", walls=3, rated=2, description="outer wall")
     columns = ["Name", "Qto_WallBaseQuantities.Length", "Qto_WallBaseQuantities.NetVolume"]
     run = run_pipeline(conn, pipeline_file(tmp_path, {
         "qto": ("ifc5d", {"ifc": "walls.ifc"}),

@@ -17,67 +17,28 @@ from ifcclash.ifcclash import Clasher, ClashSettings
 from pydantic import ValidationError
 from redis import Redis
 
+from ifcflow import demo
 from ifcflow.errors import PipelineError
 from ifcflow.services import SERVICES
 from ifcflow.services import ifcclash as clash_service
 from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
-
-api = ifcopenshell.api.run
-
-
-class Builder:
-    """A tiny IFC4 model in metres: one storey, elements with body geometry."""
-
-    def __init__(self) -> None:
-        self.model = api("project.create_file", version="IFC4")
-        project = api("root.create_entity", self.model, ifc_class="IfcProject", name="P")
-        api("unit.assign_unit", self.model, length={"is_metric": True, "raw": "METERS"})
-        context = api("context.add_context", self.model, context_type="Model")
-        self.body = api("context.add_context", self.model, context_type="Model", context_identifier="Body",
-                        target_view="MODEL_VIEW", parent=context)
-        site = api("root.create_entity", self.model, ifc_class="IfcSite", name="Site")
-        self.storey = api("root.create_entity", self.model, ifc_class="IfcBuildingStorey", name="Ground")
-        api("aggregate.assign_object", self.model, products=[site], relating_object=project)
-        api("aggregate.assign_object", self.model, products=[self.storey], relating_object=site)
-
-    def _place(self, ifc_class: str, name: str, shape: Any, matrix: list[list[float]]) -> None:
-        import numpy as np
-
-        element = api("root.create_entity", self.model, ifc_class=ifc_class, name=name)
-        api("geometry.assign_representation", self.model, product=element, representation=shape)
-        api("geometry.edit_object_placement", self.model, product=element, matrix=np.array(matrix))
-        api("spatial.assign_container", self.model, products=[element], relating_structure=self.storey)
-
-    def wall(self, name: str, x: float, y: float, length: float = 4.0) -> None:
-        """A 0.2 m thick, 3 m high wall along +X from (x, y)."""
-        shape = api("geometry.add_wall_representation", self.model, context=self.body, length=length, height=3.0,
-                    thickness=0.2)
-        self._place("IfcWall", name, shape, [[1, 0, 0, x], [0, 1, 0, y], [0, 0, 1, 0], [0, 0, 0, 1]])
-
-    def segment(self, ifc_class: str, name: str, x: float, y: float, z: float, length: float = 2.0) -> None:
-        """A round 0.2 m segment running along +Y from (x, y, z)."""
-        profile = self.model.create_entity("IfcCircleProfileDef", ProfileType="AREA", Radius=0.1)
-        shape = api("geometry.add_profile_representation", self.model, context=self.body, profile=profile,
-                    depth=length)
-        self._place(ifc_class, name, shape, [[1, 0, 0, x], [0, 0, 1, y], [0, -1, 0, z], [0, 0, 0, 1]])
-
-    def write(self, path: Path) -> Path:
-        self.model.write(str(path))
-        return path
+from tests.factories import add_wall, new_storey_model
 
 
 def models(folder: Path) -> tuple[Path, Path]:
-    """walls.ifc (W0 at y=0, W1 at x=6..10) and mep.ifc: ducts D0, D1 cross W0, pipe P0 crosses W1, D2 is clear."""
-    arch = Builder()
-    arch.wall("W0", 0, 0)
-    arch.wall("W1", 6, 0)
-    mep = Builder()
-    mep.segment("IfcDuctSegment", "D0", 1, -1, 1.5)
-    mep.segment("IfcDuctSegment", "D1", 3, -1, 1.5)
-    mep.segment("IfcDuctSegment", "D2", 20, -1, 1.5)
-    mep.segment("IfcPipeSegment", "P0", 7, -1, 1.0)
-    return arch.write(folder / "walls.ifc"), mep.write(folder / "mep.ifc")
+    """walls.ifc (W0 at y=0, W1 at x=6..10) and mep.ifc: round 0.2 m segments 2 m long along +Y from y=-1;
+    ducts D0, D1 cross W0, pipe P0 crosses W1, D2 is clear."""
+    arch, body, storey = new_storey_model()
+    add_wall(arch, body, storey, "W0", 0, 0)
+    add_wall(arch, body, storey, "W1", 6, 0)
+    arch.write(str(folder / "walls.ifc"))
+    mep, _, storey = new_storey_model()
+    for ifc_class, name, x, z in (("IfcDuctSegment", "D0", 1.0, 1.5), ("IfcDuctSegment", "D1", 3.0, 1.5),
+                                  ("IfcDuctSegment", "D2", 20.0, 1.5), ("IfcPipeSegment", "P0", 7.0, 1.0)):
+        demo.add_duct(mep, storey, name, (x, -1.0, z), (x, 1.0, z), (0.2,), ifc_class=ifc_class)
+    mep.write(str(folder / "mep.ifc"))
+    return folder / "walls.ifc", folder / "mep.ifc"
 
 
 SETS = [
@@ -242,10 +203,10 @@ def test_fzk_haus_all_against_all(conn: Redis, tmp_path: Path, capsys: pytest.Ca
 
 def test_selection_without_geometry_is_explained(conn: Redis, tmp_path: Path) -> None:
     models(tmp_path)
-    empty = Builder()
-    terminal = api("root.create_entity", empty.model, ifc_class="IfcAirTerminal", name="no shape")
-    api("spatial.assign_container", empty.model, products=[terminal], relating_structure=empty.storey)
-    empty.write(tmp_path / "bare.ifc")
+    empty, _, storey = new_storey_model()
+    terminal = ifcopenshell.api.run("root.create_entity", empty, ifc_class="IfcAirTerminal", name="no shape")
+    ifcopenshell.api.run("spatial.assign_container", empty, products=[terminal], relating_structure=storey)
+    empty.write(str(tmp_path / "bare.ifc"))
     with_ = {"clash_sets": [{"name": "bare", "a": [{"file": "walls.ifc"}], "b": [{"file": "bare.ifc"}]}]}
     step = run_pipeline(conn, write_pipeline(tmp_path, {"clash": with_}), tmp_path / "runs").steps["clash"]
     assert step.status == StepState.FAILED

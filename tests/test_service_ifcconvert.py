@@ -7,48 +7,22 @@ from pathlib import Path
 from typing import Any
 
 import ifcopenshell
-import ifcopenshell.api
 import ifcopenshell.geom
 import pytest
 import yaml
 from pygltflib import GLTF2
 from redis import Redis
 
-from ifcflow import document, enqueue, status
 from ifcflow.errors import StepError
-from ifcflow.plan import plan
 from ifcflow.services.ifcconvert import ConvertOptions
 from ifcflow.states import StepState
-from tests.conftest import run_pipeline, shared_ifc, work
+from tests.conftest import run_pipeline, shared_ifc
+from tests.factories import walls_model
+from tests.helpers import assert_bad_inputs_fail, succeeded
 from workers import ifcconvert as worker
 from workers.runtime import Progress
 
 FORMATS = ("glb", "gltf", "obj", "dae", "step", "iges", "svg", "ttl")
-
-
-def wall_model(path: Path, walls: int = 3, schema: str = "IFC4") -> Path:
-    """A model with a project, site, storey and ``walls`` extruded walls 4 m apart, with an opening in wall 0."""
-    run = ifcopenshell.api.run
-    model = run("project.create_file", version=schema)
-    project = run("root.create_entity", model, ifc_class="IfcProject", name="P")
-    run("unit.assign_unit", model, length={"is_metric": True, "raw": "METERS"})
-    context = run("context.add_context", model, context_type="Model")
-    body = run("context.add_context", model, context_type="Model", context_identifier="Body",
-               target_view="MODEL_VIEW", parent=context)
-    site = run("root.create_entity", model, ifc_class="IfcSite", name="Site")
-    storey = run("root.create_entity", model, ifc_class="IfcBuildingStorey", name="Ground")
-    storey.Elevation = 0.0
-    run("aggregate.assign_object", model, products=[site], relating_object=project)
-    run("aggregate.assign_object", model, products=[storey], relating_object=site)
-    for index in range(walls):
-        wall = run("root.create_entity", model, ifc_class="IfcWall", name=f"W{index}")
-        run("geometry.edit_object_placement", model, product=wall,
-            matrix=[[1, 0, 0, 0], [0, 1, 0, index * 4.0], [0, 0, 1, 0], [0, 0, 0, 1]])
-        shape = run("geometry.add_wall_representation", model, context=body, length=4, height=3, thickness=0.2)
-        run("geometry.assign_representation", model, product=wall, representation=shape)
-        run("spatial.assign_container", model, products=[wall], relating_structure=storey)
-    model.write(str(path))
-    return path
 
 
 def write_pipeline(folder: Path, steps: dict[str, dict[str, Any]]) -> Path:
@@ -79,10 +53,9 @@ def counts(gltf: GLTF2) -> tuple[int, int, int]:
 
 
 def test_glb_matches_direct_call_on_generated_model(conn: Redis, tmp_path: Path) -> None:
-    ifc = wall_model(tmp_path / "walls.ifc", walls=3)
-    run = run_pipeline(conn, write_pipeline(tmp_path, {"glb": {"input": "walls.ifc"}}), tmp_path / "runs")
-    step = run.steps["glb"]
-    assert step.status == StepState.SUCCEEDED, step.error
+    ifc = walls_model(tmp_path / "walls.ifc", spacing=4.0, walls=3)
+    step = succeeded(run_pipeline(conn, write_pipeline(tmp_path, {"glb": {"input": "walls.ifc"}}), tmp_path / "runs"),
+                     "glb")
     produced = Path(step.outputs["model"])
     assert produced.name == "walls.glb" and produced.read_bytes()[:4] == b"glTF"
     expected = direct_glb(ifc, tmp_path / "direct.glb")
@@ -94,7 +67,7 @@ def test_glb_matches_direct_call_on_generated_model(conn: Redis, tmp_path: Path)
 
 
 def test_every_format_is_written(conn: Redis, tmp_path: Path) -> None:
-    wall_model(tmp_path / "walls.ifc", walls=2)
+    walls_model(tmp_path / "walls.ifc", spacing=4.0, walls=2)
     steps = {fmt: {"input": "walls.ifc", "output": f"walls.{fmt}", "threads": 1} for fmt in FORMATS}
     run = run_pipeline(conn, write_pipeline(tmp_path, steps), tmp_path / "runs")
     for fmt, step in run.steps.items():
@@ -128,7 +101,7 @@ def test_real_model_matches_direct_call(conn: Redis, tmp_path: Path) -> None:
 
 
 def test_flags_reach_the_geometry_settings(tmp_path: Path) -> None:
-    model = ifcopenshell.open(str(wall_model(tmp_path / "walls.ifc", walls=1)))
+    model = ifcopenshell.open(str(walls_model(tmp_path / "walls.ifc", spacing=4.0, walls=1)))
     notes: list[str] = []
     options = ConvertOptions.model_validate({
         "input": "m.ifc", "output": "m.svg", "plan": True, "weld_vertices": True, "use_world_coords": True,
@@ -151,7 +124,7 @@ def test_flags_reach_the_geometry_settings(tmp_path: Path) -> None:
 
 
 def test_include_and_exclude_together(tmp_path: Path) -> None:
-    ifc = wall_model(tmp_path / "walls.ifc", walls=2)
+    ifc = walls_model(tmp_path / "walls.ifc", spacing=4.0, walls=2)
     options = ConvertOptions.model_validate({"input": str(ifc), "output": "o.obj", "include": ["IfcWall"],
                                              "exclude": ["IfcSlab"]})
     outcome = worker.body(options, {"model": tmp_path / "o.obj", "log": tmp_path / "o.log"}, Progress(None))
@@ -163,38 +136,13 @@ def test_include_and_exclude_together(tmp_path: Path) -> None:
 
 
 def test_convert_back_units_and_world_coords(tmp_path: Path) -> None:
-    ifc = wall_model(tmp_path / "walls.ifc", walls=2)
+    ifc = walls_model(tmp_path / "walls.ifc", spacing=4.0, walls=2)
     options = ConvertOptions.model_validate({"input": str(ifc), "output": "o.dae", "convert_back_units": True,
                                              "use_world_coords": True, "weld_vertices": True})
     outcome = worker.body(options, {"model": tmp_path / "o.dae", "log": tmp_path / "o.log"}, Progress(None))
     assert outcome.data["elements"] == 2 and (tmp_path / "o.dae").stat().st_size > 0
 
 
-def bad_inputs(tmp_path: Path) -> dict[str, tuple[str, str]]:
-    """Step id -> (input path, fragment of the expected error)."""
-    good = wall_model(tmp_path / "walls.ifc", walls=1).read_bytes()
-    (tmp_path / "cut.ifc").write_bytes(good[: len(good) // 2])
-    (tmp_path / "text.ifc").write_text("hello, not a model")
-    return {
-        "text": (str(tmp_path / "text.ifc"), "not an IFC-SPF file"),
-        "cut": (str(tmp_path / "cut.ifc"), "truncated"),
-        "draft": (str(shared_ifc("KIT-Simple-Road-Test-Web-IFC4x3_RC2.ifc")), "IFC4X3_RC2"),
-        "missing": (str(tmp_path / "missing.ifc"), "does not exist"),
-    }
-
-
 def test_bad_inputs_fail_the_step_with_a_clear_error(conn: Redis, tmp_path: Path) -> None:
     """Bypass the client's checks (as if the files changed after submission): the worker says what is wrong."""
-    cases = bad_inputs(tmp_path)
-    steps = {key: {"input": path, "output": f"{key}.glb"} for key, (path, _) in cases.items()}
-    doc = document.load(write_pipeline(tmp_path, steps), check_files=False)
-    planned = plan(doc, out_root=tmp_path / "runs")
-    enqueue.submit(conn, planned)
-    work(conn)
-    result = status.read(conn, planned.run_id)
-    for key, (_, fragment) in cases.items():
-        step = result.steps[key]
-        assert step.status == StepState.FAILED, key
-        assert step.error is not None and fragment in step.error, (key, step.error)
-        assert "Traceback" not in step.error
-        assert not list((tmp_path / "runs").rglob(f"{key}.glb")), key
+    assert_bad_inputs_fail(conn, tmp_path, write_pipeline, "input", "glb")

@@ -20,46 +20,10 @@ from redis import Redis
 from ifcflow.services.ifccsv import CsvExportOptions, CsvImportOptions
 from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
+from tests.factories import walls_model
+from tests.helpers import succeeded
 
 ATTRIBUTES = ["Name", "Description", "Pset_WallCommon.FireRating"]
-
-
-def walls_model(path: Path, walls: int = 3, rated: int = 2, names: list[str] | None = None) -> Path:
-    """An IFC4 model in metres: ``walls`` 4 x 3 x 0.2 m extruded walls on one storey, the first ``rated`` with
-    Pset_WallCommon.FireRating, the first with a Description."""
-    model = ifcopenshell.api.run("project.create_file", version="IFC4")
-    project = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcProject", name="P")
-    ifcopenshell.api.run("unit.assign_unit", model, length={"is_metric": True, "raw": "METERS"})
-    context = ifcopenshell.api.run("context.add_context", model, context_type="Model")
-    body = ifcopenshell.api.run("context.add_context", model, context_type="Model", context_identifier="Body",
-                                target_view="MODEL_VIEW", parent=context)
-    site = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcSite", name="Site")
-    storey = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcBuildingStorey", name="Ground")
-    ifcopenshell.api.run("aggregate.assign_object", model, products=[site], relating_object=project)
-    ifcopenshell.api.run("aggregate.assign_object", model, products=[storey], relating_object=site)
-    for index, name in enumerate(names or [f"W{i}" for i in range(walls)]):
-        add_wall(model, body, storey, name, offset=index * 5.0)
-        wall = model.by_type("IfcWall")[-1]
-        if index == 0:
-            wall.Description = "outer wall"
-        if index < rated:
-            pset = ifcopenshell.api.run("pset.add_pset", model, product=wall, name="Pset_WallCommon")
-            ifcopenshell.api.run("pset.edit_pset", model, pset=pset, properties={"FireRating": "REI60"})
-    model.write(str(path))
-    return path
-
-
-def add_wall(model: ifcopenshell.file, body: Any, storey: Any, name: str, offset: float = 0.0,
-             length: float = 4.0) -> Any:
-    """One extruded wall (``length`` x 3 x 0.2 m) placed ``offset`` m along y, contained in ``storey``."""
-    wall = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcWall", name=name)
-    shape = ifcopenshell.api.run("geometry.add_wall_representation", model, context=body, length=length, height=3,
-                                 thickness=0.2)
-    ifcopenshell.api.run("geometry.assign_representation", model, product=wall, representation=shape)
-    matrix = [[1.0, 0.0, 0.0, 0.0], [0.0, 1.0, 0.0, offset], [0.0, 0.0, 1.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
-    ifcopenshell.api.run("geometry.edit_object_placement", model, product=wall, matrix=matrix, is_si=True)
-    ifcopenshell.api.run("spatial.assign_container", model, products=[wall], relating_structure=storey)
-    return wall
 
 
 def pipeline_file(folder: Path, steps: dict[str, tuple[str, dict[str, Any]]], name: str = "pipeline.yml") -> Path:
@@ -84,14 +48,8 @@ def read_csv(path: Path, delimiter: str = ",") -> list[list[str]]:
         return list(csv.reader(handle, delimiter=delimiter))
 
 
-def succeeded(run: Any, step_id: str) -> Any:
-    step = run.steps[step_id]
-    assert step.status == StepState.SUCCEEDED, (step.error, step.traceback)
-    return step
-
-
 def test_csv_export_matches_direct_call(conn: Redis, tmp_path: Path) -> None:
-    ifc = walls_model(tmp_path / "walls.ifc", walls=3, rated=2)
+    ifc = walls_model(tmp_path / "walls.ifc", walls=3, rated=2, description="outer wall")
     run = run_pipeline(conn, pipeline_file(tmp_path, {"export": ("ifccsv", {
         "filename": "walls.ifc", "query": "IfcWall", "attributes": ATTRIBUTES, "delimiter": ";",
         "null_value": "n/a"})}), tmp_path / "runs")
@@ -108,7 +66,7 @@ def test_csv_export_matches_direct_call(conn: Redis, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("fmt", ["xlsx", "ods"])
 def test_spreadsheet_export_matches_direct_call(conn: Redis, tmp_path: Path, fmt: str) -> None:
-    ifc = walls_model(tmp_path / "walls.ifc")
+    ifc = walls_model(tmp_path / "walls.ifc", rated=2, description="outer wall")
     # format follows the output's extension when it is not given; an explicit GlobalId is not repeated
     run = run_pipeline(conn, pipeline_file(tmp_path, {"export": ("ifccsv", {
         "ifc": "walls.ifc", "output_filename": f"table.{fmt}", "attributes": ["GlobalId", *ATTRIBUTES]})}),
@@ -144,7 +102,7 @@ def values(path: Path, attributes: list[str], query: str = "IfcProduct") -> dict
 
 @pytest.mark.parametrize("fmt", ["csv", "xlsx", "ods"])
 def test_round_trip_changes_exactly_the_edited_value(conn: Redis, tmp_path: Path, fmt: str) -> None:
-    ifc = walls_model(tmp_path / "walls.ifc")
+    ifc = walls_model(tmp_path / "walls.ifc", rated=2, description="outer wall")
     run = run_pipeline(conn, pipeline_file(tmp_path, {"export": ("ifccsv", {
         "ifc": "walls.ifc", "format": fmt, "attributes": ATTRIBUTES})}), tmp_path / "runs")
     table = Path(succeeded(run, "export").outputs["table"])
@@ -181,7 +139,7 @@ def test_round_trip_changes_exactly_the_edited_value(conn: Redis, tmp_path: Path
 
 
 def test_import_reports_unknown_rows_and_rejects_foreign_tables(conn: Redis, tmp_path: Path) -> None:
-    ifc = walls_model(tmp_path / "walls.ifc", walls=2)
+    ifc = walls_model(tmp_path / "walls.ifc", walls=2, rated=2, description="outer wall")
     rows = read_csv(direct_export(ifc, tmp_path / "t.csv", ["Name"], "IfcWall"))
     rows.append(["0000000000000000000000", "ghost"])
     with (tmp_path / "extra.csv").open("w", newline="", encoding="utf-8") as handle:
@@ -203,7 +161,7 @@ def test_import_reports_unknown_rows_and_rejects_foreign_tables(conn: Redis, tmp
 
 
 def test_bad_query_fails_with_a_clear_message(conn: Redis, tmp_path: Path) -> None:
-    walls_model(tmp_path / "walls.ifc", walls=1)
+    walls_model(tmp_path / "walls.ifc", walls=1, rated=2, description="outer wall")
     run = run_pipeline(conn, pipeline_file(tmp_path, {"export": ("ifccsv", {"ifc": "walls.ifc", "query": "IfcWall, [["})}),
                        tmp_path / "runs")
     step = run.steps["export"]
@@ -213,7 +171,7 @@ def test_bad_query_fails_with_a_clear_message(conn: Redis, tmp_path: Path) -> No
 
 def test_mixed_first_column_and_entity_values(conn: Redis, tmp_path: Path) -> None:
     """IfcCsv sorts rows by the first attribute: numbers (or entities) next to null_value would crash it."""
-    ifc = walls_model(tmp_path / "walls.ifc", walls=2)
+    ifc = walls_model(tmp_path / "walls.ifc", walls=2, rated=2, description="outer wall")
     model = ifcopenshell.open(str(ifc))
     wall = model.by_type("IfcWall")[0]
     qto = ifcopenshell.api.run("pset.add_qto", model, product=wall, name="Qto_WallBaseQuantities")

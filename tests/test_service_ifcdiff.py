@@ -19,7 +19,9 @@ from redis import Redis
 from ifcflow.services.ifcdiff import DiffOptions
 from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
-from tests.test_service_ifccsv import add_wall, pipeline_file, succeeded, walls_model
+from tests.factories import add_wall, walls_model
+from tests.helpers import succeeded
+from tests.test_service_ifccsv import pipeline_file
 
 
 def revise(old: Path, new: Path) -> dict[str, str]:
@@ -30,7 +32,7 @@ def revise(old: Path, new: Path) -> dict[str, str]:
     deleted = walls["W2"].GlobalId
     ifcopenshell.api.run("root.remove_product", model, product=walls["W2"])
     body = next(c for c in model.by_type("IfcGeometricRepresentationSubContext") if c.ContextIdentifier == "Body")
-    added = add_wall(model, body, model.by_type("IfcBuildingStorey")[0], "W9", offset=40.0).GlobalId
+    added = add_wall(model, body, model.by_type("IfcBuildingStorey")[0], "W9", y=40.0).GlobalId
     model.write(str(new))
     return {"added": added, "deleted": deleted, "changed": walls["W1"].GlobalId}
 
@@ -52,7 +54,7 @@ def normal(path: Path) -> dict[str, Any]:
 
 @pytest.fixture()
 def revisions(tmp_path: Path) -> tuple[Path, Path, dict[str, str]]:
-    old = walls_model(tmp_path / "v1.ifc", walls=4)
+    old = walls_model(tmp_path / "v1.ifc", walls=4, rated=2, description="outer wall")
     changes = revise(old, tmp_path / "v2.ifc")
     return old, tmp_path / "v2.ifc", changes
 

@@ -6,18 +6,17 @@ import json
 from pathlib import Path
 
 import ifcopenshell
-import ifcopenshell.api
 import pytest
 import yaml
 from ifctester import ids
 from redis import Redis
 
-from ifcflow import document, enqueue, status
 from ifcflow.errors import PipelineError, StepError
-from ifcflow.plan import plan
 from ifcflow.services import ifctester as tester_service
 from ifcflow.states import StepState
-from tests.conftest import run_pipeline, shared_ifc, work
+from tests.conftest import run_pipeline, shared_ifc
+from tests.factories import walls_model
+from tests.helpers import bad_inputs, run_unchecked
 from workers import ifctester as worker
 from workers.runtime import Progress
 
@@ -50,31 +49,6 @@ FIRE = ('<property dataType="IFCLABEL"><propertySet><simpleValue>Pset_WallCommon
 DESCRIBED = '<attribute><name><simpleValue>Description</simpleValue></name></attribute>'
 
 
-def wall_model(path: Path, walls: int = 3, rated: int = 2) -> Path:
-    """An IFC4 model with ``walls`` named walls, the first ``rated`` of them with Pset_WallCommon.FireRating."""
-    model = ifcopenshell.api.run("project.create_file", version="IFC4")
-    project = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcProject", name="P")
-    ifcopenshell.api.run("unit.assign_unit", model, length={"is_metric": True, "raw": "METERS"})
-    context = ifcopenshell.api.run("context.add_context", model, context_type="Model")
-    body = ifcopenshell.api.run("context.add_context", model, context_type="Model", context_identifier="Body",
-                                target_view="MODEL_VIEW", parent=context)
-    site = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcSite", name="Site")
-    storey = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcBuildingStorey", name="Ground")
-    ifcopenshell.api.run("aggregate.assign_object", model, products=[site], relating_object=project)
-    ifcopenshell.api.run("aggregate.assign_object", model, products=[storey], relating_object=site)
-    for index in range(walls):
-        wall = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcWall", name=f"W{index}")
-        shape = ifcopenshell.api.run("geometry.add_wall_representation", model, context=body, length=4, height=3,
-                                     thickness=0.2)
-        ifcopenshell.api.run("geometry.assign_representation", model, product=wall, representation=shape)
-        ifcopenshell.api.run("spatial.assign_container", model, products=[wall], relating_structure=storey)
-        if index < rated:
-            pset = ifcopenshell.api.run("pset.add_pset", model, product=wall, name="Pset_WallCommon")
-            ifcopenshell.api.run("pset.edit_pset", model, pset=pset, properties={"FireRating": "REI60"})
-    model.write(str(path))
-    return path
-
-
 def write_pipeline(folder: Path, steps: dict[str, dict]) -> Path:
     path = folder / "pipeline.yml"
     path.write_text(yaml.safe_dump({"version": 1, "name": "ids-check",
@@ -90,7 +64,7 @@ def direct(ifc: Path, ids_path: Path) -> list[bool]:
 
 
 def test_pipeline_matches_direct_call_on_generated_model(conn: Redis, tmp_path: Path) -> None:
-    ifc = wall_model(tmp_path / "walls.ifc")
+    ifc = walls_model(tmp_path / "walls.ifc", rated=2)
     rules = write_ids(tmp_path / "rules.ids", spec("named", "IFCWALL", NAMED), spec("fire", "IFCWALL", FIRE),
                       spec("described", "IFCWALL", DESCRIBED, usage="optional"))
     run = run_pipeline(conn, write_pipeline(tmp_path, {"check": {"ifc": "walls.ifc", "ids": "rules.ids",
@@ -109,7 +83,7 @@ def test_pipeline_matches_direct_call_on_generated_model(conn: Redis, tmp_path: 
 
 
 def test_gate_fails_step_but_keeps_report(conn: Redis, tmp_path: Path) -> None:
-    wall_model(tmp_path / "walls.ifc", walls=2, rated=0)
+    walls_model(tmp_path / "walls.ifc", walls=2, rated=0)
     write_ids(tmp_path / "rules.ids", spec("named", "IFCWALL", NAMED), spec("fire", "IFCWALL", FIRE))
     pipeline = write_pipeline(tmp_path, {"check": {"ifc": "walls.ifc", "ids": "rules.ids", "output": "out.html",
                                                    "report_type": "html"}})
@@ -123,7 +97,7 @@ def test_gate_fails_step_but_keeps_report(conn: Redis, tmp_path: Path) -> None:
 
 
 def test_gate_passes_when_only_optional_specifications_fail(conn: Redis, tmp_path: Path) -> None:
-    wall_model(tmp_path / "walls.ifc", walls=2, rated=2)
+    walls_model(tmp_path / "walls.ifc", walls=2, rated=2)
     write_ids(tmp_path / "rules.ids", spec("fire", "IFCWALL", FIRE), spec("described", "IFCWALL", DESCRIBED, "optional"))
     run = run_pipeline(conn, write_pipeline(tmp_path, {"check": {"ifc": "walls.ifc", "ids": "rules.ids"}}),
                        tmp_path / "runs")
@@ -133,7 +107,7 @@ def test_gate_passes_when_only_optional_specifications_fail(conn: Redis, tmp_pat
 
 
 def test_every_report_type_is_written(conn: Redis, tmp_path: Path) -> None:
-    wall_model(tmp_path / "walls.ifc", walls=2, rated=1)
+    walls_model(tmp_path / "walls.ifc", walls=2, rated=1)
     write_ids(tmp_path / "rules.ids", spec("fire", "IFCWALL", FIRE))
     steps = {kind: {"ifc": "walls.ifc", "ids": "rules.ids", "report_type": kind, "gate": False}
              for kind in ("json", "html", "bcf", "txt")}
@@ -150,7 +124,7 @@ INVALID_IDS = IDS_HEAD.format(title="bad") + '    <specification name="no versio
 
 
 def test_invalid_ids_is_refused_before_enqueue(conn: Redis, tmp_path: Path) -> None:
-    wall_model(tmp_path / "walls.ifc", walls=1)
+    walls_model(tmp_path / "walls.ifc", walls=1, rated=2)
     (tmp_path / "rules.ids").write_text(INVALID_IDS)
     with pytest.raises(PipelineError, match="not valid IDS 1.0"):
         run_pipeline(conn, write_pipeline(tmp_path, {"check": {"ifc": "walls.ifc", "ids": "rules.ids"}}),
@@ -159,14 +133,11 @@ def test_invalid_ids_is_refused_before_enqueue(conn: Redis, tmp_path: Path) -> N
 
 def test_invalid_ids_fails_the_step_on_the_worker(conn: Redis, tmp_path: Path) -> None:
     """Bypass the client's checks (as if the IDS changed after submission): the worker says what is wrong."""
-    wall_model(tmp_path / "walls.ifc", walls=1)
+    walls_model(tmp_path / "walls.ifc", walls=1, rated=2)
     (tmp_path / "rules.ids").write_text(INVALID_IDS)
-    doc = document.load(write_pipeline(tmp_path, {"check": {"ifc": "walls.ifc", "ids": "rules.ids"}}),
-                        check_files=False)
-    planned = plan(doc, out_root=tmp_path / "runs")
-    enqueue.submit(conn, planned)
-    work(conn)
-    step = status.read(conn, planned.run_id).steps["check"]
+    run = run_unchecked(conn, write_pipeline(tmp_path, {"check": {"ifc": "walls.ifc", "ids": "rules.ids"}}),
+                        tmp_path / "runs")
+    step = run.steps["check"]
     assert step.status == StepState.FAILED
     assert step.error is not None
     assert step.error.startswith("ids file rules.ids is not valid IDS 1.0: missing required attribute 'ifcVersion'")
@@ -182,7 +153,7 @@ def _body(tmp_path: Path, ifc: str, ids_path: str) -> None:
     (INVALID_IDS, "ids file rules.ids is not valid IDS 1.0: missing required attribute"),
 ])
 def test_worker_rejects_bad_ids(tmp_path: Path, content: str, message: str) -> None:
-    ifc = wall_model(tmp_path / "walls.ifc", walls=1)
+    ifc = walls_model(tmp_path / "walls.ifc", walls=1, rated=2)
     (tmp_path / "rules.ids").write_text(content)
     with pytest.raises(StepError, match="^" + message):
         _body(tmp_path, str(ifc), str(tmp_path / "rules.ids"))
@@ -190,17 +161,9 @@ def test_worker_rejects_bad_ids(tmp_path: Path, content: str, message: str) -> N
 
 def test_worker_rejects_bad_models(tmp_path: Path) -> None:
     rules = write_ids(tmp_path / "rules.ids", spec("named", "IFCWALL", NAMED))
-    cases: dict[str | Path, str] = {
-        "missing.ifc": "does not exist",
-        shared_ifc("KIT-Simple-Road-Test-Web-IFC4x3_RC2.ifc"): "IFC4X3_RC2",
-    }
-    good = wall_model(tmp_path / "walls.ifc", walls=1).read_bytes()
-    (tmp_path / "cut.ifc").write_bytes(good[: len(good) // 2])
-    (tmp_path / "text.ifc").write_text("hello")
-    cases.update({tmp_path / "cut.ifc": "truncated", tmp_path / "text.ifc": "not an IFC-SPF file"})
-    for path, fragment in cases.items():
+    for path, fragment in bad_inputs(tmp_path).values():  # not IFC, truncated, IFC4X3_RC2, missing
         with pytest.raises(StepError, match=fragment):
-            _body(tmp_path, str(tmp_path / path), str(rules))
+            _body(tmp_path, path, str(rules))
 
 
 def test_real_model_matches_direct_call(conn: Redis, tmp_path: Path) -> None:
