@@ -148,7 +148,7 @@ def validate(files: tuple[Path, ...], inputs: tuple[str, ...]) -> None:
     bad = 0
     for file in files:
         try:
-            document.load(file, _inputs(inputs))
+            make_plan(document.load(file, _inputs(inputs)))  # planning is pure; it checks output paths too
             click.echo(f"{file}: ok")
         except IfcflowError as exc:
             bad += 1
@@ -216,7 +216,8 @@ def runs(redis_url: str | None, limit: int, as_json: bool) -> None:
     for run_id in store.recent_runs(conn, limit):
         try:
             s = StatusReader(conn, run_id).read()
-        except IfcflowError:
+        except IfcflowError:  # expired with its results
+            conn.zrem(store.RUNS, run_id)
             continue
         rows.append({"run_id": run_id, "pipeline": s.pipeline, "status": s.status.value, "created_at": s.created_at,
                      "steps": len(s.steps)})

@@ -89,9 +89,12 @@ def retry(conn: Redis, run_id: str, step: str | None = None, ttl: int = store.DE
         for sid in chosen:
             _forget(conn, plan.step(sid).job_id)
         conn.hdel(store.steps_key(run_id), *chosen)
-        conn.hdel(store.run_key(run_id), "canceled", *(f"released:{plan.step(s).job_id}" for s in chosen))
+        conn.hdel(store.run_key(run_id), "canceled", "ended_at", *(f"released:{plan.step(s).job_id}" for s in chosen))
+        conn.persist(store.run_key(run_id))
+        conn.persist(store.steps_key(run_id))
         attempt = conn.hincrby(store.run_key(run_id), "retries", 1)
         enqueue.submit(conn, plan, ttl=ttl, only=chosen, gate_name=f"retry{attempt}")
+        conn.hdel(store.steps_key(run_id), *chosen)  # in case a reader recorded them "lost" meanwhile
         return [s.id for s in plan.steps if s.id in chosen]
     finally:
         conn.delete(lock)

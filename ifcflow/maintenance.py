@@ -9,7 +9,7 @@ from redis import Redis
 from rq import Queue, Worker
 from rq.job import Job
 
-from . import enqueue, store
+from . import store
 from .errors import IfcflowError
 from .services import QUEUES
 from .status import StatusReader
@@ -71,9 +71,7 @@ def prune(conn: Redis, older_than: int, dry_run: bool = False) -> list[str]:
         pruned.append(run_id)
         if dry_run:
             continue
-        gate_keys: list[bytes] = conn.keys(f"rq:job:{run_id}--*")  # type: ignore[assignment]
-        gates = [k.decode().split("--", 1)[1] for k in gate_keys]
-        for job_id in [s.job_id for s in reader.plan.steps] + [enqueue.gate_id(run_id, g) for g in gates]:
+        for job_id in [s.job_id for s in reader.plan.steps] + store.gate_ids(conn, run_id):
             try:
                 Job.fetch(job_id, connection=conn).delete()
             except Exception:

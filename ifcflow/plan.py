@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -105,6 +105,10 @@ def _plan_step(doc: Document, step_id: str, run_id: str, run_dir: Path, done: di
         if isinstance(marker, InputFile):
             _set(data, sub, str((doc.base / value).resolve()))
         elif isinstance(marker, OutputFile):
+            if PurePath(value).is_absolute() or ".." in PurePath(value).parts:
+                raise PipelineError([doc.source.problem(("steps", step_id, "with", *sub), (
+                    f"output {value!r} must be a file name (or sub/folder/name) inside the step's run folder; "
+                    "choose where runs go with --out"))])
             _set(data, sub, str((workdir / value).resolve()))
     resolved = service.options.model_validate(data)
     outputs = {name: str((workdir / path).resolve()) for name, path in resolved.outputs().items()}

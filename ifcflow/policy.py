@@ -73,8 +73,13 @@ def verdict(step: StepLike, by_id: Mapping[str, StepLike], states: Mapping[str, 
     return ("run", "") if ended else ("wait", "")
 
 
-def decide(steps: Sequence[StepLike], states: Mapping[str, StepState], causes: Mapping[str, str]) -> list[Decision]:
-    """Decisions for every step still pending, cascading in topological order (``steps`` must be in it)."""
+def decide(steps: Sequence[StepLike], states: Mapping[str, StepState], causes: Mapping[str, str],
+           lost: frozenset[str] = frozenset()) -> list[Decision]:
+    """Decisions for every step still pending, cascading in topological order (``steps`` must be in it).
+
+    ``lost`` names steps whose RQ job vanished: RQ will never enqueue their dependents, so one that must run is
+    released like the dependents of skipped and canceled steps.
+    """
     by_id = {s.id: s for s in steps}
     states = dict(states)
     causes = dict(causes)
@@ -87,6 +92,7 @@ def decide(steps: Sequence[StepLike], states: Mapping[str, StepState], causes: M
             states[step.id] = StepState.SKIPPED
             causes[step.id] = reason
             decisions.append(Decision(step.id, "skip", reason))
-        elif action == "run" and any(states.get(n) in (StepState.SKIPPED, StepState.CANCELED) for n in step.needs):
+        elif action == "run" and any(states.get(n) in (StepState.SKIPPED, StepState.CANCELED) or n in lost
+                                     for n in step.needs):
             decisions.append(Decision(step.id, "release"))
     return decisions

@@ -47,9 +47,9 @@ def apply(conn: Redis, plan: Plan, decisions: list[policy.Decision]) -> None:
 
 def release(conn: Redis, plan: Plan, job: Job) -> None:
     """Enqueue a deferred job whose needs ended in states RQ does not count as met (once, whoever calls)."""
-    if not conn.hsetnx(store.run_key(plan.run_id), f"released:{job.id}", time.time()):
-        return
     if job.get_status() != JobStatus.DEFERRED:
+        return
+    if not conn.hsetnx(store.run_key(plan.run_id), f"released:{job.id}", time.time()):
         return
     for parent in job._dependency_ids:  # so no parent's completion can enqueue it a second time
         conn.srem(Job.dependents_key_for(parent), job.id)
@@ -87,7 +87,8 @@ def repair(conn: Redis, plan: Plan, status: RunStatus) -> bool:
     if any(s.status == StepState.QUEUED and s.enqueued_at is None for s in status.steps.values()):
         changed |= bool(drain_ready(conn, {s.queue for s in plan.steps}))
     states, causes = states_of(status)
-    decisions = policy.decide(plan.steps, states, causes)
+    vanished = frozenset(sid for sid, s in status.steps.items() if (s.error or "").startswith("lost"))
+    decisions = policy.decide(plan.steps, states, causes, vanished)
     if decisions:
         apply(conn, plan, decisions)
         changed = True

@@ -80,17 +80,25 @@ class _Builder:
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":
                 sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-                merged.extend(s for s in sources if isinstance(s, yaml.MappingNode))
+                for source in sources:
+                    if isinstance(source, yaml.MappingNode) and source.tag in _COLLECTION_TAGS:
+                        merged.append(source)
+                    else:
+                        self.fail(source, "a merge key (<<) takes a mapping or a list of mappings", path)
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
                 self.fail(key_node, "mapping keys must be plain strings", path)
                 continue
             key = self.build(key_node, (*path, "<key>"))
+            if not isinstance(key, str):
+                self.fail(key_node, f"key {key_node.value!r} is read as {type(key).__name__} {key!r}, not text; quote "
+                          f"it: '{key_node.value}'", path)
+                key = key_node.value
             if key in result:
                 line, _ = self.source.keys[(*path, key)]
                 self.fail(key_node, f"duplicate key {key!r} (first defined on line {line})", (*path, key))
                 continue
-            self.source.keys[(*path, key)] = self.at(key_node)
+            self.source.keys.setdefault((*path, key), self.at(key_node))  # explicit keys win over merged ones
             result[key] = self.build(value_node, (*path, key))
         for extra in merged:
             for key, value in self.mapping(extra, path).items():

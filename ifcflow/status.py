@@ -131,7 +131,8 @@ def _step(planned: PlannedStep, job: list[bytes | None], results: list[Any], rec
     error = None
     if state is None:
         state, error = (StepState(record["status"]), record["reason"]) if record else (StepState.FAILED, "lost")
-    elif record and state != StepState.RUNNING and not (state == StepState.SUCCEEDED and _succeeded(returned)):
+    elif record and (state in (StepState.FAILED, StepState.CANCELED)
+                     or (state == StepState.SUCCEEDED and not _succeeded(returned))):
         state, error = StepState(record["status"]), record["reason"] or None
     elif state == StepState.SUCCEEDED and not _succeeded(returned) and isinstance(returned, dict):
         state = StepState.CANCELED if returned.get("canceled") else StepState.SKIPPED
@@ -207,12 +208,14 @@ class StatusReader:
         self.run_id = run_id
         self.plan = plan or store.load_plan(conn, run_id)
         self._script = conn.register_script(_READ_ALL)
+        self.record: dict[str, Any] = {}
 
     def fetch(self, with_traceback: bool = False) -> RunStatus:
         """Read every step in one round trip, one server-side script (no repairs)."""
         keys = [store.run_key(self.run_id), store.steps_key(self.run_id), *(s.job_id for s in self.plan.steps)]
         replies = self._script(keys=keys, args=list(_FIELDS))
         run = store.parse_record(_pairs(replies[0]))
+        self.record = run
         records = store.step_records(_pairs(replies[1]))
         steps = {
             step.id: _step(step, replies[2 + 2 * i], replies[3 + 2 * i], records.get(step.id), with_traceback)
@@ -232,11 +235,14 @@ class StatusReader:
     def read(self, with_traceback: bool = False, repair: bool = True) -> RunStatus:
         """The run's status, after repairing what RQ leaves undone (when ``repair``)."""
         status = self.fetch(with_traceback)
-        if repair and not status.terminal and any(_needs_care(s) for s in status.steps.values()):
+        if (repair and not status.terminal and any(_needs_care(s) for s in status.steps.values())
+                and not self.conn.exists(f"{store.run_key(self.run_id)}:retrying")):
             from .propagate import repair as do_repair
 
             if do_repair(self.conn, self.plan, status):
                 status = self.fetch(with_traceback)
+        if repair and status.terminal and self.record and "ended_at" not in self.record:
+            store.finish_run(self.conn, self.run_id, int(self.record.get("ttl", store.DEFAULT_TTL)))
         return status
 
 

@@ -43,6 +43,23 @@ def save_run(conn: Redis | RedisPipeline, plan: Plan, ttl: int = DEFAULT_TTL) ->
         pipe.execute()
 
 
+def finish_run(conn: Redis, run_id: str, ttl: int) -> None:
+    """A run ended: its records (and start gates) expire with its jobs' results, ``ttl`` seconds from now.
+
+    Done once (``ended_at``); a retry makes the run live again (``ifcflow retry`` removes ``ended_at``).
+    """
+    if not conn.hsetnx(run_key(run_id), "ended_at", time.time()):
+        return
+    for key in [run_key(run_id), steps_key(run_id), *(f"rq:job:{g}" for g in gate_ids(conn, run_id))]:
+        conn.expire(key, ttl)
+
+
+def gate_ids(conn: Redis, run_id: str) -> list[str]:
+    """Job ids of a run's start gate and of the gate of every retry."""
+    retries = int(conn.hget(run_key(run_id), "retries") or 0)
+    return [f"{run_id}--start", *(f"{run_id}--retry{n}" for n in range(1, retries + 1))]
+
+
 def delete_run(conn: Redis, run_id: str) -> None:
     conn.delete(run_key(run_id), steps_key(run_id))
     conn.zrem(RUNS, run_id)

@@ -244,3 +244,58 @@ def test_reports_after_a_failed_run(folder: Path) -> None:
 def test_bad_report_option_is_bad_input(folder: Path) -> None:
     done = _cli("run", str(write_pipeline(folder, DIAMOND)), "--report", "pdf:x.pdf")
     assert done.returncode == 2 and "FORMAT:PATH" in done.stderr
+
+
+def test_outputs_in_sub_folders_are_published_and_chained(conn: Redis, folder: Path) -> None:
+    path = write_pipeline(folder, """\
+        version: 1
+        name: nested
+        steps:
+          a: {uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise, output: models/out.ifc}}
+          b: {uses: ifcpatch, with: {ifc: "${{ steps.a.outputs.model }}", recipe: Optimise, output: deep/er/b.ifc}}
+        """)
+    result = run_pipeline(conn, path, folder / "runs")
+    assert result.status == RunState.SUCCEEDED
+    assert result.steps["a"].outputs["model"].endswith("/a/models/out.ifc")
+    assert result.steps["a"].result["outputs"] == result.steps["a"].outputs  # type: ignore[index]
+    assert Path(result.steps["b"].outputs["model"]).is_file()
+
+
+@pytest.mark.parametrize("output", ["/tmp/elsewhere.ifc", "../escape.ifc"])
+def test_outputs_outside_the_run_folder_are_rejected(folder: Path, output: str) -> None:
+    from ifcflow import document
+    from ifcflow.errors import PipelineError
+    from ifcflow.plan import plan
+
+    doc = document.load(write_pipeline(folder, f"version: 1\nname: x\nsteps:\n  a: {{uses: ifcpatch, with: "
+                                               f"{{ifc: arch.ifc, recipe: Optimise, output: '{output}'}}}}\n"))
+    with pytest.raises(PipelineError, match="inside the step's run folder"):
+        plan(doc, out_root=folder / "runs")
+
+
+def test_dependent_of_a_vanished_job_still_runs_when_it_must(conn: Redis, folder: Path) -> None:
+    path = write_pipeline(folder, """\
+        version: 1
+        name: vanish
+        steps:
+          a: {uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise}}
+          b: {uses: ifcpatch, needs: [a], if: always(), with: {ifc: arch.ifc, recipe: Optimise}}
+          c: {uses: ifcpatch, needs: [a], with: {ifc: arch.ifc, recipe: Optimise}}
+        """)
+    planned = runner.start(conn, path, out=folder / "runs")
+    Job.fetch(planned.step("a").job_id, connection=conn).delete()
+    status.read(conn, planned.run_id)  # the reader notices, records "lost", releases b, skips c
+    work(conn)
+    result = status.read(conn, planned.run_id)
+    assert (result.steps["a"].status, result.steps["b"].status, result.steps["c"].status) == (
+        StepState.FAILED, StepState.SUCCEEDED, StepState.SKIPPED)
+    assert result.status == RunState.FAILED
+
+
+def test_finished_run_records_expire_with_the_results(conn: Redis, folder: Path) -> None:
+    result = run_pipeline(conn, write_pipeline(folder, DIAMOND), folder / "runs")
+    assert result.terminal
+    status.read(conn, result.run_id)
+    ttl = conn.ttl(f"ifcflow:run:{result.run_id}")
+    assert 7 * 86400 - 60 < ttl <= 7 * 86400
+    assert 0 < conn.ttl(f"rq:job:{result.run_id}--start") <= 7 * 86400

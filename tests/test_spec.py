@@ -161,3 +161,19 @@ def test_input_override_must_be_declared(folder: Path) -> None:
     with pytest.raises(PipelineError, match="input 'arc' given on the command line is not declared"):
         document.load(path, {"arc": "x.ifc"})
     assert document.load(path, {"arch": str(folder / "arch.ifc")}).inputs["arch"] == str(folder / "arch.ifc")
+
+
+def test_merge_keys_and_key_types(folder: Path) -> None:
+    doc = document.load(write_pipeline(folder, """\
+        version: 1
+        name: merged
+        steps:
+          a: &common {uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise}}
+          b: {<<: *common, needs: [a], timeout: 1h, with: {ifc: arch.ifc, recipe: Optimise}}
+        """))
+    assert doc.pipeline.steps["b"].needs == ["a"] and doc.pipeline.steps["b"].timeout == 3600
+    assert doc.source.keys[("steps", "b", "with")][0] == 5  # the explicit key, not the anchor's on line 4
+    found = problems(folder, "version: 1\nname: x\nsteps:\n  yes: {uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise}}\n")
+    assert found == ["p.yaml:4:3: key 'yes' is read as bool True, not text; quote it: 'yes' (at steps)"]
+    found = problems(folder, "version: 1\nname: x\nsteps:\n  a: {<<: [1], uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise}}\n")
+    assert any("a merge key (<<) takes a mapping" in m for m in found), found

@@ -91,7 +91,9 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
     partial = workdir / f".partial-{job.id if job else 'local'}-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
-    temp = {name: partial / Path(path).name for name, path in planned.outputs.items()}
+    temp = {name: partial / Path(path).relative_to(workdir) for name, path in planned.outputs.items()}
+    for path in temp.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(job)
     try:
         try:
@@ -115,9 +117,12 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
 
 
 def _publish(partial: Path, workdir: Path) -> None:
-    """Move every finished file into the step folder (rename: atomic on one file system)."""
-    for item in partial.iterdir():
-        os.replace(item, workdir / item.name)
+    """Move every finished file into the step folder, keeping sub-folders (rename: atomic on one file system)."""
+    for item in sorted(partial.rglob("*")):
+        if item.is_file():
+            target = workdir / item.relative_to(partial)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(item, target)
 
 
 def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
