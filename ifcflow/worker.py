@@ -53,6 +53,12 @@ class IfcflowWorker(Worker):
 
     def handle_job_failure(self, job: Job, queue: Any, started_job_registry: Any = None, exc_string: str = "",
                            execution: Any = None) -> None:
+        if not self.is_horse and exc_string and (job.meta or {}).get("ifcflow_run"):
+            try:  # the horse died before it could record this attempt's error (OOM killer, SIGKILL)
+                job.meta.setdefault("errors", []).append(exc_string.strip().splitlines()[0].rstrip("; "))
+                job.save_meta()
+            except Exception:
+                log.exception("could not record the error of job %s", job.id)
         super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string,
                                    execution=execution)
         run_id = (job.meta or {}).get("ifcflow_run")

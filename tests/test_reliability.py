@@ -166,6 +166,7 @@ def test_killed_work_horse_fails_step_and_skips_dependents(conn: Redis, folder: 
     elapsed = time.monotonic() - killed
     assert result.steps["clash"].status == StepState.FAILED
     assert "Work-horse terminated unexpectedly" in (result.steps["clash"].error or "")
+    assert len(result.steps["clash"].errors) == 1 and "signal 9" in result.steps["clash"].errors[0]
     assert result.steps["after"].status == StepState.SKIPPED
     assert result.status == RunState.FAILED
     assert elapsed < 10, elapsed
