@@ -124,7 +124,7 @@ def _succeeded(returned: Any) -> bool:
 
 def _step(planned: PlannedStep, job: list[bytes | None], results: list[Any], record: dict[str, Any] | None,
           with_traceback: bool) -> StepStatus:
-    status_raw, enqueued, started, ended, worker, meta_raw, retries_left = job
+    status_raw, enqueued, started, ended, worker, meta_raw, retries_left = (list(job) + [None] * 7)[:7]
     meta: dict[str, Any] = pickle.loads(meta_raw) if meta_raw else {}
     returned, exc = _results(results)
     state = _RQ_STATES.get(status_raw.decode(), StepState.PENDING) if status_raw else None
@@ -184,7 +184,13 @@ _READ_ALL = """
 local out = {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 for i = 3, #KEYS do
   local id = KEYS[i]
-  local job = redis.call('HMGET', 'rq:job:' .. id, unpack(ARGV))
+  local state = redis.call('HGET', 'rq:job:' .. id, 'status')
+  local job = {state}
+  if state == 'deferred' or state == 'created' then
+    job = {state}  -- waiting: nothing else to report, keep the reply small
+  elseif state then
+    job = redis.call('HMGET', 'rq:job:' .. id, unpack(ARGV))
+  end
   out[#out + 1] = job
   if job[1] == 'finished' or job[1] == 'failed' then
     out[#out + 1] = redis.call('XREVRANGE', 'rq:results:' .. id, '+', '-', 'COUNT', 1)
