@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import time
 from collections.abc import Sequence
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Worker
 from rq.job import Job
 
@@ -79,12 +81,36 @@ def make_worker(conn: Redis, queues: Sequence[str] = QUEUES, name: str | None = 
 
 def run_worker(url: str, queues: Sequence[str], burst: bool = False, name: str | None = None,
                logging_level: str = "INFO", services: Sequence[str] = ()) -> bool:
-    """Preload, then work ``queues`` (all of ifcflow's when empty) with the scheduler enabled."""
+    """Preload, then work ``queues`` (all of ifcflow's when empty) with the scheduler enabled.
+
+    RQ retries a lost connection while it waits for jobs but quits when one breaks elsewhere (heartbeat,
+    maintenance); this loop then waits for Redis to come back and starts a fresh worker, so workers survive a
+    Redis restart. It returns when the worker stops on request (SIGTERM/SIGINT) or a burst ends.
+    """
     from .connection import connect
+    from .errors import RedisUnavailable
 
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
         log.warning("queues %s are not ifcflow queues (%s); listening anyway", unknown, ", ".join(QUEUES))
     preload(services)
-    worker = make_worker(connect(url), queues, name)
-    return worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+    worked = False
+    for restart in range(1_000_000):
+        # a restarted worker gets a new name: the old one may still look alive in a persisted Redis
+        worker = make_worker(connect(url), queues, name if restart == 0 or name is None else f"{name}-{restart}")
+        try:
+            worked |= worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+        except RedisError as exc:
+            log.error("lost Redis at %s: %s", url, exc)
+        if burst or worker._stop_requested:
+            return worked
+        delay = 1.0
+        while True:  # wait for Redis to come back, then start a fresh worker
+            time.sleep(delay)
+            try:
+                connect(url)
+                break
+            except RedisUnavailable:
+                delay = min(delay * 2, 30.0)
+        log.warning("Redis at %s is back; restarting the worker", url)
+    return worked

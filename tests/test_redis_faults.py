@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from redis import Redis
+from rq import Worker
 
 from ifcflow import runner, status
 from ifcflow.embedded import find_server
@@ -111,13 +112,16 @@ def test_worker_reconnects_after_restart(server: Server, folder: Path) -> None:
     worker = subprocess.Popen([sys.executable, "-m", "ifcflow", "worker", "--redis", server.url, "--quiet"],
                               start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        time.sleep(2)
+        deadline = time.monotonic() + 60
+        while not Worker.all(connection=Redis.from_url(server.url)) and time.monotonic() < deadline:
+            time.sleep(0.1)  # started and registered before Redis goes away
+        assert Worker.all(connection=Redis.from_url(server.url))
         server.stop()
         time.sleep(2)
         server.start()
         conn = Redis.from_url(server.url)
         planned = runner.start(conn, write_pipeline(folder, PIPELINE), out=folder / "runs")
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not status.read(conn, planned.run_id).terminal:
             time.sleep(0.2)
         assert status.read(conn, planned.run_id).status == RunState.SUCCEEDED
