@@ -4,7 +4,8 @@ The rules (GitHub-Actions-like):
 - a step's ``if:`` is ``success()`` (default), ``failure()`` or ``always()``, evaluated over its needs;
 - ``success()``: every need succeeded (a failed need with ``on_failure: continue`` counts as succeeded);
   decided as soon as one need failed, was skipped or was canceled: the step is skipped, naming the root cause;
-- ``failure()``: once every need ended, true when any upstream step (transitively) failed;
+- ``failure()``: once every need ended, true when any upstream step (transitively) failed; false only once every
+  upstream step ended (a need can end early, skipped, while a step above it is still running);
 - ``always()``: runs once every need ended, whatever happened;
 - a step that must run although a need was skipped or canceled is *released*: RQ never enqueues it by itself.
 """
@@ -36,19 +37,23 @@ class Decision:
     reason: str = ""
 
 
-def _failed_upstream(step: StepLike, by_id: Mapping[str, StepLike], states: Mapping[str, StepState]) -> str | None:
-    """The first step upstream of ``step`` that failed (transitively), or None."""
+def _failed_upstream(step: StepLike, by_id: Mapping[str, StepLike],
+                     states: Mapping[str, StepState]) -> tuple[str | None, bool]:
+    """(the first step upstream of ``step`` that failed, transitively, or None; whether every upstream step ended)."""
     seen: set[str] = set()
     todo = list(step.needs)
+    culprit, ended = None, True
     while todo:
         need = todo.pop(0)
         if need in seen:
             continue
         seen.add(need)
-        if states.get(need) == StepState.FAILED:
-            return need
+        state = states.get(need, StepState.PENDING)
+        if state == StepState.FAILED and culprit is None:
+            culprit = need
+        ended = ended and state.terminal
         todo.extend(by_id[need].needs if need in by_id else ())
-    return None
+    return culprit, ended
 
 
 def verdict(step: StepLike, by_id: Mapping[str, StepLike], states: Mapping[str, StepState],
@@ -59,9 +64,11 @@ def verdict(step: StepLike, by_id: Mapping[str, StepLike], states: Mapping[str, 
     if step.condition == "always()":
         return ("run", "") if ended else ("wait", "")
     if step.condition == "failure()":
-        if not ended:
+        culprit, everything_ended = _failed_upstream(step, by_id, states)
+        if culprit and ended:
+            return "run", ""
+        if not everything_ended:  # a step further up may still fail (needs can end early, skipped)
             return "wait", ""
-        culprit = _failed_upstream(step, by_id, states)
         return ("run", "") if culprit else ("skip", "condition failure() is false: no upstream step failed")
     for need, state in needs:
         if state == StepState.FAILED and by_id[need].on_failure != "continue":

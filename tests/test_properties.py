@@ -60,7 +60,7 @@ def expected(steps: list[dict[str, object]]) -> dict[str, str]:
     return state
 
 
-@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=dags())
 def test_random_dags_end_consistently(steps: list[dict[str, object]], redis_server: EmbeddedRedis,
                                       tmp_path_factory: "object") -> None:

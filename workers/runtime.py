@@ -128,12 +128,15 @@ def _publish(partial: Path, workdir: Path) -> None:
 def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
     """Evaluate the step's condition against its needs now; record and return the reason to skip, if any."""
     reader = StatusReader(job.connection, run_id)
-    states, causes = propagate.states_of(reader.fetch())
+    current = reader.fetch()
+    states, causes = propagate.states_of(current)
     by_id = {s.id: s for s in reader.plan.steps}
     action, reason = policy.verdict(planned, by_id, states, causes)
     if action != "skip":
         return None
     store.record_steps(job.connection, run_id, {planned.id: ("skipped", reason)})
+    # RQ sees this job finish normally; dependents that must now be skipped or released are ours to handle
+    propagate.after_step(job.connection, reader.plan, current, {planned.id: StepState.SKIPPED})
     return reason
 
 
