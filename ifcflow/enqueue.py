@@ -22,10 +22,6 @@ def gate() -> None:  # pragma: no cover - never executed: the gate is released b
     """Placeholder function of a run's start gate job."""
 
 
-def gate_id(run_id: str, name: str = "start") -> str:
-    return f"{run_id}--{name}"
-
-
 def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str] | None = None,
            gate_name: str = "start") -> None:
     """Enqueue every step of ``plan`` (or the steps in ``only``, for a retry) and release them at once.
@@ -36,7 +32,7 @@ def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str]
     the gate fails, everything created is deleted again.
     """
     steps = [s for s in plan.steps if only is None or s.id in only]
-    start = Job.create(gate, id=gate_id(plan.run_id, gate_name), connection=conn, status=JobStatus.CREATED,
+    start = Job.create(gate, id=store.gate_id(plan.run_id, gate_name), connection=conn, status=JobStatus.CREATED,
                        origin="default", result_ttl=ttl, failure_ttl=ttl,
                        description=f"{plan.pipeline}: {gate_name} gate of run {plan.run_id}")
     queues: dict[str, Queue] = {}

@@ -112,7 +112,3 @@ class Pipeline(Strict):
     defaults: Policy = Field(default_factory=Policy)
     steps: dict[Annotated[str, Field(pattern=STEP_ID_PATTERN, max_length=64)], Step] = Field(min_length=1)
 
-
-def step_options(step: Any) -> Any:
-    """The validated options model of a step (its ``with:`` block)."""
-    return step.with_

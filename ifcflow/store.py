@@ -54,10 +54,15 @@ def finish_run(conn: Redis, run_id: str, ttl: int) -> None:
         conn.expire(key, ttl)
 
 
+def gate_id(run_id: str, name: str = "start") -> str:
+    """Job id of a run's start gate (``start``) or of a retry's gate (``retry<n>``)."""
+    return f"{run_id}--{name}"
+
+
 def gate_ids(conn: Redis, run_id: str) -> list[str]:
     """Job ids of a run's start gate and of the gate of every retry."""
     retries = int(conn.hget(run_key(run_id), "retries") or 0)
-    return [f"{run_id}--start", *(f"{run_id}--retry{n}" for n in range(1, retries + 1))]
+    return [gate_id(run_id), *(gate_id(run_id, f"retry{n}") for n in range(1, retries + 1))]
 
 
 def delete_run(conn: Redis, run_id: str) -> None:

@@ -13,7 +13,7 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import DeferredJobRegistry
 
-from ifcflow import enqueue, runner, status
+from ifcflow import runner, status, store
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.services import QUEUES
 from ifcflow.states import RunState, StepState
@@ -152,7 +152,7 @@ def test_plain_rq_worker_runs_ifcflow_jobs(conn: Redis, folder: Path, redis_serv
 
 def test_gate_holds_roots_until_everything_is_enqueued(conn: Redis, folder: Path) -> None:
     planned = runner.start(conn, write_pipeline(folder, DIAMOND), out=folder / "runs")
-    gate = Job.fetch(enqueue.gate_id(planned.run_id), connection=conn)
+    gate = Job.fetch(store.gate_id(planned.run_id), connection=conn)
     assert gate.get_status().value == "finished"
     assert Queue("default", connection=conn).job_ids == [planned.step("top").job_id]
     job = Job.fetch(planned.step("top").job_id, connection=conn)
