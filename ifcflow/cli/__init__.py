@@ -1,0 +1,31 @@
+"""The ``ifcflow`` command: thin typed commands over the library. Exit codes: 0 succeeded, 1 failed or
+canceled or timed out, 2 bad input or unreachable Redis, 3 succeeded with failures (``on_failure: continue``)."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..errors import IfcflowError
+from . import inspect, operate, run, tools  # noqa: F401  (each module registers its commands)
+from .app import cli, err
+
+__all__ = ["cli", "main"]
+
+
+def main() -> None:
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except IfcflowError as exc:
+        click.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted; local workers and the private Redis were stopped")
+        sys.exit(130)

@@ -1,0 +1,98 @@
+"""The ``ifcflow`` command group and what its commands share: options, exit codes, following a run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+from redis import Redis
+from rich.console import Console
+
+from .. import connection, live
+from ..errors import IfcflowError
+from ..states import RunState
+from ..status import RunStatus, StatusReader, wait
+
+EXIT = {RunState.SUCCEEDED: 0, RunState.SUCCEEDED_WITH_FAILURES: 3, RunState.FAILED: 1, RunState.CANCELED: 1}
+redis_option = click.option("--redis", "redis_url", metavar="URL", envvar=connection.ENV,
+                            help="Redis server (default: $IFCFLOW_REDIS_URL; `run` starts a private one if unset)")
+err = Console(stderr=True, highlight=False)
+
+
+def parse_inputs(values: tuple[str, ...]) -> dict[str, str]:
+    pairs = {}
+    for value in values:
+        name, sep, path = value.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{value!r}: write NAME=PATH", param_hint="-i/--input")
+        pairs[name] = path
+    return pairs
+
+
+def redis_from(url: str | None) -> Redis:
+    chosen = connection.configured_url(url)
+    if not chosen:
+        raise IfcflowError("no Redis configured: pass --redis URL or set IFCFLOW_REDIS_URL")
+    return connection.connect(chosen)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ifcflow")
+def cli() -> None:
+    """Run pipelines of IfcOpenShell tools as python-rq job DAGs."""
+
+
+def report_specs(reports: tuple[str, ...]) -> list[tuple[str, Path]]:
+    from ..report import FORMATS
+
+    specs = []
+    for spec in reports:
+        fmt, sep, path = spec.partition(":")
+        if not sep or fmt not in FORMATS or not path:
+            raise click.BadParameter(f"{spec!r}: write FORMAT:PATH with FORMAT one of {', '.join(FORMATS)}",
+                                     param_hint="--report")
+        specs.append((fmt, Path(path)))
+    return specs
+
+
+def write_reports(status: RunStatus, specs: list[tuple[str, Path]]) -> None:
+    from ..report import render
+
+    for fmt, path in specs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(render(status, fmt), encoding="utf-8")
+
+
+@contextmanager
+def cluster(url: str | None, workers: int, log: Path, services: list[str]) -> Iterator[tuple[Redis, Callable[[], None]]]:
+    """The configured Redis, or a private Redis with local workers; with a health check to call while waiting."""
+    if url is not None:
+        yield connection.connect(url), lambda: None
+        return
+    from ..local import LocalCluster
+
+    with LocalCluster(workers, log_file=log, preload=services) as cluster:
+        yield connection.connect(cluster.url), cluster.check
+        cluster.finished()
+
+
+def follow(reader: StatusReader, timeout: float | None, quiet: bool,
+            health: Callable[[], None] = lambda: None) -> RunStatus:
+    with live.View(err, quiet=quiet) as view:
+        def update(status: RunStatus) -> None:
+            view(status)
+            if not status.terminal:
+                health()
+
+        return wait(reader, timeout=timeout, on_update=update)
+
+
+def finish(status: RunStatus, as_json: bool) -> None:
+    if as_json:
+        click.echo(status.model_dump_json(indent=2))
+    else:
+        err.print(live.summary(status))
+    sys.exit(EXIT.get(status.status, 1))

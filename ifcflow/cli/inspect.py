@@ -1,0 +1,102 @@
+"""Commands that look at pipelines and runs: validate, plan, status, report, runs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .. import document, live, store
+from ..errors import IfcflowError
+from ..plan import plan as make_plan
+from ..status import StatusReader
+from .app import EXIT, cli, err, follow, parse_inputs, redis_from, redis_option
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME=PATH")
+def validate(files: tuple[Path, ...], inputs: tuple[str, ...]) -> None:
+    """Check pipeline files (syntax, options, references, cycles, input files); exit 0 or 2."""
+    bad = 0
+    for file in files:
+        try:
+            make_plan(document.load(file, parse_inputs(inputs)))  # planning is pure; it checks output paths too
+            click.echo(f"{file}: ok")
+        except IfcflowError as exc:
+            bad += 1
+            click.echo(str(exc), err=True)
+    sys.exit(2 if bad else 0)
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME=PATH")
+@click.option("--format", "fmt", type=click.Choice(["text", "json", "mermaid"]), default="text", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ifcflow-runs"))
+def plan(file: Path, inputs: tuple[str, ...], fmt: str, out: Path) -> None:
+    """Show the DAG that FILE expands to, without enqueueing anything."""
+    planned = make_plan(document.load(file, parse_inputs(inputs)), out_root=out)
+    if fmt == "json":
+        click.echo(planned.model_dump_json(indent=2))
+    else:
+        click.echo(live.mermaid(planned) if fmt == "mermaid" else live.describe_plan(planned))
+
+
+@cli.command()
+@click.argument("run_id")
+@redis_option
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--watch", is_flag=True, help="follow the run until it ends")
+@click.option("--traceback", "with_traceback", is_flag=True, help="include failed steps' tracebacks (JSON)")
+def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_traceback: bool) -> None:
+    """Show a run's status: every step, and the whole run."""
+    reader = StatusReader(redis_from(redis_url), run_id)
+    result = follow(reader, None, quiet=as_json) if watch else reader.read(with_traceback)
+    if as_json:
+        click.echo(result.model_dump_json(indent=2, exclude={"steps": {"__all__": {"traceback"}}}
+                                          if not with_traceback else None))
+    else:
+        err.print(live.table(result))
+    sys.exit(EXIT.get(result.status, 0) if result.terminal else 0)
+
+
+@cli.command()
+@click.argument("run_id")
+@redis_option
+@click.option("--format", "fmt", type=click.Choice(["junit", "markdown", "html"]), default="markdown",
+              show_default=True)
+@click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="write to a file")
+def report(run_id: str, redis_url: str | None, fmt: str, output: Path | None) -> None:
+    """Write a run's report as JUnit XML (for CI), Markdown (for pull requests) or HTML."""
+    from ..report import render
+
+    text = render(StatusReader(redis_from(redis_url), run_id).read(with_traceback=True), fmt)
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command()
+@redis_option
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def runs(redis_url: str | None, limit: int, as_json: bool) -> None:
+    """List recent runs, newest first."""
+    conn = redis_from(redis_url)
+    rows = []
+    for run_id in store.recent_runs(conn, limit):
+        try:
+            s = StatusReader(conn, run_id).read()
+        except IfcflowError:  # expired with its results
+            conn.zrem(store.RUNS, run_id)
+            continue
+        rows.append({"run_id": run_id, "pipeline": s.pipeline, "status": s.status.value, "created_at": s.created_at,
+                     "steps": len(s.steps)})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    for row in rows if not as_json else []:
+        click.echo(f"{row['run_id']}  {row['status']:<24} {row['steps']:>4} steps  {row['created_at']}")

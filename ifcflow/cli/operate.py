@@ -1,0 +1,114 @@
+"""Operator commands: worker, cancel, retry, queues, workers, prune."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .. import connection
+from ..errors import IfcflowError
+from ..status import StatusReader
+from .app import cli, finish, follow, redis_from, redis_option
+
+
+@cli.command()
+@click.argument("queues", nargs=-1)
+@redis_option
+@click.option("--burst", is_flag=True, help="stop when the queues are empty")
+@click.option("--name", default=None, help="worker name (default: RQ's)")
+@click.option("--quiet", is_flag=True, help="log warnings only")
+@click.option("--preload", default="", metavar="SERVICES", help="comma-separated services to import up front [all]")
+def worker(queues: tuple[str, ...], redis_url: str | None, burst: bool, name: str | None, quiet: bool,
+           preload: str) -> None:
+    """Run an RQ worker for QUEUES (default: all ifcflow queues), with ifcopenshell preloaded."""
+    from ..worker import run_worker
+
+    url = connection.configured_url(redis_url)
+    if not url:
+        raise IfcflowError("a worker needs a Redis: pass --redis URL or set IFCFLOW_REDIS_URL")
+    connection.connect(url)
+    run_worker(url, queues, burst=burst, name=name, logging_level="WARNING" if quiet else "INFO",
+               services=[s for s in preload.split(",") if s])
+
+
+@cli.command()
+@click.argument("run_id")
+@redis_option
+def cancel(run_id: str, redis_url: str | None) -> None:
+    """Stop a run: running steps are stopped, waiting ones canceled, partial outputs removed."""
+    from ..control import cancel as do_cancel
+
+    steps = do_cancel(redis_from(redis_url), run_id)
+    click.echo(f"canceled {len(steps)} step(s) of run {run_id}" + (f": {', '.join(steps)}" if steps else ""))
+
+
+@cli.command()
+@click.argument("run_id")
+@redis_option
+@click.option("--step", default=None, help="re-run this step (and what depends on it) instead of every failed one")
+@click.option("--wait/--no-wait", default=False, help="follow the run until it ends")
+def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool) -> None:
+    """Re-run a run's failed, skipped and canceled steps in the same run, keeping what succeeded."""
+    from ..control import retry as do_retry
+
+    conn = redis_from(redis_url)
+    steps = do_retry(conn, run_id, step)
+    click.echo(f"re-enqueued {len(steps)} step(s): {', '.join(steps)}" if steps
+               else "nothing to retry: no failed, skipped or canceled step, or they are still running")
+    if wait:
+        finish(follow(StatusReader(conn, run_id), None, quiet=False), as_json=False)
+
+
+@cli.command()
+@redis_option
+@click.option("--empty", "to_empty", metavar="NAME", default=None, help="remove every queued job of queue NAME")
+@click.option("--json", "as_json", is_flag=True)
+def queues(redis_url: str | None, to_empty: str | None, as_json: bool) -> None:
+    """Queue depths, workers per queue and failed counts (or empty one queue)."""
+    from .. import maintenance
+
+    conn = redis_from(redis_url)
+    if to_empty:
+        click.echo(f"removed {maintenance.empty(conn, to_empty)} queued job(s) from {to_empty}")
+        return
+    rows = maintenance.queues(conn)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'queue':<12}{'queued':>8}{'started':>9}{'deferred':>10}{'scheduled':>11}{'failed':>8}{'workers':>9}")
+    for r in rows:
+        click.echo(f"{r['queue']:<12}{r['queued']:>8}{r['started']:>9}{r['deferred']:>10}{r['scheduled']:>11}"
+                   f"{r['failed']:>8}{r['workers']:>9}")
+
+
+@cli.command()
+@redis_option
+@click.option("--json", "as_json", is_flag=True)
+def workers(redis_url: str | None, as_json: bool) -> None:
+    """Workers connected to this Redis: state, queues, current job, last heartbeat."""
+    from .. import maintenance
+
+    rows = maintenance.workers(redis_from(redis_url))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    for r in rows if not as_json else []:
+        click.echo(f"{r['name']:<40} {r['state']:<10} {','.join(r['queues']):<30} {r['current_job'] or '-'}")
+    if not rows and not as_json:
+        click.echo("no workers; start one with: ifcflow worker --redis URL")
+
+
+@cli.command()
+@redis_option
+@click.option("--older-than", "older_than", default="7d", show_default=True, help="age, e.g. 12h, 7d")
+@click.option("--dry-run", is_flag=True)
+def prune(redis_url: str | None, older_than: str, dry_run: bool) -> None:
+    """Delete finished runs (records, jobs, results) older than --older-than."""
+    from .. import durations, maintenance
+
+    try:
+        seconds = durations.parse(older_than)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--older-than") from None
+    pruned = maintenance.prune(redis_from(redis_url), seconds, dry_run=dry_run)
+    click.echo(f"{'would prune' if dry_run else 'pruned'} {len(pruned)} run(s)" + "".join(f"\n  {r}" for r in pruned))

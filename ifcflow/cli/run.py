@@ -1,0 +1,52 @@
+"""``ifcflow run``: check, plan, enqueue and follow a pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from .. import connection, document, store
+from ..errors import IfcflowError
+from ..plan import plan as make_plan
+from ..status import StatusReader
+from .app import cli, cluster, finish, follow, parse_inputs, redis_option, report_specs, write_reports
+
+
+@cli.command()
+@click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME=PATH", help="override a pipeline input")
+@redis_option
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ifcflow-runs"),
+              show_default=True, help="folder for run outputs (<out>/<run_id>/<step>/)")
+@click.option("--detach", is_flag=True, help="enqueue, print the run id and return at once")
+@click.option("--json", "as_json", is_flag=True, help="print the final status document as JSON")
+@click.option("--timeout", type=float, default=None, help="stop waiting after this many seconds (exit 1)")
+@click.option("--workers", type=int, default=None, help="local workers when no Redis is configured [cores]")
+@click.option("--ttl", type=int, default=store.DEFAULT_TTL, show_default=True, help="keep results this many seconds")
+@click.option("--report", "reports", multiple=True, metavar="FORMAT:PATH",
+              help="also write a report when the run ends, e.g. junit:report.xml, markdown:summary.md, html:r.html")
+def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, detach: bool, as_json: bool,
+        timeout: float | None, workers: int | None, ttl: int, reports: tuple[str, ...]) -> None:
+    """Check FILE, plan it, enqueue it and (by default) wait for it with a live view."""
+    from .. import enqueue
+
+    report_specs = report_specs(reports)
+    doc = document.load(file, parse_inputs(inputs))
+    planned = make_plan(doc, out_root=out)
+    url = connection.configured_url(redis_url)
+    if url is None and detach:
+        raise IfcflowError("--detach needs a shared Redis (--redis URL or IFCFLOW_REDIS_URL): a private one "
+                           "ends with the command")
+    services = sorted({step.service for step in planned.steps})
+    workers = workers or min(len(planned.steps), os.cpu_count() or 1)
+    with cluster(url, workers, Path(planned.out_dir) / "workers.log", services) as (conn, health):
+        enqueue.submit(conn, planned, ttl=ttl)
+        if detach:
+            click.echo(f"enqueued {len(planned.steps)} steps; follow with: ifcflow status {planned.run_id} --watch")
+            click.echo(planned.run_id)
+            return
+        status = follow(StatusReader(conn, planned.run_id, planned), timeout, quiet=as_json, health=health)
+    write_reports(status, report_specs)
+    finish(status, as_json)
