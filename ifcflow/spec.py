@@ -81,7 +81,7 @@ def _step_model(service_name: str) -> type[StepBase]:
         title,
         __base__=StepBase,
         __doc__=f"A step that runs {service_name}: {service.summary}",
-        uses=(Literal[service_name], Field(  # type: ignore[arg-type]  # a runtime Literaldescription=f"service {service_name} (queue {service.queue})")),
+        uses=(Literal[service_name], Field(description=f"service {service_name} (queue {service.queue})")),  # type: ignore[arg-type]
         with_=(service.options, Field(alias="with")),
     )
     return model
