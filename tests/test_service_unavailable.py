@@ -93,3 +93,10 @@ def test_plain_rq_worker_names_the_missing_dependency(conn: Redis, tmp_path: Pat
         subprocess.run([sys.executable, "-m", "rq.cli", "worker", *queues, "--burst", "--url", redis_server.url,
                         "--name", name], env=broken_env, check=True, capture_output=True, timeout=120)
     _expect_unavailable(status.read(conn, planned.run_id), name)
+
+
+def test_every_service_loads_in_this_install() -> None:
+    """Every declared dependency is installed: a fresh install (as CI makes) can run every service."""
+    from ifcflow.worker import preload
+
+    assert preload() == {}
