@@ -32,7 +32,7 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
     """Check FILE, plan it, enqueue it and (by default) wait for it with a live view."""
     from .. import enqueue
 
-    report_specs = report_specs(reports)
+    wanted_reports = report_specs(reports)
     doc = document.load(file, parse_inputs(inputs))
     planned = make_plan(doc, out_root=out)
     url = connection.configured_url(redis_url)
@@ -48,5 +48,5 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
             click.echo(planned.run_id)
             return
         status = follow(StatusReader(conn, planned.run_id, planned), timeout, quiet=as_json, health=health)
-    write_reports(status, report_specs)
+    write_reports(status, wanted_reports)
     finish(status, as_json)
