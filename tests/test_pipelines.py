@@ -41,3 +41,17 @@ def test_committed_pipeline_runs(conn: Redis, tmp_path: Path, models: dict[str, 
     for step in result.steps.values():
         for output in step.outputs.values():
             assert Path(output).is_file(), output
+    data = {step_id: (step.result or {}).get("data", {}) for step_id, step in result.steps.items()}
+    for (step_id, key), expected in HEADLINES[path.stem].items():
+        assert data[step_id].get(key) == expected, (path.stem, step_id, key, data[step_id])
+
+
+# Each example's headline numbers on the demo models: an example can never silently do nothing again.
+HEADLINES: dict[str, dict[tuple[str, str], object]] = {
+    "coordination": {("clash", "clashes"): 3, ("validate", "specifications"): 3, ("validate", "passed"): 2,
+                     ("validate", "optional_failed"): 1, ("clashing-elements", "rows"): 3,
+                     ("arch-glb", "elements"): 7, ("mep-glb", "elements"): 3},
+    "publish": {("glb", "elements"): 7, ("obj", "elements"): 7, ("svg", "elements"): 7, ("json", "entities"): 29},
+    "quantities": {("qto", "quantified"): 7, ("qto", "quantities"): 54, ("table", "rows"): 4},
+    "revision-diff": {("diff", "added"): 1, ("diff", "deleted"): 1, ("diff", "changed"): 1, ("json", "entities"): 29},
+}

@@ -168,7 +168,7 @@ def test_options_model() -> None:
     options = model.model_validate({"clash_sets": [{"name": "s", "a": [{"file": "a.ifc"}]}],
                                     "output_filename": "x.json"})
     assert options.outputs() == {"report": "x.json"}
-    assert options.clash_sets[0].a[0].mode == "e" and options.clash_sets[0].b == []
+    assert options.clash_sets[0].a[0].mode == "a" and options.clash_sets[0].b == []
     assert (options.tolerance, options.mode, options.max_cluster_distance) == (0.01, "intersection", 5.0)
     both = model.model_validate({"clash_sets": [{"name": "s", "a": [{"file": "a.ifc"}]}], "bcf": "x.bcf"})
     assert both.outputs() == {"report": "clashes.json", "bcf": "x.bcf"}
@@ -212,3 +212,21 @@ def test_selection_without_geometry_is_explained(conn: Redis, tmp_path: Path) ->
     assert step.status == StepState.FAILED
     assert step.error is not None
     assert step.error.startswith("clash set 'bare': one of its selections has no elements with geometry"), step.error
+
+
+@pytest.mark.parametrize(("source", "mode"), [
+    ({"file": "a.ifc", "selector": "IfcWall"}, "i"),  # a selector means "these elements"
+    ({"file": "a.ifc"}, "a"),  # no selector: every element
+    ({"file": "a.ifc", "selector": "IfcWall", "mode": "e"}, "e"),  # the original system's explicit mode
+    ({"file": "a.ifc", "selector": "IfcWall", "mode": "a"}, "a"),
+])
+def test_clash_source_mode_defaults_to_the_selector(source: dict[str, Any], mode: str) -> None:
+    assert clash_service.ClashSource.model_validate(source).mode == mode
+
+
+def test_a_selector_without_mode_selects_those_elements(conn: Redis, tmp_path: Path) -> None:
+    models(tmp_path)
+    sets = [{"name": "ducts", "a": [{"file": "walls.ifc"}], "b": [{"file": "mep.ifc", "selector": "IfcDuctSegment"}]}]
+    step = run_pipeline(conn, write_pipeline(tmp_path, {"clash": {"clash_sets": sets}}), tmp_path / "runs").steps["clash"]
+    assert step.status == StepState.SUCCEEDED, step.error
+    assert step.result is not None and step.result["data"]["clashes"] == 2, step.result
