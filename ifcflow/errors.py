@@ -44,8 +44,7 @@ class RedisUnavailable(IfcflowError):
 
     def __init__(self, url: str, reason: str):
         super().__init__(
-            f"cannot reach Redis at {url}: {reason}. Start the server, or check --redis / IFCFLOW_REDIS_URL "
-            "(leave both unset to use a private embedded Redis)."
+            f"cannot reach Redis at {url}: {reason}. Start the server, or check --redis / IFCFLOW_REDIS_URL."
         )
 
 
@@ -59,7 +58,8 @@ class RunNotFound(IfcflowError):
     def __init__(self, run_id: str):
         super().__init__(
             f"no run '{run_id}' on this Redis. List runs with 'ifcflow runs'; runs are pruned after their "
-            "retention period, and a private embedded Redis forgets everything when its run ends."
+            "retention period. A local run (no Redis configured) leaves its record in its run folder: read it "
+            "without --redis (ifcflow status RUN --out FOLDER)."
         )
 
 

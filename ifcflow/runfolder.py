@@ -6,6 +6,7 @@ and ``report`` read run folders (``./ifcflow-runs`` or ``--out``) when no Redis 
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -23,11 +24,17 @@ def status_path(out_dir: str | Path) -> Path:
     return Path(out_dir) / STATUS_FILE
 
 
-def write_status(status: RunStatus) -> Path:
-    """Write ``status`` as ``status.json`` into its run folder (``status.out_dir``), atomically; returns the path."""
+def write_status(status: RunStatus, reason: str | None = None) -> Path:
+    """Write ``status`` as ``status.json`` into its run folder (``status.out_dir``), atomically; returns the path.
+
+    ``reason`` says why a run ended early ("timeout", "interrupted"); it is the document's ``reason`` key.
+    """
     folder = Path(status.out_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    text = status.model_dump_json(indent=2, exclude={"steps": {"__all__": {"traceback"}}})
+    document = status.model_dump(mode="json", exclude={"steps": {"__all__": {"traceback"}}})
+    if reason:
+        document["reason"] = reason
+    text = json.dumps(document, indent=2)
     handle, tmp = tempfile.mkstemp(prefix=".status-", suffix=".json", dir=folder)
     try:
         with os.fdopen(handle, "w", encoding="utf-8") as out:

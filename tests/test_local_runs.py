@@ -1,0 +1,86 @@
+"""Local runs (no Redis configured) as a new user sees them: they leave a record, and end cleanly however ended."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ifcflow import status
+from ifcflow.states import RunState, StepState
+
+from .conftest import shared_ifc
+from .factories import tiny_model, wall_name_ids, write_pipeline
+from .test_runs import DIAMOND
+
+SLOW = """\
+    version: 1
+    name: slow
+    inputs: {fzk: fzk.ifc}
+    steps:
+      clash:
+        uses: ifcclash
+        with:
+          clash_sets: [{name: all, a: [{file: "${{ inputs.fzk }}"}], b: []}]
+          check_all: true
+    """
+
+
+@pytest.fixture()
+def folder(tmp_path: Path) -> Path:
+    tiny_model(tmp_path / "arch.ifc")
+    wall_name_ids(tmp_path / "rules.ids")
+    return tmp_path
+
+
+def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "IFCFLOW_REDIS_URL"}
+    return subprocess.run([sys.executable, "-m", "ifcflow", *args], capture_output=True, text=True, env=env,
+                          cwd=cwd, timeout=timeout)
+
+
+def test_a_finished_local_run_can_be_looked_at(folder: Path) -> None:
+    done = cli("run", str(write_pipeline(folder, DIAMOND)), cwd=folder)
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = (folder / "ifcflow-runs").iterdir()
+    recorded = status.RunStatus.model_validate_json((run_dir / "status.json").read_text())
+    assert recorded.status == RunState.SUCCEEDED and recorded.run_id == run_dir.name
+    shown = cli("status", run_dir.name, "--json", cwd=folder)  # default run folders: ./ifcflow-runs
+    assert shown.returncode == 0, shown.stderr
+    assert status.RunStatus.model_validate_json(shown.stdout).status == RunState.SUCCEEDED
+    table = cli("status", run_dir.name, "--out", str(folder / "ifcflow-runs"))
+    assert table.returncode == 0 and "succeeded" in table.stderr, table.stderr
+    listed = cli("runs", "--out", str(folder / "ifcflow-runs"))
+    assert listed.returncode == 0 and run_dir.name in listed.stdout and "succeeded" in listed.stdout
+    report = cli("report", run_dir.name, "--format", "junit", cwd=folder)
+    assert report.returncode == 0 and 'tests="4"' in report.stdout, report.stderr
+
+
+def test_looking_at_an_unknown_local_run_says_where_it_looked(folder: Path) -> None:
+    done = cli("status", "nope", "--out", str(folder / "runs"))
+    assert done.returncode == 2
+    assert "no run 'nope' in" in done.stderr and "--out" in done.stderr and "no Redis configured" not in done.stderr
+
+
+def test_unreachable_redis_does_not_advise_what_then_fails() -> None:
+    done = cli("runs", "--redis", "redis://127.0.0.1:1/0")
+    assert done.returncode == 2
+    assert "leave both unset" not in done.stderr and "cannot reach Redis" in done.stderr
+
+
+def test_timeout_cancels_a_local_run_properly(tmp_path: Path) -> None:
+    (tmp_path / "fzk.ifc").symlink_to(shared_ifc("AC20-FZK-Haus.ifc"))
+    done = cli("run", str(write_pipeline(tmp_path, SLOW)), "--out", str(tmp_path / "runs"), "--timeout", "4")
+    assert done.returncode == 1, done.stderr
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    document = json.loads((run_dir / "status.json").read_text())
+    assert document["status"] == "canceled" and document["reason"] == "timeout", document
+    steps = document["steps"]
+    assert steps["clash"]["status"] == StepState.CANCELED.value and steps["clash"]["error"] == "timeout"
+    assert not list(run_dir.rglob(".partial-*"))
+    assert not (run_dir / "clash").exists()  # its folder was empty: removed
+    assert "canceled" in done.stderr
