@@ -19,7 +19,7 @@ from ..status import RunStatus, StatusReader, wait
 EXIT = {RunState.SUCCEEDED: 0, RunState.SUCCEEDED_WITH_FAILURES: 3, RunState.FAILED: 1, RunState.CANCELED: 1}
 redis_option = click.option("--redis", "redis_url", metavar="URL", envvar=connection.ENV,
                             help="Redis server (default: $IFCFLOW_REDIS_URL; `run` starts a private one if unset)")
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # a long path stays on one line (CI logs)
 
 
 def parse_inputs(values: tuple[str, ...]) -> dict[str, str]:
@@ -94,5 +94,5 @@ def finish(status: RunStatus, as_json: bool) -> None:
     if as_json:
         click.echo(status.model_dump_json(indent=2))
     else:
-        err.print(live.summary(status))
+        err.print(live.summary(status), markup=False)
     sys.exit(EXIT.get(status.status, 1))
