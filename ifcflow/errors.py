@@ -48,6 +48,15 @@ class RedisUnavailable(IfcflowError):
         )
 
 
+class RedisLost(IfcflowError):
+    """The Redis server went away while a command was following a run."""
+
+    def __init__(self, run_id: str, reason: str):
+        reason = (reason.strip().splitlines() or ["connection lost"])[0].rstrip(".")
+        super().__init__(f"lost Redis while following run {run_id}: {reason}. The run's record stays on that server "
+                         f"if it persists data; when it is back: ifcflow status {run_id} --watch")
+
+
 class EmbeddedRedisError(IfcflowError):
     """The private Redis server could not be started."""
 

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import click
 from redis import Redis
+from redis.exceptions import RedisError
 from rich.console import Console
 
 from .. import connection, live
-from ..errors import IfcflowError
+from ..errors import IfcflowError, RedisLost
 from ..states import RunState
 from ..status import RunStatus, StatusReader, wait
 
@@ -81,13 +82,17 @@ def cluster(url: str | None, workers: int, log: Path, services: list[str]) -> It
 
 def follow(reader: StatusReader, timeout: float | None, quiet: bool,
             health: Callable[[], None] = lambda: None) -> RunStatus:
-    with live.View(err, quiet=quiet) as view:
-        def update(status: RunStatus) -> None:
-            view(status)
-            if not status.terminal:
-                health()
+    """Poll the run until it ends (or ``timeout``), showing it; a Redis that goes away is one line, exit 2."""
+    try:
+        with live.View(err, quiet=quiet) as view:
+            def update(status: RunStatus) -> None:
+                view(status)
+                if not status.terminal:
+                    health()
 
-        return wait(reader, timeout=timeout, on_update=update)
+            return wait(reader, timeout=timeout, on_update=update)
+    except RedisError as exc:
+        raise RedisLost(reader.run_id, str(exc)) from None
 
 
 def finish(status: RunStatus, as_json: bool) -> None:
