@@ -25,6 +25,8 @@ class Problem:
     path: str = ""
 
     def __str__(self) -> str:
+        if not self.line:  # not in a file: a command-line value such as "-i arch=x.ifc"
+            return f"{self.file}: {self.message}"
         where = f" (at {self.path})" if self.path else ""
         return f"{self.file}:{self.line}:{self.col}: {self.message}{where}"
 

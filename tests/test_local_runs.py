@@ -163,3 +163,10 @@ def _wait_for_run_dir(root: Path, timeout: float = 60.0) -> list[Path]:
             return found
         time.sleep(0.05)
     raise AssertionError(f"no run folder in {root}")
+
+
+def test_duplicate_input_flags_are_refused(folder: Path) -> None:
+    path = write_pipeline(folder, DIAMOND)
+    done = cli("validate", str(path), "-i", f"arch={folder / 'arch.ifc'}", "-i", "arch=b.ifc")
+    assert done.returncode == 2
+    assert "input 'arch' is given twice" in done.stderr

@@ -24,6 +24,7 @@ from ifcflow.services import ifcclash as clash_service
 from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
 from tests.factories import add_wall, new_storey_model
+from tests.helpers import run_unchecked
 
 
 def models(folder: Path) -> tuple[Path, Path]:
@@ -157,7 +158,8 @@ def test_worker_failures_are_explained(conn: Redis, tmp_path: Path, source: dict
                                        options: dict[str, Any], fragment: str) -> None:
     models(tmp_path)
     with_ = {"clash_sets": [{"name": "s", "a": [{"file": "walls.ifc"}], "b": [source]}], **options}
-    step = run_pipeline(conn, write_pipeline(tmp_path, {"clash": with_}), tmp_path / "runs").steps["clash"]
+    # past validate (which refuses the bad selector), as if the files changed after submission
+    step = run_unchecked(conn, write_pipeline(tmp_path, {"clash": with_}), tmp_path / "runs").steps["clash"]
     assert step.status == StepState.FAILED
     assert step.error is not None and step.error.startswith(fragment), step.error
     assert not Path(step.outputs["report"]).exists()
@@ -230,3 +232,17 @@ def test_a_selector_without_mode_selects_those_elements(conn: Redis, tmp_path: P
     step = run_pipeline(conn, write_pipeline(tmp_path, {"clash": {"clash_sets": sets}}), tmp_path / "runs").steps["clash"]
     assert step.status == StepState.SUCCEEDED, step.error
     assert step.result is not None and step.result["data"]["clashes"] == 2, step.result
+
+
+def test_validate_checks_clash_selectors_against_the_models_schema(tmp_path: Path) -> None:
+    from ifcflow import document
+
+    models(tmp_path)
+    with_ = {"clash_sets": [{"name": "s", "a": [{"file": "walls.ifc", "selector": "IfcWalls"}],
+                             "b": [{"file": "mep.ifc", "selector": "IfcWall, , IfcSlab"}]}]}
+    with pytest.raises(PipelineError) as caught:
+        document.load(write_pipeline(tmp_path, {"clash": with_}))
+    messages = sorted(p.message for p in caught.value.problems)
+    assert len(messages) == 2, messages
+    assert "names IfcWalls, which is not an entity of IFC4" in messages[1] and "did you mean 'IfcWall'" in messages[1]
+    assert messages[0].startswith("query 'IfcWall, , IfcSlab' is not a valid ifcopenshell selector"), messages

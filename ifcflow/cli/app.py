@@ -24,11 +24,14 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)  # a long path stays
 
 
 def parse_inputs(values: tuple[str, ...]) -> dict[str, str]:
-    pairs = {}
+    pairs: dict[str, str] = {}
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{value!r}: write NAME=PATH", param_hint="-i/--input")
+        if name in pairs:
+            raise click.BadParameter(f"input '{name}' is given twice ({name}={pairs[name]} and {value}); give it "
+                                     "once", param_hint="-i/--input")
         pairs[name] = path
     return pairs
 

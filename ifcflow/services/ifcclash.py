@@ -12,7 +12,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .base import InputFile, Options, OutputFile, Service, option
+from .base import InputFile, Options, OutputFile, Selector, Service, option
 
 REPORT_SUFFIXES = (".json", ".bcf")
 _PAIRS = {"(": ")", "[": "]", "{": "}"}
@@ -53,7 +53,7 @@ class ClashSource(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     file: str = option(..., description="IFC model", marker=InputFile((".ifc",), "ifc"))
-    selector: str | None = option(None, description="ifcopenshell selector, e.g. IfcWall, IfcSlab")
+    selector: str | None = option(None, marker=Selector("file"), description="ifcopenshell selector, e.g. IfcWall, IfcSlab")
     mode: Literal["a", "e", "i"] = option("a", description="a: all elements, e: exclude selector, i: include "
                                                "selector; default: i with a selector, a without")
 
