@@ -50,6 +50,9 @@ def parse(text: str | bytes, path: Path, overrides: dict[str, str] | None = None
     src = source.load(text, str(path))
     if not isinstance(src.data, dict):
         raise PipelineError([src.problem((), "a pipeline file must be a mapping with 'version', 'name' and 'steps'")])
+    src.problems += [src.problem(where, f"{written} is not an expression (single braces) — did you mean "
+                                 f"\"{meant}\"? Quote the value.")
+                     for where, written, meant in expressions.single_braces(src.data)]
     try:
         pipeline = Pipeline.model_validate(src.data)
     except ValidationError as exc:  # one pass: the steps that are valid on their own get their files checked too

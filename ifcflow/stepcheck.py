@@ -65,6 +65,8 @@ class StepChecker:
             resolved = expressions.substitute(value, lambda ref: self.inputs[ref.name])
         except (KeyError, expressions.ExpressionError):
             return None, None
+        if "${" in resolved:  # ${inputs.x} with single braces: reported as such
+            return None, None
         refs = expressions.references({"v": value}, ())
         flag = next((expressions.parse(body).name for _, body in refs
                      if expressions.parse(body).name in self.overrides), None) if refs else None

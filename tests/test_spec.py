@@ -214,3 +214,11 @@ def test_selector_checks_need_no_ifcopenshell_at_import() -> None:
     code = "import ifcflow, ifcflow.document, ifcflow.stepcheck, ifcflow.modelcheck, sys; " \
            "assert 'ifcopenshell' not in sys.modules, 'imported'"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_yaml_syntax_error_shows_the_line_with_a_caret(folder: Path) -> None:
+    [message] = problems(folder, "version: 1\nname: x\nsteps:\n  a:\n    uses: ifcpatch\n    with:\n      ifc: arch.ifc\n"
+                                 "     recipe: Optimise\n")
+    head, line, caret = message.split("\n")
+    assert head.startswith("p.yaml:8:6: YAML syntax error") and "check the indentation" in head
+    assert line == "         recipe: Optimise" and caret == "         ^"
