@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -117,6 +118,9 @@ def describe_plan(plan: Any) -> str:
         cond = f" if {step.condition}" if step.condition != "success()" else ""
         lines.append(f"  {step.id}: {step.service} on queue {step.queue}{needs}{cond}, "
                      f"timeout {durations.format(step.timeout)}, job {step.job_id}")
+        for name, value in step.options.items():
+            if value is not None:
+                lines.append(f"      {name}: {json.dumps(value, ensure_ascii=False)}")
         for name, path in step.outputs.items():
             lines.append(f"      -> {name}: {path}")
     return "\n".join(lines)
@@ -125,6 +129,8 @@ def describe_plan(plan: Any) -> str:
 def mermaid(plan: Any) -> str:
     lines = ["flowchart TD"]
     for step in plan.steps:
-        lines.append(f'  {step.id}["{step.id}<br/>{step.service}"]')
-        lines.extend(f"  {need} --> {step.id}" for need in step.needs)
+        cond = f"<br/>if {step.condition}" if step.condition != "success()" else ""
+        lines.append(f'  {step.id}["{step.id}<br/>{step.service}{cond}"]')
+        arrow = f'-->|"{step.condition}"|' if step.condition != "success()" else "-->"
+        lines.extend(f"  {need} {arrow} {step.id}" for need in step.needs)
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import time
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -64,3 +65,25 @@ def test_a_running_step_gets_a_progress_line_every_heartbeat_without_a_tty() -> 
 
 def test_the_default_heartbeat_is_at_most_30_seconds() -> None:
     assert live.View(plain_console()[0]).heartbeat <= 30
+
+
+def test_plan_text_shows_resolved_options_and_mermaid_shows_conditions(tmp_path: Path) -> None:
+    from ifcflow import document
+    from ifcflow.plan import plan
+
+    from .factories import tiny_model, write_pipeline
+
+    tiny_model(tmp_path / "arch.ifc")
+    planned = plan(document.load(write_pipeline(tmp_path, """\
+        version: 1
+        name: x
+        inputs: {arch: arch.ifc}
+        steps:
+          a: {uses: ifcpatch, with: {ifc: "${{ inputs.arch }}", recipe: Optimise}}
+          b: {uses: ifcpatch, needs: a, if: failure(), with: {ifc: arch.ifc, recipe: ExtractElements, arguments: [IfcWall]}}
+        """)), out_root=tmp_path / "runs")
+    text = live.describe_plan(planned)
+    assert f'      ifc: "{tmp_path / "arch.ifc"}"' in text and '      recipe: "ExtractElements"' in text
+    assert '      arguments: ["IfcWall"]' in text
+    chart = live.mermaid(planned)
+    assert '  a -->|"failure()"| b' in chart and 'b["b<br/>ifcpatch<br/>if failure()"]' in chart

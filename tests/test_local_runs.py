@@ -150,6 +150,7 @@ def test_killing_ifcflow_run_leaves_no_process_behind(tmp_path: Path, sig: signa
         assert code == 130, stderr
         document = json.loads((run_dir / "status.json").read_text())
         assert document["status"] == "canceled" and document["reason"] == "interrupted", document
+        assert not (run_dir / "clash").exists()  # the canceled step's folder was left empty: removed
         assert "Traceback" not in stderr, stderr
     log = (run_dir / "workers.log").read_text(errors="replace")
     assert "Traceback" not in log, log

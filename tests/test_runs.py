@@ -239,7 +239,13 @@ def test_reports_after_a_failed_run(folder: Path) -> None:
     assert failed is not None and failed.get("message", "").startswith("1 of 1 specifications failed: 'ifcwall has a name'")
     text = markdown.read_text()
     assert "| patch | ifcpatch | ⏭️ skipped |" in text and "upstream step 'validate' failed" in text
-    assert "<tr class='failed'><td>validate</td>" in page.read_text()
+    html = page.read_text()
+    assert "<tr class='failed'><td>validate</td>" in html
+    (run_dir,) = (folder / "runs").iterdir()
+    report = run_dir / "validate" / "arch_ids.json"
+    assert report.is_file()  # a failed gate keeps its report: linked
+    assert f"<a href='{report.as_uri()}'>validate/arch_ids.json</a>" in html
+    assert "patch/arch_Optimise.ifc" not in html  # skipped: its output does not exist, so no link
 
 
 def test_bad_report_option_is_bad_input(folder: Path) -> None:

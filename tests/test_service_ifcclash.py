@@ -246,3 +246,19 @@ def test_validate_checks_clash_selectors_against_the_models_schema(tmp_path: Pat
     assert len(messages) == 2, messages
     assert "names IfcWalls, which is not an entity of IFC4" in messages[1] and "did you mean 'IfcWall'" in messages[1]
     assert messages[0].startswith("query 'IfcWall, , IfcSlab' is not a valid ifcopenshell selector"), messages
+
+
+@pytest.mark.parametrize("mode", ["intersection", "collision"])
+def test_set_a_element_stays_a(conn: Redis, tmp_path: Path, mode: str) -> None:
+    """ifcopenshell's tree reports intersections as (mep, wall) when a is the walls; the report keeps a as a."""
+    models(tmp_path)
+    sets = [{"name": "walls-first", "a": [{"file": "walls.ifc"}], "b": [{"file": "mep.ifc"}]},
+            {"name": "mep-first", "a": [{"file": "mep.ifc"}], "b": [{"file": "walls.ifc"}]}]
+    step = run_pipeline(conn, write_pipeline(tmp_path, {"clash": {"clash_sets": sets, "mode": mode}}),
+                        tmp_path / "runs").steps["clash"]
+    assert step.status == StepState.SUCCEEDED, step.error
+    walls_first, mep_first = json.loads(Path(step.outputs["report"]).read_text())
+    assert walls_first["clashes"] and {c["a_ifc_class"] for c in walls_first["clashes"].values()} == {"IfcWall"}
+    assert {c["b_ifc_class"] for c in mep_first["clashes"].values()} == {"IfcWall"}
+    for clash in walls_first["clashes"].values():
+        assert f"{clash['a_global_id']}-{clash['b_global_id']}" in walls_first["clashes"]
