@@ -98,6 +98,16 @@ def follow(reader: StatusReader, timeout: float | None, quiet: bool,
         raise RedisLost(reader.run_id, str(exc)) from None
 
 
+def record(status: RunStatus, reason: str | None = None) -> None:
+    """Write ``status.json`` into the run folder; a folder this machine cannot write to is only a warning."""
+    from ..runfolder import write_status
+
+    try:
+        write_status(status, reason)
+    except OSError as exc:
+        err.print(f"warning: could not write {status.out_dir}/status.json: {exc.strerror or exc}", markup=False)
+
+
 def finish(status: RunStatus, as_json: bool) -> None:
     if as_json:
         click.echo(status.model_dump_json(indent=2))

@@ -19,7 +19,7 @@ from ..errors import IfcflowError
 from ..plan import Plan
 from ..plan import plan as make_plan
 from ..status import RunStatus, StatusReader
-from .app import cli, cluster, finish, follow, parse_inputs, redis_option, report_specs, write_reports
+from .app import cli, cluster, finish, follow, parse_inputs, record, redis_option, report_specs, write_reports
 
 
 @cli.command()
@@ -64,9 +64,9 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
                 status, reason = abandon(conn, reader, "timeout"), "timeout"
         except KeyboardInterrupt:
             if url is None:
-                runfolder.write_status(abandon(conn, reader, "interrupted"), "interrupted")
+                record(abandon(conn, reader, "interrupted"), "interrupted")
             raise
-        runfolder.write_status(status, reason)
+        record(status, reason)
     write_reports(status, specs)
     finish(status, as_json)
 
