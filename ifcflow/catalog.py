@@ -8,7 +8,6 @@ import typing
 from typing import Any
 
 from pydantic import AliasChoices, BaseModel
-from pydantic_core import PydanticUndefined
 
 from .services import SERVICES, Service
 
@@ -46,7 +45,7 @@ def options(model: type[BaseModel]) -> list[dict[str, str]]:
         elif isinstance(info.default, bool):
             default = str(info.default).lower()
         else:
-            default = "-" if info.default in (None, PydanticUndefined) else repr(info.default)
+            default = "-" if info.default is None else repr(info.default)
         rows.append({"name": name, "aliases": ", ".join(aliases), "type": type_name(info.annotation),
                      "default": default, "description": info.description or ""})
     return rows
