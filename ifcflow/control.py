@@ -11,46 +11,47 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from . import enqueue, graph, store
+from . import enqueue, graph, reconcile, rqstore, store
 from .errors import IfcflowError
+from .lock import RunLock
 from .states import StepState
 from .status import StatusReader
 
 RERUN = (StepState.FAILED, StepState.SKIPPED, StepState.CANCELED)
+LOCK_WAIT = 30.0
+"""Seconds cancel and retry wait for the run's lock (held for milliseconds by a repair)."""
 
 
 def cancel(conn: Redis, run_id: str, wait: float = 10.0, reason: str = "canceled by user") -> list[str]:
     """Stop running steps, cancel waiting ones, remove their partial outputs. Returns the steps canceled;
-    ``reason`` is their error ("canceled by user", "timeout", ...)."""
+    ``reason`` is their error ("canceled by user", "timeout", ...).
+
+    Done under the run's lock, so it never interleaves with a retry or a repair of the same run.
+    """
     reader = StatusReader(conn, run_id)
-    conn.hset(store.run_key(run_id), "canceled", time.time())
-    status = reader.fetch()
     canceled: dict[str, tuple[str, str]] = {}
     stopped: list[str] = []
-    for step_id, step in status.steps.items():
-        if step.status.terminal:
-            continue
-        canceled[step_id] = ("canceled", reason)
-        try:
-            job = Job.fetch(step.job_id, connection=conn)
-        except NoSuchJobError:
-            continue
-        if job.get_status() == JobStatus.STARTED:
-            try:
-                send_stop_job_command(conn, job.id)
-                stopped.append(job.id)
-            except InvalidJobOperation:
-                pass
-        else:
-            try:
-                job.cancel()
-            except InvalidJobOperation:
-                pass
-    store.record_steps(conn, run_id, canceled, overwrite=True)
+    with RunLock(conn, run_id).held(LOCK_WAIT, "cancel"):
+        conn.hset(store.run_key(run_id), "canceled", time.time())
+        status = reader.fetch()
+        for step_id, step in status.steps.items():
+            if step.status.terminal:
+                continue
+            canceled[step_id] = ("canceled", reason)
+            if rqstore.job_status(conn, step.job_id) == JobStatus.STARTED.value:
+                try:
+                    send_stop_job_command(conn, step.job_id)
+                    stopped.append(step.job_id)
+                except InvalidJobOperation:
+                    pass
+            else:
+                rqstore.cancel_waiting(conn, step.job_id)
+        store.record_steps(conn, run_id, canceled, overwrite=True)
     _await_stopped(conn, stopped, wait)
     for step_id in canceled:
         for partial in Path(reader.plan.step(step_id).workdir).glob(".partial-*"):
             shutil.rmtree(partial, ignore_errors=True)
+    reconcile.run(conn, run_id)
     return list(canceled)
 
 
@@ -71,12 +72,10 @@ def retry(conn: Redis, run_id: str, step: str | None = None, ttl: int = store.DE
     """Re-run failed, skipped and canceled steps (or ``step``) and what depends on them, in the same run.
 
     Succeeded steps and their outputs are kept. While any selected step is still waiting or running the call
-    changes nothing, so calling it twice never runs a step twice. Returns the steps re-enqueued.
+    changes nothing, so calling it twice never runs a step twice. Done under the run's lock (never interleaved
+    with a cancel or a repair). Returns the steps re-enqueued.
     """
-    lock = f"{store.run_key(run_id)}:retrying"
-    if not conn.set(lock, time.time(), nx=True, ex=60):
-        raise IfcflowError(f"a retry of run {run_id} is being started by another process; try again shortly")
-    try:
+    with RunLock(conn, run_id).held(LOCK_WAIT, "retry"):
         reader = StatusReader(conn, run_id)
         status = reader.fetch()
         plan = reader.plan
@@ -87,23 +86,10 @@ def retry(conn: Redis, run_id: str, step: str | None = None, ttl: int = store.DE
         active = [sid for sid in chosen if not status.steps[sid].status.terminal]
         if active or not chosen:
             return []
-        for sid in chosen:
-            _forget(conn, plan.step(sid).job_id)
+        rqstore.delete_jobs(conn, [plan.step(sid).job_id for sid in chosen])
         conn.hdel(store.steps_key(run_id), *chosen)
-        conn.hdel(store.run_key(run_id), "canceled", "ended_at", *(f"released:{plan.step(s).job_id}" for s in chosen))
-        conn.persist(store.run_key(run_id))
-        conn.persist(store.steps_key(run_id))
+        conn.hdel(store.run_key(run_id), "canceled")
+        store.revive(conn, run_id)
         attempt = conn.hincrby(store.run_key(run_id), "retries", 1)
         enqueue.submit(conn, plan, ttl=ttl, only=chosen, gate_name=f"retry{attempt}")
-        conn.hdel(store.steps_key(run_id), *chosen)  # in case a reader recorded them "lost" meanwhile
         return [s.id for s in plan.steps if s.id in chosen]
-    finally:
-        conn.delete(lock)
-
-
-def _forget(conn: Redis, job_id: str) -> None:
-    try:
-        Job.fetch(job_id, connection=conn).delete(remove_from_queue=True)
-    except NoSuchJobError:
-        pass
-    conn.delete(f"rq:results:{job_id}", Job.dependents_key_for(job_id))

@@ -11,10 +11,12 @@ from __future__ import annotations
 from typing import Any
 
 from redis import Redis
+from redis.exceptions import WatchError
 from rq import Queue, Retry
 from rq.job import Dependency, Job, JobStatus
 
-from . import store
+from . import graph, store
+from .errors import RunExists
 from .plan import Plan, PlannedStep
 
 
@@ -42,6 +44,11 @@ def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str]
         jobs.append(queue.create_job(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
                                      status=JobStatus.DEFERRED, **job_options(plan, step, ttl, start.id, only)))
     with conn.pipeline(transaction=True) as pipe:
+        if only is None:  # a new run never overwrites an existing one (or its jobs)
+            pipe.watch(store.run_key(plan.run_id))
+            if pipe.exists(store.run_key(plan.run_id)):
+                raise RunExists(plan.run_id)
+            pipe.multi()
         start.save(pipeline=pipe)
         if only is None:
             store.save_run(pipe, plan, ttl)
@@ -50,7 +57,10 @@ def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str]
             job.save(pipeline=pipe)
         for queue in queues.values():
             pipe.sadd(queue.redis_queues_keys, queue.key)
-        pipe.execute()
+        try:
+            pipe.execute()
+        except WatchError:
+            raise RunExists(plan.run_id) from None
     try:
         start.set_status(JobStatus.FINISHED)
         Queue("default", connection=conn).enqueue_dependents(start)
@@ -60,8 +70,18 @@ def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str]
 
 
 def job_options(plan: Plan, step: PlannedStep, ttl: int, start: str, only: set[str] | None = None) -> dict[str, Any]:
-    """The RQ options of a step's job: it depends on its needs that are (re-)enqueued too, else on the gate."""
-    parents = [plan.step(n).job_id for n in step.needs if only is None or n in only] or [start]
+    """The RQ options of a step's job: what it waits for, its timeout, retries and records.
+
+    A step waits for its needs (or, without needs, for the gate). A ``failure()`` step waits for every step
+    upstream of it: its condition is decided only once all of them ended, so RQ must not start it before. In a
+    retry (``only``) a step waits for the gate, its re-enqueued needs and its needs that are not re-run (RQ
+    counts those as met once finished; one still running holds it back).
+    """
+    needs = graph.ancestors(plan.edges, step.id) if step.condition == "failure()" else step.needs
+    if only is None:
+        parents = [plan.step(n).job_id for n in needs] or [start]
+    else:
+        parents = [start, *(plan.step(n).job_id for n in needs)]
     tolerant = step.condition != "success()" or any(plan.step(n).on_failure == "continue" for n in step.needs)
     retry = Retry(max=step.attempts - 1, interval=step.backoff or 0) if step.attempts > 1 else None
     return {

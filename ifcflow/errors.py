@@ -74,6 +74,14 @@ class RunNotFound(IfcflowError):
         )
 
 
+class RunExists(IfcflowError):
+    """A new run's id is already taken on this Redis; nothing was written."""
+
+    def __init__(self, run_id: str):
+        super().__init__(f"a run with id '{run_id}' already exists on this Redis; nothing was enqueued. Start the "
+                         "run again (a new id is drawn), or pass a different run id")
+
+
 class StepError(IfcflowError):
     """A pipeline step failed on a worker; the message is for a BIM coordinator.
 

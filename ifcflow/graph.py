@@ -75,3 +75,15 @@ def descendants(edges: Mapping[str, Sequence[str]], roots: Sequence[str]) -> lis
                 found.add(child)
                 todo.append(child)
     return [node for node in topological(edges) if node in found]
+
+
+def ancestors(edges: Mapping[str, Sequence[str]], node: str) -> list[str]:
+    """Every step ``node`` transitively needs, sorted (``node`` excluded)."""
+    found: set[str] = set()
+    todo = list(edges.get(node, ()))
+    while todo:
+        need = todo.pop()
+        if need not in found:
+            found.add(need)
+            todo.extend(edges.get(need, ()))
+    return sorted(found)

@@ -7,9 +7,8 @@ from typing import Any
 
 from redis import Redis
 from rq import Queue, Worker
-from rq.job import Job
 
-from . import store
+from . import rqstore, store
 from .errors import IfcflowError
 from .services import QUEUES
 from .status import StatusReader
@@ -57,7 +56,10 @@ def workers(conn: Redis) -> list[dict[str, Any]]:
 
 
 def prune(conn: Redis, older_than: int, dry_run: bool = False) -> list[str]:
-    """Delete finished runs created more than ``older_than`` seconds ago: run records, jobs and results."""
+    """Delete finished runs created more than ``older_than`` seconds ago: run records, jobs and results.
+
+    A run whose record is already gone has its leftover RQ keys (found by job id prefix) deleted too.
+    """
     cutoff = time.time() - older_than
     pruned = []
     old: list[bytes] = conn.zrangebyscore(store.RUNS, 0, cutoff)  # type: ignore[assignment]
@@ -66,18 +68,19 @@ def prune(conn: Redis, older_than: int, dry_run: bool = False) -> list[str]:
         try:
             reader = StatusReader(conn, run_id)
         except IfcflowError:
-            conn.zrem(store.RUNS, run_id)
+            leftovers = rqstore.orphan_keys(conn, run_id)
+            if leftovers:
+                pruned.append(run_id)
+            if not dry_run:
+                if leftovers:
+                    conn.delete(*leftovers)
+                store.delete_run(conn, run_id)
             continue
-        if not reader.read(repair=False).terminal:
+        if not reader.read().terminal:
             continue
         pruned.append(run_id)
         if dry_run:
             continue
-        for job_id in [s.job_id for s in reader.plan.steps] + store.gate_ids(conn, run_id):
-            try:
-                Job.fetch(job_id, connection=conn).delete()
-            except Exception:
-                pass
-            conn.delete(f"rq:results:{job_id}", Job.dependents_key_for(job_id))
+        rqstore.delete_jobs(conn, [s.job_id for s in reader.plan.steps] + store.gate_ids(conn, run_id))
         store.delete_run(conn, run_id)
     return pruned

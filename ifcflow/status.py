@@ -1,42 +1,40 @@
-"""The status aggregator: every step and the whole run, from RQ's jobs and ifcflow's own records.
+"""The status aggregator: every step and the whole run, from RQ's jobs and ifcflow's own records. Read-only.
 
-One round trip (a server-side script) reads all steps. The reader also repairs what RQ leaves undone (see
-:mod:`ifcflow.propagate`): dependents of failed steps are skipped, vanished jobs are reported lost, and jobs of
-dead workers are failed, so a run always reaches a true terminal state.
+One round trip (a read-only server-side script, see :mod:`ifcflow.rqstore`) reads all steps. Reading never
+writes: what RQ leaves undone (dependents of failed steps, vanished jobs, dead workers) is repaired by
+:mod:`ifcflow.reconcile`, under a per-run lock; until then the document already shows the truth (a vanished job
+reads "failed: lost" at once). Many clients may poll one run: they cost one script call each, and they race
+with nothing.
 """
 
 from __future__ import annotations
 
-import pickle
+import json
 import time
-import zlib
-from base64 import b64decode
 from datetime import datetime, timezone
 from typing import Any
 
 from pydantic import BaseModel, Field
 from redis import Redis
 
-from . import store
+from . import rqstore, store
 from .plan import Plan, PlannedStep
 from .states import RunState, StepState
 
-_FIELDS = ("status", "enqueued_at", "started_at", "ended_at", "worker_name", "meta", "retries_left")
 _RQ_STATES = {
     "created": StepState.PENDING, "deferred": StepState.PENDING, "queued": StepState.QUEUED,
     "scheduled": StepState.QUEUED, "ready_to_enqueue": StepState.QUEUED, "rate_limited": StepState.QUEUED,
     "started": StepState.RUNNING, "finished": StepState.SUCCEEDED, "failed": StepState.FAILED,
     "stopped": StepState.CANCELED, "canceled": StepState.CANCELED,
 }
+LOST = "lost: its job vanished from Redis (expired, deleted, or Redis restarted without persistence)"
+EXPIRED = "expired: its job's records were removed after the retention period; the state is the one recorded " \
+          "when the run ended"
 
 
-_NEEDS_CARE = frozenset({StepState.FAILED, StepState.SKIPPED, StepState.CANCELED, StepState.RUNNING})
-
-
-def _needs_care(step: StepStatus) -> bool:
-    """Failed, skipped, canceled or running steps may need repairs; so do queued ones never pushed to a queue
-    (RQ's ``ready_to_enqueue``: RQ concedes a contended enqueue and leaves it to maintenance, minutes later)."""
-    return step.status in _NEEDS_CARE or (step.status == StepState.QUEUED and step.enqueued_at is None)
+def unknown_status(raw: str) -> str:
+    return (f"unknown RQ job status '{raw}': ifcflow follows RQ {rqstore.RQ_VERSION} (see ifcflow/rqstore.py); "
+            "install the RQ version pinned in pyproject.toml")
 
 
 class StepStatus(BaseModel):
@@ -58,6 +56,7 @@ class StepStatus(BaseModel):
     error: str | None = Field(default=None, description="why it failed, was skipped or canceled")
     errors: list[str] = Field(default_factory=list, description="the error of every failed attempt")
     traceback: str | None = None
+    expired: bool = Field(default=False, description="its RQ job expired after the run ended; state as recorded")
 
 
 class RunStatus(BaseModel):
@@ -76,13 +75,6 @@ class RunStatus(BaseModel):
     @property
     def terminal(self) -> bool:
         return self.status.terminal
-
-
-def _iso(raw: bytes | None) -> str | None:
-    if not raw:
-        return None
-    text = raw.decode()
-    return text if text.endswith("Z") or "+" in text else text + "Z"
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -106,49 +98,52 @@ def error_summary(exc_string: str | None) -> str | None:
     return last
 
 
-def _results(entries: list[Any]) -> tuple[Any, str | None]:
-    """(return value, exc string) of the newest result in an ``rq:results:<id>`` stream."""
-    if not entries:
-        return None, None
-    payload = _pairs(entries[0][1])
-    value = payload.get(b"return_value")
-    exc = payload.get(b"exc_string")
-    returned = pickle.loads(b64decode(value)) if value else None
-    return returned, zlib.decompress(b64decode(exc)).decode() if exc else None
-
-
 def _succeeded(returned: Any) -> bool:
     """True unless the job returned a document saying it did not run (skipped or canceled at start)."""
     return not (isinstance(returned, dict) and (returned.get("skipped") or returned.get("canceled")))
 
 
-def _step(planned: PlannedStep, job: list[bytes | None], results: list[Any], record: dict[str, Any] | None,
-          with_traceback: bool) -> StepStatus:
-    status_raw, enqueued, started, ended, worker, meta_raw, retries_left = (list(job) + [None] * 7)[:7]
-    meta: dict[str, Any] = pickle.loads(meta_raw) if meta_raw else {}
-    returned, exc = _results(results)
-    state = _RQ_STATES.get(status_raw.decode(), StepState.PENDING) if status_raw else None
+def _state(job: rqstore.JobView, record: dict[str, Any] | None,
+           final: dict[str, Any] | None) -> tuple[StepState, str | None, bool]:
+    """(state, error, expired) of one step from its RQ job, ifcflow's record of it and the run's final record."""
+    returned = job.return_value
+    if job.status is None:
+        if record:
+            return StepState(record["status"]), record["reason"], False
+        if final:
+            return StepState(final["status"]), final.get("error") or EXPIRED, True
+        return StepState.FAILED, "lost", False
+    if job.status not in _RQ_STATES:
+        return StepState.PENDING, unknown_status(job.status), False
+    state = _RQ_STATES[job.status]
     error = None
-    if state is None:
-        state, error = (StepState(record["status"]), record["reason"]) if record else (StepState.FAILED, "lost")
-    elif record and (state in (StepState.FAILED, StepState.CANCELED)
-                     or (state == StepState.SUCCEEDED and not _succeeded(returned))):
+    if record and (state in (StepState.FAILED, StepState.CANCELED)
+                   or (state == StepState.SUCCEEDED and not _succeeded(returned))):
         state, error = StepState(record["status"]), record["reason"] or None
     elif state == StepState.SUCCEEDED and not _succeeded(returned) and isinstance(returned, dict):
         state = StepState.CANCELED if returned.get("canceled") else StepState.SKIPPED
         error = returned.get("message")
     if state == StepState.FAILED and error is None:
-        error = error_summary(exc) or "failed"
-    start, end = _iso(started), _iso(ended)
+        error = error_summary(job.exc_string) or "failed"
+    return state, error, False
+
+
+def _step(planned: PlannedStep, job: rqstore.JobView, record: dict[str, Any] | None, final: dict[str, Any] | None,
+          with_traceback: bool) -> StepStatus:
+    state, error, expired = _state(job, record, final)
+    meta = job.meta
+    start, end = job.started_at, job.ended_at
     running = state == StepState.RUNNING
     attempts_done = len(meta.get("errors", [])) + (1 if running or state == StepState.SUCCEEDED else 0)
+    returned = job.return_value
     return _built(StepStatus, dict(  # values are built here, already of the right types
         status=state, service=planned.service, queue=planned.queue, job_id=planned.job_id, needs=planned.needs,
-        worker=worker.decode() if worker else None, enqueued_at=_iso(enqueued), started_at=start,
+        worker=job.worker_name, enqueued_at=job.enqueued_at, started_at=start,
         ended_at=None if running else end, duration=_seconds(start, None if running else end) if start else None,
         attempt=attempts_done, attempts=planned.attempts, progress=meta.get("progress"),
         outputs=planned.outputs, result=returned if state == StepState.SUCCEEDED and isinstance(returned, dict) else None,
-        error=error, errors=list(meta.get("errors", [])), traceback=exc if with_traceback else None,
+        error=error, errors=list(meta.get("errors", [])), traceback=job.exc_string if with_traceback else None,
+        expired=expired,
     ))
 
 
@@ -180,52 +175,27 @@ def run_state(plan: Plan, steps: dict[str, StepStatus], canceled: bool) -> RunSt
     return RunState.SUCCEEDED_WITH_FAILURES if failed else RunState.SUCCEEDED
 
 
-_READ_ALL = """
-local out = {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
-for i = 3, #KEYS do
-  local id = KEYS[i]
-  local state = redis.call('HGET', 'rq:job:' .. id, 'status')
-  local job = {state}
-  if state == 'deferred' or state == 'created' then
-    job = {state}  -- waiting: nothing else to report, keep the reply small
-  elseif state then
-    job = redis.call('HMGET', 'rq:job:' .. id, unpack(ARGV))
-  end
-  out[#out + 1] = job
-  if job[1] == 'finished' or job[1] == 'failed' then
-    out[#out + 1] = redis.call('XREVRANGE', 'rq:results:' .. id, '+', '-', 'COUNT', 1)
-  else
-    out[#out + 1] = {}
-  end
-end
-return out
-"""
-
-
-def _pairs(flat: list[bytes]) -> dict[bytes, bytes]:
-    return dict(zip(flat[::2], flat[1::2]))
-
-
 class StatusReader:
-    """Reads a run's status; keeps the plan, so polling costs one round trip (plus repairs when needed)."""
+    """Reads a run's status; keeps the plan, so polling costs one round trip. Never writes."""
 
     def __init__(self, conn: Redis, run_id: str, plan: Plan | None = None):
         self.conn = conn
         self.run_id = run_id
         self.plan = plan or store.load_plan(conn, run_id)
-        self._script = conn.register_script(_READ_ALL)
+        self._bulk = rqstore.BulkReader(conn)
         self.record: dict[str, Any] = {}
 
     def fetch(self, with_traceback: bool = False) -> RunStatus:
-        """Read every step in one round trip, one server-side script (no repairs)."""
-        keys = [store.run_key(self.run_id), store.steps_key(self.run_id), *(s.job_id for s in self.plan.steps)]
-        replies = self._script(keys=keys, args=list(_FIELDS))
-        run = store.parse_record(_pairs(replies[0]))
+        """Read every step in one round trip, one read-only server-side script."""
+        run_raw, steps_raw, jobs = self._bulk.read((store.run_key(self.run_id), store.steps_key(self.run_id)),
+                                                   [s.job_id for s in self.plan.steps])
+        run = store.parse_record(run_raw)
         self.record = run
-        records = store.step_records(_pairs(replies[1]))
+        records = store.step_records(steps_raw)
+        final: dict[str, Any] = json.loads(run["final"]) if run.get("final") else {}
         steps = {
-            step.id: _step(step, replies[2 + 2 * i], replies[3 + 2 * i], records.get(step.id), with_traceback)
-            for i, step in enumerate(self.plan.steps)
+            step.id: _step(step, job, records.get(step.id), final.get(step.id), with_traceback)
+            for step, job in zip(self.plan.steps, jobs)
         }
         state = run_state(self.plan, steps, "canceled" in run)
         ends = [s.ended_at for s in steps.values() if s.ended_at]
@@ -238,18 +208,9 @@ class StatusReader:
             out_dir=self.plan.out_dir, counts=counts, steps=steps,
         )
 
-    def read(self, with_traceback: bool = False, repair: bool = True) -> RunStatus:
-        """The run's status, after repairing what RQ leaves undone (when ``repair``)."""
-        status = self.fetch(with_traceback)
-        if (repair and not status.terminal and any(_needs_care(s) for s in status.steps.values())
-                and not self.conn.exists(f"{store.run_key(self.run_id)}:retrying")):
-            from .propagate import repair as do_repair
-
-            if do_repair(self.conn, self.plan, status):
-                status = self.fetch(with_traceback)
-        if repair and status.terminal and self.record and "ended_at" not in self.record:
-            store.finish_run(self.conn, self.run_id, int(self.record.get("ttl", store.DEFAULT_TTL)))
-        return status
+    def read(self, with_traceback: bool = False) -> RunStatus:
+        """The run's status (the same as :meth:`fetch`; kept for callers that poll)."""
+        return self.fetch(with_traceback)
 
 
 def read(conn: Redis, run_id: str, with_traceback: bool = False) -> RunStatus:

@@ -4,7 +4,12 @@ Keys (all under ``ifcflow:``):
 - ``ifcflow:run:<run_id>``: hash with ``plan`` (JSON), ``created_at``, ``canceled`` (when cancelled);
 - ``ifcflow:run:<run_id>:steps``: hash step id -> JSON ``{status, reason, at}`` for what RQ cannot say
   (skipped steps and why, canceled steps, dead workers);
-- ``ifcflow:runs``: sorted set of run ids by creation time.
+- ``ifcflow:run:<run_id>:lock`` / ``:dirty``: the per-run lock (see :mod:`ifcflow.lock`);
+- ``ifcflow:runs``: sorted set of run ids by creation time;
+- ``ifcflow:live``: set of runs that have not ended yet (what the reconciler visits).
+
+When a run ends the record gets ``ended_at`` and ``final`` (JSON step id -> ``{status, error}``), so its status
+stays true after its RQ jobs expired.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from .errors import RunNotFound
 from .plan import Plan
 
 RUNS = "ifcflow:runs"
+LIVE = "ifcflow:live"
 DEFAULT_TTL = 7 * 86400
 """How long finished jobs, their results and run records are kept: 7 days."""
 
@@ -39,19 +45,40 @@ def save_run(conn: Redis | RedisPipeline, plan: Plan, ttl: int = DEFAULT_TTL) ->
     pipe: RedisPipeline = conn.pipeline() if own else conn  # type: ignore[assignment]
     pipe.hset(run_key(plan.run_id), mapping={"plan": plan.model_dump_json(), "created_at": created, "ttl": ttl})
     pipe.zadd(RUNS, {plan.run_id: created})
+    pipe.sadd(LIVE, plan.run_id)
     if own:
         pipe.execute()
 
 
-def finish_run(conn: Redis, run_id: str, ttl: int) -> None:
-    """A run ended: its records (and start gates) expire with its jobs' results, ``ttl`` seconds from now.
+def finish_run(conn: Redis, run_id: str, ttl: int, final: dict[str, dict[str, str | None]]) -> bool:
+    """Mark the run ended (``ended_at``, ``final`` step states); True for the one caller that did it.
 
-    Done once (``ended_at``); a retry makes the run live again (``ifcflow retry`` removes ``ended_at``).
+    Its records (and start gates) then expire with its jobs, ``ttl`` seconds from now. A retry makes the run live
+    again (:func:`revive` removes ``ended_at``), so it can end once more.
     """
     if not conn.hsetnx(run_key(run_id), "ended_at", time.time()):
-        return
+        return False
+    conn.hset(run_key(run_id), "final", json.dumps(final))
     for key in [run_key(run_id), steps_key(run_id), *(f"rq:job:{g}" for g in gate_ids(conn, run_id))]:
         conn.expire(key, ttl)
+    return True
+
+
+def revive(conn: Redis | RedisPipeline, run_id: str) -> None:
+    """A retried run is live again: it keeps its records until it ends once more."""
+    conn.hdel(run_key(run_id), "ended_at", "final")
+    conn.persist(run_key(run_id))
+    conn.persist(steps_key(run_id))
+    conn.sadd(LIVE, run_id)
+
+
+def live_runs(conn: Redis) -> list[str]:
+    found: set[bytes] = conn.smembers(LIVE)  # type: ignore[assignment]
+    return sorted(r.decode() for r in found)
+
+
+def forget_live(conn: Redis, run_id: str) -> None:
+    conn.srem(LIVE, run_id)
 
 
 def gate_id(run_id: str, name: str = "start") -> str:
@@ -68,6 +95,7 @@ def gate_ids(conn: Redis, run_id: str) -> list[str]:
 def delete_run(conn: Redis, run_id: str) -> None:
     conn.delete(run_key(run_id), steps_key(run_id))
     conn.zrem(RUNS, run_id)
+    conn.srem(LIVE, run_id)
 
 
 def load_plan(conn: Redis, run_id: str) -> Plan:

@@ -2,8 +2,9 @@
 
 A forking RQ worker that has not imported ifcopenshell pays the import in every job; this one imports once. It
 also runs RQ's scheduler (delayed retries), heart-beats often enough that a killed worker is noticed within two
-minutes, and skips a step's dependents when its work horse was killed (OOM killer, SIGKILL). Plain
-``rq worker QUEUE --url URL`` runs ifcflow jobs too; the status reader then does the repairs.
+minutes, reconciles a job's run as soon as the job ended (see :mod:`ifcflow.reconcile`), and sweeps every
+unfinished run periodically (:data:`ifcflow.reconcile.INTERVAL`), so runs progress with no reader at all. Plain
+``rq worker QUEUE --url URL`` runs ifcflow jobs too; then run ``ifcflow reconcile --loop`` beside them.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import signal
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -18,8 +21,9 @@ from typing import Any
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Worker
-from rq.job import Job
+from rq.job import Job, JobStatus
 
+from . import reconcile, rqstore
 from .services import QUEUES, SERVICES
 
 JOB_MONITORING_INTERVAL = 5
@@ -72,11 +76,13 @@ def services_of(conn: Redis, worker_key: str) -> dict[str, Any] | None:
 
 
 class IfcflowWorker(Worker):
-    """An RQ worker that repairs a run at once when a job of it ends badly outside the job's own code, and
+    """An RQ worker that reconciles a job's run as soon as the job ended, stops for good when asked to, and
     records in its RQ worker hash which services it can run (``ifcflow workers`` shows them)."""
 
     unavailable: dict[str, str] | None = None
     """Services whose module could not be imported (set by :func:`run_worker` after :func:`preload`)."""
+    stop_asked = False
+    current: tuple[Job, Any] | None = None
 
     def register_birth(self) -> None:
         super().register_birth()
@@ -85,25 +91,32 @@ class IfcflowWorker(Worker):
                       "unavailable": self.unavailable}
             self.connection.hset(self.key, SERVICES_FIELD, json.dumps(record))
 
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        self.stop_asked = True  # RQ raises StopRequested when idle and sets _stop_requested only when busy
+        super().request_stop(signum, frame)
+
     def execute_job(self, job: Job, queue: Any) -> None:
         meta = job.meta or {}
         what = f"job {job.id}" + (f" (run {meta['ifcflow_run']})" if meta.get("ifcflow_run") else "")
         started = time.monotonic()
         jobs_log.info("%s started on queue %s", what, job.origin)
+        self.current = (job, queue)
         super().execute_job(job, queue)
-        if not self.is_horse:
-            try:
-                state = job.get_status(refresh=True)
-            except Exception:  # Redis gone: say what we know
-                state = None
-            jobs_log.info("%s ended %s after %.1fs", what, getattr(state, "value", state) or "(status unknown)",
-                          time.monotonic() - started)
-            try:  # RQ concedes contended dependent enqueues to maintenance (minutes); do it now
-                from .propagate import drain_ready
-
-                drain_ready(self.connection, tuple(self.queue_names()))
-            except Exception:
-                log.exception("could not drain ready registries after job %s", job.id)
+        self.current = None
+        if self.is_horse:
+            return
+        try:
+            state = job.get_status(refresh=True)
+        except Exception:  # Redis gone: say what we know
+            state = None
+        jobs_log.info("%s ended %s after %.1fs", what, getattr(state, "value", state) or "(status unknown)",
+                      time.monotonic() - started)
+        try:  # RQ concedes contended dependent enqueues to maintenance (minutes); do it now
+            rqstore.drain_ready(self.connection, tuple(self.queue_names()))
+            if meta.get("ifcflow_run"):
+                reconcile.run(self.connection, meta["ifcflow_run"])
+        except Exception:  # the job's end is recorded; the periodic pass retries the repairs
+            log.exception("could not reconcile after job %s", job.id)
 
     def handle_job_failure(self, job: Job, queue: Any, started_job_registry: Any = None, exc_string: str = "",
                            execution: Any = None) -> None:
@@ -115,15 +128,15 @@ class IfcflowWorker(Worker):
                 log.exception("could not record the error of job %s", job.id)
         super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string,
                                    execution=execution)
-        run_id = (job.meta or {}).get("ifcflow_run")
-        if not run_id or self.is_horse:
-            return
-        try:
-            from .status import StatusReader
 
-            StatusReader(self.connection, run_id).read()
-        except Exception:  # the failure itself is recorded; repairs are retried by every status read
-            log.exception("could not update run %s after job %s failed", run_id, job.id)
+    def stop_horse(self) -> tuple[Job, Any] | None:
+        """Kill a work horse left running after the worker lost Redis, and wait for it; returns its job."""
+        if not self.horse_pid:
+            return None
+        self.kill_horse(signal.SIGKILL)
+        self.wait_for_horse()
+        self._horse_pid = 0
+        return self.current
 
 
 def make_worker(conn: Redis, queues: Sequence[str] = QUEUES, name: str | None = None) -> IfcflowWorker:
@@ -132,16 +145,18 @@ def make_worker(conn: Redis, queues: Sequence[str] = QUEUES, name: str | None = 
 
 
 def run_worker(url: str, queues: Sequence[str], burst: bool = False, name: str | None = None,
-               logging_level: str = "INFO", services: Sequence[str] = ()) -> bool:
+               logging_level: str = "INFO", services: Sequence[str] = (),
+               reconcile_interval: float = reconcile.INTERVAL) -> bool:
     """Preload, then work ``queues`` (all of ifcflow's when empty) with the scheduler enabled.
 
     RQ retries a lost connection while it waits for jobs but quits when one breaks elsewhere (heartbeat,
-    maintenance); this loop then waits for Redis to come back and starts a fresh worker, so workers survive a
-    Redis restart. It returns when the worker stops on request (SIGTERM/SIGINT) or a burst ends.
+    maintenance); this loop then stops the job's work horse (so a job never runs twice, or ends under a dead
+    worker's name), waits for Redis to come back, fails that job through RQ (retried if it has attempts left) and
+    starts a fresh worker. It returns when the worker stops on request (SIGTERM/SIGINT, busy or idle) or a burst
+    ends. Unless ``burst``, a thread sweeps unfinished runs every ``reconcile_interval`` seconds.
     """
     from . import lifeline
     from .connection import connect
-    from .errors import RedisUnavailable
 
     lifeline.from_environment()  # a local run's worker dies with ifcflow run, its horses and scheduler with it
     log_jobs()
@@ -149,24 +164,55 @@ def run_worker(url: str, queues: Sequence[str], burst: bool = False, name: str |
     if unknown:
         log.warning("queues %s are not ifcflow queues (%s); listening anyway", unknown, ", ".join(QUEUES))
     unavailable = preload(services)
+    stop = threading.Event()
+    if not burst and reconcile_interval > 0:
+        threading.Thread(target=reconcile.loop, args=(connect(url, check=False), reconcile_interval, stop),
+                         name="ifcflow-reconcile", daemon=True).start()
     worked = False
-    for restart in range(1_000_000):
-        # a restarted worker gets a new name: the old one may still look alive in a persisted Redis
-        worker = make_worker(connect(url), queues, name if restart == 0 or name is None else f"{name}-{restart}")
-        worker.unavailable = unavailable
-        try:
-            worked |= worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
-        except RedisError as exc:
-            log.error("lost Redis at %s: %s", url, exc)
-        if burst or worker._stop_requested:
-            return worked
-        delay = 1.0
-        while True:  # wait for Redis to come back, then start a fresh worker
-            time.sleep(delay)
+    try:
+        for restart in range(1_000_000):
+            # a restarted worker gets a new name: the old one may still look alive in a persisted Redis
+            worker = make_worker(connect(url), queues, name if restart == 0 or name is None else f"{name}-{restart}")
+            worker.unavailable = unavailable
             try:
-                connect(url)
-                break
-            except RedisUnavailable:
-                delay = min(delay * 2, 30.0)
-        log.warning("Redis at %s is back; restarting the worker", url)
+                worked |= worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+            except RedisError as exc:
+                log.error("lost Redis at %s: %s", url, exc)
+            abandoned = worker.stop_horse()
+            if burst or worker.stop_asked or worker._stop_requested:
+                return worked
+            _await_redis(url)
+            log.warning("Redis at %s is back; restarting the worker", url)
+            if abandoned is not None:
+                _fail_abandoned(worker, *abandoned)
+    finally:
+        stop.set()
     return worked
+
+
+def _await_redis(url: str) -> None:
+    from .connection import connect
+    from .errors import RedisUnavailable
+
+    delay = 1.0
+    while True:
+        time.sleep(delay)
+        try:
+            connect(url)
+            return
+        except RedisUnavailable:
+            delay = min(delay * 2, 30.0)
+
+
+def _fail_abandoned(worker: IfcflowWorker, job: Job, queue: Any) -> None:
+    """The job whose horse was stopped after Redis was lost fails now (RQ retries it if it has attempts left)."""
+    try:
+        job.refresh()
+        if job.get_status() != JobStatus.STARTED:
+            return
+        worker.handle_job_failure(job, queue, exc_string="work horse stopped: its worker lost the Redis connection")
+        run_id = (job.meta or {}).get("ifcflow_run")
+        if run_id:
+            reconcile.run(worker.connection, run_id)
+    except Exception:  # the periodic pass and RQ's maintenance fail it later
+        log.exception("could not fail job %s after losing Redis", job.id)

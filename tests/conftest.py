@@ -9,7 +9,7 @@ import pytest
 from redis import Redis
 from rq import SimpleWorker
 
-from ifcflow import runner, status
+from ifcflow import reconcile, runner, status
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.services import QUEUES
 
@@ -36,8 +36,10 @@ def conn(redis_server: EmbeddedRedis) -> Iterator[Redis]:
 
 
 def work(conn: Redis, queues: tuple[str, ...] = QUEUES) -> None:
-    """Run every queued job (and the dependents they release) in this process, then return."""
+    """Run every queued job (and the dependents they release) in this process, then one reconcile pass over the
+    unfinished runs (what ``ifcflow worker`` does after each job and periodically; status reads never repair)."""
     SimpleWorker(list(queues), connection=conn).work(burst=True, logging_level="WARNING")
+    reconcile.sweep(conn)
 
 
 def run_pipeline(conn: Redis, file: Path, out: Path, inputs: dict[str, str] | None = None) -> status.RunStatus:

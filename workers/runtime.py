@@ -6,7 +6,9 @@ RQ calls ``workers.<service>.run(step=..., run_id=...)``.
 - Outputs are written into a private temporary folder inside the step's run folder and moved into place only
   when the body returns, so a failed step leaves no half-written file.
 - Progress goes to ``job.meta["progress"]`` (at most a few writes a second).
-- On a final failure the step's dependents are skipped at once (see :mod:`ifcflow.propagate`).
+- When the step ends badly (final failure, skipped at start) or some steps of the run were skipped, the run is
+  reconciled at once from here, with this step's state as it is about to be recorded (see
+  :mod:`ifcflow.reconcile`); ``ifcflow worker`` reconciles again once RQ has recorded it.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from ifcflow import durations, policy, propagate, store
+from ifcflow import durations, policy, reconcile, store
 from ifcflow.errors import StepError
 from ifcflow.plan import PlannedStep
 from ifcflow.services import SERVICES, Options
@@ -126,25 +128,32 @@ def _publish(partial: Path, workdir: Path) -> None:
 
 
 def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
-    """Evaluate the step's condition against its needs now; record and return the reason to skip, if any."""
+    """Evaluate the step's condition against its needs now; record and return the reason to skip, if any.
+
+    RQ starts a step only once the steps it waits for ended (see :func:`ifcflow.enqueue.job_options`), so the
+    condition is decided here; should it still be undecided ("wait"), the step waits for it rather than run.
+    """
     reader = StatusReader(job.connection, run_id)
-    current = reader.fetch()
-    states, causes = propagate.states_of(current)
     by_id = {s.id: s for s in reader.plan.steps}
-    action, reason = policy.verdict(planned, by_id, states, causes)
+    deadline = time.monotonic() + planned.timeout
+    while True:
+        states, causes = reconcile.states_of(reader.fetch())
+        action, reason = policy.verdict(planned, by_id, states, causes)
+        if action != "wait" or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     if action != "skip":
         return None
     store.record_steps(job.connection, run_id, {planned.id: ("skipped", reason)})
     # RQ sees this job finish normally; dependents that must now be skipped or released are ours to handle
-    propagate.after_step(job.connection, reader.plan, current, {planned.id: StepState.SKIPPED})
+    reconcile.run(job.connection, run_id, ended={planned.id: StepState.SKIPPED}, plan=reader.plan)
     return reason
 
 
 def _release_waiting(job: Job, planned: PlannedStep, run_id: str) -> None:
     """Some steps were skipped or canceled: release dependents that must run anyway (RQ never will)."""
     try:
-        reader = StatusReader(job.connection, run_id)
-        propagate.after_step(job.connection, reader.plan, reader.fetch(), {planned.id: StepState.SUCCEEDED})
+        reconcile.run(job.connection, run_id, ended={planned.id: StepState.SUCCEEDED})
     except Exception:
         traceback.print_exc()
 
@@ -158,7 +167,6 @@ def _failed(job: Job, planned: PlannedStep, run_id: str, exc: BaseException) -> 
     if job.retries_left:
         return
     try:
-        reader = StatusReader(job.connection, run_id)
-        propagate.after_step(job.connection, reader.plan, reader.fetch(), {planned.id: StepState.FAILED})
+        reconcile.run(job.connection, run_id, ended={planned.id: StepState.FAILED})
     except Exception:  # never hide the step's own error behind a bookkeeping one
         traceback.print_exc()

@@ -33,6 +33,38 @@ def worker(queues: tuple[str, ...], redis_url: str | None, burst: bool, name: st
                services=[s for s in preload.split(",") if s])
 
 
+@cli.command("reconcile")
+@click.argument("run_ids", nargs=-1)
+@redis_option
+@click.option("--loop", "forever", is_flag=True, help="keep sweeping unfinished runs until stopped (Ctrl-C, SIGTERM)")
+@click.option("--interval", type=float, default=5.0, show_default=True, help="seconds between sweeps with --loop")
+def reconcile_command(run_ids: tuple[str, ...], redis_url: str | None, forever: bool, interval: float) -> None:
+    """Repair runs now: skip what can no longer run, fail dead workers' steps, end finished runs.
+
+    ``ifcflow worker`` does this by itself; deployments with only plain ``rq worker``s run ``ifcflow reconcile
+    --loop`` once beside them. Without RUN_IDS, every unfinished run is visited.
+    """
+    import signal
+    import threading
+
+    from .. import reconcile
+
+    conn = redis_from(redis_url)
+    if not forever:
+        for run_id in run_ids:
+            if reconcile.run(conn, run_id, wait=30.0) is None:
+                raise IfcflowError(f"run {run_id} is not on this Redis, or another process kept it busy; try again")
+        count = len(run_ids) if run_ids else reconcile.sweep(conn)
+        click.echo(f"reconciled {count} run(s)")
+        return
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        reconcile.loop(conn, interval, stop)
+    except KeyboardInterrupt:
+        stop.set()
+
+
 @cli.command()
 @click.argument("run_id")
 @redis_option

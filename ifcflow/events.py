@@ -1,0 +1,76 @@
+"""Run-end hooks: what must happen exactly once when a run ends (write status.json, send a webhook, ...).
+
+How a run end is observed: whoever reconciles the run (:func:`ifcflow.reconcile.run`, under the per-run lock) and
+finds every step ended sets the run's ``ended_at`` with HSETNX. The one caller whose HSETNX wins calls
+:func:`run_ended` once with the final status document; every callback registered with :func:`on_run_end` runs
+then, in registration order, in that process. The run stays in the live set (``ifcflow:live``) until the
+callbacks returned, so a process that dies in between leaves the run to the next reconcile pass, which calls them
+again: at least once across crashes, exactly once otherwise.
+
+``ifcflow retry`` makes an ended run live again (it removes ``ended_at`` and adds the run back to the live set),
+so the same run can end, and call the hooks, once more.
+
+Callbacks must be quick (enqueue an RQ job for slow work such as HTTP deliveries) and must not raise; an exception
+is logged and does not stop the others. Register at import time of a module, and name that module in
+:data:`HOOK_MODULES` so every reconciling process (``ifcflow worker``, ``ifcflow reconcile``, the API server)
+imports it::
+
+    from ifcflow import events
+
+    @events.on_run_end
+    def write_status_file(conn, status): ...
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from redis import Redis
+
+if TYPE_CHECKING:
+    from .status import RunStatus
+
+RunEndCallback = Callable[[Redis, "RunStatus"], None]
+HOOK_MODULES: tuple[str, ...] = ()
+"""Modules that register run-end callbacks when imported (loaded before the first run end is announced)."""
+
+log = logging.getLogger(__name__)
+_callbacks: list[RunEndCallback] = []
+_loaded = False
+
+
+def on_run_end(callback: RunEndCallback) -> RunEndCallback:
+    """Register ``callback(conn, status)`` to run once per run end (usable as a decorator)."""
+    if callback not in _callbacks:
+        _callbacks.append(callback)
+    return callback
+
+
+def remove(callback: RunEndCallback) -> None:
+    if callback in _callbacks:
+        _callbacks.remove(callback)
+
+
+def _load_hook_modules() -> None:
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for name in HOOK_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception:  # noqa: BLE001 - a broken hook module must not stop runs from ending
+            log.exception("cannot import run-end hook module %s", name)
+
+
+def run_ended(conn: Redis, status: RunStatus) -> None:
+    """Call every registered callback with the final document (see the module docstring for when)."""
+    _load_hook_modules()
+    for callback in list(_callbacks):
+        try:
+            callback(conn, status)
+        except Exception:  # noqa: BLE001 - one hook's failure must not hide the others
+            log.exception("run-end hook %s failed for run %s", getattr(callback, "__name__", callback), status.run_id)
