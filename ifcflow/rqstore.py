@@ -10,7 +10,7 @@ What is relied on:
 - ``rq:job:<id>`` hash fields ``status``, ``enqueued_at``, ``started_at``, ``ended_at``, ``worker_name``,
   ``meta`` (serialized with the job's serializer), ``retries_left``, ``dependency_ids``;
 - ``rq:results:<id>`` stream, newest entry last, decoded by RQ's own ``Result.restore``;
-- ``rq:job:<id>:dependencies`` / ``rq:job:<id>:dependents`` sets, the ``rq:wip:<queue>`` (started) and
+- ``rq:job::<id>:dependencies`` (sic) / ``rq:job:<id>:dependents`` sets, the ``rq:wip:<queue>`` (started) and
   ``rq:ready:<queue>`` registries and their per-queue cleaning lock (``Queue.acquire_maintenance_lock``);
 - ``Queue._enqueue_job`` (enqueue without re-checking dependencies) and ``Job._dependency_ids``.
 """
@@ -144,7 +144,12 @@ def results_key(job_id: str) -> str:
 
 def job_keys(job_id: str) -> list[str]:
     """Every key RQ keeps for one job (hash, results, dependency and dependent sets)."""
-    return [f"rq:job:{job_id}", results_key(job_id), f"rq:job:{job_id}:dependencies", Job.dependents_key_for(job_id)]
+    return [f"rq:job:{job_id}", results_key(job_id), dependencies_key(job_id), Job.dependents_key_for(job_id)]
+
+
+def dependencies_key(job_id: str) -> str:
+    """RQ 3.0 names a job's dependency set ``rq:job::<id>:dependencies`` (prefix ``rq:job:`` plus ``:``)."""
+    return f"{Job.redis_job_namespace_prefix}:{job_id}:dependencies"
 
 
 def expire_jobs(conn: Redis, job_ids: list[str], ttl: int) -> None:
@@ -246,7 +251,7 @@ def orphan_keys(conn: Redis, run_id: str) -> list[bytes]:
     """RQ keys of a run's jobs (``rq:job:<run_id>-*``, ``rq:results:<run_id>-*``), found without its record."""
     escaped = "".join(f"\\{c}" if c in "*?[]\\" else c for c in run_id)
     found: list[bytes] = []
-    for pattern in (f"rq:job:{escaped}-*", f"rq:results:{escaped}-*"):
+    for pattern in (f"rq:job:{escaped}-*", f"rq:job::{escaped}-*", f"rq:results:{escaped}-*"):
         found.extend(conn.scan_iter(match=pattern, count=1000))
     return found
 

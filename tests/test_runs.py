@@ -13,7 +13,7 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import DeferredJobRegistry
 
-from ifcflow import runner, status, store
+from ifcflow import reconcile, runner, status, store
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.services import QUEUES
 from ifcflow.states import RunState, StepState
@@ -291,7 +291,7 @@ def test_dependent_of_a_vanished_job_still_runs_when_it_must(conn: Redis, folder
         """)
     planned = runner.start(conn, path, out=folder / "runs")
     Job.fetch(planned.step("a").job_id, connection=conn).delete()
-    status.read(conn, planned.run_id)  # the reader notices, records "lost", releases b, skips c
+    reconcile.run(conn, planned.run_id)  # the reconciler notices, records "lost", releases b, skips c
     work(conn)
     result = status.read(conn, planned.run_id)
     assert (result.steps["a"].status, result.steps["b"].status, result.steps["c"].status) == (
