@@ -7,7 +7,8 @@ The rules (GitHub-Actions-like):
 - ``failure()``: once every need ended, true when any upstream step (transitively) failed; false only once every
   upstream step ended (a need can end early, skipped, while a step above it is still running);
 - ``always()``: runs once every need ended, whatever happened;
-- a step that must run although a need was skipped or canceled is *released*: RQ never enqueues it by itself.
+- a step that must run although a need was skipped or canceled is *released*: RQ never enqueues it by itself
+  (for ``failure()``, RQ waits for every upstream step, so one skipped anywhere upstream calls for a release).
 """
 
 from __future__ import annotations
@@ -80,6 +81,20 @@ def verdict(step: StepLike, by_id: Mapping[str, StepLike], states: Mapping[str, 
     return ("run", "") if ended else ("wait", "")
 
 
+def _waits_on(step: StepLike, by_id: Mapping[str, StepLike]) -> set[str]:
+    """The steps RQ waits for before it starts ``step``: its needs, or for ``failure()`` every step upstream."""
+    if step.condition != "failure()":
+        return set(step.needs)
+    found: set[str] = set()
+    todo = list(step.needs)
+    while todo:
+        need = todo.pop()
+        if need not in found:
+            found.add(need)
+            todo.extend(by_id[need].needs if need in by_id else ())
+    return found
+
+
 def decide(steps: Sequence[StepLike], states: Mapping[str, StepState], causes: Mapping[str, str],
            lost: frozenset[str] = frozenset()) -> list[Decision]:
     """Decisions for every step still pending, cascading in topological order (``steps`` must be in it).
@@ -100,6 +115,6 @@ def decide(steps: Sequence[StepLike], states: Mapping[str, StepState], causes: M
             causes[step.id] = reason
             decisions.append(Decision(step.id, "skip", reason))
         elif action == "run" and any(states.get(n) in (StepState.SKIPPED, StepState.CANCELED) or n in lost
-                                     for n in step.needs):
+                                     for n in _waits_on(step, by_id)):
             decisions.append(Decision(step.id, "release"))
     return decisions

@@ -40,3 +40,10 @@ def test_continue_counts_as_success_and_lost_needs_release() -> None:
     assert decide(steps, {"a": S.FAILED, "b": S.PENDING, "c": S.PENDING}, {}) == []
     assert decide(steps, {"a": S.FAILED, "b": S.PENDING, "c": S.PENDING}, {}, frozenset({"a"})) == [
         Decision("b", "release"), Decision("c", "release")]
+
+
+def test_failure_step_is_released_when_a_step_further_up_was_skipped() -> None:
+    # RQ holds a failure() step until every upstream step ended; a canceled (skipped) one never counts as ended
+    steps = [Step("a"), Step("b", ["a"]), Step("c", ["b"], condition="always()"), Step("d", ["c"], condition="failure()")]
+    states = {"a": S.FAILED, "b": S.SKIPPED, "c": S.FAILED, "d": S.PENDING}
+    assert decide(steps, states, {"b": "upstream step 'a' failed"}) == [Decision("d", "release")]
