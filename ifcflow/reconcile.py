@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from redis import Redis
@@ -59,7 +60,7 @@ def run(conn: Redis, run_id: str, *, ended: Mapping[str, StepState] | None = Non
             return None
     try:
         try:
-            reader = StatusReader(conn, run_id, plan)
+            reader = _reader(conn, run_id, plan)
         except RunNotFound:
             store.forget_live(conn, run_id)
             return None
@@ -72,6 +73,23 @@ def run(conn: Redis, run_id: str, *, ended: Mapping[str, StepState] | None = Non
     finally:
         if lock.release():  # marked dirty after our last pass: pass again (someone gave up waiting for us)
             run(conn, run_id, wait=0.0)
+
+
+_readers: OrderedDict[tuple[int, str], StatusReader] = OrderedDict()
+_READERS = 128
+
+
+def _reader(conn: Redis, run_id: str, plan: Plan | None) -> StatusReader:
+    """A reader per (connection, run), kept for the next pass (its plan is loaded once, unchanged steps are not
+    decoded again); the least recently used go beyond :data:`_READERS`."""
+    key = (id(conn), run_id)
+    reader = _readers.get(key)
+    if reader is None or reader.conn is not conn:
+        reader = _readers[key] = StatusReader(conn, run_id, plan)
+        while len(_readers) > _READERS:
+            _readers.popitem(last=False)
+    _readers.move_to_end(key)
+    return reader
 
 
 def _pass(conn: Redis, reader: StatusReader, ended: Mapping[str, StepState]) -> RunStatus:

@@ -96,9 +96,18 @@ class BulkReader:
 
     def read(self, hashes: tuple[str, str], job_ids: list[str]) -> tuple[dict[bytes, bytes], dict[bytes, bytes],
                                                                         list[JobView]]:
+        first, second, raw = self.read_raw(hashes, job_ids)
+        return first, second, [self.decode(job_id, job, results) for job_id, (job, results) in zip(job_ids, raw)]
+
+    def read_raw(self, hashes: tuple[str, str], job_ids: list[str]) -> tuple[dict[bytes, bytes], dict[bytes, bytes],
+                                                                            list[tuple[list[Any], list[Any]]]]:
+        """The two hashes, and per job its raw reply (decode with :meth:`decode`; equal replies decode equal)."""
         replies = self._call([*hashes, *job_ids], list(FIELDS))
-        jobs = [self._job(job_id, replies[2 + 2 * i], replies[3 + 2 * i]) for i, job_id in enumerate(job_ids)]
-        return _pairs(replies[0]), _pairs(replies[1]), jobs
+        raw = [(replies[2 + 2 * i], replies[3 + 2 * i]) for i in range(len(job_ids))]
+        return _pairs(replies[0]), _pairs(replies[1]), raw
+
+    def decode(self, job_id: str, raw: list[Any], results: list[Any]) -> JobView:
+        return self._job(job_id, raw, results)
 
     def _call(self, keys: list[str], args: list[str]) -> list[Any]:
         if self.sha is None:
@@ -117,10 +126,10 @@ class BulkReader:
             raise
 
     def _job(self, job_id: str, raw: list[bytes | None], results: list[Any]) -> JobView:
-        status_raw, enqueued, started, ended, worker, meta_raw, retries = (list(raw) + [None] * 7)[:7]
-        if not status_raw:
-            return JobView(status=None)
-        view = JobView(status=status_raw.decode(), enqueued_at=_iso(enqueued), started_at=_iso(started),
+        if len(raw) == 1:  # absent, or waiting (deferred, created): the script returned the status only
+            return JobView(status=_text(raw[0]))
+        status_raw, enqueued, started, ended, worker, meta_raw, retries = raw
+        view = JobView(status=_text(status_raw), enqueued_at=_iso(enqueued), started_at=_iso(started),
                        ended_at=_iso(ended), worker_name=_text(worker),
                        meta=self.serializer.loads(meta_raw) if meta_raw else {},
                        retries_left=int(retries) if retries else None)
