@@ -130,18 +130,19 @@ def _publish(partial: Path, workdir: Path) -> None:
 def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
     """Evaluate the step's condition against its needs now; record and return the reason to skip, if any.
 
-    RQ starts a step only once the steps it waits for ended (see :func:`ifcflow.enqueue.job_options`), so the
-    condition is decided here; should it still be undecided ("wait"), the step waits for it rather than run.
+    RQ starts a step only once every step its condition depends on ended (see
+    :func:`ifcflow.enqueue.job_options`), so the condition is decided here. Should it still be undecided, the
+    step fails with a plain reason rather than run on a guess or block its worker.
     """
     reader = StatusReader(job.connection, run_id)
+    states, causes = reconcile.states_of(reader.fetch())
     by_id = {s.id: s for s in reader.plan.steps}
-    deadline = time.monotonic() + planned.timeout
-    while True:
-        states, causes = reconcile.states_of(reader.fetch())
-        action, reason = policy.verdict(planned, by_id, states, causes)
-        if action != "wait" or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
+    action, reason = policy.verdict(planned, by_id, states, causes)
+    if action == "wait":
+        waiting = [n for n in planned.needs if not states.get(n, StepState.PENDING).terminal]
+        raise StepError(f"started before its condition could be decided (still running upstream: "
+                        f"{', '.join(waiting) or 'a step further up'}); retry it with: ifcflow retry {run_id} "
+                        f"--step {planned.id}")
     if action != "skip":
         return None
     store.record_steps(job.connection, run_id, {planned.id: ("skipped", reason)})
