@@ -175,7 +175,15 @@ def test_killed_worker_reaches_terminal_state_within_120s(conn: Redis, folder: P
     worker_name = running.steps["clash"].worker
     killed = time.monotonic()
     workers.stop()  # SIGKILL to the worker and its work horse
-    result = wait_for(reader, lambda s: s.terminal, timeout=120)
+    url = conn.connection_pool.connection_kwargs["path"]
+    reconciler = subprocess.Popen([sys.executable, "-m", "ifcflow", "reconcile", "--loop", "--interval", "2",
+                                   "--redis", f"unix://{url}"], start_new_session=True,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # no worker is left
+    try:
+        result = wait_for(reader, lambda s: s.terminal, timeout=120)
+    finally:
+        reconciler.terminate()
+        assert reconciler.wait(timeout=20) == 0  # SIGTERM ends the loop
     elapsed = time.monotonic() - killed
     assert result.steps["clash"].status == StepState.FAILED
     assert result.steps["clash"].error == f"worker {worker_name} died while running the step"
