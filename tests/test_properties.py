@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from redis import Redis
 from rq.registry import DeferredJobRegistry
 
-from ifcflow import runner, status
+from ifcflow import runner, status, store
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.services import QUEUES
 
@@ -136,3 +136,8 @@ def test_random_dags_on_forked_workers(steps: list[dict[str, object]], redis_ser
         assert DeferredJobRegistry(queue, connection=conn).get_job_ids() == []
     for step in planned.steps:
         assert conn.xlen(f"rq:results:{step.job_id}") <= 1, step.id  # no step ran twice
+    deadline = time.monotonic() + 15  # the workers also ended the run (its end hooks ran), with no repairing reader
+    while conn.sismember(store.LIVE, planned.run_id) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert conn.hexists(store.run_key(planned.run_id), "ended_at")
+    assert not conn.sismember(store.LIVE, planned.run_id)

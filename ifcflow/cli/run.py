@@ -60,7 +60,11 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
         reason = None
         try:
             status = follow(reader, timeout, quiet=as_json, health=health)
-            if not status.terminal and url is None:  # the private Redis and workers end with this command
+            if status.terminal:  # the run's end (and its hooks) is done before local workers and Redis go away
+                from .. import reconcile
+
+                reconcile.run(conn, planned.run_id, plan=planned)
+            elif url is None:  # the private Redis and workers end with this command
                 status, reason = abandon(conn, reader, "timeout"), "timeout"
         except KeyboardInterrupt:
             if url is None:
