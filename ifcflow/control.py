@@ -92,4 +92,5 @@ def retry(conn: Redis, run_id: str, step: str | None = None, ttl: int = store.DE
         store.revive(conn, run_id)
         attempt = conn.hincrby(store.run_key(run_id), "retries", 1)
         enqueue.submit(conn, plan, ttl=ttl, only=chosen, gate_name=f"retry{attempt}")
-        return [s.id for s in plan.steps if s.id in chosen]
+    reconcile.run(conn, run_id, plan=plan)  # what was asked for while we held the lock
+    return [s.id for s in plan.steps if s.id in chosen]

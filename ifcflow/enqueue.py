@@ -15,7 +15,7 @@ from redis.exceptions import WatchError
 from rq import Queue, Retry
 from rq.job import Dependency, Job, JobStatus
 
-from . import graph, store
+from . import graph, rqstore, store
 from .errors import RunExists
 from .plan import Plan, PlannedStep
 
@@ -98,15 +98,6 @@ def job_options(plan: Plan, step: PlannedStep, ttl: int, start: str, only: set[s
 
 def rollback(conn: Redis, run_id: str | None, job_ids: list[str]) -> None:
     """Delete the jobs created so far (and the run record), so a failed start leaves nothing behind."""
-    for job_id in reversed(job_ids):
-        try:
-            job = Job.fetch(job_id, connection=conn)
-        except Exception:
-            continue
-        try:
-            job.delete(remove_from_queue=True)
-        except Exception:
-            pass
-        conn.delete(Job.dependents_key_for(job_id), f"rq:results:{job_id}")
+    rqstore.delete_jobs(conn, list(reversed(job_ids)))
     if run_id is not None:
         store.delete_run(conn, run_id)

@@ -175,7 +175,7 @@ def end(conn: Redis, reader: StatusReader, status: RunStatus) -> bool:
     final = {sid: {"status": s.status.value, "error": s.error} for sid, s in status.steps.items()}
     if not store.finish_run(conn, run_id, ttl, final):
         return False
-    rqstore.expire_jobs(conn, [s.job_id for s in reader.plan.steps], ttl)
+    rqstore.expire_jobs(conn, [s.job_id for s in reader.plan.steps] + store.gate_ids(conn, run_id), ttl)
     events.run_ended(conn, status)
     store.forget_live(conn, run_id)
     return True

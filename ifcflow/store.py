@@ -53,14 +53,14 @@ def save_run(conn: Redis | RedisPipeline, plan: Plan, ttl: int = DEFAULT_TTL) ->
 def finish_run(conn: Redis, run_id: str, ttl: int, final: dict[str, dict[str, str | None]]) -> bool:
     """Mark the run ended (``ended_at``, ``final`` step states); True for the one caller that did it.
 
-    Its records (and start gates) then expire with its jobs, ``ttl`` seconds from now. A retry makes the run live
-    again (:func:`revive` removes ``ended_at``), so it can end once more.
+    Its records then expire, ``ttl`` seconds from now (the caller lets its jobs and gates expire with them). A
+    retry makes the run live again (:func:`revive` removes ``ended_at``), so it can end once more.
     """
     if not conn.hsetnx(run_key(run_id), "ended_at", time.time()):
         return False
     conn.hset(run_key(run_id), "final", json.dumps(final))
-    for key in [run_key(run_id), steps_key(run_id), *(f"rq:job:{g}" for g in gate_ids(conn, run_id))]:
-        conn.expire(key, ttl)
+    conn.expire(run_key(run_id), ttl)
+    conn.expire(steps_key(run_id), ttl)
     return True
 
 

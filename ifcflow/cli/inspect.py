@@ -118,6 +118,6 @@ def _redis_runs(redis_url: str | None, limit: int) -> list[RunStatus]:
     for run_id in store.recent_runs(conn, limit):
         try:
             found.append(StatusReader(conn, run_id).read())
-        except IfcflowError:  # expired with its results
-            conn.zrem(store.RUNS, run_id)
+        except IfcflowError:  # expired with its results (``ifcflow prune`` removes it from the index)
+            continue
     return found
