@@ -149,6 +149,11 @@ def test_plain_rq_worker_runs_ifcflow_jobs(conn: Redis, folder: Path, redis_serv
                        check=True, capture_output=True, timeout=120)
     result = status.read(conn, planned.run_id)
     assert result.status == RunState.SUCCEEDED, result.model_dump_json(indent=1)
+    assert not conn.hexists(store.run_key(planned.run_id), "ended_at")  # plain workers do not end runs...
+    done = _cli("reconcile", "--redis", redis_server.url)  # ...the reconciler does (ifcflow reconcile --loop)
+    assert done.returncode == 0 and "reconciled 1 run(s)" in done.stdout, done.stderr
+    assert conn.hexists(store.run_key(planned.run_id), "ended_at")
+    assert planned.run_id not in store.live_runs(conn)
 
 
 def test_gate_holds_roots_until_everything_is_enqueued(conn: Redis, folder: Path) -> None:
