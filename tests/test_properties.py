@@ -113,6 +113,7 @@ def forked(redis_server: EmbeddedRedis, conn: Redis) -> Iterator[Workers]:
     procs.stop()
 
 
+@pytest.mark.timeout(120 + 30 * EXAMPLES)  # each example runs for real: up to 20 steps on two forked workers
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=dags(most=20))
 def test_random_dags_on_forked_workers(steps: list[dict[str, object]], redis_server: EmbeddedRedis,
