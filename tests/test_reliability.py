@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,15 +36,18 @@ class Workers:
     """Real ``ifcflow worker`` processes on the test's Redis."""
 
     def __init__(self, url: str, count: int = 1):
+        # their log goes to a file: a pipe nobody reads fills up and blocks a worker after a few hundred failed jobs
+        self.log = tempfile.TemporaryFile()
         self.procs = [subprocess.Popen([sys.executable, "-m", "ifcflow", "worker", "--redis", url, "--quiet",
                                         "--name", f"test-{os.getpid()}-{i}-{time.monotonic_ns()}"],
-                                       start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                       start_new_session=True, stdout=subprocess.DEVNULL, stderr=self.log)
                       for i in range(count)]
 
     def stop(self) -> None:
         """SIGKILL every worker with its work horse (RQ puts horses in their own process group)."""
         for proc in self.procs:
             kill_tree(proc)
+        self.log.close()
 
 
 @pytest.fixture()

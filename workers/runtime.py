@@ -34,6 +34,8 @@ from ifcflow.states import StepState
 from ifcflow.status import StatusReader
 
 O = TypeVar("O", bound=Options)
+UNDECIDED_WAIT = 10.0
+"""Seconds a step whose condition is not decided yet waits for its needs' ends to be recorded, then fails."""
 
 
 @dataclass
@@ -131,13 +133,19 @@ def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
     """Evaluate the step's condition against its needs now; record and return the reason to skip, if any.
 
     RQ starts a step only once every step its condition depends on ended (see
-    :func:`ifcflow.enqueue.job_options`), so the condition is decided here. Should it still be undecided, the
+    :func:`ifcflow.enqueue.job_options`), so the condition is decided here; a step released by a need that is
+    still recording its own end waits for that (at most :data:`UNDECIDED_WAIT`). Should it stay undecided, the
     step fails with a plain reason rather than run on a guess or block its worker.
     """
     reader = StatusReader(job.connection, run_id)
-    states, causes = reconcile.states_of(reader.fetch())
     by_id = {s.id: s for s in reader.plan.steps}
-    action, reason = policy.verdict(planned, by_id, states, causes)
+    deadline = time.monotonic() + UNDECIDED_WAIT
+    while True:  # a need that released this step may still be recording its own end (milliseconds)
+        states, causes = reconcile.states_of(reader.fetch())
+        action, reason = policy.verdict(planned, by_id, states, causes)
+        if action != "wait" or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
     if action == "wait":
         waiting = [n for n in planned.needs if not states.get(n, StepState.PENDING).terminal]
         raise StepError(f"started before its condition could be decided (still running upstream: "
