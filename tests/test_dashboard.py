@@ -1,0 +1,66 @@
+"""``ifcflow dashboard``: the real rq-dashboard on a test Redis shows ifcflow jobs by pipeline and step."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from redis import Redis
+
+from ifcflow import runner
+from ifcflow.embedded import EmbeddedRedis
+
+from .conftest import work
+from .factories import tiny_model, write_pipeline
+from .processes import free_port, get_json, spawn, stop, wait_http
+
+PIPELINE = """\
+    version: 1
+    name: handover
+    inputs: {arch: arch.ifc}
+    steps:
+      json: {uses: ifc2json, with: {ifc: "${{ inputs.arch }}", output: arch.json}}
+      slim: {uses: ifcpatch, needs: [json], with: {ifc: "${{ inputs.arch }}", recipe: Optimise}}
+    """
+
+
+@pytest.fixture()
+def dashboard(redis_server: EmbeddedRedis, conn: Redis, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    log = tmp_path / "dashboard.log"
+    ifcflow = shutil.which("ifcflow", path=str(Path(sys.executable).parent)) or "ifcflow"
+    process = spawn([ifcflow, "dashboard", "--redis", redis_server.url, "--port", str(port)], log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_http(f"{base}/0/data/queues.json", process, log)
+        yield base
+    finally:
+        stop(process)
+
+
+def test_dashboard_shows_ifcflow_jobs_by_pipeline_and_step(conn: Redis, dashboard: str, tmp_path: Path) -> None:
+    tiny_model(tmp_path / "arch.ifc")
+    planned = runner.start(conn, write_pipeline(tmp_path, PIPELINE), out=tmp_path / "runs")
+    json_step, slim_step = planned.step("json"), planned.step("slim")
+
+    queues = {q["name"]: q["count"] for q in get_json(f"{dashboard}/0/data/queues.json")["queues"]}
+    assert queues["ifc2json"] == 1
+
+    listed = get_json(f"{dashboard}/0/data/jobs/ifc2json/queued/8/asc/1.json")["jobs"]
+    assert [(j["id"], j["description"]) for j in listed] == [
+        (json_step.job_id, f"handover/json (ifc2json) run {planned.run_id}")]
+
+    waiting = get_json(f"{dashboard}/0/data/job/{slim_step.job_id}.json")
+    assert waiting["description"] == f"handover/slim (ifcpatch) run {planned.run_id}"
+    assert waiting["status"] == "deferred" and waiting["depends_on"] == [json_step.job_id]
+    with urllib.request.urlopen(f"{dashboard}/0/view/job/{slim_step.job_id}", timeout=10) as page:
+        assert slim_step.job_id in page.read().decode()
+
+    work(conn)
+    done = get_json(f"{dashboard}/0/data/job/{json_step.job_id}.json")
+    assert done["status"] == "finished" and done["origin"] == "ifc2json"
+    assert done["result"]["success"] is True
