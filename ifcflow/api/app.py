@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from .. import connection
 from ..errors import IfcflowError, PipelineError, RunNotFound
-from . import events, health, jobs, original, runs, uploads
+from . import events, health, jobs, original, runs, ui, uploads
 from .paths import UnsafePath
 from .settings import Settings
 from .watcher import Watcher
@@ -84,4 +84,5 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     _errors(app)
     for module in (health, original, jobs, uploads, runs, events):
         app.include_router(module.router)
+    ui.install(app)  # the web page under /ui (issue 11)
     return app

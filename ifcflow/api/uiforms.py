@@ -79,7 +79,7 @@ async def save_upload(upload: Any, uploads: Path, limit: int) -> str:
 async def start_from_form(request: Any, form: Any) -> Outcome:
     """Start the chosen committed pipeline with the uploaded or picked inputs (``POST /runs`` with ``file``)."""
     from fastapi import HTTPException
-    from starlette.concurrency import run_in_threadpool
+    from fastapi.concurrency import run_in_threadpool
 
     from .runs import RunRequest, start_run
 
@@ -92,11 +92,12 @@ async def start_from_form(request: Any, form: Any) -> Outcome:
                 outcome.picked[name] = await save_upload(value, settings.uploads, settings.max_upload)
             elif kind == "pick" and isinstance(value, str) and value:
                 outcome.picked.setdefault(name, value)
-        body = RunRequest(file=outcome.pipeline, inputs=outcome.picked)
+        body = RunRequest(pipeline=None, file=outcome.pipeline, inputs=outcome.picked, webhook=None)
         started = await run_in_threadpool(start_run, request, body)
         outcome.run_id = started.run_id
-    except PipelineError as exc:
-        outcome.problems = [str(p) for p in exc.problems]
+    except PipelineError as exc:  # paths shown relative to the pipelines folder: the server's layout is not news
+        folder = f"{settings.pipelines}/"
+        outcome.problems = [str(p).replace(folder, "") for p in exc.problems]
     except HTTPException as exc:
         outcome.error = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     except IfcflowError as exc:

@@ -52,7 +52,7 @@
     const pct = step.status === "succeeded" ? 100 : (progress.percent || 0);
     cells.push(el("td", {class: "num"},
       step.status === "running" || step.status === "succeeded"
-        ? [`${Math.round(pct)} %`, el("div", {class: "bar"}, el("i", {style: `width:${pct}%`})),
+        ? [`${Math.round(pct)} %`, el("div", {class: `bar ${step.status}`}, el("i", {style: `width:${pct}%`})),
            step.status === "running" && progress.message ? el("div", {class: "sub"}, progress.message) : null]
         : ""));
     let detail = "";
@@ -81,7 +81,7 @@
       Object.entries(c).filter(([, n]) => n).map(([s, n]) => `${n} ${label(s)}`).join(" · ") || `${total} steps`;
     document.getElementById("run-created").textContent = ago(doc.created_at);
     document.getElementById("run-created").title = doc.created_at;
-    document.getElementById("run-ended").textContent = doc.ended_at ? `ended ${ago(doc.ended_at)}` : "";
+    document.getElementById("run-ended").textContent = doc.ended_at ? ` · ended ${ago(doc.ended_at)}` : "";
     const body = document.getElementById("steps");
     body.replaceChildren(...Object.entries(doc.steps).map(([id, step]) => row(id, step)));
     for (const [id, step] of Object.entries(doc.steps)) {
