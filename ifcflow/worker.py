@@ -102,7 +102,8 @@ def run_worker(url: str, queues: Sequence[str], burst: bool = False, name: str |
             worked |= worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
         except RedisError as exc:
             log.error("lost Redis at %s: %s", url, exc)
-        if burst or worker._stop_requested:
+        # an idle worker's warm shutdown raises StopRequested without setting _stop_requested: check both
+        if burst or worker._stop_requested or worker._shutdown_requested_date is not None:
             return worked
         delay = 1.0
         while True:  # wait for Redis to come back, then start a fresh worker
