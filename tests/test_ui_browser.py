@@ -69,6 +69,8 @@ def sign_in(page: Any, api: ApiServer, path: str = "/ui") -> None:
     page.fill("input[name=key]", "wrong")
     page.click("button[type=submit]")
     assert "not one of this server's API keys" in page.inner_text("[role=alert]")
+    if path == "/ui/new":
+        screenshot(page.context.browser, page, "ui-login.png")
     page.fill("input[name=key]", KEY)
     page.click("button[type=submit]")
     page.wait_for_url(f"{api.url}{path}")
@@ -211,3 +213,31 @@ def test_api_accepts_the_session_cookie_but_not_from_another_site(server: ApiSer
         assert client.post("/runs/nope/cancel", headers={"Origin": server.url}).status_code == 404
         client.post("/ui/logout")
         assert client.get("/runs").status_code == 401
+
+
+def test_cancel_a_waiting_run_then_retry_it(server: ApiServer, browser: Any) -> None:
+    from ifcflow.demo import write_demo
+
+    write_demo(server.data / "uploads")
+    headers = {"X-API-Key": KEY}
+    body = {"file": "coordination.yaml", "inputs": {"arch": "arch.ifc", "mep": "mep.ifc", "rules": "rules.ids"}}
+    run_id = httpx.post(f"{server.url}/runs", json=body, headers=headers, timeout=30).json()["run_id"]
+
+    page = browser.new_context(viewport={"width": 1360, "height": 1000}).new_page()
+    sign_in(page, server, f"/ui/runs/{run_id}")
+    edges = page.eval_on_selector_all("svg.dag path.edge", "ps => ps.map(p => p.dataset.from + '>' + p.dataset.to)")
+    assert sorted(edges) == ["clash>clashing-elements", "validate>clash"]
+    assert page.is_enabled("#cancel") and page.is_disabled("#retry")  # nothing to retry while it waits
+    page.click("#cancel")
+    page.wait_for_selector("#run-state .s-canceled", timeout=30_000)
+    states = page.eval_on_selector_all("#steps tr", "rows => rows.map(r => r.dataset.state)")
+    assert states == ["canceled"] * 5
+    assert page.is_disabled("#cancel") and page.is_enabled("#retry")
+
+    server.start_workers(2)
+    page.click("#retry")
+    page.wait_for_selector("#run-state .s-succeeded", timeout=120_000)
+    classes = page.eval_on_selector_all("svg.dag g.node", "gs => gs.map(g => g.getAttribute('class'))")
+    assert classes == ["node state-succeeded"] * 5
+    page.wait_for_selector("#notice", state="hidden")  # "Retrying..." is gone once the run ended
+    screenshot(browser, page, "ui-run-coordination.png")

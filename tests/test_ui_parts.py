@@ -30,6 +30,14 @@ def test_svg_has_a_box_per_step_coloured_by_state_and_an_arrow_per_edge() -> Non
     boxes = {b.step: b for b in dag.layout(DIAMOND)[0]}
     assert boxes["top"].x < boxes["left"].x == boxes["right"].x < boxes["bottom"].x
     assert boxes["left"].y != boxes["right"].y
+    assert boxes["left"].y == boxes["top"].y  # level with its parent
+    assert boxes["bottom"].y == (boxes["left"].y + boxes["right"].y) // 2  # between its parents
+
+
+def test_a_chain_draws_straight_beside_an_independent_step() -> None:
+    boxes = {b.step: b for b in dag.layout({"a": ("x", "pending", []), "solo": ("x", "pending", []),
+                                             "b": ("x", "pending", ["a"]), "c": ("x", "pending", ["b"])})[0]}
+    assert boxes["a"].y == boxes["b"].y == boxes["c"].y < boxes["solo"].y
 
 
 def test_svg_escapes_step_names_and_shortens_long_ones() -> None:

@@ -50,17 +50,22 @@ def layers(needs: Mapping[str, Sequence[str]]) -> list[list[str]]:
 
 
 def layout(steps: Mapping[str, tuple[str, str, Sequence[str]]]) -> tuple[list[Box], int, int]:
-    """Boxes for ``{step: (service, state, needs)}`` and the drawing's width and height."""
+    """Boxes for ``{step: (service, state, needs)}`` and the drawing's width and height. The first layer is
+    stacked from the top; a later step sits level with its parents (their mean), pushed down only to avoid
+    overlapping the step above it, so chains draw as straight lines."""
     grouped = layers({step: needs for step, (_, _, needs) in steps.items()})
-    tallest = max((len(layer) for layer in grouped), default=0)
-    height = PAD * 2 + tallest * BOX_H + max(tallest - 1, 0) * GAP_Y
-    boxes = []
+    top: dict[str, int] = {}
     for column, layer in enumerate(grouped):
-        top = (height - (len(layer) * BOX_H + (len(layer) - 1) * GAP_Y)) // 2
-        for row, step in enumerate(layer):
-            service, state, _ = steps[step]
-            boxes.append(Box(step, service, state, PAD + column * (BOX_W + GAP_X), top + row * (BOX_H + GAP_Y)))
+        below = PAD
+        for step in layer:
+            parents = [top[p] for p in steps[step][2] if p in top]
+            wanted = round(sum(parents) / len(parents)) if parents and column else below
+            top[step] = max(wanted, below)
+            below = top[step] + BOX_H + GAP_Y
+    boxes = [Box(step, steps[step][0], steps[step][1], PAD + column * (BOX_W + GAP_X), top[step])
+             for column, layer in enumerate(grouped) for step in layer]
     width = PAD * 2 + len(grouped) * BOX_W + max(len(grouped) - 1, 0) * GAP_X
+    height = max((y + BOX_H for y in top.values()), default=0) + PAD
     return boxes, width, height
 
 

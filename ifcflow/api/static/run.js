@@ -44,7 +44,7 @@
     const progress = step.progress || {};
     const cells = [];
     cells.push(el("td", {}, el("a", {href: `#step-${id}`, class: "mono", "data-focus": id}, id)));
-    cells.push(el("td", {}, step.service, el("div", {class: "sub"}, `queue ${step.queue}`)));
+    cells.push(el("td", {}, step.service, el("div", {class: "sub nowrap"}, `queue ${step.queue}`)));
     cells.push(el("td", {}, badge(step.status)));
     cells.push(el("td", {class: "mono sub"}, step.worker || ""));
     cells.push(el("td", {class: "num"}, step.attempt ? `${step.attempt} / ${step.attempts}` : `– / ${step.attempts}`));
@@ -115,6 +115,7 @@
       source.close();
       source = null;
       live(false, "run ended");
+      notice("");
     });
     source.onerror = () => {
       if (source && source.readyState === EventSource.CLOSED) live(false, "disconnected: reload to reconnect");
