@@ -8,7 +8,7 @@ import sys
 import click
 
 from ..errors import IfcflowError
-from . import inspect, operate, run, tools  # noqa: F401  (each module registers its commands)
+from . import inspect, operate, run, serve, tools  # noqa: F401  (each module registers its commands)
 from .app import cli, err
 
 __all__ = ["cli", "main"]
