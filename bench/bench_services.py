@@ -8,7 +8,7 @@ For every (service, model) pair:
 - direct: a fresh ``python -c`` process imports the library (untimed), then times opening the model, the same
   library call and writing the output; it prints the seconds and its own ``ru_maxrss``.
 
-Models are read from /work/shared/ifc (read-only; symlinked into a temporary folder, never copied).
+Models are read from ../shared/ifc (next to the checkout) (read-only; symlinked into a temporary folder, never copied).
 Cheap combinations are measured twice (best of 2).
 Run: ``python -m bench.bench_services`` (about 5-10 minutes on 2 cores). See bench/README.md for results.
 """
@@ -35,7 +35,8 @@ from ifcflow.demo import write_demo  # noqa: E402
 from ifcflow.embedded import EmbeddedRedis  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-MODELS = {"duplex": Path("/work/shared/ifc/duplex.ifc"), "fzk-haus": Path("/work/shared/ifc/AC20-FZK-Haus.ifc")}
+SHARED_IFC = Path(__file__).resolve().parent.parent.parent / "shared" / "ifc"
+MODELS = {"duplex": SHARED_IFC / "duplex.ifc", "fzk-haus": SHARED_IFC / "AC20-FZK-Haus.ifc"}
 LIMIT = 120.0  # seconds: a combination slower than this is skipped
 CHEAP = 20.0  # seconds: step + direct below this are measured twice (best of 2)
 BUDGET = 600.0  # seconds for the whole run: what is left after this is skipped

@@ -13,6 +13,7 @@ from . import store
 from .errors import IfcflowError
 from .services import QUEUES
 from .status import StatusReader
+from .worker import services_of
 
 
 def queues(conn: Redis) -> list[dict[str, Any]]:
@@ -50,6 +51,7 @@ def workers(conn: Redis) -> list[dict[str, Any]]:
             "current_job": job, "hostname": worker.hostname, "pid": worker.pid,
             "last_heartbeat": worker.last_heartbeat.isoformat() if worker.last_heartbeat else None,
             "successful_jobs": worker.successful_job_count, "failed_jobs": worker.failed_job_count,
+            "services": services_of(conn, worker.key),
         })
     return rows
 

@@ -17,7 +17,7 @@ from . import expressions, graph
 from .document import Document
 from .errors import PipelineError
 from .services import SERVICES
-from .services.base import InputFile, OutputFile, file_options
+from .services.base import JOB_FUNC, InputFile, OutputFile, file_options
 
 
 class PlannedStep(BaseModel):
@@ -115,7 +115,7 @@ def _plan_step(doc: Document, step_id: str, run_id: str, run_dir: Path, done: di
     retry = step.retry or defaults.retry
     backoff = [] if retry is None else (retry.backoff if isinstance(retry.backoff, list) else [retry.backoff])
     return PlannedStep(
-        id=step_id, name=step.name, service=service.name, queue=service.queue, func=service.func,
+        id=step_id, name=step.name, service=service.name, queue=service.queue, func=JOB_FUNC,
         job_id=job_id(run_id, step_id), needs=list(doc.edges[step_id]),
         timeout=step.timeout or defaults.timeout or service.timeout,
         attempts=retry.attempts if retry else 1, backoff=backoff,

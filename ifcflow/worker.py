@@ -9,6 +9,7 @@ minutes, and skips a step's dependents when its work horse was killed (OOM kille
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -24,24 +25,54 @@ from .services import QUEUES, SERVICES
 JOB_MONITORING_INTERVAL = 5
 """Seconds between heartbeats while a job runs; a job's heartbeat expires 60 s after the last one."""
 WORKER_TTL = 60
+SERVICES_FIELD = "ifcflow_services"
+"""Field of RQ's worker hash where an ``ifcflow worker`` records the services it can run."""
 
 log = logging.getLogger(__name__)
 
 
-def preload(services: Sequence[str] = ()) -> None:
-    """Import ifcopenshell and the service modules (all, or just ``services``) once, before forking."""
+def preload(services: Sequence[str] = ()) -> dict[str, str]:
+    """Import ifcopenshell and the service modules (all, or just ``services``) once, before forking.
+
+    Returns the services that cannot be imported here, with the reason; their steps fail with that reason in
+    plain words (see :mod:`workers.dispatch`) while the other services run.
+    """
     import ifcopenshell  # noqa: F401
 
+    import workers.dispatch  # noqa: F401  (the job function of every step)
+
+    unavailable = {}
     for service in (SERVICES[name] for name in (services or SERVICES) if name in SERVICES):
         module = service.func.rsplit(".", 1)[0]
         try:
             importlib.import_module(module)
-        except ImportError as exc:  # jobs of that service will fail with this error; the others still run
-            log.error("cannot import %s for service %s: %s", module, service.name, exc)
+        except ImportError as exc:
+            unavailable[service.name] = str(exc)
+            log.error("service %s is not available on this worker: cannot import %s: %s (install ifcflow with "
+                      "its dependencies: pip install ifcflow)", service.name, module, exc)
+    return unavailable
+
+
+def services_of(conn: Redis, worker_key: str) -> dict[str, Any] | None:
+    """What an ``ifcflow worker`` recorded at start: ``{"available": [...], "unavailable": {name: reason}}``;
+    None for a worker that did not record it (a plain ``rq worker``)."""
+    raw = conn.hget(worker_key, SERVICES_FIELD)
+    return json.loads(raw) if raw else None
 
 
 class IfcflowWorker(Worker):
-    """An RQ worker that repairs a run at once when a job of it ends badly outside the job's own code."""
+    """An RQ worker that repairs a run at once when a job of it ends badly outside the job's own code, and
+    records in its RQ worker hash which services it can run (``ifcflow workers`` shows them)."""
+
+    unavailable: dict[str, str] | None = None
+    """Services whose module could not be imported (set by :func:`run_worker` after :func:`preload`)."""
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        if self.unavailable is not None:
+            record = {"available": [name for name in SERVICES if name not in self.unavailable],
+                      "unavailable": self.unavailable}
+            self.connection.hset(self.key, SERVICES_FIELD, json.dumps(record))
 
     def execute_job(self, job: Job, queue: Any) -> None:
         super().execute_job(job, queue)
@@ -93,11 +124,12 @@ def run_worker(url: str, queues: Sequence[str], burst: bool = False, name: str |
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
         log.warning("queues %s are not ifcflow queues (%s); listening anyway", unknown, ", ".join(QUEUES))
-    preload(services)
+    unavailable = preload(services)
     worked = False
     for restart in range(1_000_000):
         # a restarted worker gets a new name: the old one may still look alive in a persisted Redis
         worker = make_worker(connect(url), queues, name if restart == 0 or name is None else f"{name}-{restart}")
+        worker.unavailable = unavailable
         try:
             worked |= worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
         except RedisError as exc:

@@ -25,7 +25,7 @@ import yaml
 
 from ifcflow.embedded import find_server
 
-from .processes import free_port, spawn, stop
+from .servers import free_port, spawn, stop
 
 _VAR = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
 

@@ -13,6 +13,8 @@ from ifcflow import runner, status
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.services import QUEUES
 
+from . import processes
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 SHARED_IFC = SHARED / "ifc"
@@ -50,3 +52,20 @@ def shared_ifc(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is not present: the real-model tests need ../shared/ifc next to the checkout")
     return path
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the session when a process that a test started is still alive (and kill it)."""
+    alive = processes.leftovers()
+    if not alive:
+        return
+    lines = []
+    for proc in alive:
+        try:
+            lines.append(f"  pid {proc.pid}: {' '.join(proc.cmdline())[:200]}")
+            proc.kill()
+        except Exception:
+            continue
+    print("\nERROR: processes started by tests were still alive at the end of the session (killed now):\n"
+          + "\n".join(lines))
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

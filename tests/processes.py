@@ -1,63 +1,65 @@
-"""Starting and stopping real server processes in tests: free ports, waiting for HTTP, clean shutdown."""
+"""Processes that tests start: stopped robustly, and none may outlive the test session.
+
+Every process started by the test session (directly or by a process it started) inherits ``IFCFLOW_TEST_SESSION``;
+at the end of the session :func:`leftovers` finds any that is still alive, wherever it was re-parented to, and
+the session fails (see ``conftest.pytest_sessionfinish``). That catches a teardown that missed a worker, which
+would otherwise take the jobs of later tests.
+"""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import socket
 import subprocess
 import time
-import urllib.error
-import urllib.request
-from pathlib import Path
-from typing import Any
+import uuid
+
+import psutil
+
+MARKER = "IFCFLOW_TEST_SESSION"
+SESSION = os.environ.setdefault(MARKER, uuid.uuid4().hex)
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def spawn(args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    """Start ``args`` in its own process group, output to ``log``."""
-    with log.open("ab") as out:
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True)
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
-    """SIGTERM the process group of ``process`` (it was started with its own session), SIGKILL if it lingers."""
-    if process.poll() is not None:
-        return
+def kill_tree(proc: subprocess.Popen[bytes] | subprocess.Popen[str], sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to ``proc``, its process group and all its descendants (an RQ work horse has a group of its
+    own), ignoring processes that are already gone; then reap ``proc``."""
     try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-    except ProcessLookupError:
-        process.wait()
-
-
-def wait_http(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 60.0) -> None:
-    """Wait until ``url`` answers (any HTTP status); fail with the process log if it exits or times out."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"{process.args} exited with {process.returncode}:\n{log.read_text(errors='replace')}")
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        descendants = []
+    for kill in (lambda: os.killpg(proc.pid, sig), lambda: os.kill(proc.pid, sig)):
         try:
-            urllib.request.urlopen(url, timeout=2).close()
-            return
-        except urllib.error.HTTPError:
-            return
-        except OSError:
-            time.sleep(0.1)
-    raise AssertionError(f"{url} did not answer within {timeout:.0f}s:\n{log.read_text(errors='replace')}")
+            kill()
+        except (ProcessLookupError, PermissionError):
+            pass
+    for child in descendants:
+        try:
+            child.send_signal(sig)
+        except psutil.NoSuchProcess:
+            pass
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for stream in (proc.stdout, proc.stderr):
+        if stream:
+            stream.close()
 
 
-def get_json(url: str, headers: dict[str, str] | None = None) -> Any:
-    request = urllib.request.Request(url, headers=headers or {})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+def leftovers(grace: float = 10.0) -> list[psutil.Process]:
+    """Processes of this test session (other than this one) still alive after ``grace`` seconds."""
+    deadline = time.monotonic() + grace
+    while True:
+        alive = []
+        for proc in psutil.process_iter():
+            if proc.pid == os.getpid():
+                continue
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE and proc.environ().get(MARKER) == SESSION:
+                    alive.append(proc)
+            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+                continue
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.2)

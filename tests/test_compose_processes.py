@@ -16,7 +16,7 @@ from rq import Worker
 from .composelocal import LocalCompose
 from .conftest import ROOT
 from .factories import walls_model
-from .processes import get_json, wait_http
+from .servers import get_json, wait_http
 
 KEY = "compose-test-key"
 PENDING = {"scheduler": "`ifcflow scheduler` comes with issue 12 (branch batch)"}

@@ -16,7 +16,7 @@ from ifcflow.embedded import EmbeddedRedis
 
 from .conftest import work
 from .factories import tiny_model, write_pipeline
-from .processes import free_port, get_json, spawn, stop, wait_http
+from .servers import free_port, get_json, spawn, stop, wait_http
 
 PIPELINE = """\
     version: 1

@@ -22,6 +22,7 @@ from ifcflow.errors import RunNotFound
 from ifcflow.states import RunState, StepState
 
 from .conftest import work
+from .processes import kill_tree
 from .factories import tiny_model, write_pipeline
 
 PIPELINE = """\
@@ -126,8 +127,7 @@ def test_worker_reconnects_after_restart(server: Server, folder: Path) -> None:
             time.sleep(0.2)
         assert status.read(conn, planned.run_id).status == RunState.SUCCEEDED
     finally:
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
+        kill_tree(worker)
 
 
 @pytest.mark.parametrize("command", [["status", "some-run"], ["runs"], ["queues"], ["workers"], ["cancel", "x"],

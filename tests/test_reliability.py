@@ -20,6 +20,7 @@ from ifcflow.embedded import EmbeddedRedis
 from ifcflow.states import RunState, StepState
 
 from .conftest import run_pipeline, shared_ifc, work
+from .processes import kill_tree
 from .factories import tiny_model, wall_name_ids, write_pipeline
 
 
@@ -42,13 +43,7 @@ class Workers:
     def stop(self) -> None:
         """SIGKILL every worker with its work horse (RQ puts horses in their own process group)."""
         for proc in self.procs:
-            if proc.poll() is None:
-                for child in psutil.Process(proc.pid).children(recursive=True):
-                    child.kill()
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            if proc.stderr:
-                proc.stderr.close()
+            kill_tree(proc)
 
 
 @pytest.fixture()

@@ -13,7 +13,7 @@ from rq import Worker
 
 from ifcflow.embedded import EmbeddedRedis
 
-from .processes import spawn, stop
+from .servers import spawn, stop
 
 
 def test_idle_worker_exits_on_sigterm(redis_server: EmbeddedRedis, conn: Redis, tmp_path: Path) -> None:

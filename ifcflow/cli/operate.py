@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
 
@@ -86,7 +87,7 @@ def queues(redis_url: str | None, to_empty: str | None, as_json: bool) -> None:
 @redis_option
 @click.option("--json", "as_json", is_flag=True)
 def workers(redis_url: str | None, as_json: bool) -> None:
-    """Workers connected to this Redis: state, queues, current job, last heartbeat."""
+    """Workers connected to this Redis: state, queues, current job, which services each can run."""
     from .. import maintenance
 
     rows = maintenance.workers(redis_from(redis_url))
@@ -94,8 +95,19 @@ def workers(redis_url: str | None, as_json: bool) -> None:
         click.echo(json.dumps(rows, indent=2))
     for r in rows if not as_json else []:
         click.echo(f"{r['name']:<40} {r['state']:<10} {','.join(r['queues']):<30} {r['current_job'] or '-'}")
+        click.echo(f"    services: {_services(r['services'])}")
     if not rows and not as_json:
         click.echo("no workers; start one with: ifcflow worker --redis URL")
+
+
+def _services(record: dict[str, Any] | None) -> str:
+    if record is None:
+        return "unknown (a plain rq worker: it runs a service when the service's module imports there)"
+    missing = record["unavailable"]
+    if not missing:
+        return "all"
+    return ", ".join(record["available"]) + "; NOT available: " + "; ".join(
+        f"{name} ({reason})" for name, reason in missing.items())
 
 
 @cli.command()

@@ -35,7 +35,7 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
     from .. import enqueue
     from ..api import webhook as hooks
 
-    report_specs = report_specs(reports)
+    wanted_reports = report_specs(reports)
     record = {hooks.FIELD: hooks.check_url(webhook, None)} if webhook else None
     doc = document.load(file, parse_inputs(inputs))
     planned = make_plan(doc, out_root=out)
@@ -56,5 +56,5 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
         status = follow(StatusReader(conn, planned.run_id, planned), timeout, quiet=as_json, health=health)
         if webhook and url is None:  # the private Redis and its workers end with this command: deliver first
             hooks.await_delivery(conn, planned.run_id, timeout=60)
-    write_reports(status, report_specs)
+    write_reports(status, wanted_reports)
     finish(status, as_json)

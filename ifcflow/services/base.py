@@ -62,6 +62,10 @@ def stem(path: str) -> str:
     return name.split(".")[0] if name and not name.startswith("${{") else "output"
 
 
+JOB_FUNC = "workers.dispatch.run"
+"""What RQ calls for every step; it imports the service's own module (``Service.func``) when the step runs."""
+
+
 @dataclass(frozen=True)
 class Service:
     """A pipeline step type: its options, the worker function that runs it and the RQ queue it goes to."""
