@@ -137,7 +137,7 @@ def runs_page(request: Request, state: str = "") -> Response:
             continue
         if not chosen or status.status.value == chosen:
             rows.append(summary(status))
-    return page(request, "runs.html", section="runs", runs=rows, states=states, state=chosen)
+    return page(request, "runs.html", section="runs", runs=rows, states=states, state=chosen, error=None)
 
 
 @router.get("/runs/{run_id}", response_class=HTMLResponse)
