@@ -2,7 +2,8 @@
 
 rq-dashboard 0.9.0's job detail endpoint decodes ``Job.dependency_ids`` as bytes, but rq 3.0 returns ``str``: every
 job with a dependency answers 500 there, and every ifcflow step depends on its run's start gate or its needs. This
-module registers a corrected view for that one endpoint (same JSON fields); the rest is rq-dashboard's.
+module registers a corrected view for that one endpoint (same JSON fields; a result kept in the job hash is shown
+too); the rest is rq-dashboard's.
 """
 
 from __future__ import annotations
@@ -11,6 +12,16 @@ import json
 from typing import Any
 
 ENDPOINT = "rq_dashboard.job_info"
+
+
+def returned(job: Any) -> Any:
+    """The job's return value: from RQ's results stream, else from the job hash's ``result`` field (RQ's older
+    place for it, where a compacted finished job keeps it)."""
+    value = job.return_value()
+    if value is None:
+        raw = job.connection.hget(job.key, "result")
+        value = job.serializer.loads(raw) if raw is not None else None
+    return value
 
 
 def job_info(instance_number: int, job_id: str) -> Any:
@@ -27,7 +38,7 @@ def job_info(instance_number: int, job_id: str) -> Any:
     result: dict[str, Any] = {
         "id": job.id, "created_at": serialize_date(job.created_at), "enqueued_at": serialize_date(job.enqueued_at),
         "started_at": serialize_date(job.started_at), "ended_at": serialize_date(job.ended_at),
-        "origin": job.origin, "status": job.get_status(), "result": job.return_value(),
+        "origin": job.origin, "status": job.get_status(), "result": returned(job),
         "exc_info": latest.exc_string if latest else None, "description": format_job_description(job),
         "metadata": json.dumps(job.get_meta(), cls=encoder),
     }

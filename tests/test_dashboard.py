@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import shutil
 import sys
 import urllib.request
@@ -64,3 +65,9 @@ def test_dashboard_shows_ifcflow_jobs_by_pipeline_and_step(conn: Redis, dashboar
     done = get_json(f"{dashboard}/0/data/job/{json_step.job_id}.json")
     assert done["status"] == "finished" and done["origin"] == "ifc2json"
     assert done["result"]["success"] is True
+
+    # a finished job whose result lives in its hash (RQ's older place; compacted runs keep it there) shows it too
+    stream = f"rq:results:{json_step.job_id}"
+    conn.hset(f"rq:job:{json_step.job_id}", "result", pickle.dumps({"success": True, "message": "kept"}))
+    conn.delete(stream)
+    assert get_json(f"{dashboard}/0/data/job/{json_step.job_id}.json")["result"]["message"] == "kept"
