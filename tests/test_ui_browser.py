@@ -137,6 +137,11 @@ def test_start_a_committed_pipeline_watch_it_live_and_download_the_result(server
     download.value.save_as(saved)
     assert saved.name == "wall-quantities.xlsx" and saved.read_bytes()[:2] == b"PK"
 
+    with page.expect_download() as download:
+        page.click("#reports a:text-is('HTML')")
+    assert download.value.suggested_filename == f"{run_id}.html"
+    assert run_id in Path(download.value.path()).read_text()
+
     page.goto(f"{server.url}/ui")
     row = page.locator(f"tr[data-run='{run_id}']")
     assert row.get_attribute("data-state") == "succeeded" and "2/2" in row.inner_text()

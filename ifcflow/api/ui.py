@@ -18,6 +18,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
+from .. import store
 from ..errors import IfcflowError, RunNotFound
 from ..states import RunState, StepState
 from ..status import RunStatus, StatusReader
@@ -127,8 +128,6 @@ def runs_page(request: Request, state: str = "") -> Response:
     states = [s.value for s in RunState]
     chosen = state if state in states else ""
     conn = conn_of(request)
-    from .. import store
-
     rows = []
     for run_id in store.recent_runs(conn, RECENT):
         try:
