@@ -59,7 +59,7 @@ def parse(text: str | bytes, path: Path, overrides: dict[str, str] | None = None
     found = src.problems + _resolve_inputs(doc, overrides or {})
     found += _check_graph(doc)
     if check_files and not found:
-        found += _check_files(doc)
+        found += check_inputs(doc)
     if found:
         raise PipelineError(found)
     return doc
@@ -130,7 +130,9 @@ def _check_reference(doc: Document, step_id: str, where: tuple[str | int, ...], 
     return None, ref.step
 
 
-def _check_files(doc: Document) -> list[Problem]:
+def check_inputs(doc: Document) -> list[Problem]:
+    """Problems with the input files a document names (exist, type, header), for a document loaded with
+    ``check_files=False`` whose paths were vetted first (the HTTP API); [] when all are fine."""
     found = []
     for step_id, step in doc.pipeline.steps.items():
         for sub, marker, value in file_options(step.with_):
