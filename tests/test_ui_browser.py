@@ -220,6 +220,7 @@ def test_cancel_a_waiting_run_then_retry_it(server: ApiServer, browser: Any) -> 
     edges = page.eval_on_selector_all("svg.dag path.edge", "ps => ps.map(p => p.dataset.from + '>' + p.dataset.to)")
     assert sorted(edges) == ["clash>clashing-elements", "validate>clash"]
     assert page.is_enabled("#cancel") and page.is_disabled("#retry")  # nothing to retry while it waits
+    screenshot(browser, page, "ui-run-waiting.png")
     page.click("#cancel")
     page.wait_for_selector("#run-state .s-canceled", timeout=30_000)
     states = page.eval_on_selector_all("#steps tr", "rows => rows.map(r => r.dataset.state)")
