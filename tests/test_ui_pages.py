@@ -58,6 +58,13 @@ def test_without_keys_the_page_is_open_on_loopback(redis_url: str, tmp_path: Pat
         assert "text/css" in httpx.get(f"{server.url}/ui/static/ui.css", timeout=10).headers["content-type"]
 
 
+def test_allowed_networks_pass_without_signing_in_as_for_the_api(redis_url: str, tmp_path: Path) -> None:
+    env = {"IFCFLOW_API_KEYS": KEY, "IFCFLOW_API_ALLOW_NETS": "127.0.0.1/32"}
+    with ApiServer(redis_url, tmp_path / "data", workers=0, env=env) as server:
+        assert httpx.get(f"{server.url}/runs", timeout=10).status_code == 200
+        assert httpx.get(f"{server.url}/ui", timeout=10).status_code == 200
+
+
 def test_status_document_cannot_close_the_script_tag(redis_url: str, tmp_path: Path) -> None:
     uploads = tmp_path / "data" / "uploads"
     with ApiServer(redis_url, tmp_path / "data", workers=0, env={"IFCFLOW_API_KEYS": ""}) as server:

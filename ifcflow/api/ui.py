@@ -41,12 +41,16 @@ def conn_of(request: Request) -> Any:
 
 
 def signed_in(request: Request) -> bool:
-    keys: tuple[str, ...] = settings_of(request).api_keys
-    return not keys or session.valid(request.cookies.get(session.COOKIE), keys)
+    """As the API decides: no keys configured, a client address in IFCFLOW_API_ALLOW_NETS, or a valid session."""
+    settings = settings_of(request)
+    if not settings.api_keys or auth._allowed_address(settings, request.client.host if request.client else None):
+        return True
+    return session.valid(request.cookies.get(session.COOKIE), settings.api_keys)
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
-    context.update(ui=PREFIX, api="", logged_in=bool(settings_of(request).api_keys) and signed_in(request))
+    keys = settings_of(request).api_keys
+    context.update(ui=PREFIX, api="", logged_in=bool(keys) and session.valid(request.cookies.get(session.COOKIE), keys))
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
