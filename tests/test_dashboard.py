@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import os
 import pickle
 import shutil
+import subprocess
 import sys
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -71,3 +75,31 @@ def test_dashboard_shows_ifcflow_jobs_by_pipeline_and_step(conn: Redis, dashboar
     conn.hset(f"rq:job:{json_step.job_id}", "result", pickle.dumps({"success": True, "message": "kept"}))
     conn.delete(stream)
     assert get_json(f"{dashboard}/0/data/job/{json_step.job_id}.json")["result"]["message"] == "kept"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--redis", "redis://127.0.0.1:1/0"], "cannot reach Redis at redis://127.0.0.1:1/0"),
+    (["--redis", "redis://127.0.0.1:1/0", "--username", "ops"], "--username needs --password"),
+])
+def test_dashboard_bad_setup_is_one_clear_error(args: list[str], message: str) -> None:
+    done = subprocess.run([sys.executable, "-m", "ifcflow", "dashboard", *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "IFCFLOW_REDIS_URL": "", "RQ_DASHBOARD_PASSWORD": ""})
+    assert done.returncode == 2 and message in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_dashboard_basic_auth(redis_server: EmbeddedRedis, tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "dashboard.log"
+    process = spawn([sys.executable, "-m", "ifcflow", "dashboard", "--redis", redis_server.url, "--port", str(port),
+                     "--username", "ops"], log, env={"RQ_DASHBOARD_PASSWORD": "s3cret"})
+    base = f"http://127.0.0.1:{port}/0/data/queues.json"
+    try:
+        wait_http(base, process, log)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            get_json(base)
+        assert refused.value.code == 401
+        token = base64.b64encode(b"ops:s3cret").decode()
+        assert "queues" in get_json(base, headers={"Authorization": f"Basic {token}"})
+    finally:
+        stop(process)
