@@ -128,7 +128,10 @@ def test_start_a_committed_pipeline_watch_it_live_and_download_the_result(server
     assert page.evaluate("window.__loads") == loads  # never reloaded
     assert page.get_attribute("svg.dag g.node[data-step=qto]", "class") == "node state-succeeded"
     page.wait_for_selector("#live.off")
-    assert "succeeded" in page.inner_text("#run-state")
+    assert "succeeded" in page.inner_text("#run-state") and page.title().startswith("succeeded · quantities")
+    page.focus("svg.dag g.node[data-step=table]")
+    page.keyboard.press("Enter")
+    assert page.get_attribute("#step-table", "class") == "focus"  # the DAG box leads to its row
     screenshot(browser, page, "ui-run-succeeded.png")
 
     with page.expect_download() as download:

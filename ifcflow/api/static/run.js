@@ -74,6 +74,7 @@
   }
 
   function render() {
+    document.title = `${label(doc.status)} · ${doc.pipeline} · ifcflow`;
     document.getElementById("run-state").replaceChildren(badge(doc.status, "big"));
     const c = doc.counts || {};
     const total = Object.keys(doc.steps).length;
@@ -155,6 +156,11 @@
     document.querySelectorAll("tr.focus").forEach((r) => r.classList.remove("focus"));
     const tr = document.getElementById(`step-${id}`);
     if (tr) { tr.classList.add("focus"); tr.scrollIntoView({block: "nearest", behavior: "smooth"}); }
+  });
+
+  document.addEventListener("keydown", (event) => {
+    const node = event.target.closest && event.target.closest("svg.dag g.node");
+    if (node && (event.key === "Enter" || event.key === " ")) { event.preventDefault(); node.dispatchEvent(new MouseEvent("click", {bubbles: true})); }
   });
 
   render();
