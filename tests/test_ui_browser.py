@@ -185,6 +185,8 @@ def test_retry_a_failed_run_after_fixing_its_input(server: ApiServer, browser: A
     assert "why skipped" in page.inner_text("#steps tr[data-step=json]")
     assert page.get_attribute("svg.dag g.node[data-step=check]", "class") == "node state-failed"
     assert page.is_disabled("#cancel") and page.is_enabled("#retry")
+    page.wait_for_selector("a[data-output='check/report']")  # the failing gate's report was published
+    assert page.locator("a[data-output='json/json']").count() == 0  # the skipped step wrote nothing
     screenshot(browser, page, "ui-run-failed.png")
 
     wall_name_ids(uploads / "rules.ids", attribute="Name")  # fixed: every wall has a Name

@@ -40,6 +40,22 @@
   const fileName = (path) => path.split("/").pop();
   const url = (path) => `${base}${path}`;
 
+  // A failed step may still have published an output (a failing IDS gate writes its report first): ask the API
+  // once per attempt whether each output exists (one byte of it), and show the ones that do.
+  const probed = {};
+  const outputUrl = (id, name) =>
+    url(`/runs/${encodeURIComponent(runId)}/outputs/${encodeURIComponent(id)}/${encodeURIComponent(name)}`);
+  function written(id, name, step) {
+    const key = `${id}/${name}/${step.attempt}`;
+    if (!(key in probed)) {
+      probed[key] = false;
+      fetch(outputUrl(id, name), {headers: {Range: "bytes=0-0"}, credentials: "same-origin"})
+        .then((response) => { probed[key] = response.ok; if (response.ok) render(); })
+        .catch(() => {});
+    }
+    return probed[key];
+  }
+
   function row(id, step) {
     const progress = step.progress || {};
     const cells = [];
@@ -64,11 +80,11 @@
       }
     } else if (step.result && step.result.message) detail = el("div", {class: "sub"}, step.result.message);
     cells.push(el("td", {}, detail));
-    const outputs = step.status === "succeeded"
-      ? Object.entries(step.outputs || {}).map(([name, path]) =>
-          el("a", {href: url(`/runs/${encodeURIComponent(runId)}/outputs/${encodeURIComponent(id)}/${encodeURIComponent(name)}`),
-                   download: fileName(path), title: path, "data-output": `${id}/${name}`}, `${name}: ${fileName(path)}`))
-      : [];
+    const outputs = Object.entries(step.outputs || {})
+      .filter(([name]) => step.status === "succeeded" || (step.status === "failed" && written(id, name, step)))
+      .map(([name, path]) =>
+        el("a", {href: outputUrl(id, name), download: fileName(path), title: path, "data-output": `${id}/${name}`},
+           `${name}: ${fileName(path)}`));
     cells.push(el("td", {class: "outputs"}, outputs));
     return el("tr", {id: `step-${id}`, "data-step": id, "data-state": step.status}, cells);
   }
