@@ -23,7 +23,7 @@ def gate() -> None:  # pragma: no cover - never executed: the gate is released b
 
 
 def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str] | None = None,
-           gate_name: str = "start") -> None:
+           gate_name: str = "start", record: dict[str, str] | None = None) -> None:
     """Enqueue every step of ``plan`` (or the steps in ``only``, for a retry) and release them at once.
 
     All jobs are written deferred behind an unreleased start gate, in one MULTI/EXEC transaction with the run
@@ -44,7 +44,7 @@ def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str]
     with conn.pipeline(transaction=True) as pipe:
         start.save(pipeline=pipe)
         if only is None:
-            store.save_run(pipe, plan, ttl)
+            store.save_run(pipe, plan, ttl, record)
         for job in jobs:
             job.register_dependency(pipeline=pipe)
             job.save(pipeline=pipe)

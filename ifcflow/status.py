@@ -248,8 +248,21 @@ class StatusReader:
             if do_repair(self.conn, self.plan, status):
                 status = self.fetch(with_traceback)
         if repair and status.terminal and self.record and "ended_at" not in self.record:
-            store.finish_run(self.conn, self.run_id, int(self.record.get("ttl", store.DEFAULT_TTL)))
+            if store.finish_run(self.conn, self.run_id, int(self.record.get("ttl", store.DEFAULT_TTL))):
+                _run_ended(self.conn, self.run_id, status)
         return status
+
+
+def _run_ended(conn: Redis, run_id: str, status: RunStatus) -> None:
+    """RUN-END HOOK: called once per run end, by the process that recorded it (webhook delivery)."""
+    from .api.webhook import on_run_end
+
+    try:
+        on_run_end(conn, run_id, status)
+    except Exception:  # a notice must never break a status read; the delivery job has its own retries
+        import traceback
+
+        traceback.print_exc()
 
 
 def read(conn: Redis, run_id: str, with_traceback: bool = False) -> RunStatus:

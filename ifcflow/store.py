@@ -32,26 +32,31 @@ def steps_key(run_id: str) -> str:
     return f"ifcflow:run:{run_id}:steps"
 
 
-def save_run(conn: Redis | RedisPipeline, plan: Plan, ttl: int = DEFAULT_TTL) -> None:
-    """Write the run record (and index it) in one transaction."""
+def save_run(conn: Redis | RedisPipeline, plan: Plan, ttl: int = DEFAULT_TTL,
+             extra: dict[str, str] | None = None) -> None:
+    """Write the run record (and index it) in one transaction; ``extra`` adds fields (e.g. ``webhook``)."""
     created = time.time()
     own = not isinstance(conn, RedisPipeline)  # (a redis-py Pipeline is also a Redis)
     pipe: RedisPipeline = conn.pipeline() if own else conn  # type: ignore[assignment]
-    pipe.hset(run_key(plan.run_id), mapping={"plan": plan.model_dump_json(), "created_at": created, "ttl": ttl})
+    record: dict[str, str | float | int] = {"plan": plan.model_dump_json(), "created_at": created, "ttl": ttl}
+    record.update(extra or {})
+    pipe.hset(run_key(plan.run_id), mapping=record)  # type: ignore[arg-type]
     pipe.zadd(RUNS, {plan.run_id: created})
     if own:
         pipe.execute()
 
 
-def finish_run(conn: Redis, run_id: str, ttl: int) -> None:
+def finish_run(conn: Redis, run_id: str, ttl: int) -> bool:
     """A run ended: its records (and start gates) expire with its jobs' results, ``ttl`` seconds from now.
 
     Done once (``ended_at``); a retry makes the run live again (``ifcflow retry`` removes ``ended_at``).
+    Returns True for the one caller that recorded this end.
     """
     if not conn.hsetnx(run_key(run_id), "ended_at", time.time()):
-        return
+        return False
     for key in [run_key(run_id), steps_key(run_id), *(f"rq:job:{g}" for g in gate_ids(conn, run_id))]:
         conn.expire(key, ttl)
+    return True
 
 
 def gate_id(run_id: str, name: str = "start") -> str:

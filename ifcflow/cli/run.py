@@ -36,12 +36,16 @@ from .app import cli, cluster, finish, follow, parse_inputs, record, redis_optio
 @click.option("--ttl", type=int, default=store.DEFAULT_TTL, show_default=True, help="keep results this many seconds")
 @click.option("--report", "reports", multiple=True, metavar="FORMAT:PATH",
               help="also write a report when the run ends, e.g. junit:report.xml, markdown:summary.md, html:r.html")
+@click.option("--webhook", metavar="URL", default=None,
+              help="POST the final status document to URL when the run ends (signed with IFCFLOW_WEBHOOK_SECRET)")
 def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, detach: bool, as_json: bool,
-        timeout: float | None, workers: int | None, ttl: int, reports: tuple[str, ...]) -> None:
+        timeout: float | None, workers: int | None, ttl: int, reports: tuple[str, ...], webhook: str | None) -> None:
     """Check FILE, plan it, enqueue it and (by default) wait for it with a live view."""
     from .. import enqueue
+    from ..api import webhook as hooks
 
     specs = report_specs(reports)
+    fields = {hooks.FIELD: hooks.check_url(webhook, None)} if webhook else None
     doc = document.load(file, parse_inputs(inputs))
     planned = make_plan(doc, out_root=out)
     url = connection.configured_url(redis_url)
@@ -51,7 +55,9 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
     services = sorted({step.service for step in planned.steps})
     workers = workers or min(len(planned.steps), os.cpu_count() or 1)
     with signals_interrupt(), cluster(url, workers, Path(planned.out_dir) / "workers.log", services) as (conn, health):
-        enqueue.submit(conn, planned, ttl=ttl)
+        enqueue.submit(conn, planned, ttl=ttl, record=fields)
+        if webhook:
+            conn.sadd(hooks.WATCHED, planned.run_id)  # an API server's watcher observes a detached run's end
         if detach:
             click.echo(f"enqueued {len(planned.steps)} steps; follow with: ifcflow status {planned.run_id} --watch")
             click.echo(planned.run_id)
@@ -67,6 +73,8 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
                 record(abandon(conn, reader, "interrupted"), "interrupted")
             raise
         record(status, reason)
+        if webhook and url is None:  # the private Redis and its workers end with this command: deliver first
+            hooks.await_delivery(conn, planned.run_id, timeout=60)
     write_reports(status, specs)
     finish(status, as_json)
 

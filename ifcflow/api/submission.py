@@ -1,0 +1,121 @@
+"""Submitting work over HTTP: a pipeline (or one original-API request) becomes a planned, enqueued run.
+
+Everything goes through the normal code path (document -> plan -> all-or-nothing enqueue); this module adds
+what a server must enforce: every file a run reads lies in the data folder (or, for a committed pipeline, its
+own folder), every file it writes lies in ``<data>/output/``, and run ids have enough entropy for many
+submissions per second.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+
+from .. import document, enqueue
+from ..errors import IfcflowError
+from ..plan import Plan, PlannedStep
+from ..plan import plan as make_plan
+from ..services import SERVICES
+from ..services.base import InputFile, file_options
+from . import paths, webhook
+from .settings import Settings
+
+NOTES = "notes"
+"""Run record field: JSON list of request fields ifcflow accepted but could not honour."""
+
+
+def new_run_id(name: str) -> str:
+    """``<name>-<UTC yyyymmdd-HHMMSS>-<12 hex>``: sortable, and unique at thousands of submissions a second."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{name}-{stamp}-{secrets.token_hex(6)}"
+
+
+def plan_text(settings: Settings, text: str, base: Path, inputs: dict[str, str] | None, name_hint: str,
+              roots: tuple[Path, ...], out_root: Path | None = None) -> Plan:
+    """Check and plan pipeline ``text`` whose relative paths resolve in ``base``; every input it reads must be
+    inside one of ``roots``, checked before any file is opened. Raises PipelineError / UnsafePath."""
+    overrides = {name: str(paths.input_file(settings.uploads, value, f"inputs.{name}"))
+                 for name, value in (inputs or {}).items()}
+    virtual = base / name_hint
+    unchecked = document.parse(text, virtual, overrides, check_files=False)
+    run_id = new_run_id(unchecked.pipeline.name)
+    out = out_root or settings.runs
+    check_inside(make_plan(unchecked, run_id=run_id, out_root=out), roots, settings.output)
+    return make_plan(document.parse(text, virtual, overrides), run_id=run_id, out_root=out)
+
+
+def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path) -> None:
+    """Refuse a plan reading outside ``roots`` or writing outside ``output``."""
+    for step in plan.steps:
+        options = SERVICES[step.service].options.model_validate(step.options)
+        for sub, marker, value in file_options(options):
+            where = f"steps.{step.id}.with.{'.'.join(str(s) for s in sub)}"
+            if isinstance(marker, InputFile) and "${{" not in value:
+                if not any(paths.contained(root, value) for root in roots):
+                    raise paths.UnsafePath(f"{where}: {value!r} is outside the data folder; upload the file "
+                                           "(POST /upload/...) and name it relative to uploads/")
+        for name, path in step.outputs.items():
+            if not paths.contained(output, path):
+                raise paths.UnsafePath(f"steps.{step.id} output {name}: {path!r} is outside the data folder")
+
+
+def one_step(settings: Settings, name: str, service: str, options: dict[str, Any], folder: Path) -> Plan:
+    """A one-step run of ``service`` with ``options`` (inputs already resolved), writing into ``folder``."""
+    text = json.dumps({"version": 1, "name": name, "steps": {service: {"uses": service, "with": options}}})
+    planned = plan_text(settings, text, settings.uploads, None, f"{name}.request.yaml", (settings.data,))
+    return relocate(planned, folder)
+
+
+def relocate(plan: Plan, folder: Path) -> Plan:
+    """Move a one-step plan's outputs from its run folder into ``folder`` (the original's ``output/<kind>/``)."""
+    step = plan.steps[0]
+    old, new = step.workdir, str(folder.resolve())
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+            return new + value[len(old):]
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return value
+
+    moved = PlannedStep.model_validate({**step.model_dump(), "workdir": new, "options": move(step.options),
+                                        "outputs": move(step.outputs)})
+    return plan.model_copy(update={"out_dir": new, "steps": [moved]})
+
+
+def start(conn: Redis, settings: Settings, plan: Plan, hook: str | None = None,
+          notes: list[str] | None = None) -> None:
+    """Enqueue ``plan`` (all or nothing), recording its webhook and notes in the run record."""
+    record: dict[str, str] = {}
+    if hook:
+        record[webhook.FIELD] = webhook.check_url(hook, settings.webhook_allow)
+    if notes:
+        record[NOTES] = json.dumps(notes)
+    for step in plan.steps:
+        Path(step.workdir).mkdir(parents=True, exist_ok=True)
+    enqueue.submit(conn, plan, ttl=settings.ttl, record=record)
+    if hook:
+        conn.sadd(webhook.WATCHED, plan.run_id)
+
+
+
+def watch_again(conn: Redis, run_id: str) -> None:
+    """A retried run with a webhook is live again: watch it until its next end."""
+    from .. import store
+
+    if conn.hexists(store.run_key(run_id), webhook.FIELD):
+        conn.sadd(webhook.WATCHED, run_id)
+
+
+def notes_of(record: dict[str, str]) -> list[str]:
+    try:
+        return list(json.loads(record.get(NOTES, "[]")))
+    except ValueError:
+        raise IfcflowError("corrupt notes in run record") from None
