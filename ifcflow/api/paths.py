@@ -62,6 +62,17 @@ def contained(root: Path, path: str | Path) -> bool:
     return target == base or base in target.parents
 
 
+def check_within(roots: tuple[Path, ...], path: str, what: str) -> bool:
+    """Whether ``path`` lies in one of ``roots``; its part below that root must pass the name checks too."""
+    for root in roots:
+        if contained(root, path):
+            below = os.path.relpath(os.path.realpath(path), os.path.realpath(root))
+            if below != ".":
+                relative(below, what)
+            return True
+    return False
+
+
 def input_file(uploads: Path, name: str, what: str = "input") -> Path:
     """An input named as in the original system: a name in ``uploads/`` (``/uploads/<name>`` accepted)."""
     if name.startswith("/uploads/"):

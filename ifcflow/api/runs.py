@@ -17,6 +17,7 @@ from ..report import render
 from ..status import RunStatus, StatusReader
 from . import paths, submission
 from .auth import require_key
+from .problems import unprocessable
 from .settings import Settings
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["runs"])
@@ -74,8 +75,8 @@ def reader_for(conn: Redis, run_id: str) -> StatusReader:
 def _source(settings: Settings, body: RunRequest) -> tuple[str, Path, str, tuple[Path, ...]]:
     """(text, folder its relative paths resolve in, file name for messages, folders it may read)."""
     if (body.pipeline is None) == (body.file is None):
-        raise HTTPException(422, "give exactly one of 'pipeline' (YAML text or object) and 'file' (a name in the "
-                            "pipelines folder)")
+        raise unprocessable("give exactly one of 'pipeline' (YAML text or object) and 'file' (a name in the "
+                            "pipelines folder)", "pipeline")
     if body.file is not None:
         path = paths.inside(settings.pipelines, body.file, "file")
         if not path.is_file():

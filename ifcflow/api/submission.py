@@ -42,11 +42,14 @@ def plan_text(settings: Settings, text: str, base: Path, inputs: dict[str, str] 
     overrides = {name: str(paths.input_file(settings.uploads, value, f"inputs.{name}"))
                  for name, value in (inputs or {}).items()}
     virtual = base / name_hint
-    unchecked = document.parse(text, virtual, overrides, check_files=False)
-    run_id = new_run_id(unchecked.pipeline.name)
-    out = out_root or settings.runs
-    check_inside(make_plan(unchecked, run_id=run_id, out_root=out), roots, settings.output)
-    return make_plan(document.parse(text, virtual, overrides), run_id=run_id, out_root=out)
+    try:
+        unchecked = document.parse(text, virtual, overrides, check_files=False)
+        run_id = new_run_id(unchecked.pipeline.name)
+        out = out_root or settings.runs
+        check_inside(make_plan(unchecked, run_id=run_id, out_root=out), roots, settings.output)
+        return make_plan(document.parse(text, virtual, overrides), run_id=run_id, out_root=out)
+    except ValueError as exc:  # a path the OS cannot take (NUL byte); pydantic's errors are PipelineErrors here
+        raise paths.UnsafePath(f"pipeline: a path cannot be used ({exc}); use plain file names") from None
 
 
 def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path) -> None:
@@ -56,19 +59,21 @@ def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path) -> None:
         for sub, marker, value in file_options(options):
             where = f"steps.{step.id}.with.{'.'.join(str(s) for s in sub)}"
             if isinstance(marker, InputFile) and "${{" not in value:
-                if not any(paths.contained(root, value) for root in roots):
+                if not paths.check_within(roots, value, where):
                     raise paths.UnsafePath(f"{where}: {value!r} is outside the data folder; upload the file "
                                            "(POST /upload/...) and name it relative to uploads/")
         for name, path in step.outputs.items():
-            if not paths.contained(output, path):
+            if not paths.check_within((output,), path, f"steps.{step.id} output {name}"):
                 raise paths.UnsafePath(f"steps.{step.id} output {name}: {path!r} is outside the data folder")
 
 
 def one_step(settings: Settings, name: str, service: str, options: dict[str, Any], folder: Path) -> Plan:
     """A one-step run of ``service`` with ``options`` (inputs already resolved), writing into ``folder``."""
     text = json.dumps({"version": 1, "name": name, "steps": {service: {"uses": service, "with": options}}})
-    planned = plan_text(settings, text, settings.uploads, None, f"{name}.request.yaml", (settings.data,))
-    return relocate(planned, folder)
+    planned = relocate(plan_text(settings, text, settings.uploads, None, f"{name}.request.yaml", (settings.data,)),
+                       folder)
+    check_inside(planned, (settings.data,), settings.output)  # e.g. an output name through a symlinked folder
+    return planned
 
 
 def relocate(plan: Plan, folder: Path) -> Plan:

@@ -21,6 +21,7 @@ from python_multipart.multipart import MultipartParser, parse_options_header
 
 from . import paths
 from .auth import require_key
+from .problems import unprocessable
 from .requests import DownloadRequest
 from .settings import Settings
 
@@ -104,8 +105,8 @@ class _Receiver:
 async def _receive(request: Request, folder: Path, limit: int) -> _Receiver:
     kind, params = parse_options_header(request.headers.get("content-type", ""))
     if kind != b"multipart/form-data" or b"boundary" not in params:
-        raise HTTPException(422, "send the file as multipart/form-data in a field named 'file' "
-                            "(curl -F file=@model.ifc)")
+        raise unprocessable("send the file as multipart/form-data in a field named 'file' (curl -F file=@model.ifc)",
+                            "file")
     receiver = _Receiver(folder, limit)
     callbacks: Any = {name: getattr(receiver, name) for name in (
         "on_header_field", "on_header_value", "on_header_end", "on_headers_finished", "on_part_data", "on_part_end")}
@@ -126,7 +127,7 @@ async def _receive(request: Request, folder: Path, limit: int) -> _Receiver:
                             "curl -F file=@model.ifc") from None
     if receiver.temp is None or not receiver.done:
         receiver.discard()
-        raise HTTPException(422, "no complete 'file' field in the form; send curl -F file=@model.ifc")
+        raise unprocessable("no complete 'file' field in the form; send curl -F file=@model.ifc", "file")
     return receiver
 
 
