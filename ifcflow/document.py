@@ -64,13 +64,19 @@ def parse(text: str | bytes, path: Path, overrides: dict[str, str] | None = None
     found = src.problems + _resolve_inputs(doc, overrides or {})
     found += _check_graph(doc)
     if check_files:
-        checker = StepChecker(src, doc.base, doc.inputs, overrides or {})
-        for step_id, step in pipeline.steps.items():
-            checker.check_step(step_id, step.with_)
-        found += checker.found
+        found += check_inputs(doc, overrides)
     if found:
         raise PipelineError(found)
     return doc
+
+
+def check_inputs(doc: Document, overrides: dict[str, str] | None = None) -> list[Problem]:
+    """File and selector problems of the steps (the checks of ``check_files``), for a document loaded without
+    them whose paths were vetted first (the HTTP API); [] when all is fine."""
+    checker = StepChecker(doc.source, doc.base, doc.inputs, overrides or {})
+    for step_id, step in doc.pipeline.steps.items():
+        checker.check_step(step_id, step.with_)
+    return checker.found
 
 
 def _check_valid_steps(src: source.Source, path: Path, overrides: dict[str, str]) -> list[Problem]:

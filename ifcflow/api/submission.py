@@ -17,7 +17,7 @@ from typing import Any
 from redis import Redis
 
 from .. import document, enqueue
-from ..errors import IfcflowError
+from ..errors import IfcflowError, PipelineError
 from ..plan import Plan, PlannedStep
 from ..plan import plan as make_plan
 from ..services import SERVICES
@@ -46,8 +46,12 @@ def plan_text(settings: Settings, text: str, base: Path, inputs: dict[str, str] 
         unchecked = document.parse(text, virtual, overrides, check_files=False)
         run_id = new_run_id(unchecked.pipeline.name)
         out = out_root or settings.runs
-        check_inside(make_plan(unchecked, run_id=run_id, out_root=out), roots, settings.output)
-        return make_plan(document.parse(text, virtual, overrides), run_id=run_id, out_root=out)
+        planned = make_plan(unchecked, run_id=run_id, out_root=out)
+        check_inside(planned, roots, settings.output)  # before any input file is opened
+        problems = document.check_inputs(unchecked)
+        if problems:
+            raise PipelineError(problems)
+        return planned
     except ValueError as exc:  # a path the OS cannot take (NUL byte); pydantic's errors are PipelineErrors here
         raise paths.UnsafePath(f"pipeline: a path cannot be used ({exc}); use plain file names") from None
 
