@@ -47,7 +47,12 @@ def load(path: str | Path, overrides: dict[str, str] | None = None, *, check_fil
 
 def parse(text: str | bytes, path: Path, overrides: dict[str, str] | None = None, *,
           check_files: bool = True) -> Document:
-    src = source.load(text, str(path))
+    return from_source(source.load(text, str(path)), path, overrides, check_files=check_files)
+
+
+def from_source(src: source.Source, path: Path, overrides: dict[str, str] | None = None, *,
+                check_files: bool = True) -> Document:
+    """Check a parsed document; ``src`` may also be built from data (the HTTP API's one-step requests)."""
     if not isinstance(src.data, dict):
         raise PipelineError([src.problem((), "a pipeline file must be a mapping with 'version', 'name' and 'steps'")])
     src.problems += [src.problem(where, f"{written} is not an expression (single braces) — did you mean "

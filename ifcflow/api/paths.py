@@ -64,9 +64,11 @@ def contained(root: Path, path: str | Path) -> bool:
 
 def check_within(roots: tuple[Path, ...], path: str, what: str) -> bool:
     """Whether ``path`` lies in one of ``roots``; its part below that root must pass the name checks too."""
+    target = os.path.realpath(path)
     for root in roots:
-        if contained(root, path):
-            below = os.path.relpath(os.path.realpath(path), os.path.realpath(root))
+        base = os.path.realpath(root)
+        if target == base or target.startswith(base.rstrip("/") + "/"):
+            below = os.path.relpath(target, base)
             if below != ".":
                 relative(below, what)
             return True

@@ -16,7 +16,7 @@ from typing import Any
 
 from redis import Redis
 
-from .. import document, enqueue
+from .. import document, enqueue, source
 from ..errors import IfcflowError, PipelineError
 from ..plan import Plan, PlannedStep
 from ..plan import plan as make_plan
@@ -41,19 +41,25 @@ def plan_text(settings: Settings, text: str, base: Path, inputs: dict[str, str] 
     inside one of ``roots``, checked before any file is opened. Raises PipelineError / UnsafePath."""
     overrides = {name: str(paths.input_file(settings.uploads, value, f"inputs.{name}"))
                  for name, value in (inputs or {}).items()}
-    virtual = base / name_hint
     try:
-        unchecked = document.parse(text, virtual, overrides, check_files=False)
-        run_id = new_run_id(unchecked.pipeline.name)
-        out = out_root or settings.runs
-        planned = make_plan(unchecked, run_id=run_id, out_root=out)
-        check_inside(planned, roots, settings.output)  # before any input file is opened
-        problems = document.check_inputs(unchecked)
-        if problems:
-            raise PipelineError(problems)
-        return planned
+        doc = document.parse(text, base / name_hint, overrides, check_files=False)
+        return plan_document(settings, doc, roots, out_root or settings.runs)
     except ValueError as exc:  # a path the OS cannot take (NUL byte); pydantic's errors are PipelineErrors here
         raise paths.UnsafePath(f"pipeline: a path cannot be used ({exc}); use plain file names") from None
+
+
+def plan_document(settings: Settings, doc: document.Document, roots: tuple[Path, ...], out_root: Path,
+                  folder: Path | None = None) -> Plan:
+    """Plan a document loaded without file checks: vet every path first, then check the input files.
+    With ``folder``, a one-step plan's outputs are moved there (see :func:`relocate`) before the vetting."""
+    planned = make_plan(doc, run_id=new_run_id(doc.pipeline.name), out_root=out_root)
+    if folder is not None:
+        planned = relocate(planned, folder)
+    check_inside(planned, roots, settings.output)  # before any input file is opened
+    problems = document.check_inputs(doc)
+    if problems:
+        raise PipelineError(problems)
+    return planned
 
 
 def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path) -> None:
@@ -72,12 +78,16 @@ def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path) -> None:
 
 
 def one_step(settings: Settings, name: str, service: str, options: dict[str, Any], folder: Path) -> Plan:
-    """A one-step run of ``service`` with ``options`` (inputs already resolved), writing into ``folder``."""
-    text = json.dumps({"version": 1, "name": name, "steps": {service: {"uses": service, "with": options}}})
-    planned = relocate(plan_text(settings, text, settings.uploads, None, f"{name}.request.yaml", (settings.data,)),
-                       folder)
-    check_inside(planned, (settings.data,), settings.output)  # e.g. an output name through a symlinked folder
-    return planned
+    """A one-step run of ``service`` with ``options`` (inputs already resolved), writing into ``folder``.
+
+    The pipeline is built as data (no YAML to parse); a problem is reported at the option's path."""
+    data = {"version": 1, "name": name, "steps": {service: {"uses": service, "with": options}}}
+    try:
+        doc = document.from_source(source.Source(f"{name} request", data), settings.uploads / f"{name}.yaml",
+                                   check_files=False)
+        return plan_document(settings, doc, (settings.data,), settings.runs, folder)
+    except ValueError as exc:
+        raise paths.UnsafePath(f"{name}: a path cannot be used ({exc}); use plain file names") from None
 
 
 def relocate(plan: Plan, folder: Path) -> Plan:
