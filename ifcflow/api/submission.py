@@ -51,22 +51,24 @@ def plan_text(settings: Settings, text: str, base: Path, inputs: dict[str, str] 
 def plan_document(settings: Settings, doc: document.Document, roots: tuple[Path, ...], out_root: Path,
                   folder: Path | None = None) -> Plan:
     """Plan a document loaded without file checks: vet every path first, then check the input files.
-    With ``folder``, a one-step plan's outputs are moved there (see :func:`relocate`) before the vetting."""
+    With ``folder`` (an original request, whose inputs its endpoint resolved in ``uploads/`` already), a one-step
+    plan's outputs are moved there (see :func:`relocate`) before they are vetted."""
     planned = make_plan(doc, run_id=new_run_id(doc.pipeline.name), out_root=out_root)
     if folder is not None:
         planned = relocate(planned, folder)
-    check_inside(planned, roots, settings.output)  # before any input file is opened
+    check_inside(planned, roots, settings.output, inputs=folder is None)  # before any input file is opened
     problems = document.check_inputs(doc)
     if problems:
         raise PipelineError(problems)
     return planned
 
 
-def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path) -> None:
-    """Refuse a plan reading outside ``roots`` or writing outside ``output``."""
+def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path, inputs: bool = True) -> None:
+    """Refuse a plan reading outside ``roots`` (unless ``inputs`` were vetted already) or writing outside
+    ``output``."""
     for step in plan.steps:
-        options = SERVICES[step.service].options.model_validate(step.options)
-        for sub, marker, value in file_options(options):
+        options = SERVICES[step.service].options.model_validate(step.options) if inputs else None
+        for sub, marker, value in file_options(options) if options is not None else []:
             where = f"steps.{step.id}.with.{'.'.join(str(s) for s in sub)}"
             if isinstance(marker, InputFile) and "${{" not in value:
                 if not paths.check_within(roots, value, where):
