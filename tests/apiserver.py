@@ -14,6 +14,8 @@ from types import TracebackType
 
 import httpx
 
+from tests.processes import kill_tree
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -52,9 +54,9 @@ class ApiServer:
 
     def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        out = self.log.open("ab")
-        proc = subprocess.Popen(args, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
-                                start_new_session=True)
+        with self.log.open("ab") as out:
+            proc = subprocess.Popen(args, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                    start_new_session=True)
         self.processes.append(proc)
         return proc
 
@@ -84,8 +86,7 @@ class ApiServer:
             try:
                 proc.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+                kill_tree(proc)  # work horses have process groups of their own
         self.processes.clear()
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
