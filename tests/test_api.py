@@ -259,6 +259,8 @@ def test_pipeline_with_live_events_and_signed_webhook(env: Env) -> None:
     report = env.client.get(f"/runs/{run_id}/report", params={"format": "junit"})
     assert report.status_code == 200 and "<testsuite" in report.text
     assert run_id in [r["run_id"] for r in env.client.get("/runs").json()["runs"]]
+    assert env.client.get("/pipelines").json() == [{"file": "two.yaml", "name": "two", "inputs": {"model": "tiny.ifc"},
+                                                    "problem": None}]
     deadline = time.monotonic() + 30
     while len(receiver.requests) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+import yaml
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
@@ -55,6 +56,13 @@ class RunList(BaseModel):
     limit: int
 
 
+class CommittedPipeline(BaseModel):
+    file: str
+    name: str | None = None
+    inputs: dict[str, str] = Field(default_factory=dict)
+    problem: str | None = Field(default=None, description="why the file cannot be read, if it cannot")
+
+
 class Canceled(BaseModel):
     run_id: str
     canceled: list[str]
@@ -97,6 +105,21 @@ def start_run(request: Request, body: RunRequest) -> Started:
     submission.start(request.app.state.conn, settings, plan, body.webhook)
     return Started(run_id=plan.run_id, status_url=f"/runs/{plan.run_id}", events_url=f"/runs/{plan.run_id}/events",
                    steps={s.id: s.job_id for s in plan.steps})
+
+
+@router.get("/pipelines", response_model=list[CommittedPipeline])
+def committed_pipelines(request: Request) -> list[CommittedPipeline]:
+    """The pipeline files in the server's pipelines folder (``IFCFLOW_PIPELINES``), for ``POST /runs {"file"}``."""
+    settings: Settings = request.app.state.settings
+    found = []
+    for path in sorted(p for p in settings.pipelines.glob("*.y*ml") if p.suffix in (".yaml", ".yml")):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+            inputs = {str(k): str(v) for k, v in (data.get("inputs") or {}).items()}
+            found.append(CommittedPipeline(file=path.name, name=str(data.get("name")), inputs=inputs))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as exc:
+            found.append(CommittedPipeline(file=path.name, problem=f"{type(exc).__name__}: run ifcflow validate"))
+    return found
 
 
 @router.get("/runs", response_model=RunList)
