@@ -144,6 +144,8 @@ def test_every_original_job_endpoint(env: Env) -> None:
         "/patch/execute": ({"input_file": "tiny.ifc", "output_file": "tiny_x.ifc", "recipe": "ExtractElements",
                             "arguments": ["IfcWall"]}, "patch/tiny_x.ifc"),
     }
+    receiver = Receiver()
+    requests["/patch/execute"][0]["webhook"] = receiver.url
     jobs = {}
     for endpoint, (body, _) in requests.items():
         answer = env.client.post(endpoint, json=body)
@@ -161,6 +163,13 @@ def test_every_original_job_endpoint(env: Env) -> None:
                                                      "output_filename": "walls_edit.ifc"})
     assert wait_job(env, answer.json()["job_id"])["status"] == "finished"
     assert (env.data / "output" / "ifc_updated" / "walls_edit.ifc").is_file()
+    deadline = time.monotonic() + 30
+    while len(receiver.requests) < 2 and time.monotonic() < deadline:  # the first attempt gets a 500
+        time.sleep(0.1)
+    receiver.server.shutdown()
+    headers, delivered = receiver.requests[-1]
+    assert headers["X-Ifcflow-Signature"] == "sha256=" + hmac.new(SECRET.encode(), delivered, hashlib.sha256).hexdigest()
+    assert json.loads(delivered)["steps"]["ifcpatch"]["job_id"] == jobs["/patch/execute"]
     recipes = env.client.post("/patch/recipes/list", json={})
     assert recipes.status_code == 200
     names = {r["name"] for r in recipes.json()["recipes"]}
