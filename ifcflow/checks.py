@@ -33,6 +33,16 @@ def check_file(path: Path, kind: str, suffixes: tuple[str, ...]) -> str | None:
     return None
 
 
+def header_schema(path: Path) -> str | None:
+    """The IFC schema named in a model's header (``IFC4``, ...), or None when it names none or cannot be read."""
+    try:
+        with path.open("rb") as handle:
+            match = _SCHEMA.search(handle.read(65536))
+    except OSError:
+        return None
+    return match.group(1).decode("ascii", "replace").upper() if match else None
+
+
 def check_ifc(path: Path) -> str | None:
     """Header checks: STEP magic, a schema ifcopenshell supports, and an END-ISO-10303-21 trailer."""
     try:

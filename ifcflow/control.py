@@ -19,8 +19,9 @@ from .status import StatusReader
 RERUN = (StepState.FAILED, StepState.SKIPPED, StepState.CANCELED)
 
 
-def cancel(conn: Redis, run_id: str, wait: float = 10.0) -> list[str]:
-    """Stop running steps, cancel waiting ones, remove their partial outputs. Returns the steps canceled."""
+def cancel(conn: Redis, run_id: str, wait: float = 10.0, reason: str = "canceled by user") -> list[str]:
+    """Stop running steps, cancel waiting ones, remove their partial outputs. Returns the steps canceled;
+    ``reason`` is their error ("canceled by user", "timeout", ...)."""
     reader = StatusReader(conn, run_id)
     conn.hset(store.run_key(run_id), "canceled", time.time())
     status = reader.fetch()
@@ -29,7 +30,7 @@ def cancel(conn: Redis, run_id: str, wait: float = 10.0) -> list[str]:
     for step_id, step in status.steps.items():
         if step.status.terminal:
             continue
-        canceled[step_id] = ("canceled", "canceled by user")
+        canceled[step_id] = ("canceled", reason)
         try:
             job = Job.fetch(step.job_id, connection=conn)
         except NoSuchJobError:

@@ -11,11 +11,10 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from . import expressions, graph, source
-from .checks import check_file
 from .errors import PipelineError, Problem
 from .services import SERVICES
-from .services.base import InputFile, file_options
-from .spec import Pipeline
+from .spec import STEP_MODELS, Pipeline
+from .stepcheck import StepChecker
 from .validation import problems as validation_problems
 from .validation import suggest
 
@@ -56,18 +55,53 @@ def from_source(src: source.Source, path: Path, overrides: dict[str, str] | None
     """Check a parsed document; ``src`` may also be built from data (the HTTP API's one-step requests)."""
     if not isinstance(src.data, dict):
         raise PipelineError([src.problem((), "a pipeline file must be a mapping with 'version', 'name' and 'steps'")])
+    src.problems += [src.problem(where, f"{written} is not an expression (single braces) — did you mean "
+                                 f"\"{meant}\"? Quote the value.")
+                     for where, written, meant in expressions.single_braces(src.data)]
     try:
         pipeline = Pipeline.model_validate(src.data)
-    except ValidationError as exc:
-        raise PipelineError(src.problems + validation_problems(exc, src)) from None
+    except ValidationError as exc:  # one pass: the steps that are valid on their own get their files checked too
+        found = src.problems + validation_problems(exc, src)
+        if check_files:
+            found += _check_valid_steps(src, path.resolve(), overrides or {})
+        raise PipelineError(found) from None
     doc = Document(path.resolve(), src, pipeline)
     found = src.problems + _resolve_inputs(doc, overrides or {})
     found += _check_graph(doc)
-    if check_files and not found:
-        found += check_inputs(doc)
+    if check_files:
+        found += check_inputs(doc, overrides)
     if found:
         raise PipelineError(found)
     return doc
+
+
+def check_inputs(doc: Document, overrides: dict[str, str] | None = None) -> list[Problem]:
+    """File and selector problems of the steps (the checks of ``check_files``), for a document loaded without
+    them whose paths were vetted first (the HTTP API); [] when all is fine."""
+    checker = StepChecker(doc.source, doc.base, doc.inputs, overrides or {})
+    for step_id, step in doc.pipeline.steps.items():
+        checker.check_step(step_id, step.with_)
+    return checker.found
+
+
+def _check_valid_steps(src: source.Source, path: Path, overrides: dict[str, str]) -> list[Problem]:
+    """File and selector problems of the steps that validate on their own, in a file that does not."""
+    raw_inputs = src.data.get("inputs")
+    inputs = {k: str(v) for k, v in raw_inputs.items()} if isinstance(raw_inputs, dict) else {}
+    resolved = {name: (str(Path(overrides[name]).resolve()) if name in overrides else str(path.parent / value))
+                for name, value in {**inputs, **{k: v for k, v in overrides.items() if k in inputs}}.items()}
+    checker = StepChecker(src, path.parent, resolved, {k: v for k, v in overrides.items() if k in inputs})
+    steps = src.data.get("steps")
+    for step_id, raw in (steps.items() if isinstance(steps, dict) else []):
+        model = STEP_MODELS.get(str(raw.get("uses"))) if isinstance(raw, dict) else None
+        if model is None:
+            continue
+        try:
+            step = model.model_validate(raw)
+        except ValidationError:
+            continue
+        checker.check_step(str(step_id), step.with_)  # type: ignore[attr-defined]
+    return checker.found
 
 
 def _resolve_inputs(doc: Document, overrides: dict[str, str]) -> list[Problem]:
@@ -75,8 +109,9 @@ def _resolve_inputs(doc: Document, overrides: dict[str, str]) -> list[Problem]:
     declared = doc.pipeline.inputs
     for name in overrides:
         if name not in declared:
-            found.append(doc.source.problem(("inputs",), f"input '{name}' given on the command line is not declared "
-                                            f"in 'inputs:'{suggest(name, declared)} Declared: {', '.join(declared) or 'none'}."))
+            found.append(Problem(f"-i {name}={overrides[name]}", 0, 0, f"input '{name}' is not declared in "
+                                 f"{doc.path.name}'s 'inputs:'{suggest(name, declared)} Declared: "
+                                 f"{', '.join(declared) or 'none'}."))
     for name, default in declared.items():
         value = overrides.get(name, default)
         doc.inputs[name] = value if not value else str((doc.base / value) if name not in overrides else Path(value).resolve())
@@ -133,22 +168,3 @@ def _check_reference(doc: Document, step_id: str, where: tuple[str | int, ...], 
         return doc.source.problem(where, f"step '{ref.step}' ({service.name}) has no output '{ref.name}'"
                                   f"{suggest(ref.name, outputs)} Outputs: {', '.join(outputs)}."), None
     return None, ref.step
-
-
-def check_inputs(doc: Document) -> list[Problem]:
-    """Problems with the input files a document names (exist, type, header), for a document loaded with
-    ``check_files=False`` whose paths were vetted first (the HTTP API); [] when all are fine."""
-    found = []
-    for step_id, step in doc.pipeline.steps.items():
-        for sub, marker, value in file_options(step.with_):
-            if not isinstance(marker, InputFile) or "steps." in value:
-                continue
-            where = ("steps", step_id, "with", *sub)
-            try:
-                resolved = expressions.substitute(value, lambda ref: doc.inputs[ref.name])
-            except (KeyError, expressions.ExpressionError):
-                continue
-            problem = check_file(doc.base / resolved, marker.kind, marker.suffixes)
-            if problem:
-                found.append(doc.source.problem(where, problem))
-    return found

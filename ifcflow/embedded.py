@@ -18,6 +18,7 @@ from types import TracebackType
 from redis import Redis
 from redis.exceptions import RedisError
 
+from . import lifeline
 from .errors import EmbeddedRedisError
 
 
@@ -43,8 +44,9 @@ def find_server() -> str:
 class EmbeddedRedis:
     """``with EmbeddedRedis() as server: server.url`` -- a throwaway redis-server on a unix socket."""
 
-    def __init__(self, binary: str | None = None, start_timeout: float = 10.0):
+    def __init__(self, binary: str | None = None, start_timeout: float = 10.0, die_with_parent: bool = False):
         self.binary = binary or find_server()
+        self.die_with_parent = die_with_parent
         self.start_timeout = start_timeout
         self.folder = Path(tempfile.mkdtemp(prefix="ifcflow-redis-"))
         self.socket = self.folder / "redis.sock"
@@ -59,7 +61,8 @@ class EmbeddedRedis:
                 "--save", "", "--appendonly", "no", "--dir", str(self.folder), "--daemonize", "no",
                 "--loglevel", "warning", "--logfile", str(self.folder / "redis.log")]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.PIPE, start_new_session=True)
+                                        stderr=subprocess.PIPE, start_new_session=True,
+                                        preexec_fn=lifeline.die_with_parent if self.die_with_parent else None)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -25,6 +25,8 @@ class Problem:
     path: str = ""
 
     def __str__(self) -> str:
+        if not self.line:  # not in a file: a command-line value such as "-i arch=x.ifc"
+            return f"{self.file}: {self.message}"
         where = f" (at {self.path})" if self.path else ""
         return f"{self.file}:{self.line}:{self.col}: {self.message}{where}"
 
@@ -44,9 +46,17 @@ class RedisUnavailable(IfcflowError):
 
     def __init__(self, url: str, reason: str):
         super().__init__(
-            f"cannot reach Redis at {url}: {reason}. Start the server, or check --redis / IFCFLOW_REDIS_URL "
-            "(leave both unset to use a private embedded Redis)."
+            f"cannot reach Redis at {url}: {reason}. Start the server, or check --redis / IFCFLOW_REDIS_URL."
         )
+
+
+class RedisLost(IfcflowError):
+    """The Redis server went away while a command was following a run."""
+
+    def __init__(self, run_id: str, reason: str):
+        reason = (reason.strip().splitlines() or ["connection lost"])[0].rstrip(".")
+        super().__init__(f"lost Redis while following run {run_id}: {reason}. The run's record stays on that server "
+                         f"if it persists data; when it is back: ifcflow status {run_id} --watch")
 
 
 class EmbeddedRedisError(IfcflowError):
@@ -59,7 +69,8 @@ class RunNotFound(IfcflowError):
     def __init__(self, run_id: str):
         super().__init__(
             f"no run '{run_id}' on this Redis. List runs with 'ifcflow runs'; runs are pruned after their "
-            "retention period, and a private embedded Redis forgets everything when its run ends."
+            "retention period. A local run (no Redis configured) leaves its record in its run folder: read it "
+            "without --redis (ifcflow status RUN --out FOLDER)."
         )
 
 

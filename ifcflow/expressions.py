@@ -9,6 +9,7 @@ from typing import Any
 
 EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 _INPUT = re.compile(r"inputs\.([A-Za-z_][A-Za-z0-9_-]*)")
+_SINGLE = re.compile(r"\$\{(?!\{)\s*((?:inputs|steps)\.[^{}]*?)\s*\}")
 _OUTPUT = re.compile(r"steps\.([A-Za-z0-9_-]+)\.outputs\.([A-Za-z_][A-Za-z0-9_-]*)")
 
 
@@ -59,3 +60,21 @@ def substitute(value: Any, resolve: Callable[[Reference], str]) -> Any:
     if isinstance(value, list):
         return [substitute(item, resolve) for item in value]
     return value
+
+
+def single_braces(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
+    """``${inputs.x}`` written with single braces (a shell habit): (path, what was written, what was meant)."""
+    for sub, text in _strings(value, path):
+        for match in _SINGLE.finditer(text):
+            yield sub, match.group(0), f"${{{{ {match.group(1)} }}}}"
+
+
+def _strings(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
+    if isinstance(value, str):
+        yield path, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*path, index))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from typing import Any
 
 from rich.console import Console, Group
@@ -38,21 +40,37 @@ def table(status: RunStatus) -> Group:
     for step_id, step in status.steps.items():
         progress = step.progress or {}
         attempt = f" (try {step.attempt}/{step.attempts})" if step.attempts > 1 and step.attempt else ""
-        detail = step.error or progress.get("message") or ""
+        detail = step.error or result_message(step) or progress.get("message") or ""
         grid.add_row(step_id, step.service, Text(step.status.value + attempt, STYLES.get(step.status, "")),
                      _bar(progress.get("percent")) if step.status == StepState.RUNNING else "",
                      f"{step.duration:.1f}s" if step.duration is not None else "", detail)
     return Group(head, grid)
 
 
-class View:
-    """Call with each new status; renders live on a terminal, or prints changes line by line."""
+def result_message(step: Any) -> str:
+    """A finished step's own summary ("3 clashes in 1 clash set", "2 of 3 specifications passed")."""
+    result = step.result or {}
+    return str(result.get("message") or "") if step.status == StepState.SUCCEEDED else ""
 
-    def __init__(self, console: Console | None = None, quiet: bool = False):
+
+def line(step_id: str, step: Any) -> str:
+    """One plain line for a step: ``clash [ifcclash] succeeded in 1.20s: 3 clashes in 1 clash set``."""
+    took = f" in {step.duration:.2f}s" if step.duration is not None and step.status.terminal else ""
+    detail = step.error or result_message(step)
+    return f"{step_id} [{step.service}] {step.status.value}{took}{f': {detail}' if detail else ''}"
+
+
+class View:
+    """Call with each new status; renders live on a terminal, or prints changes line by line (CI logs), with a
+    progress line for each running step at least every ``heartbeat`` seconds. Lines are never wrapped."""
+
+    def __init__(self, console: Console | None = None, quiet: bool = False, heartbeat: float = 30.0):
         self.console = console or Console(stderr=True)
         self.quiet = quiet
+        self.heartbeat = heartbeat
         self.live: Live | None = None
         self.seen: dict[str, Any] = {}
+        self.said: dict[str, float] = {}
 
     def __enter__(self) -> View:
         if self.console.is_terminal and not self.quiet:
@@ -66,13 +84,21 @@ class View:
         if self.live is not None:
             self.live.update(table(status))
             return
+        now = time.monotonic()
         for step_id, step in status.steps.items():
             key = (step.status, step.attempt)
             if self.seen.get(step_id) != key:
                 self.seen[step_id] = key
-                extra = f": {step.error}" if step.error else ""
-                took = f" in {step.duration:.2f}s" if step.duration is not None and step.status.terminal else ""
-                self.console.print(f"{step_id} [{step.service}] {step.status.value}{took}{extra}", highlight=False)
+                self.said[step_id] = now
+                self.console.print(line(step_id, step), highlight=False, soft_wrap=True, markup=False)
+            elif step.status == StepState.RUNNING and now - self.said.get(step_id, now) >= self.heartbeat:
+                self.said[step_id] = now
+                progress = step.progress or {}
+                percent = f" {progress['percent']:.0f}%" if progress.get("percent") is not None else ""
+                message = f": {progress['message']}" if progress.get("message") else ""
+                took = f" for {step.duration:.0f}s" if step.duration is not None else ""
+                self.console.print(f"{step_id} [{step.service}] running{took}{percent}{message}", highlight=False,
+                                   soft_wrap=True, markup=False)
 
     def __exit__(self, *exc: object) -> None:
         if self.live is not None:
@@ -92,6 +118,9 @@ def describe_plan(plan: Any) -> str:
         cond = f" if {step.condition}" if step.condition != "success()" else ""
         lines.append(f"  {step.id}: {step.service} on queue {step.queue}{needs}{cond}, "
                      f"timeout {durations.format(step.timeout)}, job {step.job_id}")
+        for name, value in step.options.items():
+            if value is not None:
+                lines.append(f"      {name}: {json.dumps(value, ensure_ascii=False)}")
         for name, path in step.outputs.items():
             lines.append(f"      -> {name}: {path}")
     return "\n".join(lines)
@@ -100,6 +129,8 @@ def describe_plan(plan: Any) -> str:
 def mermaid(plan: Any) -> str:
     lines = ["flowchart TD"]
     for step in plan.steps:
-        lines.append(f'  {step.id}["{step.id}<br/>{step.service}"]')
-        lines.extend(f"  {need} --> {step.id}" for need in step.needs)
+        cond = f"<br/>if {step.condition}" if step.condition != "success()" else ""
+        lines.append(f'  {step.id}["{step.id}<br/>{step.service}{cond}"]')
+        arrow = f'-->|"{step.condition}"|' if step.condition != "success()" else "-->"
+        lines.extend(f"  {need} {arrow} {step.id}" for need in step.needs)
     return "\n".join(lines)

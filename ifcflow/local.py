@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from . import lifeline
 from .embedded import EmbeddedRedis
 from .errors import EmbeddedRedisError
 
@@ -25,7 +26,7 @@ class LocalCluster:
         self.count = max(1, workers or os.cpu_count() or 1)
         self.log_file = log_file
         self.preload = preload or []
-        self.redis = EmbeddedRedis()
+        self.redis = EmbeddedRedis(die_with_parent=True)
         self.processes: list[subprocess.Popen[bytes]] = []
 
     @property
@@ -38,12 +39,13 @@ class LocalCluster:
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             log = self.log_file.open("ab")  # type: ignore[assignment]
+        env = {**os.environ, lifeline.ENV: str(os.getpid())}  # workers, horses, scheduler die with this process
         try:
             for index in range(self.count):
                 self.processes.append(subprocess.Popen(
                     [sys.executable, "-m", "ifcflow", "worker", "--redis", self.url, "--quiet",
                      "--name", f"local-{os.getpid()}-{index}", "--preload", ",".join(self.preload)],
-                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
                 ))
         except BaseException:
             self.stop()
@@ -58,10 +60,10 @@ class LocalCluster:
                                      f"see {self.log_file or 'their output'}")
 
     def stop(self, grace: float = 3.0) -> None:
-        """Ask workers to stop (warm), then kill what is left; stop Redis; remove the temp folder.
+        """Ask workers to stop (warm), then kill what is left; then stop Redis and remove its temp folder.
 
-        With ``grace=0`` (the run ended, workers are idle) they are killed at once: the private Redis and
-        everything they registered in it go away too.
+        With ``grace=0`` (the run ended, workers are idle) they are killed at once. Workers, their work horses
+        and RQ's scheduler processes are gone before Redis stops, so none of them logs a lost connection.
         """
         for proc in self.processes:
             if proc.poll() is None:
@@ -71,11 +73,10 @@ class LocalCluster:
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+                _kill_group(proc.pid)
                 proc.wait()
+            _kill_group(proc.pid)  # the scheduler process (same group); horses die with their worker
+        _await_groups([proc.pid for proc in self.processes], timeout=5.0)
         self.processes.clear()
         self.redis.stop()
 
@@ -85,3 +86,24 @@ class LocalCluster:
     def finished(self) -> None:
         """The run ended: nothing is left to finish, stop at once."""
         self.stop(grace=0)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _await_groups(pgids: list[int], timeout: float) -> None:
+    """Wait until no process of these process groups is left (or ``timeout`` passes)."""
+    deadline = time.monotonic() + timeout
+    pending = set(pgids)
+    while pending and time.monotonic() < deadline:
+        for pgid in list(pending):
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                pending.discard(pgid)
+        if pending:
+            time.sleep(0.02)

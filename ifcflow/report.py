@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from pathlib import Path
 from xml.etree import ElementTree as ET
 
 from .states import StepState
@@ -62,7 +63,7 @@ def markdown(status: RunStatus) -> str:
 def html_report(status: RunStatus) -> str:
     rows = []
     for step_id, step in status.steps.items():
-        outputs = "<br>".join(html.escape(p) for p in step.outputs.values())
+        outputs = "<br>".join(_link(p, status.out_dir) for p in step.outputs.values() if Path(p).is_file())
         took = f"{step.duration:.1f} s" if step.duration is not None else ""
         rows.append(f"<tr class='{step.status.value}'><td>{html.escape(step_id)}</td><td>{step.service}</td>"
                     f"<td>{step.status.value}</td><td>{took}</td><td>{html.escape(_detail(step))}</td>"
@@ -74,6 +75,16 @@ def html_report(status: RunStatus) -> str:
             f"<h1>{html.escape(status.pipeline)}: {status.status.value}</h1><p>run {html.escape(status.run_id)}, "
             f"created {html.escape(status.created_at)}</p><table><tr><th>step</th><th>service</th><th>status</th>"
             f"<th>time</th><th>detail</th><th>outputs</th></tr>{''.join(rows)}</table></body></html>\n")
+
+
+def _link(path: str, out_dir: str) -> str:
+    """An output as a link (file URI); its text is the path inside the run folder when it is there."""
+    target = Path(path)
+    try:
+        text = str(target.relative_to(out_dir))
+    except ValueError:
+        text = path
+    return f"<a href='{html.escape(target.resolve().as_uri())}'>{html.escape(text)}</a>"
 
 
 def render(status: RunStatus, fmt: str) -> str:

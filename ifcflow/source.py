@@ -6,6 +6,7 @@ number of nodes after alias expansion, so an alias bomb is an error instead of a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,19 @@ class _TooBig(Exception):
         self.node = node
 
 
+def syntax_hint(text: str, line: int, col: int, detail: str = "") -> str:
+    """What probably went wrong on ``line``, then that line with a caret under ``col``."""
+    lines = text.splitlines()
+    here = lines[line - 1] if 0 < line <= len(lines) else ""
+    hint = ""
+    if "${{" in here and not re.search(r"""["']\$\{\{""", here):
+        hint = "; a value with ${{ ... }} must be quoted, e.g. ifc: \"${{ inputs.arch }}\""
+    elif any(word in detail for word in ("block", "mapping values are not allowed", "expected ':'")):
+        hint = "; check the indentation: keys of one mapping start in the same column"
+    caret = f"\n    {here}\n    {' ' * (col - 1)}^" if here.strip() else ""
+    return hint + caret
+
+
 def load(text: str | bytes, file: str) -> Source:
     """Parse ``text`` as one YAML document; raise :class:`PipelineError` when it cannot be read at all."""
     if len(text) > MAX_BYTES:
@@ -131,7 +145,7 @@ def load(text: str | bytes, file: str) -> Source:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         detail = " ".join(part for part in (exc.context, exc.problem) if part)
-        raise PipelineError([Problem(file, line, col, f"YAML syntax error: {detail}")]) from None
+        raise PipelineError([Problem(file, line, col, f"YAML syntax error: {detail}{syntax_hint(text, line, col, detail)}")]) from None
     except yaml.YAMLError as exc:
         raise PipelineError([Problem(file, 1, 1, f"YAML error: {exc}")]) from None
     builder = _Builder(file)

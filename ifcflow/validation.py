@@ -98,6 +98,10 @@ def _problem(err: Any, path: Path, source: Source) -> Problem:
     if kind == "union_tag_not_found":
         return source.problem(path, f"step '{path[-1]}' has no 'uses:'; add the service it runs, one of: "
                               + ", ".join(SERVICES), at_key=True)
+    if kind == "extra_forbidden" and len(path) == 3 and path[0] == "steps":
+        hint = _not_under_with(source, path)
+        if hint:
+            return hint
     if kind == "extra_forbidden":
         key, parent = path[-1], path[:-1]
         model = model_at(source.data, parent)
@@ -109,9 +113,31 @@ def _problem(err: Any, path: Path, source: Source) -> Problem:
         noun, owner = _describe(path[:-1], source)
         return source.problem(path[:-1], f"missing required {noun} '{path[-1]}'{owner}")
     if path and path[-1] == "[key]":
-        return source.problem(path, f"invalid name {value!r}: {err['msg'].lower()}", at_key=True)
+        msg = err["msg"]  # lower-case its first letter only: a pattern such as [A-Za-z] must stay as it is
+        return source.problem(path, f"invalid name {value!r}: {msg[:1].lower()}{msg[1:]}", at_key=True)
+    if kind in ("model_type", "dict_type") and value is None and path[-1:] == ("with",):
+        return source.problem(path, "'with:' is empty: indent the service's options under it (two more spaces "
+                              "than 'with:')", at_key=True)
     message = err["msg"].removeprefix("Value error, ")
     return source.problem(path, f"{'.'.join(str(p) for p in path) or 'file'}: {message}")
+
+
+def _not_under_with(source: Source, path: Path) -> Problem | None:
+    """An option of the step's service written as a step key: it is not indented under ``with:``."""
+    step = source.data["steps"].get(path[1]) if isinstance(source.data.get("steps"), dict) else None
+    service = SERVICES.get(str(step.get("uses"))) if isinstance(step, dict) else None
+    if service is None or path[2] not in known_keys(service.options) + _aliases(service.options):
+        return None
+    return source.problem(path, f"'{path[2]}' is an option of {service.name}, not a step key: indent it under "
+                          "'with:' (two more spaces than 'with:')", at_key=True)
+
+
+def _aliases(model: type[BaseModel]) -> list[str]:
+    found = []
+    for info in model.model_fields.values():
+        choices = getattr(info.validation_alias, "choices", None) or []
+        found += [c for c in choices if isinstance(c, str)]
+    return found
 
 
 def _describe(parent: Path, source: Source) -> tuple[str, str]:

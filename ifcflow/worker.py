@@ -29,6 +29,17 @@ SERVICES_FIELD = "ifcflow_services"
 """Field of RQ's worker hash where an ``ifcflow worker`` records the services it can run."""
 
 log = logging.getLogger(__name__)
+jobs_log = logging.getLogger("ifcflow.jobs")
+"""One line when a job starts and one when it ends, whatever RQ's own logging level."""
+
+
+def log_jobs() -> None:
+    if not jobs_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        jobs_log.addHandler(handler)
+        jobs_log.setLevel(logging.INFO)
+        jobs_log.propagate = False
 
 
 def preload(services: Sequence[str] = ()) -> dict[str, str]:
@@ -75,8 +86,18 @@ class IfcflowWorker(Worker):
             self.connection.hset(self.key, SERVICES_FIELD, json.dumps(record))
 
     def execute_job(self, job: Job, queue: Any) -> None:
+        meta = job.meta or {}
+        what = f"job {job.id}" + (f" (run {meta['ifcflow_run']})" if meta.get("ifcflow_run") else "")
+        started = time.monotonic()
+        jobs_log.info("%s started on queue %s", what, job.origin)
         super().execute_job(job, queue)
         if not self.is_horse:
+            try:
+                state = job.get_status(refresh=True)
+            except Exception:  # Redis gone: say what we know
+                state = None
+            jobs_log.info("%s ended %s after %.1fs", what, getattr(state, "value", state) or "(status unknown)",
+                          time.monotonic() - started)
             try:  # RQ concedes contended dependent enqueues to maintenance (minutes); do it now
                 from .propagate import drain_ready
 
@@ -118,9 +139,12 @@ def run_worker(url: str, queues: Sequence[str], burst: bool = False, name: str |
     maintenance); this loop then waits for Redis to come back and starts a fresh worker, so workers survive a
     Redis restart. It returns when the worker stops on request (SIGTERM/SIGINT) or a burst ends.
     """
+    from . import lifeline
     from .connection import connect
     from .errors import RedisUnavailable
 
+    lifeline.from_environment()  # a local run's worker dies with ifcflow run, its horses and scheduler with it
+    log_jobs()
     unknown = [q for q in queues if q not in QUEUES]
     if unknown:
         log.warning("queues %s are not ifcflow queues (%s); listening anyway", unknown, ", ".join(QUEUES))

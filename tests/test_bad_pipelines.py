@@ -66,6 +66,15 @@ def test_rejected_with_location(corpus: Path, name: str) -> None:
     messages = [str(p) for p in caught.value.problems]
     assert all(re.match(rf"^{re.escape(str(path))}:\d+:\d+: \S", m) for m in messages), messages
     assert any(_expected(path) in m for m in messages), messages
+    at = _expected_at(path)
+    if at:  # the problem is located at the key the user wrote (file:line:col)
+        assert any(m.startswith(f"{path}:{at}: ") and _expected(path) in m for m in messages), messages
+
+
+def _expected_at(path: Path) -> str | None:
+    lines = path.read_bytes().split(b"\n", 2)
+    second = lines[1].decode(errors="replace") if len(lines) > 1 else ""
+    return second.removeprefix("# at: ") if second.startswith("# at: ") else None
 
 
 def test_cli_exits_2_and_redis_gets_no_key(corpus: Path, redis_server: EmbeddedRedis, conn: Redis,

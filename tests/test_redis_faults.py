@@ -138,3 +138,44 @@ def test_unreachable_redis_one_clear_error(command: list[str]) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "cannot reach Redis at redis://127.0.0.1:1/0" in done.stderr
+
+
+def _poll_until_redis_goes(server: Server, args: list[str]) -> subprocess.CompletedProcess[str]:
+    """Start a polling command on ``server``, stop the server while it polls, and return what the command did."""
+    env = {k: v for k, v in os.environ.items() if k != "IFCFLOW_REDIS_URL"}
+    proc = subprocess.Popen([sys.executable, "-m", "ifcflow", *args, "--redis", server.url], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stderr is not None
+        first = proc.stderr.readline()  # the first view line: it is polling now (no worker: the run never ends)
+        assert proc.poll() is None, (first, proc.communicate())
+        server.stop()
+        out, err = proc.communicate(timeout=60)
+        err = first + err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
+
+@pytest.mark.parametrize("server", [False], indirect=True)
+@pytest.mark.parametrize("command", ["status --watch", "run", "retry --wait"])
+def test_every_polling_command_says_one_line_and_exits_2_when_redis_goes_away(server: Server, folder: Path,
+                                                                              command: str) -> None:
+    from ifcflow import control
+
+    path = write_pipeline(folder, PIPELINE)
+    if command == "run":
+        args = ["run", str(path), "--out", str(folder / "runs")]
+    else:
+        conn = Redis.from_url(server.url)
+        planned = runner.start(conn, path, out=folder / "runs")
+        if command == "retry --wait":
+            control.cancel(conn, planned.run_id, wait=0)
+        args = [*command.split()[:1], planned.run_id, *command.split()[1:]]
+    done = _poll_until_redis_goes(server, args)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.strip().splitlines() if not line.startswith(("a [", "b [", "run "))]
+    assert len(lines) == 1 and lines[0].startswith("error: lost Redis while following run "), done.stderr
+    assert "Traceback" not in done.stderr

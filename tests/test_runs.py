@@ -86,7 +86,8 @@ def test_failed_step_skips_dependents_and_leaves_nothing_deferred(conn: Redis, f
     steps = result.steps
     assert result.status == RunState.FAILED
     assert steps["validate"].status == StepState.FAILED
-    assert steps["validate"].error == "1 of 1 specifications failed"
+    assert steps["validate"].error == ("1 of 1 specifications failed: 'ifcwall has a name' (required); report: "
+                                       f"{steps['validate'].outputs['report']}")
     assert Path(steps["validate"].outputs["report"]).is_file()  # a failed gate still publishes its report
     assert steps["patch"].status == StepState.SKIPPED
     assert steps["patch"].error == "upstream step 'validate' failed"
@@ -235,10 +236,16 @@ def test_reports_after_a_failed_run(folder: Path) -> None:
     suite = ET.parse(junit).getroot()
     assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("5", "1", "2")
     failed = suite.find("testcase[@name='validate']/failure")
-    assert failed is not None and failed.get("message") == "1 of 1 specifications failed"
+    assert failed is not None and failed.get("message", "").startswith("1 of 1 specifications failed: 'ifcwall has a name'")
     text = markdown.read_text()
     assert "| patch | ifcpatch | ⏭️ skipped |" in text and "upstream step 'validate' failed" in text
-    assert "<tr class='failed'><td>validate</td>" in page.read_text()
+    html = page.read_text()
+    assert "<tr class='failed'><td>validate</td>" in html
+    (run_dir,) = (folder / "runs").iterdir()
+    report = run_dir / "validate" / "arch_ids.json"
+    assert report.is_file()  # a failed gate keeps its report: linked
+    assert f"<a href='{report.as_uri()}'>validate/arch_ids.json</a>" in html
+    assert "patch/arch_Optimise.ifc" not in html  # skipped: its output does not exist, so no link
 
 
 def test_bad_report_option_is_bad_input(folder: Path) -> None:

@@ -16,6 +16,8 @@ from ifc5d import qto
 from pydantic import ValidationError
 from redis import Redis
 
+from ifcflow import document
+from ifcflow.errors import PipelineError
 from ifcflow.services.ifc5d import QtoOptions
 from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
@@ -65,8 +67,6 @@ def test_csv_summary_query_and_rule_set(conn: Redis, tmp_path: Path) -> None:
     run = run_pipeline(conn, pipeline_file(tmp_path, {
         "qto": ("ifc5d", {"ifc": "walls.ifc", "output": "q.ifc", "summary": "q.csv", "query": "IfcWall, Name=W1",
                           "rules": "IFC4X3QtoBaseQuantities"}),
-        "bad": ("ifc5d", {"ifc": "walls.ifc", "rules": "IFC4QtoBaseQuantitiesBlender"}),
-        "unknown": ("ifc5d", {"ifc": "walls.ifc", "rules": "NoSuchRules"}),
     }), tmp_path / "runs")
     step = succeeded(run, "qto")
     with Path(step.outputs["summary"]).open(newline="") as handle:
@@ -76,9 +76,13 @@ def test_csv_summary_query_and_rule_set(conn: Redis, tmp_path: Path) -> None:
     assert {(r["GlobalId"], r["qset"], r["quantity"]): float(r["value"]) for r in rows} == {
         (g, s, q): v for g, qtos in expected.items() for s, values in qtos.items() for q, v in values.items()}
     assert {r["name"] for r in rows} == {"W1"}
-    for key in ("bad", "unknown"):
-        assert run.steps[key].status == StepState.FAILED
-        assert (run.steps[key].error or "").endswith("use one of: IFC4QtoBaseQuantities, IFC4X3QtoBaseQuantities")
+    bad = pipeline_file(tmp_path, {"bad": ("ifc5d", {"ifc": "walls.ifc", "rules": "IFC4QtoBaseQuantitiesBlender"}),
+                                   "unknown": ("ifc5d", {"ifc": "walls.ifc", "rules": "NoSuchRules"})}, "bad.yml")
+    with pytest.raises(PipelineError) as caught:  # rule sets are checked before anything is enqueued
+        document.load(bad)
+    messages = [p.message for p in caught.value.problems]
+    assert len(messages) == 2 and all(m.endswith("Rule sets: IFC4QtoBaseQuantities, IFC4X3QtoBaseQuantities")
+                                      for m in messages), messages
 
 
 def test_invalid_options() -> None:

@@ -24,6 +24,7 @@ from ifcflow.services import ifcclash as clash_service
 from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
 from tests.factories import add_wall, new_storey_model
+from tests.helpers import run_unchecked
 
 
 def models(folder: Path) -> tuple[Path, Path]:
@@ -157,7 +158,8 @@ def test_worker_failures_are_explained(conn: Redis, tmp_path: Path, source: dict
                                        options: dict[str, Any], fragment: str) -> None:
     models(tmp_path)
     with_ = {"clash_sets": [{"name": "s", "a": [{"file": "walls.ifc"}], "b": [source]}], **options}
-    step = run_pipeline(conn, write_pipeline(tmp_path, {"clash": with_}), tmp_path / "runs").steps["clash"]
+    # past validate (which refuses the bad selector), as if the files changed after submission
+    step = run_unchecked(conn, write_pipeline(tmp_path, {"clash": with_}), tmp_path / "runs").steps["clash"]
     assert step.status == StepState.FAILED
     assert step.error is not None and step.error.startswith(fragment), step.error
     assert not Path(step.outputs["report"]).exists()
@@ -168,7 +170,7 @@ def test_options_model() -> None:
     options = model.model_validate({"clash_sets": [{"name": "s", "a": [{"file": "a.ifc"}]}],
                                     "output_filename": "x.json"})
     assert options.outputs() == {"report": "x.json"}
-    assert options.clash_sets[0].a[0].mode == "e" and options.clash_sets[0].b == []
+    assert options.clash_sets[0].a[0].mode == "a" and options.clash_sets[0].b == []
     assert (options.tolerance, options.mode, options.max_cluster_distance) == (0.01, "intersection", 5.0)
     both = model.model_validate({"clash_sets": [{"name": "s", "a": [{"file": "a.ifc"}]}], "bcf": "x.bcf"})
     assert both.outputs() == {"report": "clashes.json", "bcf": "x.bcf"}
@@ -212,3 +214,51 @@ def test_selection_without_geometry_is_explained(conn: Redis, tmp_path: Path) ->
     assert step.status == StepState.FAILED
     assert step.error is not None
     assert step.error.startswith("clash set 'bare': one of its selections has no elements with geometry"), step.error
+
+
+@pytest.mark.parametrize(("source", "mode"), [
+    ({"file": "a.ifc", "selector": "IfcWall"}, "i"),  # a selector means "these elements"
+    ({"file": "a.ifc"}, "a"),  # no selector: every element
+    ({"file": "a.ifc", "selector": "IfcWall", "mode": "e"}, "e"),  # the original system's explicit mode
+    ({"file": "a.ifc", "selector": "IfcWall", "mode": "a"}, "a"),
+])
+def test_clash_source_mode_defaults_to_the_selector(source: dict[str, Any], mode: str) -> None:
+    assert clash_service.ClashSource.model_validate(source).mode == mode
+
+
+def test_a_selector_without_mode_selects_those_elements(conn: Redis, tmp_path: Path) -> None:
+    models(tmp_path)
+    sets = [{"name": "ducts", "a": [{"file": "walls.ifc"}], "b": [{"file": "mep.ifc", "selector": "IfcDuctSegment"}]}]
+    step = run_pipeline(conn, write_pipeline(tmp_path, {"clash": {"clash_sets": sets}}), tmp_path / "runs").steps["clash"]
+    assert step.status == StepState.SUCCEEDED, step.error
+    assert step.result is not None and step.result["data"]["clashes"] == 2, step.result
+
+
+def test_validate_checks_clash_selectors_against_the_models_schema(tmp_path: Path) -> None:
+    from ifcflow import document
+
+    models(tmp_path)
+    with_ = {"clash_sets": [{"name": "s", "a": [{"file": "walls.ifc", "selector": "IfcWalls"}],
+                             "b": [{"file": "mep.ifc", "selector": "IfcWall, , IfcSlab"}]}]}
+    with pytest.raises(PipelineError) as caught:
+        document.load(write_pipeline(tmp_path, {"clash": with_}))
+    messages = sorted(p.message for p in caught.value.problems)
+    assert len(messages) == 2, messages
+    assert "names IfcWalls, which is not an entity of IFC4" in messages[1] and "did you mean 'IfcWall'" in messages[1]
+    assert messages[0].startswith("query 'IfcWall, , IfcSlab' is not a valid ifcopenshell selector"), messages
+
+
+@pytest.mark.parametrize("mode", ["intersection", "collision"])
+def test_set_a_element_stays_a(conn: Redis, tmp_path: Path, mode: str) -> None:
+    """ifcopenshell's tree reports intersections as (mep, wall) when a is the walls; the report keeps a as a."""
+    models(tmp_path)
+    sets = [{"name": "walls-first", "a": [{"file": "walls.ifc"}], "b": [{"file": "mep.ifc"}]},
+            {"name": "mep-first", "a": [{"file": "mep.ifc"}], "b": [{"file": "walls.ifc"}]}]
+    step = run_pipeline(conn, write_pipeline(tmp_path, {"clash": {"clash_sets": sets, "mode": mode}}),
+                        tmp_path / "runs").steps["clash"]
+    assert step.status == StepState.SUCCEEDED, step.error
+    walls_first, mep_first = json.loads(Path(step.outputs["report"]).read_text())
+    assert walls_first["clashes"] and {c["a_ifc_class"] for c in walls_first["clashes"].values()} == {"IfcWall"}
+    assert {c["b_ifc_class"] for c in mep_first["clashes"].values()} == {"IfcWall"}
+    for clash in walls_first["clashes"].values():
+        assert f"{clash['a_global_id']}-{clash['b_global_id']}" in walls_first["clashes"]

@@ -21,7 +21,7 @@ from ifcflow.services.ifccsv import CsvExportOptions, CsvImportOptions
 from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
 from tests.factories import walls_model
-from tests.helpers import succeeded
+from tests.helpers import run_unchecked, succeeded
 
 ATTRIBUTES = ["Name", "Description", "Pset_WallCommon.FireRating"]
 
@@ -162,8 +162,8 @@ def test_import_reports_unknown_rows_and_rejects_foreign_tables(conn: Redis, tmp
 
 def test_bad_query_fails_with_a_clear_message(conn: Redis, tmp_path: Path) -> None:
     walls_model(tmp_path / "walls.ifc", walls=1, rated=2, description="outer wall")
-    run = run_pipeline(conn, pipeline_file(tmp_path, {"export": ("ifccsv", {"ifc": "walls.ifc", "query": "IfcWall, [["})}),
-                       tmp_path / "runs")
+    run = run_unchecked(conn, pipeline_file(tmp_path, {"export": ("ifccsv", {"ifc": "walls.ifc", "query": "IfcWall, [["})}),
+                        tmp_path / "runs")  # validate refuses it; the worker checks again
     step = run.steps["export"]
     assert step.status == StepState.FAILED
     assert (step.error or "").startswith("query 'IfcWall, [[' is not a valid ifcopenshell selector")
@@ -210,3 +210,16 @@ def test_real_model_export_and_unchanged_round_trip(conn: Redis, tmp_path: Path)
         "ifc": str(house), "table": "editable.csv"})}, "import.yml"), tmp_path / "runs")
     step = succeeded(run, "import")
     assert values(Path(step.outputs["model"]), editable, "IfcElement") == values(house, editable, "IfcElement")
+
+
+def test_a_query_that_selects_nothing_warns_or_fails_with_require_elements(conn: Redis, tmp_path: Path) -> None:
+    walls_model(tmp_path / "walls.ifc", walls=1)
+    run = run_pipeline(conn, pipeline_file(tmp_path, {
+        "doors": ("ifccsv", {"ifc": "walls.ifc", "query": "IfcDoor"}),
+        "strict": ("ifccsv", {"ifc": "walls.ifc", "query": "IfcDoor", "require_elements": True, "output": "s.csv"}),
+    }), tmp_path / "runs")
+    doors = succeeded(run, "doors")
+    assert doors.result["message"].endswith("(warning: query 'IfcDoor' selects no elements in walls.ifc)")
+    strict = run.steps["strict"]
+    assert strict.status == StepState.FAILED
+    assert strict.error == "query 'IfcDoor' selects no elements in walls.ifc (require_elements: true); check the query against the model"

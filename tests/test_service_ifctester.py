@@ -90,8 +90,8 @@ def test_gate_fails_step_but_keeps_report(conn: Redis, tmp_path: Path) -> None:
     run = run_pipeline(conn, pipeline, tmp_path / "runs")
     step = run.steps["check"]
     assert step.status == StepState.FAILED
-    assert step.error == "1 of 2 specifications failed"
     report = Path(step.outputs["report"])
+    assert step.error == f"1 of 2 specifications failed: 'fire' (required); report: {report}"
     assert report.name == "out.html" and report.stat().st_size > 0
     assert not list(report.parent.glob(".partial-*"))
 

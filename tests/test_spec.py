@@ -158,7 +158,7 @@ def test_invalid_ids_is_caught_before_enqueue(folder: Path) -> None:
 
 def test_input_override_must_be_declared(folder: Path) -> None:
     path = write_pipeline(folder, "version: 1\nname: x\ninputs: {arch: arch.ifc}\nsteps: {a: {uses: ifcpatch, with: {ifc: '${{ inputs.arch }}', recipe: Optimise}}}\n")
-    with pytest.raises(PipelineError, match="input 'arc' given on the command line is not declared"):
+    with pytest.raises(PipelineError, match="-i arc=.*: input 'arc' is not declared"):
         document.load(path, {"arc": "x.ifc"})
     assert document.load(path, {"arch": str(folder / "arch.ifc")}).inputs["arch"] == str(folder / "arch.ifc")
 
@@ -177,3 +177,48 @@ def test_merge_keys_and_key_types(folder: Path) -> None:
     assert found == ["p.yaml:4:3: key 'yes' is read as bool True, not text; quote it: 'yes' (at steps)"]
     found = problems(folder, "version: 1\nname: x\nsteps:\n  a: {<<: [1], uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise}}\n")
     assert any("a merge key (<<) takes a mapping" in m for m in found), found
+
+
+def test_structural_and_file_problems_in_one_pass(folder: Path) -> None:
+    found = problems(folder, """\
+        version: 1
+        name: x
+        steps:
+          a: {uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise, colour: red}}
+          b: {uses: ifcpatch, with: {ifc: missing.ifc, recipe: Optimise}}
+        """)
+    assert any("unknown option 'colour'" in m for m in found), found
+    assert any(m.startswith("p.yaml:5:") and "missing.ifc does not exist" in m for m in found), found
+
+
+def test_a_bad_input_override_is_one_problem_at_the_flag(folder: Path) -> None:
+    path = write_pipeline(folder, """\
+        version: 1
+        name: x
+        inputs: {arch: arch.ifc}
+        steps:
+          a: {uses: ifcpatch, with: {ifc: "${{ inputs.arch }}", recipe: Optimise}}
+          b: {uses: ifc2json, with: {ifc: "${{ inputs.arch }}"}}
+          c: {uses: ifcconvert, with: {input: "${{ inputs.arch }}", output: a.glb}}
+        """)
+    with pytest.raises(PipelineError) as caught:
+        document.load(path, {"arch": str(folder / "nope.ifc")})
+    assert [str(p) for p in caught.value.problems] == [
+        f"-i arch={folder / 'nope.ifc'}: input file {folder / 'nope.ifc'} does not exist"]
+
+
+def test_selector_checks_need_no_ifcopenshell_at_import() -> None:
+    import subprocess
+    import sys
+
+    code = "import ifcflow, ifcflow.document, ifcflow.stepcheck, ifcflow.modelcheck, sys; " \
+           "assert 'ifcopenshell' not in sys.modules, 'imported'"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+def test_a_yaml_syntax_error_shows_the_line_with_a_caret(folder: Path) -> None:
+    [message] = problems(folder, "version: 1\nname: x\nsteps:\n  a:\n    uses: ifcpatch\n    with:\n      ifc: arch.ifc\n"
+                                 "     recipe: Optimise\n")
+    head, line, caret = message.split("\n")
+    assert head.startswith("p.yaml:8:6: YAML syntax error") and "check the indentation" in head
+    assert line == "         recipe: Optimise" and caret == "         ^"

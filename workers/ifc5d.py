@@ -14,7 +14,7 @@ from ifc5d import qto
 from ifcflow.errors import StepError
 from ifcflow.services.ifc5d import QtoOptions
 
-from .models import open_ifc
+from .models import nothing_selected, open_ifc
 from .runtime import Outcome, Progress, step
 
 
@@ -57,6 +57,7 @@ def body(options: QtoOptions, outputs: dict[str, Path], progress: Progress) -> O
     except Exception as exc:  # lark parse errors
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise StepError(f"query {options.query!r} is not a valid ifcopenshell selector: {reason}") from None
+    warning = nothing_selected(options.query, options.ifc, elements, options.require_elements)
     progress(1, 4, f"quantifying {len(elements)} elements")
     results = qto.quantify(model, elements, rules)
     progress(2, 4, "writing quantity sets")
@@ -67,7 +68,7 @@ def body(options: QtoOptions, outputs: dict[str, Path], progress: Progress) -> O
     write_summary(entries, outputs["summary"])
     quantities = sum(len(v) for e in entries for v in e["quantities"].values())
     data = {"selected": len(elements), "quantified": len(entries), "quantities": quantities}
-    return Outcome(f"{quantities} quantities on {len(entries)} of {len(elements)} selected elements", data)
+    return Outcome(f"{quantities} quantities on {len(entries)} of {len(elements)} selected elements{warning}", data)
 
 
 run = step(body)

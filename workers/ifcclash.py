@@ -78,6 +78,21 @@ def run_clash_sets(clasher: Clasher, progress: Progress) -> None:
         except AssertionError:
             raise StepError(f"clash set '{clash_set['name']}': one of its selections has no elements with "
                             "geometry, so there is nothing to clash; check the selectors") from None
+        keep_sides(clash_set, set(clasher.groups["a"]["elements"]))
+
+
+_SIDES = (("a_global_id", "b_global_id"), ("a_ifc_class", "b_ifc_class"), ("a_name", "b_name"), ("p1", "p2"))
+
+
+def keep_sides(clash_set: Any, a_ids: set[str]) -> None:
+    """Set a's element is ``a`` in every clash: ifcopenshell's tree may report a pair the other way round."""
+    fixed: dict[str, Any] = {}
+    for clash in clash_set.get("clashes", {}).values():
+        if clash["a_global_id"] not in a_ids and clash["b_global_id"] in a_ids:
+            for first, second in _SIDES:
+                clash[first], clash[second] = clash[second], clash[first]
+        fixed[f"{clash['a_global_id']}-{clash['b_global_id']}"] = clash
+    clash_set["clashes"] = fixed
 
 
 def require_sklearn() -> None:

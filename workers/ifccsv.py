@@ -13,7 +13,7 @@ from ifccsv import IfcCsv
 from ifcflow.errors import StepError
 from ifcflow.services.ifccsv import CsvExportOptions, CsvImportOptions
 
-from .models import open_ifc
+from .models import nothing_selected, open_ifc
 from .runtime import Outcome, Progress, step
 
 
@@ -31,13 +31,15 @@ def body(options: CsvExportOptions, outputs: dict[str, Path], progress: Progress
     progress(0, 3, "opening model")
     model = open_ifc(options.ifc)
     elements = sorted(select(model, options.query), key=lambda e: e.id())  # stable order among equal sort keys
+    warning = nothing_selected(options.query, options.ifc, elements, options.require_elements)
     progress(1, 3, f"exporting {len(elements)} elements")
     exporter = IfcCsv()
     export_table(exporter, model, elements, options, outputs["table"])
     rows = len(list(exporter.results))
     columns = len(exporter.headers)
-    return Outcome(f"exported {rows} elements x {columns} columns to {options.format}",
+    return Outcome(f"exported {rows} elements x {columns} columns to {options.format}{warning}",
                    {"rows": rows, "columns": columns, "format": options.format})
+
 
 
 def export_table(exporter: IfcCsv, model: ifcopenshell.file, elements: list[ifcopenshell.entity_instance],

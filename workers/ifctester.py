@@ -85,12 +85,29 @@ def body(options: TesterOptions, outputs: dict[str, Path], progress: Progress) -
     write_report(document, options.report_type, outputs["report"])
     data = summarize(document)
     total, failed = data["specifications"], data["failed"]
+    names = failing(document)
     if options.gate and data["required_failed"]:
-        raise StepError(f"{failed} of {total} specifications failed", keep_outputs=True)
+        raise StepError(f"{failed} of {total} specifications failed: {names}; report: "
+                        f"{published(outputs['report'])}", keep_outputs=True)
     message = f"{data['passed']} of {total} specifications passed"
     if failed:
-        message += f" ({failed} failed, {data['required_failed']} of them required)"
+        message += f" ({failed} failed, {data['required_failed']} of them required: {names})"
     return Outcome(message, data)
+
+
+def failing(document: ids.Ids, limit: int = 5) -> str:
+    """The failing specifications by name and usage: ``'walls are rated' (required), ...``."""
+    failed = [f"{s.name!r} ({s.get_usage()})" for s in document.specifications if not s.status]
+    more = f" and {len(failed) - limit} more" if len(failed) > limit else ""
+    return ", ".join(failed[:limit]) + more
+
+
+def published(temp: Path) -> Path:
+    """Where a file written to the step's private folder (``<step>/.partial-*/...``) is published."""
+    for folder in temp.parents:
+        if folder.name.startswith(".partial-"):
+            return folder.parent / temp.relative_to(folder)
+    return temp
 
 
 run = step(body)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import ifcopenshell
 
@@ -22,3 +23,13 @@ def open_ifc(path: str | Path) -> ifcopenshell.file:
         return ifcopenshell.open(str(path))
     except Exception as exc:  # ifcopenshell raises several unrelated types for unreadable files
         raise StepError(f"ifcopenshell cannot read {path.name}: {exc}") from None
+
+
+def nothing_selected(query: str, ifc: str, elements: Any, required: bool) -> str:
+    """'' when ``elements`` is not empty; else a warning for the result message, or a StepError if ``required``."""
+    if elements:
+        return ""
+    what = f"query {query!r} selects no elements in {Path(ifc).name}"
+    if required:
+        raise StepError(f"{what} (require_elements: true); check the query against the model")
+    return f" (warning: {what})"

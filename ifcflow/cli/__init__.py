@@ -6,9 +6,10 @@ from __future__ import annotations
 import sys
 
 import click
+from redis.exceptions import RedisError
 
 from ..errors import IfcflowError
-from . import dashboard, inspect, operate, run, serve, tools  # noqa: F401  (each module registers its commands)
+from . import dashboard, inspect, operate, run, serve, services, tools  # noqa: F401  (each module registers its commands)
 from .app import cli, err
 
 __all__ = ["cli", "main"]
@@ -26,6 +27,10 @@ def main() -> None:
     except IfcflowError as exc:
         click.echo(f"error: {exc}" if "\n" not in str(exc) else str(exc), err=True)
         sys.exit(exc.exit_code)
+    except RedisError as exc:  # a server that goes away outside a followed run: still one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        click.echo(f"error: lost Redis: {first}. Start the server, or check --redis / IFCFLOW_REDIS_URL.", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted; local workers and the private Redis were stopped")
         sys.exit(130)

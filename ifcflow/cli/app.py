@@ -9,25 +9,29 @@ from pathlib import Path
 
 import click
 from redis import Redis
+from redis.exceptions import RedisError
 from rich.console import Console
 
 from .. import connection, live
-from ..errors import IfcflowError
+from ..errors import IfcflowError, RedisLost
 from ..states import RunState
 from ..status import RunStatus, StatusReader, wait
 
 EXIT = {RunState.SUCCEEDED: 0, RunState.SUCCEEDED_WITH_FAILURES: 3, RunState.FAILED: 1, RunState.CANCELED: 1}
 redis_option = click.option("--redis", "redis_url", metavar="URL", envvar=connection.ENV,
                             help="Redis server (default: $IFCFLOW_REDIS_URL; `run` starts a private one if unset)")
-err = Console(stderr=True, highlight=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True)  # a long path stays on one line (CI logs)
 
 
 def parse_inputs(values: tuple[str, ...]) -> dict[str, str]:
-    pairs = {}
+    pairs: dict[str, str] = {}
     for value in values:
         name, sep, path = value.partition("=")
         if not sep or not name:
             raise click.BadParameter(f"{value!r}: write NAME=PATH", param_hint="-i/--input")
+        if name in pairs:
+            raise click.BadParameter(f"input '{name}' is given twice ({name}={pairs[name]} and {value}); give it "
+                                     "once", param_hint="-i/--input")
         pairs[name] = path
     return pairs
 
@@ -81,18 +85,32 @@ def cluster(url: str | None, workers: int, log: Path, services: list[str]) -> It
 
 def follow(reader: StatusReader, timeout: float | None, quiet: bool,
             health: Callable[[], None] = lambda: None) -> RunStatus:
-    with live.View(err, quiet=quiet) as view:
-        def update(status: RunStatus) -> None:
-            view(status)
-            if not status.terminal:
-                health()
+    """Poll the run until it ends (or ``timeout``), showing it; a Redis that goes away is one line, exit 2."""
+    try:
+        with live.View(err, quiet=quiet) as view:
+            def update(status: RunStatus) -> None:
+                view(status)
+                if not status.terminal:
+                    health()
 
-        return wait(reader, timeout=timeout, on_update=update)
+            return wait(reader, timeout=timeout, on_update=update)
+    except RedisError as exc:
+        raise RedisLost(reader.run_id, str(exc)) from None
+
+
+def record(status: RunStatus, reason: str | None = None) -> None:
+    """Write ``status.json`` into the run folder; a folder this machine cannot write to is only a warning."""
+    from ..runfolder import write_status
+
+    try:
+        write_status(status, reason)
+    except OSError as exc:
+        err.print(f"warning: could not write {status.out_dir}/status.json: {exc.strerror or exc}", markup=False)
 
 
 def finish(status: RunStatus, as_json: bool) -> None:
     if as_json:
         click.echo(status.model_dump_json(indent=2))
     else:
-        err.print(live.summary(status))
+        err.print(live.summary(status), markup=False)
     sys.exit(EXIT.get(status.status, 1))

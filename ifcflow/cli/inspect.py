@@ -8,11 +8,21 @@ from pathlib import Path
 
 import click
 
-from .. import document, live, store
+from .. import connection, document, live, runfolder, store
 from ..errors import IfcflowError
 from ..plan import plan as make_plan
-from ..status import StatusReader
+from ..status import RunStatus, StatusReader
 from .app import EXIT, cli, err, follow, parse_inputs, redis_from, redis_option
+
+out_option = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=runfolder.DEFAULT_ROOT,
+                          show_default=True, help="run folders to read when no Redis is configured")
+
+
+def recorded(redis_url: str | None, out: Path, run_id: str, with_traceback: bool = False) -> RunStatus:
+    """A run's status: from Redis when one is configured, else from its run folder's status.json."""
+    if connection.configured_url(redis_url) is None:
+        return runfolder.read_status(out, run_id)
+    return StatusReader(redis_from(redis_url), run_id).read(with_traceback)
 
 
 @cli.command()
@@ -51,10 +61,13 @@ def plan(file: Path, inputs: tuple[str, ...], fmt: str, out: Path) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--watch", is_flag=True, help="follow the run until it ends")
 @click.option("--traceback", "with_traceback", is_flag=True, help="include failed steps' tracebacks (JSON)")
-def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_traceback: bool) -> None:
-    """Show a run's status: every step, and the whole run."""
-    reader = StatusReader(redis_from(redis_url), run_id)
-    result = follow(reader, None, quiet=as_json) if watch else reader.read(with_traceback)
+@out_option
+def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_traceback: bool, out: Path) -> None:
+    """Show a run's status: every step, and the whole run (from its run folder when no Redis is configured)."""
+    if watch and connection.configured_url(redis_url) is not None:
+        result = follow(StatusReader(redis_from(redis_url), run_id), None, quiet=as_json)
+    else:
+        result = recorded(redis_url, out, run_id, with_traceback)
     if as_json:
         click.echo(result.model_dump_json(indent=2, exclude={"steps": {"__all__": {"traceback"}}}
                                           if not with_traceback else None))
@@ -69,11 +82,12 @@ def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_
 @click.option("--format", "fmt", type=click.Choice(["junit", "markdown", "html"]), default="markdown",
               show_default=True)
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="write to a file")
-def report(run_id: str, redis_url: str | None, fmt: str, output: Path | None) -> None:
+@out_option
+def report(run_id: str, redis_url: str | None, fmt: str, output: Path | None, out: Path) -> None:
     """Write a run's report as JUnit XML (for CI), Markdown (for pull requests) or HTML."""
     from ..report import render
 
-    text = render(StatusReader(redis_from(redis_url), run_id).read(with_traceback=True), fmt)
+    text = render(recorded(redis_url, out, run_id, with_traceback=True), fmt)
     if output:
         output.write_text(text, encoding="utf-8")
     else:
@@ -84,19 +98,26 @@ def report(run_id: str, redis_url: str | None, fmt: str, output: Path | None) ->
 @redis_option
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def runs(redis_url: str | None, limit: int, as_json: bool) -> None:
-    """List recent runs, newest first."""
-    conn = redis_from(redis_url)
-    rows = []
-    for run_id in store.recent_runs(conn, limit):
-        try:
-            s = StatusReader(conn, run_id).read()
-        except IfcflowError:  # expired with its results
-            conn.zrem(store.RUNS, run_id)
-            continue
-        rows.append({"run_id": run_id, "pipeline": s.pipeline, "status": s.status.value, "created_at": s.created_at,
-                     "steps": len(s.steps)})
+@out_option
+def runs(redis_url: str | None, limit: int, as_json: bool, out: Path) -> None:
+    """List recent runs, newest first (the run folders' records when no Redis is configured)."""
+    found = runfolder.recent(out, limit) if connection.configured_url(redis_url) is None else _redis_runs(redis_url, limit)
+    rows = [{"run_id": s.run_id, "pipeline": s.pipeline, "status": s.status.value, "created_at": s.created_at,
+             "steps": len(s.steps)} for s in found]
     if as_json:
         click.echo(json.dumps(rows, indent=2))
     for row in rows if not as_json else []:
         click.echo(f"{row['run_id']}  {row['status']:<24} {row['steps']:>4} steps  {row['created_at']}")
+    if not rows and not as_json:
+        click.echo(f"no runs in {out}" if connection.configured_url(redis_url) is None else "no runs")
+
+
+def _redis_runs(redis_url: str | None, limit: int) -> list[RunStatus]:
+    conn = redis_from(redis_url)
+    found = []
+    for run_id in store.recent_runs(conn, limit):
+        try:
+            found.append(StatusReader(conn, run_id).read())
+        except IfcflowError:  # expired with its results
+            conn.zrem(store.RUNS, run_id)
+    return found

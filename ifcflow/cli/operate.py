@@ -10,7 +10,7 @@ import click
 from .. import connection
 from ..errors import IfcflowError
 from ..status import StatusReader
-from .app import cli, finish, follow, redis_from, redis_option
+from .app import cli, finish, follow, record, redis_from, redis_option
 
 
 @cli.command()
@@ -58,7 +58,9 @@ def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool) -> N
     click.echo(f"re-enqueued {len(steps)} step(s): {', '.join(steps)}" if steps
                else "nothing to retry: no failed, skipped or canceled step, or they are still running")
     if wait:
-        finish(follow(StatusReader(conn, run_id), None, quiet=False), as_json=False)
+        status = follow(StatusReader(conn, run_id), None, quiet=False)
+        record(status)
+        finish(status, as_json=False)
 
 
 @cli.command()

@@ -3,26 +3,35 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 
 import click
+from redis import Redis
 
-from .. import connection, document, store
+from .. import connection, document, runfolder, store
 from ..errors import IfcflowError
+from ..plan import Plan
 from ..plan import plan as make_plan
-from ..status import StatusReader
-from .app import cli, cluster, finish, follow, parse_inputs, redis_option, report_specs, write_reports
+from ..status import RunStatus, StatusReader
+from .app import cli, cluster, finish, follow, parse_inputs, record, redis_option, report_specs, write_reports
 
 
 @cli.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("-i", "--input", "inputs", multiple=True, metavar="NAME=PATH", help="override a pipeline input")
 @redis_option
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ifcflow-runs"),
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=runfolder.DEFAULT_ROOT,
               show_default=True, help="folder for run outputs (<out>/<run_id>/<step>/)")
 @click.option("--detach", is_flag=True, help="enqueue, print the run id and return at once")
 @click.option("--json", "as_json", is_flag=True, help="print the final status document as JSON")
-@click.option("--timeout", type=float, default=None, help="stop waiting after this many seconds (exit 1)")
+@click.option("--timeout", type=float, default=None,
+              help="stop waiting after this many seconds (exit 1); a local run is canceled then")
 @click.option("--workers", type=int, default=None, help="local workers when no Redis is configured [cores]")
 @click.option("--ttl", type=int, default=store.DEFAULT_TTL, show_default=True, help="keep results this many seconds")
 @click.option("--report", "reports", multiple=True, metavar="FORMAT:PATH",
@@ -35,8 +44,8 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
     from .. import enqueue
     from ..api import webhook as hooks
 
-    wanted_reports = report_specs(reports)
-    record = {hooks.FIELD: hooks.check_url(webhook, None)} if webhook else None
+    specs = report_specs(reports)
+    fields = {hooks.FIELD: hooks.check_url(webhook, None)} if webhook else None
     doc = document.load(file, parse_inputs(inputs))
     planned = make_plan(doc, out_root=out)
     url = connection.configured_url(redis_url)
@@ -45,16 +54,62 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
                            "ends with the command")
     services = sorted({step.service for step in planned.steps})
     workers = workers or min(len(planned.steps), os.cpu_count() or 1)
-    with cluster(url, workers, Path(planned.out_dir) / "workers.log", services) as (conn, health):
-        enqueue.submit(conn, planned, ttl=ttl, record=record)
+    with signals_interrupt(), cluster(url, workers, Path(planned.out_dir) / "workers.log", services) as (conn, health):
+        enqueue.submit(conn, planned, ttl=ttl, record=fields)
         if webhook:
             conn.sadd(hooks.WATCHED, planned.run_id)  # an API server's watcher observes a detached run's end
         if detach:
             click.echo(f"enqueued {len(planned.steps)} steps; follow with: ifcflow status {planned.run_id} --watch")
             click.echo(planned.run_id)
             return
-        status = follow(StatusReader(conn, planned.run_id, planned), timeout, quiet=as_json, health=health)
+        reader = StatusReader(conn, planned.run_id, planned)
+        reason = None
+        try:
+            status = follow(reader, timeout, quiet=as_json, health=health)
+            if not status.terminal and url is None:  # the private Redis and workers end with this command
+                status, reason = abandon(conn, reader, "timeout"), "timeout"
+        except KeyboardInterrupt:
+            if url is None:
+                record(abandon(conn, reader, "interrupted"), "interrupted")
+            raise
+        record(status, reason)
         if webhook and url is None:  # the private Redis and its workers end with this command: deliver first
             hooks.await_delivery(conn, planned.run_id, timeout=60)
-    write_reports(status, wanted_reports)
+    write_reports(status, specs)
     finish(status, as_json)
+
+
+def abandon(conn: Redis, reader: StatusReader, reason: str, wait: float = 10.0) -> RunStatus:
+    """Cancel a run this command cannot follow to its end (steps canceled with ``reason``, partial outputs and
+    empty step folders removed) and return its final status."""
+    from ..control import cancel
+
+    cancel(conn, reader.run_id, wait=wait, reason=reason)
+    deadline = time.monotonic() + wait
+    status = reader.read()
+    while not status.terminal and time.monotonic() < deadline:
+        time.sleep(0.05)
+        status = reader.read()
+    remove_empty_step_folders(reader.plan)
+    return status
+
+
+def remove_empty_step_folders(plan: Plan) -> None:
+    for step in plan.steps:
+        folder = Path(step.workdir)
+        if folder.is_dir() and not any(folder.iterdir()):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextmanager
+def signals_interrupt() -> Iterator[None]:
+    """SIGTERM (``timeout``, a CI cancel, ``kill``) and SIGHUP (the terminal closed) act like Ctrl-C."""
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

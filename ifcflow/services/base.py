@@ -30,6 +30,15 @@ class OutputFile:
     output: str
 
 
+@dataclass(frozen=True)
+class Selector:
+    """Marks an option as an ifcopenshell selector over the model named by the sibling option ``model``; its
+    entity names (and those of the sibling option ``attributes``, if any) are checked before enqueueing."""
+
+    model: str = "ifc"
+    attributes: str | None = None
+
+
 class Options(BaseModel):
     """Base of every service's ``with:`` block. Unknown options are errors."""
 
@@ -88,12 +97,12 @@ class Service:
 
 
 def file_options(model: BaseModel, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Any, str]]:
-    """Every option naming a file in ``model`` and its nested models: (path, marker, value)."""
+    """Every option naming a file (or holding a selector) in ``model`` and its nested models: (path, marker, value)."""
     found: list[tuple[tuple[str | int, ...], Any, str]] = []
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         key = name
-        marker = next((m for m in info.metadata if isinstance(m, (InputFile, OutputFile))), None)
+        marker = next((m for m in info.metadata if isinstance(m, (InputFile, OutputFile, Selector))), None)
         if marker is not None and isinstance(value, str):
             found.append(((*path, key), marker, value))
         elif isinstance(value, BaseModel):

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
-from pathlib import PurePath
+import difflib
+from functools import lru_cache
+from importlib.util import find_spec
+from pathlib import Path, PurePath
 from typing import ClassVar
 
 from pydantic import field_validator, model_validator
 
-from .base import InputFile, Options, OutputFile, Service, option, stem
+from .base import InputFile, Options, OutputFile, Selector, Service, option, stem
+
+
+@lru_cache(maxsize=1)
+def rule_sets() -> tuple[str, ...]:
+    """The rule sets the installed ifc5d ships (its JSON files, without Blender's), found without importing it;
+    () when ifc5d is not installed here (the worker checks then)."""
+    spec = find_spec("ifc5d")
+    if spec is None or not spec.submodule_search_locations:
+        return ()
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    return tuple(sorted(p.stem for p in folder.glob("*.json") if not p.stem.endswith("Blender")))
 
 
 class QtoOptions(Options):
@@ -22,7 +36,20 @@ class QtoOptions(Options):
                                  description="quantities per element, .json or .csv (default <ifc>_qto.json)")
     rules: str = option("IFC4QtoBaseQuantities", description=(
         "ifc5d rule set: IFC4QtoBaseQuantities or IFC4X3QtoBaseQuantities"))
-    query: str = option("IfcElement", description="selector choosing the elements to quantify, e.g. 'IfcWall, IfcSlab'")
+    query: str = option("IfcElement", marker=Selector("ifc"),
+                        description="selector choosing the elements to quantify, e.g. 'IfcWall, IfcSlab'")
+    require_elements: bool = option(False, description="fail the step when the query selects no element "
+                                                       "(otherwise: nothing is quantified and a warning)")
+
+    @field_validator("rules")
+    @classmethod
+    def _known_rules(cls, value: str) -> str:
+        known = rule_sets()
+        if known and value not in known and not value.startswith("${{"):
+            match = difflib.get_close_matches(value, known, n=1, cutoff=0.6)
+            hint = f" — did you mean '{match[0]}'?" if match else "."
+            raise ValueError(f"unknown ifc5d rule set {value!r}{hint} Rule sets: {', '.join(known)}")
+        return value
 
     @field_validator("summary")
     @classmethod

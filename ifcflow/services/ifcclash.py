@@ -8,11 +8,11 @@ output so that one step can write both; it is written (and is an output) only wh
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .base import InputFile, Options, OutputFile, Service, option
+from .base import InputFile, Options, OutputFile, Selector, Service, option
 
 REPORT_SUFFIXES = (".json", ".bcf")
 _PAIRS = {"(": ")", "[": "]", "{": "}"}
@@ -46,13 +46,23 @@ def selector_problem(selector: str) -> str | None:
 
 class ClashSource(BaseModel):
     """One model and which of its elements take part: mode ``a`` all, ``e`` all except the selector's, ``i`` only
-    the selector's. Without a selector every element (except openings) takes part, whatever the mode."""
+    the selector's. A selector means "these elements": with a selector and no ``mode`` the mode is ``i``; without
+    a selector every element (except openings) takes part, whatever the mode. An explicit ``mode`` (the original
+    system's requests) keeps its meaning."""
 
     model_config = ConfigDict(extra="forbid")
 
     file: str = option(..., description="IFC model", marker=InputFile((".ifc",), "ifc"))
-    selector: str | None = option(None, description="ifcopenshell selector, e.g. IfcWall, IfcSlab")
-    mode: Literal["a", "e", "i"] = option("e", description="a: all elements, e: exclude selector, i: include selector")
+    selector: str | None = option(None, marker=Selector("file"), description="ifcopenshell selector, e.g. IfcWall, IfcSlab")
+    mode: Literal["a", "e", "i"] = option("a", description="a: all elements, e: exclude selector, i: include "
+                                               "selector; default: i with a selector, a without")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_mode(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("mode") is None and data.get("selector"):
+            return {**data, "mode": "i"}
+        return data
 
     @field_validator("selector")
     @classmethod

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from pydantic import field_validator, model_validator
 
-from .base import InputFile, Options, OutputFile, Service, option, stem
+from .base import InputFile, Options, OutputFile, Selector, Service, option, stem
 
 FORMATS = ("csv", "ods", "xlsx")
 
@@ -35,7 +35,10 @@ class CsvExportOptions(Options):
         "csv", description="table format; when omitted it follows the output's extension, else csv")
     delimiter: str = option(",", description="CSV column delimiter (one character)")
     null_value: str = option("-", description="text written for values the element does not have")
-    query: str = option("IfcProduct", description="ifcopenshell selector choosing the rows, e.g. 'IfcWall, IfcSlab'")
+    query: str = option("IfcProduct", marker=Selector("ifc", attributes="attributes"),
+                        description="ifcopenshell selector choosing the rows, e.g. 'IfcWall, IfcSlab'")
+    require_elements: bool = option(False, description="fail the step when the query selects no element "
+                                                       "(otherwise: an empty table and a warning)")
     attributes: list[str] = option(["Name", "Description"], description=(
         "columns, as selector values: 'Name', 'class', 'type.Name', 'Pset_WallCommon.FireRating', "
         "'Qto_WallBaseQuantities.Length'"))
