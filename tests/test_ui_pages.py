@@ -56,6 +56,9 @@ def test_without_keys_the_page_is_open_on_loopback(redis_url: str, tmp_path: Pat
         assert 'name="upload:old"' in new.text and 'name="upload:new"' in new.text
         assert httpx.get(f"{server.url}/", timeout=10, follow_redirects=True).url.path == "/ui"
         assert "text/css" in httpx.get(f"{server.url}/ui/static/ui.css", timeout=10).headers["content-type"]
+        forged = httpx.post(f"{server.url}/ui/new", data={"pipeline": "revision-diff.yaml"}, timeout=10,
+                            headers={"Origin": "https://evil.example"})
+        assert forged.status_code == 403 and httpx.get(f"{server.url}/runs", timeout=10).json()["runs"] == []
 
 
 def test_allowed_networks_pass_without_signing_in_as_for_the_api(redis_url: str, tmp_path: Path) -> None:

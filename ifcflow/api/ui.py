@@ -180,6 +180,8 @@ def new_form(request: Request, pipeline: str, status_code: int = 200, problems: 
 async def start_run(request: Request) -> Response:
     if not signed_in(request):
         return to_login(request)
+    if not same_site(request):  # a form posted by another site (matters most on a key-less local server)
+        return HTMLResponse("refused: this form was sent by another site", status_code=403)
     form = await request.form()
     outcome = await start_from_form(request, form)
     if outcome.run_id:
