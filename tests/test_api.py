@@ -207,6 +207,7 @@ def test_skipped_step_reads_canceled_with_reason_and_failed_job_requeues(env: En
     assert env.client.post(f"/jobs/{steps['after']}/requeue").status_code == 200
     again = wait_job(env, steps["bad"])
     assert again["status"] == "failed"
+    assert env.client.post(f"/runs/{started.json()['run_id']}/retry", params={"step": "nope"}).status_code == 404
     assert env.client.post("/jobs/nope/requeue").status_code == 404
     assert env.client.get("/jobs/nope/status").json() == {"detail": "Job nope not found"}
 
