@@ -16,10 +16,17 @@ _ICONS = {"succeeded": "✅", "failed": "❌", "skipped": "⏭️", "canceled": 
 
 def junit(status: RunStatus) -> str:
     """One test suite per run, one test case per step; skipped and canceled steps are <skipped/>."""
+    suite = junit_suite(status)
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def junit_suite(status: RunStatus, name: str | None = None) -> ET.Element:
+    """The <testsuite> of a run (named ``ifcflow.<pipeline>`` unless ``name``)."""
     failures = sum(1 for s in status.steps.values() if s.status == StepState.FAILED)
     skipped = sum(1 for s in status.steps.values() if s.status in (StepState.SKIPPED, StepState.CANCELED))
     total_time = sum(s.duration or 0.0 for s in status.steps.values())
-    suite = ET.Element("testsuite", name=f"ifcflow.{status.pipeline}", tests=str(len(status.steps)),
+    suite = ET.Element("testsuite", name=name or f"ifcflow.{status.pipeline}", tests=str(len(status.steps)),
                        failures=str(failures), errors="0", skipped=str(skipped), time=f"{total_time:.3f}",
                        timestamp=status.created_at)
     props = ET.SubElement(suite, "properties")
@@ -37,8 +44,7 @@ def junit(status: RunStatus) -> str:
             ET.SubElement(case, "skipped", message=f"not finished: {step.status.value}")
         if step.result and step.result.get("message"):
             ET.SubElement(case, "system-out").text = str(step.result["message"])
-    ET.indent(suite)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+    return suite
 
 
 def _detail(step: object) -> str:
