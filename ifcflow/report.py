@@ -6,12 +6,13 @@ import html
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from .live import cached_from
 from .states import StepState
 from .status import RunStatus
 
 FORMATS = ("junit", "markdown", "html")
-_ICONS = {"succeeded": "✅", "failed": "❌", "skipped": "⏭️", "canceled": "🚫", "running": "⏳", "queued": "🕒",
-          "pending": "🕒"}
+_ICONS = {"succeeded": "✅", "cached": "♻️", "failed": "❌", "skipped": "⏭️", "canceled": "🚫", "running": "⏳",
+          "queued": "🕒", "pending": "🕒"}
 
 
 def junit(status: RunStatus) -> str:
@@ -43,14 +44,16 @@ def junit_suite(status: RunStatus, name: str | None = None) -> ET.Element:
         elif not step.status.terminal:
             ET.SubElement(case, "skipped", message=f"not finished: {step.status.value}")
         if step.result and step.result.get("message"):
-            ET.SubElement(case, "system-out").text = str(step.result["message"])
+            ET.SubElement(case, "system-out").text = (cached_from(step) + ": " if cached_from(step) else "") + \
+                str(step.result["message"])
     return suite
 
 
 def _detail(step: object) -> str:
     error = getattr(step, "error", None)
     result = getattr(step, "result", None) or {}
-    return str(error or result.get("message") or "")
+    cached = cached_from(step)
+    return str(error or (f"{cached}: {result.get('message', '')}" if cached else result.get("message")) or "")
 
 
 def markdown(status: RunStatus) -> str:
@@ -77,7 +80,7 @@ def html_report(status: RunStatus) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>ifcflow {html.escape(status.run_id)}</title>"
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
             "padding:4px 8px;vertical-align:top}.failed{background:#fdd}.skipped,.canceled{background:#ffd}"
-            ".succeeded{background:#dfd}</style></head><body>"
+            ".succeeded,.cached{background:#dfd}</style></head><body>"
             f"<h1>{html.escape(status.pipeline)}: {status.status.value}</h1><p>run {html.escape(status.run_id)}, "
             f"created {html.escape(status.created_at)}</p><table><tr><th>step</th><th>service</th><th>status</th>"
             f"<th>time</th><th>detail</th><th>outputs</th></tr>{''.join(rows)}</table></body></html>\n")
