@@ -111,6 +111,8 @@ def _results(entries: list[Any]) -> tuple[Any, str | None]:
     if not entries:
         return None, None
     payload = _pairs(entries[0][1])
+    if entries[0][0] == b"compacted":  # the return value kept in the job hash (see ifcflow.compact)
+        return pickle.loads(payload[b"result"]), None
     value = payload.get(b"return_value")
     exc = payload.get(b"exc_string")
     returned = pickle.loads(b64decode(value)) if value else None
@@ -196,7 +198,12 @@ for i = 3, #KEYS do
   end
   out[#out + 1] = job
   if job[1] == 'finished' or job[1] == 'failed' then
-    out[#out + 1] = redis.call('XREVRANGE', 'rq:results:' .. id, '+', '-', 'COUNT', 1)
+    local results = redis.call('XREVRANGE', 'rq:results:' .. id, '+', '-', 'COUNT', 1)
+    if #results == 0 and job[1] == 'finished' then  -- compacted when its run ended (ifcflow.compact)
+      local kept = redis.call('HGET', 'rq:job:' .. id, 'result')
+      if kept then results = {{'compacted', {'result', kept}}} end
+    end
+    out[#out + 1] = results
   else
     out[#out + 1] = {}
   end
