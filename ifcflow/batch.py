@@ -72,6 +72,24 @@ class BatchRecord(Strict):
     runs: list[SubRun]
 
 
+def sub_run_id(batch_id: str, index: int, total: int) -> str:
+    """``<batch id>-<index>``, the index zero-padded to the width of the last one (so ids sort by index)."""
+    return f"{batch_id}-{index:0{len(str(total - 1))}d}"
+
+
+class Control(Strict):
+    """The part of a batch record that releasing sub-runs needs (small: read after every job of the batch)."""
+
+    batch_id: str
+    total: int
+    window: int
+    ttl: int
+    steps: list[TemplateStep]
+
+    def run_id(self, index: int) -> str:
+        return sub_run_id(self.batch_id, index, self.total)
+
+
 class BatchNotFound(IfcflowError):
     def __init__(self, batch_id: str):
         super().__init__(f"no batch '{batch_id}' on this Redis; batches expire with their runs' results")
@@ -155,10 +173,9 @@ def prepare(doc: document.Document, each: dict[str, str], out_root: str | Path =
     now = datetime.now(timezone.utc)
     batch_id = batch_id or new_batch_id(doc.pipeline.name, now)
     root = Path(out_root) / batch_id
-    width = len(str(len(combos) - 1))
     plans, runs = [], []
     for index, combo in enumerate(combos):
-        run_id = f"{batch_id}-{index:0{width}d}"
+        run_id = sub_run_id(batch_id, index, len(combos))
         plans.append(plan(document.rebind(doc, combo), run_id=run_id, out_root=root, now=now, cache=cache))
         runs.append(SubRun(run_id=run_id, label=_label(combo, len(combo) == 1), inputs=combo))
     first = plans[0]
@@ -169,18 +186,21 @@ def prepare(doc: document.Document, each: dict[str, str], out_root: str | Path =
     return record, plans
 
 
-def window_size(conn: Redis, record: BatchRecord) -> int:
-    return record.window or max(2, 2 * Worker.count(connection=conn))
+def window_size(conn: Redis, window: int) -> int:
+    """Sub-runs to keep released: ``window``, or (0) twice the workers registered now, at least 2."""
+    return window or max(2, 2 * Worker.count(connection=conn))
 
 
 def submit(conn: Redis, record: BatchRecord, plans: list[Plan]) -> None:
     """Every sub-run and the batch record in one transaction; the first window of sub-runs is released."""
-    release = min(window_size(conn, record), len(plans))
+    release = min(window_size(conn, record.window), len(plans))
+    control = Control(batch_id=record.batch_id, total=len(record.runs), window=record.window, ttl=record.ttl,
+                      steps=record.steps)
 
     def write(pipe: RedisPipeline) -> None:
         created = time.time()
         pipe.hset(key(record.batch_id), mapping={"record": record.model_dump_json(), "released": release,
-                                                 "created_at": created})
+                                                 "control": control.model_dump_json(), "created_at": created})
         pipe.zadd(BATCHES, {record.batch_id: created})
         for sub in record.runs:
             pipe.hset(store.run_key(sub.run_id), "batch", record.batch_id)
@@ -218,6 +238,7 @@ def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0)
 
     Runs under a per-batch lock with an owner token (waits up to ``wait`` s for it), so concurrent callers never
     release a sub-run twice nor skip one. ``repair`` reads unfinished sub-runs with the (repairing) status reader.
+    Reads only the small ``control`` part of the batch record: it runs after every job of a batch.
     """
     from .batch_status import run_states
     from .status import StatusReader
@@ -229,32 +250,31 @@ def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0)
             return 0
         time.sleep(0.01)
     try:
-        raw = conn.hmget(key(batch_id), "record", "released", "canceled")
+        raw = conn.hmget(key(batch_id), "control", "released", "canceled")
         if raw[0] is None:
             return 0
-        record = BatchRecord.model_validate_json(raw[0])
+        control = Control.model_validate_json(raw[0])
         released, canceled = int(raw[1] or 0), raw[2] is not None
         ended = {m.decode() for m in conn.smembers(ended_key(batch_id))}  # type: ignore[union-attr]
-        active = [r.run_id for r in record.runs[:released] if r.run_id not in ended]
+        active = [run_id for run_id in map(control.run_id, range(released)) if run_id not in ended]
         if repair:
             for run_id in active:
                 StatusReader(conn, run_id).read()
-        states = run_states(conn, record, active)
+        states = run_states(conn, control.steps, active)
         done = [run_id for run_id in active if states[run_id].terminal]
         for run_id in done:
-            store.finish_run(conn, run_id, record.ttl)
+            store.finish_run(conn, run_id, control.ttl)
         if done:
             conn.sadd(ended_key(batch_id), *done)
-        todo = 0 if canceled else min(window_size(conn, record) - (len(active) - len(done)),
-                                      len(record.runs) - released)
-        for sub in record.runs[released:released + max(todo, 0)]:
-            enqueue.open_gate(conn, Job.fetch(store.gate_id(sub.run_id), connection=conn))
-            released += 1
-            conn.hset(key(batch_id), "released", released)
-        if len(ended) + len(done) >= len(record.runs) and conn.hsetnx(key(batch_id), "ended_at", time.time()):
-            conn.expire(key(batch_id), record.ttl)
-            conn.expire(ended_key(batch_id), record.ttl)
-        return max(todo, 0)
+        todo = 0 if canceled else max(0, min(window_size(conn, control.window) - (len(active) - len(done)),
+                                             control.total - released))
+        for index in range(released, released + todo):
+            enqueue.open_gate(conn, Job.fetch(store.gate_id(control.run_id(index)), connection=conn))
+            conn.hset(key(batch_id), "released", index + 1)
+        if len(ended) + len(done) >= control.total and conn.hsetnx(key(batch_id), "ended_at", time.time()):
+            conn.expire(key(batch_id), control.ttl)
+            conn.expire(ended_key(batch_id), control.ttl)
+        return todo
     finally:
         conn.eval(_UNLOCK, 1, lock, token)
 
@@ -266,7 +286,7 @@ def cancel(conn: Redis, batch_id: str) -> list[str]:
 
     record = load(conn, batch_id)
     conn.hset(key(batch_id), "canceled", time.time())
-    states = run_states(conn, record, [r.run_id for r in record.runs])
+    states = run_states(conn, record.steps, [r.run_id for r in record.runs])
     canceled = [run_id for run_id, state in states.items() if not state.terminal]
     for run_id in canceled:
         cancel_run(conn, run_id, wait=2.0)
@@ -282,7 +302,7 @@ def retry(conn: Redis, batch_id: str) -> dict[str, list[str]]:
     from .states import RunState
 
     record = load(conn, batch_id)
-    states = run_states(conn, record, [r.run_id for r in record.runs])
+    states = run_states(conn, record.steps, [r.run_id for r in record.runs])
     chosen = [r for r, s in states.items() if s in (RunState.FAILED, RunState.CANCELED)]
     if not chosen:
         return {}

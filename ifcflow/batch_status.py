@@ -112,12 +112,12 @@ def run_state(states: dict[str, StepState], on_failure: dict[str, str], canceled
     return RunState.SUCCEEDED_WITH_FAILURES if failed else RunState.SUCCEEDED
 
 
-def _rows(conn: Redis, record: batches.BatchRecord, run_ids: list[str]) -> dict[str, dict[str, Any]]:
+def _rows(conn: Redis, steps: list[batches.TemplateStep], run_ids: list[str]) -> dict[str, dict[str, Any]]:
     """Per sub-run: step states, run state, first start and last end (one round trip)."""
     import json
 
-    step_ids = [s.id for s in record.steps]
-    on_failure = {s.id: s.on_failure for s in record.steps}
+    step_ids = [s.id for s in steps]
+    on_failure = {s.id: s.on_failure for s in steps}
     reply: list[Any] = conn.register_script(_READ)(args=[len(step_ids), *step_ids, *run_ids]) if run_ids else []
     width = 2 + len(step_ids)
     rows: dict[str, dict[str, Any]] = {}
@@ -133,15 +133,16 @@ def _rows(conn: Redis, record: batches.BatchRecord, run_ids: list[str]) -> dict[
     return rows
 
 
-def run_states(conn: Redis, record: batches.BatchRecord, run_ids: list[str]) -> dict[str, RunState]:
-    return {run_id: row["status"] for run_id, row in _rows(conn, record, run_ids).items()}
+def run_states(conn: Redis, steps: list[batches.TemplateStep], run_ids: list[str]) -> dict[str, RunState]:
+    """The state of each run in ``run_ids`` (all runs of one batch, whose steps are ``steps``)."""
+    return {run_id: row["status"] for run_id, row in _rows(conn, steps, run_ids).items()}
 
 
 def read(conn: Redis, batch_id: str, errors: bool = True) -> BatchStatus:
     """The batch's status document; ``errors`` reads the failing step's error of each failed sub-run."""
     record = batches.load(conn, batch_id)
     raw = conn.hmget(batches.key(batch_id), "released", "canceled")
-    rows = _rows(conn, record, [r.run_id for r in record.runs])
+    rows = _rows(conn, record.steps, [r.run_id for r in record.runs])
     now = datetime.now(timezone.utc)
     runs = []
     for sub in record.runs:

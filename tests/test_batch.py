@@ -36,7 +36,8 @@ PIPELINE = """\
 
 
 class InProcessWorker(IfcflowWorker, SimpleWorker):
-    """ifcflow's worker (which releases a batch's next sub-runs when one ends), without forking."""
+    """ifcflow's worker (which releases a batch's next sub-runs when one ends) in this process; its jobs still run
+    in a forked work horse (IfcflowWorker's RQ Worker comes first in the MRO)."""
 
 
 def work(conn: Redis) -> None:
