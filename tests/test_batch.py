@@ -159,6 +159,8 @@ def test_cli_batch_status_json_and_report(folder: Path, redis_server: EmbeddedRe
     assert doc.status == RunState.SUCCEEDED and [r.label for r in doc.runs] == ["models/a.ifc", "models/b.ifc"]
     report = _cli("report", batch_id, "--format", "junit", cwd=folder, env=env)
     assert len(ET.fromstring(report.stdout).findall("testsuite")) == 2
+    listed = _cli("batches", cwd=folder, env=env)
+    assert listed.returncode == 0 and batch_id in listed.stdout and "2 succeeded" in listed.stdout
 
 
 def test_single_run_is_not_starved_by_a_batch(conn: Redis, folder: Path, redis_server: EmbeddedRedis) -> None:

@@ -97,6 +97,25 @@ def test_add_list_run_remove(conn: Redis, folder: Path) -> None:
     assert schedule.listing(conn) == []
 
 
+def test_schedule_commands(folder: Path, redis_server: EmbeddedRedis, conn: Redis) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "IFCFLOW_REDIS_URL"} | {"IFCFLOW_REDIS_URL": redis_server.url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ifcflow", "schedule", *args], capture_output=True, text=True,
+                              cwd=folder, env=env, timeout=120)
+
+    added = cli("add", "nightly", "p.yaml", "--cron", "0 2 * * *", "-i", "arch=models/a.ifc")
+    assert added.returncode == 0 and "next fire" in added.stdout, added.stderr
+    assert schedule.get(conn, "nightly").inputs == {"arch": str(folder / "models/a.ifc")}
+    bad = cli("add", "Bad Name", "p.yaml", "--cron", "0 2 * * *")
+    assert bad.returncode == 2 and "schedule name" in bad.stderr
+    fired = cli("run", "nightly")
+    assert fired.returncode == 0, fired.stderr
+    listed = cli("list")
+    assert fired.stdout.strip() in listed.stdout and "started" in listed.stdout
+    assert cli("remove", "nightly").returncode == 0 and "no schedules" in cli("list").stdout
+
+
 def test_broken_file_fails_the_fire_visibly_and_the_next_one_works(conn: Redis, folder: Path, hook: Hook) -> None:
     schedule.add(conn, spec(folder, webhook=hook.url))
     (folder / "p.yaml").write_text("version: 1\nname: nightly\nsteps: {patch: {uses: ifcpatchh}}\n")

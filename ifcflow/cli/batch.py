@@ -3,10 +3,12 @@
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 from redis import Redis
@@ -15,7 +17,7 @@ from rich.live import Live
 from .. import batch, batch_report, batch_status, document
 from ..batch_status import BatchStatus
 from ..errors import IfcflowError
-from .app import EXIT, cluster, err
+from .app import EXIT, cli, cluster, err, redis_from, redis_option
 
 
 class BatchView:
@@ -137,3 +139,27 @@ def report(conn: Redis, batch_id: str, fmt: str, output: Path | None) -> None:
         output.write_text(text, encoding="utf-8")
     else:
         click.echo(text, nl=False)
+
+
+@cli.command(name="batches")
+@redis_option
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def list_batches(redis_url: str | None, limit: int, as_json: bool) -> None:
+    """List recent batches, newest first."""
+    conn = redis_from(redis_url)
+    rows: list[dict[str, Any]] = []
+    for batch_id in batch.recent(conn, limit):
+        try:
+            status = batch_status.read(conn, batch_id, errors=False)
+        except IfcflowError:  # expired with its runs
+            conn.zrem(batch.BATCHES, batch_id)
+            continue
+        rows.append({"batch_id": batch_id, "pipeline": status.pipeline, "status": status.status.value,
+                     "runs": len(status.runs), "counts": {k: v for k, v in status.counts.items() if v},
+                     "created_at": status.created_at})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    for row in rows if not as_json else []:
+        counts = ", ".join(f"{n} {state}" for state, n in row["counts"].items())
+        click.echo(f"{row['batch_id']}  {row['status']:<24} {row['runs']:>5} runs ({counts})  {row['created_at']}")
