@@ -78,6 +78,12 @@ class Scheduler(CronScheduler):
                 log.exception("schedule %s: could not tend its queued fire or webhook", spec.name)
         return fired
 
+    def heartbeat(self) -> None:
+        try:
+            super().heartbeat()
+        except RedisError as exc:  # Redis restarting: keep going, the next tick retries
+            log.error("heartbeat failed: %s", exc)
+
     def calculate_sleep_interval(self) -> float:
         return min(super().calculate_sleep_interval(), self.poll)
 
