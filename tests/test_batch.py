@@ -188,3 +188,21 @@ def test_single_run_is_not_starved_by_a_batch(conn: Redis, folder: Path, redis_s
         assert final.status == RunState.SUCCEEDED and final.counts["succeeded"] == 40
     finally:
         workers.stop()
+
+
+def test_local_batch_end_to_end_records_and_reports(folder: Path) -> None:
+    """No Redis configured: a private one and local workers run the batch; the folders keep its record."""
+    pipeline = write_pipeline(folder, PIPELINE)
+    done = _cli("run", str(pipeline), "--each", "arch=models/*.ifc", "--out", "runs", "--report", "junit:r.xml",
+                cwd=folder)
+    assert done.returncode == 0, done.stderr
+    suites = ET.parse(folder / "r.xml").getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == ["ifcflow.each[models/a.ifc]", "ifcflow.each[models/b.ifc]"]
+    [batch_folder] = (folder / "runs").iterdir()
+    shown = _cli("status", batch_folder.name, "--out", "runs", "--json", cwd=folder)
+    assert shown.returncode == 0, shown.stderr
+    doc = batch_status.BatchStatus.model_validate_json(shown.stdout)
+    assert doc.status == RunState.SUCCEEDED and len(doc.runs) == 2
+    for run in doc.runs:  # every sub-run's own record, readable as a run
+        one = _cli("status", run.run_id, "--out", str(batch_folder), "--json", cwd=folder)
+        assert one.returncode == 0 and '"status": "succeeded"' in one.stdout

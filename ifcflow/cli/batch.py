@@ -104,13 +104,39 @@ def run_batch(doc: document.Document, each: dict[str, str], *, url: str | None, 
             click.echo(record.batch_id)
             return
         status = follow(conn, record.batch_id, timeout, quiet=as_json, health=health)
+        record_batch(conn, status)
         write_reports(conn, status, specs)  # JUnit reads each run's steps: before a private Redis goes
     finish(status, as_json)
 
 
-def show(conn: Redis, batch_id: str, as_json: bool, watch: bool) -> None:
-    """``ifcflow status BATCH``."""
-    status = follow(conn, batch_id, quiet=as_json) if watch else batch_status.read(conn, batch_id)
+BATCH_FILE = "batch.json"
+
+
+def record_batch(conn: Redis, status: BatchStatus) -> None:
+    """Write every sub-run's ``status.json`` and the batch's ``batch.json`` into the batch folder (a local batch's
+    private Redis is gone when the command ends)."""
+    from ..status import StatusReader
+    from .app import record
+
+    for run in status.runs:
+        record(StatusReader(conn, run.run_id).fetch())
+    try:
+        (Path(status.out_dir) / BATCH_FILE).write_text(status.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        err.print(f"warning: could not write {status.out_dir}/{BATCH_FILE}: {exc.strerror or exc}", markup=False)
+
+
+def recorded(out: Path, batch_id: str) -> BatchStatus | None:
+    """The batch document recorded under ``out`` (no Redis configured), if there is one."""
+    path = out / batch_id / BATCH_FILE
+    return BatchStatus.model_validate_json(path.read_bytes()) if path.is_file() else None
+
+
+def show(conn: Redis | None, batch_id: str, as_json: bool, watch: bool, status: BatchStatus | None = None) -> None:
+    """``ifcflow status BATCH`` (from Redis, or the recorded ``status`` when no Redis is configured)."""
+    if status is None and conn is not None:
+        status = follow(conn, batch_id, quiet=as_json) if watch else batch_status.read(conn, batch_id)
+    assert status is not None
     if as_json:
         click.echo(status.model_dump_json(indent=2))
     else:

@@ -68,6 +68,8 @@ def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_
     batch's: a row per file."""
     if connection.configured_url(redis_url) is not None and batch.exists(redis_from(redis_url), run_id):
         return batch_cli.show(redis_from(redis_url), run_id, as_json, watch)
+    if connection.configured_url(redis_url) is None and (kept := batch_cli.recorded(out, run_id)) is not None:
+        return batch_cli.show(None, run_id, as_json, False, kept)
     if watch and connection.configured_url(redis_url) is not None:
         result = follow(StatusReader(redis_from(redis_url), run_id), None, quiet=as_json)
     else:
