@@ -11,10 +11,11 @@ from xml.etree import ElementTree as ET
 
 import pytest
 from redis import Redis
+from rich.console import Console
 from rq import SimpleWorker
 
 from ifcflow import batch, batch_status, document, runner
-from ifcflow.batch_report import junit, markdown
+from ifcflow.batch_report import junit, markdown, table
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.errors import IfcflowError, PipelineError
 from ifcflow.services import QUEUES
@@ -89,6 +90,11 @@ def test_batch_runs_every_file_reports_and_retries_failed_only(conn: Redis, fold
     assert [s.get("name") for s in suites] == [f"ifcflow.each[{r.label}]" for r in record.runs]
     assert [s.get("failures") for s in suites] == ["0", "0", "1", "0"]
     assert "| models/sub/c.ifc |" in markdown(result)
+    console = Console(record=True, width=200)
+    console.print(table(result))
+    shown = console.export_text()
+    assert "batch " + record.batch_id in shown and "3 succeeded, 1 failed" in shown
+    assert shown.index("models/sub/c.ifc") < shown.index("models/a.ifc")  # failed files first
     # fix the file, retry: only c's failed and skipped steps run again
     before = {r.run_id: StatusReader(conn, r.run_id).fetch().steps["patch"].ended_at for r in result.runs}
     tiny_model(folder / "models/sub/c.ifc", walls=1)

@@ -104,6 +104,9 @@ def run_batch(doc: document.Document, each: dict[str, str], *, url: str | None, 
             click.echo(record.batch_id)
             return
         status = follow(conn, record.batch_id, timeout, quiet=as_json, health=health)
+        if not status.terminal and url is None:  # the private Redis and workers end with this command
+            batch.cancel(conn, record.batch_id)
+            status = batch_status.read(conn, record.batch_id)
         record_batch(conn, status)
         write_reports(conn, status, specs)  # JUnit reads each run's steps: before a private Redis goes
     finish(status, as_json)
