@@ -7,7 +7,8 @@
 3. 500 files x 1 small step (ifcpatch Optimise on a one-wall model) on 2 forked ``ifcflow worker``s, against the same
    library calls run by ``xargs -P 2`` (one Python process per file, and two processes of 250 files each);
 4. ``pipelines/coordination.yaml`` on the demo models twice on the same Redis and 2 workers: the second run is
-   served from the cache.
+   served from the cache;
+5. the cache's sha256 of a 100 MB input (one read pass).
 
 Every Redis is a private redis-server started here.
 """
@@ -177,11 +178,28 @@ def coordination(folder: Path) -> dict[str, float]:
     return times
 
 
+def hash_100mb(folder: Path) -> dict[str, float]:
+    """The cache's input hash of a 100 MB file: one read pass (the second read comes from the page cache)."""
+    from ifcflow.cache import sha256
+
+    path = folder / "big.bin"
+    with path.open("wb") as out:
+        for _ in range(100):
+            out.write(os.urandom(1024 * 1024))
+    times = []
+    for _ in range(3):
+        begin = time.perf_counter()
+        sha256(path)
+        times.append(time.perf_counter() - begin)
+    path.unlink()
+    return {"sha256_100mb_s": min(times)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--skip-xargs", action="store_true")
-    parser.add_argument("--only", choices=["enqueue", "memory", "throughput", "coordination"], default=None)
+    parser.add_argument("--only", choices=["enqueue", "memory", "throughput", "coordination", "hash"], default=None)
     parser.add_argument("--no-per-file-xargs", action="store_true", help="skip xargs -n 1 (minutes at 500 files)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -198,6 +216,8 @@ def main() -> None:
                   flush=True)
         if args.only in (None, "coordination"):
             print("coordination:", coordination(folder), flush=True)
+        if args.only in (None, "hash"):
+            print("hash:", hash_100mb(folder), flush=True)
 
 
 if __name__ == "__main__":

@@ -230,6 +230,22 @@ def recent(conn: Redis, limit: int = 20) -> list[str]:
     return [b.decode() for b in found]
 
 
+def prune(conn: Redis, cutoff: float, dry_run: bool = False) -> list[str]:
+    """Delete the records of batches created before ``cutoff`` (a timestamp) whose runs all ended."""
+    pruned = []
+    old: list[bytes] = conn.zrangebyscore(BATCHES, 0, cutoff)  # type: ignore[assignment]
+    for raw in old:
+        batch_id = raw.decode()
+        if not conn.exists(key(batch_id)):
+            conn.zrem(BATCHES, batch_id)
+        elif conn.hexists(key(batch_id), "ended_at"):
+            pruned.append(batch_id)
+            if not dry_run:
+                conn.delete(key(batch_id), ended_key(batch_id))
+                conn.zrem(BATCHES, batch_id)
+    return pruned
+
+
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 

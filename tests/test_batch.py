@@ -212,3 +212,15 @@ def test_local_batch_end_to_end_records_and_reports(folder: Path) -> None:
     for run in doc.runs:  # every sub-run's own record, readable as a run
         one = _cli("status", run.run_id, "--out", str(batch_folder), "--json", cwd=folder)
         assert one.returncode == 0 and '"status": "succeeded"' in one.stdout
+
+
+def test_prune_removes_finished_batches_with_their_runs(conn: Redis, folder: Path) -> None:
+    from ifcflow import maintenance
+
+    record = batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/*.ifc"}, out=folder / "runs")
+    assert batch.prune(conn, time.time() + 1) == []  # not ended yet: kept
+    work(conn)
+    batch.advance(conn, record.batch_id)
+    pruned = maintenance.prune(conn, older_than=-1)
+    assert set(pruned) == {*(r.run_id for r in record.runs), record.batch_id}
+    assert not batch.exists(conn, record.batch_id) and batch.recent(conn) == []
