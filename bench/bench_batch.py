@@ -101,8 +101,8 @@ def memory_per_job(folder: Path, files: int = 50) -> float:
     with EmbeddedRedis() as server:
         conn = Redis.from_url(server.url)
         base = int(conn.info("memory")["used_memory"])
-        record = batch.start(conn, folder / "p.yaml", each={"arch": str(folder / f"many/m00[0-{files // 10 - 1}]*.ifc")},
-                             out=folder / "runs-mem")
+        pattern = str(folder / f"many/m00[0-{files // 10 - 1}]*.ifc")  # the first `files` models
+        record = batch.start(conn, folder / "p.yaml", each={"arch": pattern}, out=folder / "runs-mem")
         InProcess(list(QUEUES), connection=conn).work(burst=True, logging_level="WARNING")
         batch.advance(conn, record.batch_id)
         done = batch_status.read(conn, record.batch_id)

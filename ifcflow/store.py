@@ -1,7 +1,8 @@
 """ifcflow's own records in Redis, beside RQ's jobs: the run (its plan) and per-step decisions.
 
 Keys (all under ``ifcflow:``):
-- ``ifcflow:run:<run_id>``: hash with ``plan`` (JSON, compressed: :func:`pack_plan`), ``created_at``, ``canceled`` (when cancelled);
+- ``ifcflow:run:<run_id>``: hash with ``plan`` (JSON, compressed: :func:`pack_plan`), ``created_at``,
+  ``canceled`` (when cancelled), ``batch`` (for a batch's runs);
 - ``ifcflow:run:<run_id>:steps``: hash step id -> JSON ``{status, reason, at}`` for what RQ cannot say
   (skipped steps and why, canceled steps, dead workers);
 - ``ifcflow:runs``: sorted set of run ids by creation time.

@@ -43,7 +43,8 @@ def test_compacted_run_reads_the_same(conn: Redis, tmp_path: Path) -> None:
     assert after.model_dump() == before.model_dump()
     assert report.junit(after) == report.junit(before) and "Optimise" in report.markdown(after)
     job = Job.fetch(patch_id, connection=conn)  # RQ still reads the compacted job
-    assert job.get_status() == "finished" and job.result["message"] == before.steps["patch"].result["message"]  # type: ignore[index]
+    assert job.get_status() == "finished"
+    assert job.result["message"] == before.steps["patch"].result["message"]  # type: ignore[index]
     compact(conn, planned.run_id)  # idempotent: a second pass changes nothing visible
     assert reader.fetch(with_traceback=True).model_dump() == before.model_dump()
     # a retry of the failed step still works on the compacted run
