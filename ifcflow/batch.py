@@ -205,7 +205,12 @@ def submit(conn: Redis, record: BatchRecord, plans: list[Plan]) -> None:
         for sub in record.runs:
             pipe.hset(store.run_key(sub.run_id), "batch", record.batch_id)
 
-    enqueue.submit_many(conn, plans, record.ttl, release=release, extra=write)
+    try:
+        enqueue.submit_many(conn, plans, record.ttl, release=release, extra=write)
+    except BaseException:  # the runs were rolled back; so is the batch record
+        conn.delete(key(record.batch_id), ended_key(record.batch_id))
+        conn.zrem(BATCHES, record.batch_id)
+        raise
 
 
 def start(conn: Redis, file: str | Path, inputs: dict[str, str] | None = None, each: dict[str, str] | None = None,

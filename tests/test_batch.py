@@ -224,3 +224,22 @@ def test_prune_removes_finished_batches_with_their_runs(conn: Redis, folder: Pat
     pruned = maintenance.prune(conn, older_than=-1)
     assert set(pruned) == {*(r.run_id for r in record.runs), record.batch_id}
     assert not batch.exists(conn, record.batch_id) and batch.recent(conn) == []
+
+
+def test_failure_while_opening_gates_leaves_nothing(conn: Redis, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ifcflow import enqueue
+
+    opened: list[str] = []
+
+    def failing(conn: Redis, start: object) -> None:
+        opened.append("x")
+        if len(opened) == 2:
+            raise ConnectionError("Redis went away")
+        real(conn, start)  # type: ignore[arg-type]
+
+    real = enqueue.open_gate
+    monkeypatch.setattr(enqueue, "open_gate", failing)
+    with pytest.raises(ConnectionError):
+        batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/**/*.ifc"}, out=folder / "runs")
+    leftover = [k.decode() for k in conn.keys("*") if not k.startswith(b"rq:queues")]
+    assert leftover == [], leftover
