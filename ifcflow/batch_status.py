@@ -36,7 +36,8 @@ for r = n + 2, #ARGV do
   out[#out + 1] = redis.call('HGET', 'ifcflow:run:' .. run, 'canceled') or ''
   out[#out + 1] = redis.call('HGETALL', 'ifcflow:run:' .. run .. ':steps')
   for s = 2, n + 1 do
-    out[#out + 1] = redis.call('HMGET', 'rq:job:' .. run .. '-' .. ARGV[s], 'status', 'started_at', 'ended_at')
+    out[#out + 1] = redis.call('HMGET', 'rq:job:' .. run .. '-' .. ARGV[s], 'status', 'started_at', 'ended_at',
+                               'ifcflow_cached')
   end
 end
 return out
@@ -92,7 +93,7 @@ def _step_state(job: list[Any], record: dict[str, Any] | None) -> StepState:
         return StepState(record["status"]) if record else StepState.FAILED
     if record and state in (StepState.FAILED, StepState.CANCELED, StepState.SUCCEEDED):
         return StepState(record["status"])  # skipped/canceled at start, dead worker, canceled by user
-    return state
+    return StepState.CACHED if state == StepState.SUCCEEDED and job[3] else state  # (cache.MARK)
 
 
 def run_state(states: dict[str, StepState], on_failure: dict[str, str], canceled: bool) -> RunState:

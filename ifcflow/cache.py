@@ -36,6 +36,8 @@ from .services import SERVICES, Options
 from .services.base import InputFile, OutputFile, file_options
 
 PREFIX = "ifcflow:cache:"
+MARK = "ifcflow_cached"
+"""Job hash field naming the run a cached step came from (what readers that skip results, e.g. a batch's, see)."""
 ENV = "IFCFLOW_CACHE"
 """``IFCFLOW_CACHE=off`` in a worker's environment: that worker neither serves nor records cached steps."""
 LIBRARIES: dict[str, tuple[str, ...]] = {

@@ -134,3 +134,22 @@ def test_sha256_in_one_pass(tmp_path: Path) -> None:
     data = os.urandom(3 * 1024 * 1024 + 7)
     (tmp_path / "f").write_bytes(data)
     assert cache.sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_a_batch_shows_its_cached_steps(conn: Redis, folder: Path) -> None:
+    from ifcflow import batch, batch_status
+
+    from .test_batch import work as work_batch
+
+    (folder / "models").mkdir()
+    for name in ("a.ifc", "b.ifc"):
+        tiny_model(folder / "models" / name, walls=2)
+    pipeline = write_pipeline(folder, EXPORT_IMPORT.replace("CACHE ", ""))
+    first = batch.start(conn, pipeline, each={"arch": str(folder / "models/*.ifc")}, out=folder / "runs")
+    work_batch(conn)
+    assert {s for r in batch_status.read(conn, first.batch_id).runs for s in r.steps.values()} == {StepState.SUCCEEDED}
+    again = batch.start(conn, pipeline, each={"arch": str(folder / "models/*.ifc")}, out=folder / "runs")
+    work_batch(conn)
+    result = batch_status.read(conn, again.batch_id)
+    assert result.status == RunState.SUCCEEDED
+    assert {s for r in result.runs for s in r.steps.values()} == {StepState.CACHED}

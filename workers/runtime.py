@@ -90,6 +90,7 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
     workdir.mkdir(parents=True, exist_ok=True)
     cache_key = cache.key(planned, options) if job is not None and planned.cache and cache.enabled() else None
     if job is not None and cache_key and (hit := cache.serve(job.connection, cache_key, planned)) is not None:
+        job.connection.hset(job.key, cache.MARK, hit["cached_from"]["run_id"])
         if job.connection.hlen(store.steps_key(run_id)):
             _release_waiting(job, planned, run_id)
         return hit  # an identical step succeeded before and its outputs are intact: they are linked in, not made
