@@ -8,7 +8,8 @@
    library calls run by ``xargs -P 2`` (one Python process per file, and two processes of 250 files each);
 4. ``pipelines/coordination.yaml`` on the demo models twice on the same Redis and 2 workers: the second run is
    served from the cache;
-5. the cache's sha256 of a 100 MB input (one read pass).
+5. fairness: how long one run submitted after a 200-run batch takes, with and without the batch window;
+6. the cache's sha256 of a 100 MB input (one read pass).
 
 Every Redis is a private redis-server started here.
 """
@@ -178,6 +179,30 @@ def coordination(folder: Path) -> dict[str, float]:
     return times
 
 
+def fairness(folder: Path, files: int = 200) -> dict[str, float]:
+    """Latency of one single-step run submitted 1 s after a batch of ``files`` single-step runs, on 2 workers:
+    with the default window, and with every sub-run released at once (no window)."""
+    (folder / "one.yaml").write_text(ONE)
+    result: dict[str, float] = {}
+    for label, window in (("window", 0), ("no_window", 10**6)):
+        with EmbeddedRedis() as server:
+            conn = Redis.from_url(server.url)
+            procs = workers(server.url, cache=False)
+            record = batch.start(conn, folder / "one.yaml", each={"arch": str(folder / "many/m0[01]*.ifc")},
+                                 out=folder / f"runs-fair-{label}", window=window)
+            time.sleep(1.0)
+            begin = time.perf_counter()
+            single = runner.start(conn, folder / "one.yaml", out=folder / f"runs-fair-{label}")
+            reader = StatusReader(conn, single.run_id)
+            while not reader.fetch().terminal:
+                time.sleep(0.05)
+            result[f"{label}_single_s"] = round(time.perf_counter() - begin, 2)
+            result[f"{label}_batch_done_then"] = batch_status.read(conn, record.batch_id, errors=False).counts[
+                "succeeded"]
+            stop(procs)
+    return result
+
+
 def hash_100mb(folder: Path) -> dict[str, float]:
     """The cache's input hash of a 100 MB file: one read pass (the second read comes from the page cache)."""
     from ifcflow.cache import sha256
@@ -199,7 +224,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--skip-xargs", action="store_true")
-    parser.add_argument("--only", choices=["enqueue", "memory", "throughput", "coordination", "hash"], default=None)
+    parser.add_argument("--only", choices=["enqueue", "memory", "throughput", "coordination", "hash", "fairness"], default=None)
     parser.add_argument("--no-per-file-xargs", action="store_true", help="skip xargs -n 1 (minutes at 500 files)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,6 +241,8 @@ def main() -> None:
                   flush=True)
         if args.only in (None, "coordination"):
             print("coordination:", coordination(folder), flush=True)
+        if args.only in (None, "fairness"):
+            print("fairness:", fairness(folder), flush=True)
         if args.only in (None, "hash"):
             print("hash:", hash_100mb(folder), flush=True)
 
