@@ -173,13 +173,23 @@ def test_webhook_hears_the_end_of_a_run_once(conn: Redis, folder: Path, hook: Ho
 def test_scheduler_fires_a_seconds_cron_in_process(conn: Redis, folder: Path) -> None:
     schedule.add(conn, spec(folder, cron="* * * * * *", overlap="allow"))
     scheduler = Scheduler(conn, poll=0.1)
-    deadline = time.monotonic() + 3.5
-    while time.monotonic() < deadline:
-        scheduler.enqueue_jobs()
-        time.sleep(scheduler.calculate_sleep_interval())
+
+    def tick_for(seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            scheduler.enqueue_jobs()
+            time.sleep(scheduler.calculate_sleep_interval())
+
+    tick_for(3.5)
     ticks = [f.tick for f in schedule.history(conn, "nightly")]
     assert 2 <= len(ticks) <= 4 and len(set(ticks)) == len(ticks)
     assert all(f.outcome == "started" for f in schedule.history(conn, "nightly"))
+    (folder / "p.yaml").write_text("version: 1\nname: nightly\nsteps: [oops\n")  # broken mid-way
+    tick_for(2.5)
+    write_pipeline(folder, PIPELINE, "p.yaml")
+    tick_for(2.5)
+    outcomes = [f.outcome for f in reversed(schedule.history(conn, "nightly"))]
+    assert "failed" in outcomes and outcomes[-1] == "started"  # the scheduler went on after the broken fires
 
 
 def test_two_schedulers_fire_each_tick_once(conn: Redis, folder: Path, redis_server: EmbeddedRedis) -> None:
