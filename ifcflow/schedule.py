@@ -32,6 +32,7 @@ from typing import Any, Literal
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
+from rq.exceptions import StopRequested
 
 from . import batch, document, runner, store
 from .errors import IfcflowError
@@ -190,6 +191,8 @@ def fire(conn: Redis, spec: ScheduleSpec, tick: float, *, overlap: bool = True) 
         try:
             started, kind = _start(conn, spec)
             result = Fire(tick=_iso(tick), at=_iso(now), outcome="started", id=started, kind=kind)
+        except StopRequested:  # the scheduler is asked to stop (SIGTERM): not a failure of this fire
+            raise
         except Exception as exc:  # a broken file fails this fire, never the scheduler
             reason = str(exc) if isinstance(exc, IfcflowError) else f"{type(exc).__name__}: {exc}"
             result = Fire(tick=_iso(tick), at=_iso(now), outcome="failed", reason=reason)
@@ -245,6 +248,8 @@ def notify(url: str, payload: dict[str, Any], timeout: float = 5.0) -> bool:
     try:
         with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=timeout):
             return True
+    except StopRequested:
+        raise
     except Exception as exc:
         log.warning("webhook %s failed: %s", url, exc)
         return False

@@ -18,6 +18,7 @@ import logging
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.cron import CronJob, CronScheduler
+from rq.exceptions import StopRequested
 from rq.utils import now
 
 from . import schedule
@@ -66,6 +67,8 @@ class Scheduler(CronScheduler):
                 if schedule.claim(self.connection, name, tick.timestamp()):
                     self.fires.append(schedule.fire(self.connection, self.specs[name], tick.timestamp()))
                     fired.append(job)
+            except StopRequested:  # SIGTERM/SIGINT (raised by RQ's handler wherever we are): stop
+                raise
             except Exception:  # Redis trouble: this tick is lost for this schedule, the scheduler goes on
                 log.exception("schedule %s: tick %s could not be fired", name, tick)
             job.set_enqueue_time(max(now(), tick))
@@ -74,6 +77,8 @@ class Scheduler(CronScheduler):
                 if spec.overlap == "queue":
                     schedule.start_queued(self.connection, spec)
                 schedule.notify_ended(self.connection, spec)
+            except StopRequested:
+                raise
             except Exception:
                 log.exception("schedule %s: could not tend its queued fire or webhook", spec.name)
         return fired

@@ -207,7 +207,13 @@ def test_two_schedulers_fire_each_tick_once(conn: Redis, folder: Path, redis_ser
     finally:
         for proc in procs:
             os.killpg(proc.pid, signal.SIGTERM)
-        errors = [proc.communicate(timeout=20)[1].decode() for proc in procs]
+        errors = []
+        for proc in procs:
+            try:
+                errors.append(proc.communicate(timeout=20)[1].decode())
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                errors.append(f"did not stop on SIGTERM: {proc.communicate()[1].decode()[-2000:]}")
     assert all(proc.returncode == 0 for proc in procs), errors
     for name, every in (("nightly", 1), ("other", 2)):
         fires = schedule.history(conn, name)
@@ -220,3 +226,24 @@ def test_two_schedulers_fire_each_tick_once(conn: Redis, folder: Path, redis_ser
         assert expected - 1.5 <= len(inside) <= expected + 1.5, (name, len(inside), expected)
     # every tick was fired by one of the two, and both took part (RQ's registry lists both)
     assert len({f.id for f in schedule.history(conn, "nightly")}) == len(schedule.history(conn, "nightly"))
+
+
+def test_stop_request_during_a_fire_stops_the_scheduler(conn: Redis, folder: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """RQ's SIGTERM handler raises StopRequested wherever the scheduler is; a fire must not swallow it."""
+    from rq.exceptions import StopRequested
+
+    schedule.add(conn, spec(folder, cron="* * * * * *", overlap="allow"))
+
+    def interrupted(*args: object) -> None:
+        raise StopRequested()
+
+    monkeypatch.setattr(schedule, "_start", interrupted)
+    with pytest.raises(StopRequested):
+        schedule.run_now(conn, "nightly")
+    scheduler = Scheduler(conn, poll=0.1)
+    with pytest.raises(StopRequested):
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            scheduler.enqueue_jobs()
+            time.sleep(scheduler.calculate_sleep_interval())
