@@ -153,3 +153,9 @@ def test_a_batch_shows_its_cached_steps(conn: Redis, folder: Path) -> None:
     result = batch_status.read(conn, again.batch_id)
     assert result.status == RunState.SUCCEEDED
     assert {s for r in result.runs for s in r.steps.values()} == {StepState.CACHED}
+
+
+def test_the_original_job_status_has_a_word_for_every_step_state() -> None:
+    from ifcflow.api.jobs import RQ_WORDS
+
+    assert set(RQ_WORDS) == set(StepState) and RQ_WORDS[StepState.CACHED] == "finished"

@@ -23,7 +23,8 @@ router = APIRouter(dependencies=[Depends(require_key)], tags=["original"])
 
 RQ_WORDS = {
     StepState.PENDING: "deferred", StepState.QUEUED: "queued", StepState.RUNNING: "started",
-    StepState.SUCCEEDED: "finished", StepState.FAILED: "failed", StepState.SKIPPED: "canceled",
+    StepState.SUCCEEDED: "finished", StepState.CACHED: "finished", StepState.FAILED: "failed",
+    StepState.SKIPPED: "canceled",
     StepState.CANCELED: "canceled",
 }
 REQUEUABLE = (StepState.FAILED, StepState.CANCELED, StepState.SKIPPED)
