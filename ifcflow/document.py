@@ -5,6 +5,7 @@ Every problem in the file is collected and raised together as one :class:`Pipeli
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -68,20 +69,40 @@ def from_source(src: source.Source, path: Path, overrides: dict[str, str] | None
     doc = Document(path.resolve(), src, pipeline)
     found = src.problems + _resolve_inputs(doc, overrides or {})
     found += _check_graph(doc)
-    if check_files:
+    declared = doc.pipeline.inputs
+    found += [doc.source.problem(("for_each",), f"for_each names '{name}', which is not declared in 'inputs:'"
+                                 f"{suggest(name, declared)} Declare it with a glob as its value, e.g. models/*.ifc.")
+              for name in doc.pipeline.for_each if name not in declared]
+    if check_files:  # for_each inputs are globs, expanded (and their files checked) when a batch is planned
         found += check_inputs(doc, overrides)
     if found:
         raise PipelineError(found)
     return doc
 
 
-def check_inputs(doc: Document, overrides: dict[str, str] | None = None) -> list[Problem]:
+def check_inputs(doc: Document, overrides: dict[str, str] | None = None,
+                 skip: frozenset[str] | None = None) -> list[Problem]:
     """File and selector problems of the steps (the checks of ``check_files``), for a document loaded without
-    them whose paths were vetted first (the HTTP API); [] when all is fine."""
-    checker = StepChecker(doc.source, doc.base, doc.inputs, overrides or {})
+    them whose paths were vetted first (the HTTP API); [] when all is fine. Inputs in ``skip`` (default: the
+    ``for_each`` ones, whose values are globs) are not checked."""
+    skip = frozenset(doc.pipeline.for_each) if skip is None else skip
+    inputs = {name: value for name, value in doc.inputs.items() if name not in skip}
+    checker = StepChecker(doc.source, doc.base, inputs, overrides or {})
     for step_id, step in doc.pipeline.steps.items():
         checker.check_step(step_id, step.with_)
     return checker.found
+
+
+def rebind(doc: Document, overrides: dict[str, str]) -> Document:
+    """``doc`` with some inputs replaced (paths, resolved from the current folder) and the files checked again:
+    a batch plans one sub-run per file this way without parsing the pipeline file again."""
+    bound = copy.copy(doc)
+    bound.inputs = dict(doc.inputs)
+    bound.inputs.update({name: str(Path(value).resolve()) for name, value in overrides.items()})
+    found = check_inputs(bound, overrides, skip=frozenset())
+    if found:
+        raise PipelineError(found)
+    return bound
 
 
 def _check_valid_steps(src: source.Source, path: Path, overrides: dict[str, str]) -> list[Problem]:

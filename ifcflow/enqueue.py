@@ -8,9 +8,11 @@ so nothing can run early; all of it goes in one transaction (all or nothing), an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline as RedisPipeline
 from rq import Queue, Retry
 from rq.job import Dependency, Job, JobStatus
 from rq.utils import now
@@ -39,31 +41,57 @@ def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str]
     if only is None and len(steps) == 1:
         _submit_one(conn, plan, steps[0], ttl, record)
         return
-    start = Job.create(gate, id=store.gate_id(plan.run_id, gate_name), connection=conn, status=JobStatus.CREATED,
-                       origin="default", result_ttl=ttl, failure_ttl=ttl,
-                       description=f"{plan.pipeline}: {gate_name} gate of run {plan.run_id}")
+    submit_many(conn, [plan], ttl, only=only, gate_name=gate_name, record=record)
+
+
+def submit_many(conn: Redis, plans: list[Plan], ttl: int = store.DEFAULT_TTL, *, only: set[str] | None = None,
+                gate_name: str = "start", release: int | None = None, record: dict[str, str] | None = None,
+                extra: Callable[[RedisPipeline], None] | None = None) -> None:
+    """Several runs in ONE transaction (a batch): every run behind its own start gate (one-step runs too); the
+    gates of the first ``release`` runs (all when None) are opened after EXEC, the others stay closed until
+    opened with :func:`open_gate`. ``record`` adds fields to every run record, ``extra`` its own writes (e.g. the
+    batch record) to the same transaction."""
     queues: dict[str, Queue] = {}
-    jobs = []
-    for step in steps:
-        queue = queues.setdefault(step.queue, Queue(step.queue, connection=conn))
-        jobs.append(queue.create_job(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
-                                     status=JobStatus.DEFERRED, **job_options(plan, step, ttl, start.id, only)))
+    made: list[tuple[Plan, Job, list[Job]]] = []
+    for plan in plans:
+        steps = [s for s in plan.steps if only is None or s.id in only]
+        start = Job.create(gate, id=store.gate_id(plan.run_id, gate_name), connection=conn,
+                           status=JobStatus.CREATED, origin="default", result_ttl=ttl, failure_ttl=ttl,
+                           description=f"{plan.pipeline}: {gate_name} gate of run {plan.run_id}")
+        jobs = []
+        for step in steps:
+            queue = queues.setdefault(step.queue, Queue(step.queue, connection=conn))
+            jobs.append(queue.create_job(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
+                                         status=JobStatus.DEFERRED, **job_options(plan, step, ttl, start.id, only)))
+        made.append((plan, start, jobs))
     with conn.pipeline(transaction=True) as pipe:
-        start.save(pipeline=pipe)
-        if only is None:
-            store.save_run(pipe, plan, ttl, record)
-        for job in jobs:
-            job.register_dependency(pipeline=pipe)
-            job.save(pipeline=pipe)
+        for plan, start, jobs in made:
+            start.save(pipeline=pipe)
+            if only is None:
+                store.save_run(pipe, plan, ttl, record)
+            for job in jobs:
+                job.register_dependency(pipeline=pipe)
+                job.save(pipeline=pipe)
         for queue in queues.values():
             pipe.sadd(queue.redis_queues_keys, queue.key)
+        if extra is not None:
+            extra(pipe)
         pipe.execute()
     try:
-        start.set_status(JobStatus.FINISHED)
-        Queue("default", connection=conn).enqueue_dependents(start)
+        for _, start, _ in made[:release]:
+            open_gate(conn, start)
     except BaseException:
-        rollback(conn, plan.run_id if only is None else None, [start.id, *(j.id for j in jobs)])
+        for plan, start, jobs in made:
+            rollback(conn, plan.run_id if only is None else None, [start.id, *(j.id for j in jobs)])
         raise
+
+
+def open_gate(conn: Redis, start: Job) -> None:
+    """Release the steps waiting on a start gate (idempotent: an opened gate is left alone)."""
+    if start.get_status(refresh=False) == JobStatus.FINISHED:
+        return
+    start.set_status(JobStatus.FINISHED)
+    Queue("default", connection=conn).enqueue_dependents(start)
 
 
 def _submit_one(conn: Redis, plan: Plan, step: PlannedStep, ttl: int, record: dict[str, str] | None) -> None:

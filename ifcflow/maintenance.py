@@ -57,7 +57,8 @@ def workers(conn: Redis) -> list[dict[str, Any]]:
 
 
 def prune(conn: Redis, older_than: int, dry_run: bool = False) -> list[str]:
-    """Delete finished runs created more than ``older_than`` seconds ago: run records, jobs and results."""
+    """Delete finished runs created more than ``older_than`` seconds ago: run records, jobs and results (and
+    finished batches' records: their runs are runs like any other)."""
     cutoff = time.time() - older_than
     pruned = []
     old: list[bytes] = conn.zrangebyscore(store.RUNS, 0, cutoff)  # type: ignore[assignment]
@@ -80,4 +81,6 @@ def prune(conn: Redis, older_than: int, dry_run: bool = False) -> list[str]:
                 pass
             conn.delete(f"rq:results:{job_id}", Job.dependents_key_for(job_id))
         store.delete_run(conn, run_id)
-    return pruned
+    from .batch import prune as prune_batches
+
+    return pruned + prune_batches(conn, cutoff, dry_run)

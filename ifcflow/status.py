@@ -111,6 +111,8 @@ def _results(entries: list[Any]) -> tuple[Any, str | None]:
     if not entries:
         return None, None
     payload = _pairs(entries[0][1])
+    if entries[0][0] == b"compacted":  # the return value kept in the job hash (see ifcflow.compact)
+        return pickle.loads(payload[b"result"]), None
     value = payload.get(b"return_value")
     exc = payload.get(b"exc_string")
     returned = pickle.loads(b64decode(value)) if value else None
@@ -137,17 +139,20 @@ def _step(planned: PlannedStep, job: list[bytes | None], results: list[Any], rec
     elif state == StepState.SUCCEEDED and not _succeeded(returned) and isinstance(returned, dict):
         state = StepState.CANCELED if returned.get("canceled") else StepState.SKIPPED
         error = returned.get("message")
+    if state == StepState.SUCCEEDED and isinstance(returned, dict) and returned.get("cached"):
+        state = StepState.CACHED  # served from the cache; result["cached_from"] names the run
     if state == StepState.FAILED and error is None:
         error = error_summary(exc) or "failed"
     start, end = _iso(started), _iso(ended)
     running = state == StepState.RUNNING
-    attempts_done = len(meta.get("errors", [])) + (1 if running or state == StepState.SUCCEEDED else 0)
+    ok = state in (StepState.SUCCEEDED, StepState.CACHED)
+    attempts_done = len(meta.get("errors", [])) + (1 if running or ok else 0)
     return _built(StepStatus, dict(  # values are built here, already of the right types
         status=state, service=planned.service, queue=planned.queue, job_id=planned.job_id, needs=planned.needs,
         worker=worker.decode() if worker else None, enqueued_at=_iso(enqueued), started_at=start,
         ended_at=None if running else end, duration=_seconds(start, None if running else end) if start else None,
         attempt=attempts_done, attempts=planned.attempts, progress=meta.get("progress"),
-        outputs=planned.outputs, result=returned if state == StepState.SUCCEEDED and isinstance(returned, dict) else None,
+        outputs=planned.outputs, result=returned if ok and isinstance(returned, dict) else None,
         error=error, errors=list(meta.get("errors", [])), traceback=exc if with_traceback else None,
     ))
 
@@ -193,7 +198,12 @@ for i = 3, #KEYS do
   end
   out[#out + 1] = job
   if job[1] == 'finished' or job[1] == 'failed' then
-    out[#out + 1] = redis.call('XREVRANGE', 'rq:results:' .. id, '+', '-', 'COUNT', 1)
+    local results = redis.call('XREVRANGE', 'rq:results:' .. id, '+', '-', 'COUNT', 1)
+    if #results == 0 and job[1] == 'finished' then  -- compacted when its run ended (ifcflow.compact)
+      local kept = redis.call('HGET', 'rq:job:' .. id, 'result')
+      if kept then results = {{'compacted', {'result', kept}}} end
+    end
+    out[#out + 1] = results
   else
     out[#out + 1] = {}
   end

@@ -104,6 +104,19 @@ class IfcflowWorker(Worker):
                 drain_ready(self.connection, tuple(self.queue_names()))
             except Exception:
                 log.exception("could not drain ready registries after job %s", job.id)
+            self._advance_batch(job)
+
+    def _advance_batch(self, job: Job) -> None:
+        """A job of a batch's sub-run ended: release the batch's next sub-runs if that run ended."""
+        run_id = (job.meta or {}).get("ifcflow_run")
+        try:
+            batch_id = self.connection.hget(f"ifcflow:run:{run_id}", "batch") if run_id else None
+            if batch_id:
+                from .batch import advance
+
+                advance(self.connection, batch_id.decode() if isinstance(batch_id, bytes) else batch_id)
+        except Exception:
+            log.exception("could not advance the batch of run %s after job %s", run_id, job.id)
 
     def handle_job_failure(self, job: Job, queue: Any, started_job_registry: Any = None, exc_string: str = "",
                            execution: Any = None) -> None:

@@ -207,6 +207,7 @@ def test_skipped_step_reads_canceled_with_reason_and_failed_job_requeues(env: En
     assert env.client.post(f"/jobs/{steps['after']}/requeue").status_code == 200
     again = wait_job(env, steps["bad"])
     assert again["status"] == "failed"
+    assert env.client.post(f"/runs/{started.json()['run_id']}/retry", params={"step": "nope"}).status_code == 404
     assert env.client.post("/jobs/nope/requeue").status_code == 404
     assert env.client.get("/jobs/nope/status").json() == {"detail": "Job nope not found"}
 
@@ -328,3 +329,23 @@ def test_serve_refuses_a_public_address_without_keys(tmp_path: Path) -> None:
                            "--redis", "redis://127.0.0.1:1/0"], capture_output=True, text=True, timeout=60,
                           env={"PATH": "/usr/bin:/bin"})
     assert done.returncode == 2 and "IFCFLOW_API_KEYS" in done.stderr
+
+
+def test_detached_cli_run_with_webhook_is_delivered_by_the_servers_watcher(env: Env, tmp_path: Path) -> None:
+    """``ifcflow run --detach --webhook`` returns at once; the API server observes the end and delivers."""
+    receiver = Receiver()
+    receiver.requests.append(({}, b""))  # answer the real delivery with 200 at once
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(json.dumps({"version": 1, "name": "detached", "steps": {
+        "s": {"uses": "ifc2json", "with": {"ifc": str(env.models / "tiny.ifc")}}}}))
+    done = subprocess.run([sys.executable, "-m", "ifcflow", "run", str(pipeline), "--redis", env.redis_url, "--out",
+                           str(tmp_path / "runs"), "--detach", "--webhook", receiver.url],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    run_id = done.stdout.strip().splitlines()[-1]
+    deadline = time.monotonic() + 30
+    while len(receiver.requests) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    receiver.server.shutdown()
+    assert len(receiver.requests) == 2
+    assert json.loads(receiver.requests[1][1])["run_id"] == run_id

@@ -7,6 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis import Redis
 from rq.exceptions import NoSuchJobError
@@ -22,7 +23,8 @@ router = APIRouter(dependencies=[Depends(require_key)], tags=["original"])
 
 RQ_WORDS = {
     StepState.PENDING: "deferred", StepState.QUEUED: "queued", StepState.RUNNING: "started",
-    StepState.SUCCEEDED: "finished", StepState.FAILED: "failed", StepState.SKIPPED: "canceled",
+    StepState.SUCCEEDED: "finished", StepState.CACHED: "finished", StepState.FAILED: "failed",
+    StepState.SKIPPED: "canceled",
     StepState.CANCELED: "canceled",
 }
 REQUEUABLE = (StepState.FAILED, StepState.CANCELED, StepState.SKIPPED)
@@ -113,11 +115,11 @@ def read(conn: Redis, job_id: str) -> JobStatusResponse:
     return _step_answer(job, status.steps[step_id], submission.notes_of(reader.record))
 
 
-@router.get("/jobs/{job_id}/status", response_model=JobStatusResponse, response_model_exclude_none=True)
-def job_status(request: Request, job_id: str) -> JobStatusResponse:
+@router.get("/jobs/{job_id}/status", response_model=None, responses={200: {"model": JobStatusResponse}})
+def job_status(request: Request, job_id: str) -> JSONResponse:
     """A job's status in the original shape; a step skipped because an upstream step failed reads
     ``"status": "canceled"``, ``"skipped": true`` and the reason."""
-    return read(request.app.state.conn, job_id)
+    return JSONResponse(read(request.app.state.conn, job_id).model_dump(mode="json", exclude_none=True))
 
 
 @router.post("/jobs/{job_id}/requeue", response_model=Requeued)

@@ -27,6 +27,10 @@ class JobId(BaseModel):
     job_id: str
 
 
+JOB: dict[str, Any] = {"response_model": None, "responses": {200: {"model": JobId}}}
+"""Documented as JobId, returned as a plain dict: no response validation (a thread hop per request)."""
+
+
 def _input(settings: Settings, field: str, name: str) -> str:
     path = paths.input_file(settings.uploads, name, field)
     if not path.is_file():
@@ -42,7 +46,7 @@ def _outputs(body: Original, fields: tuple[str, ...]) -> None:
 
 
 def submit(request: Request, body: Original, name: str, service: str, kind: str, inputs: tuple[str, ...],
-           outputs: tuple[str, ...], options: dict[str, Any] | None = None) -> JobId:
+           outputs: tuple[str, ...], options: dict[str, Any] | None = None) -> dict[str, str]:
     """Check ``body``, plan a one-step run of ``service`` writing into ``output/<kind>/``, enqueue it."""
     settings: Settings = request.app.state.settings
     chosen = body.options() if options is None else options
@@ -52,11 +56,11 @@ def submit(request: Request, body: Original, name: str, service: str, kind: str,
     folder = settings.output / kind
     plan = submission.one_step(settings, name, service, chosen, folder)
     submission.start(request.app.state.conn, settings, plan, body.webhook, body.ignored())
-    return JobId(job_id=plan.steps[0].job_id)
+    return {"job_id": plan.steps[0].job_id}
 
 
-@router.post("/ifcconvert", response_model=JobId)
-def ifcconvert(request: Request, body: IfcConvertRequest) -> JobId:
+@router.post("/ifcconvert", **JOB)
+def ifcconvert(request: Request, body: IfcConvertRequest) -> dict[str, str]:
     """Convert an IFC model (glb, gltf, obj, dae, step, iges, svg, ttl by the output's extension)."""
     return submit(request, body, "ifcconvert", "ifcconvert", "converted", ("input_filename",),
                   ("output_filename", "log_file"))
@@ -69,21 +73,21 @@ def _table_kind(body: IfcCsvRequest) -> str:
     return body.format
 
 
-@router.post("/ifccsv", response_model=JobId)
-def ifccsv(request: Request, body: IfcCsvRequest) -> JobId:
+@router.post("/ifccsv", **JOB)
+def ifccsv(request: Request, body: IfcCsvRequest) -> dict[str, str]:
     """Export element attributes to CSV, ODS or XLSX (``output/<format>/``)."""
     return submit(request, body, "ifccsv", "ifccsv", _table_kind(body), ("filename",), ("output_filename",))
 
 
-@router.post("/ifccsv/import", response_model=JobId)
-def ifccsv_import(request: Request, body: IfcCsvImportRequest) -> JobId:
+@router.post("/ifccsv/import", **JOB)
+def ifccsv_import(request: Request, body: IfcCsvImportRequest) -> dict[str, str]:
     """Write an edited table back into a model (``output/ifc_updated/``)."""
     return submit(request, body, "ifccsv-import", "ifccsv-import", "ifc_updated", ("ifc_filename", "csv_filename"),
                   ("output_filename",))
 
 
-@router.post("/ifcclash", response_model=JobId)
-def ifcclash(request: Request, body: IfcClashRequest) -> JobId:
+@router.post("/ifcclash", **JOB)
+def ifcclash(request: Request, body: IfcClashRequest) -> dict[str, str]:
     """Clash detection between clash sets of uploaded models (``output/clash/``)."""
     settings: Settings = request.app.state.settings
     options = body.options()
@@ -94,33 +98,33 @@ def ifcclash(request: Request, body: IfcClashRequest) -> JobId:
     return submit(request, body, "ifcclash", "ifcclash", "clash", (), ("output_filename",), options)
 
 
-@router.post("/ifctester", response_model=JobId)
-def ifctester(request: Request, body: IfcTesterRequest) -> JobId:
+@router.post("/ifctester", **JOB)
+def ifctester(request: Request, body: IfcTesterRequest) -> dict[str, str]:
     """Check a model against an IDS file (``output/ids/``)."""
     return submit(request, body, "ifctester", "ifctester", "ids", ("ifc_filename", "ids_filename"),
                   ("output_filename",))
 
 
-@router.post("/ifcdiff", response_model=JobId)
-def ifcdiff(request: Request, body: IfcDiffRequest) -> JobId:
+@router.post("/ifcdiff", **JOB)
+def ifcdiff(request: Request, body: IfcDiffRequest) -> dict[str, str]:
     """Differences between two revisions, as JSON (``output/diff/``)."""
     return submit(request, body, "ifcdiff", "ifcdiff", "diff", ("old_file", "new_file"), ("output_file",))
 
 
-@router.post("/ifc2json", response_model=JobId)
-def ifc2json(request: Request, body: IFC2JSONRequest) -> JobId:
+@router.post("/ifc2json", **JOB)
+def ifc2json(request: Request, body: IFC2JSONRequest) -> dict[str, str]:
     """A model as ifcJSON (``output/json/``)."""
     return submit(request, body, "ifc2json", "ifc2json", "json", ("filename",), ("output_filename",))
 
 
-@router.post("/calculate-qtos", response_model=JobId)
-def calculate_qtos(request: Request, body: IfcQtoRequest) -> JobId:
+@router.post("/calculate-qtos", **JOB)
+def calculate_qtos(request: Request, body: IfcQtoRequest) -> dict[str, str]:
     """Base quantities written into the model (``output/qto/``)."""
     return submit(request, body, "calculate-qtos", "ifc5d", "qto", ("input_file",), ("output_file",))
 
 
-@router.post("/patch/execute", response_model=JobId)
-def patch_execute(request: Request, body: IfcPatchRequest) -> JobId:
+@router.post("/patch/execute", **JOB)
+def patch_execute(request: Request, body: IfcPatchRequest) -> dict[str, str]:
     """Apply an IfcPatch recipe (``output/patch/``)."""
     return submit(request, body, "patch", "ifcpatch", "patch", ("input_file",), ("output_file",))
 

@@ -156,7 +156,9 @@ def cancel_run(request: Request, run_id: str) -> Canceled:
 def retry_run(request: Request, run_id: str, step: str | None = None) -> Retried:
     """Re-run failed, skipped and canceled steps (or ``step``) and their dependents, in the same run."""
     conn: Redis = request.app.state.conn
-    reader_for(conn, run_id)
+    plan = reader_for(conn, run_id).plan
+    if step is not None and step not in {s.id for s in plan.steps}:
+        raise HTTPException(404, f"run {run_id} has no step {step!r}; steps: {', '.join(s.id for s in plan.steps)}")
     chosen = control.retry(conn, run_id, step=step, ttl=request.app.state.settings.ttl)
     if not chosen:
         raise HTTPException(409, f"nothing to retry in run {run_id}: no step failed, was skipped or canceled, or "
