@@ -19,17 +19,6 @@ from .factories import walls_model
 from .servers import get_json, wait_http
 
 KEY = "compose-test-key"
-PENDING = {"scheduler": "`ifcflow scheduler` comes with issue 12 (branch batch)"}
-"""Services whose command this build does not have yet; the test starts them as soon as it does."""
-
-
-def available(command: list[str]) -> bool:
-    if command[1:2] != ["scheduler"]:
-        return True
-    probe = subprocess.run([command[0], "scheduler", "--help"], capture_output=True, timeout=60)
-    return probe.returncode == 0
-
-
 @pytest.fixture()
 def deployment(tmp_path: Path) -> Iterator[LocalCompose]:
     compose = LocalCompose(ROOT, tmp_path, {"IFCFLOW_API_KEYS": KEY})
@@ -61,13 +50,10 @@ def test_compose_commands_run_a_pipeline_end_to_end(deployment: LocalCompose, tm
             time.sleep(0.1)
     assert conn.config_get("appendonly")["appendonly"] == "yes"  # the compose command's persistence
 
-    skipped = {}
-    for service in ("api", "worker", "worker-clash", "dashboard", "scheduler"):
-        if not available(deployment.command(service)):
-            skipped[service] = PENDING[service]
-            continue
-        deployment.start(service, replicas=2 if service == "worker" else 1)
-    assert set(skipped) <= set(PENDING), skipped
+    others = set(deployment.spec["services"]) - {"redis"}
+    assert others == {"api", "worker", "worker-clash", "dashboard", "scheduler"}
+    for service in sorted(others):
+        deployment.start(service, replicas=2 if service == "worker" else 1)  # docker compose up --scale worker=2
 
     api = f"http://127.0.0.1:{deployment.port('api', 8000)}"
     wait_http(f"{api}/health", deployment.processes["api"][0], tmp_path / "api-1.log")
@@ -109,6 +95,7 @@ def test_compose_commands_run_a_pipeline_end_to_end(deployment: LocalCompose, tm
     wait_http(f"{dashboard}/0/data/queues.json", deployment.processes["dashboard"][0], tmp_path / "dashboard-1.log")
     listed = get_json(f"{dashboard}/0/data/workers.json")["workers"]
     assert len(listed) == 3
+    assert set(deployment.processes) == {"redis", *others}
     for service, processes in deployment.processes.items():
-        for process in processes:
+        for process in processes:  # every service still up, the scheduler included
             assert process.poll() is None, (service, deployment.logs())
