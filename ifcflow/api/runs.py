@@ -80,7 +80,7 @@ def reader_for(conn: Redis, run_id: str) -> StatusReader:
         raise HTTPException(404, f"Run {run_id} not found; list runs with GET /runs") from None
 
 
-def _source(settings: Settings, body: RunRequest) -> tuple[str, Path, str, tuple[Path, ...]]:
+def pipeline_source(settings: Settings, body: RunRequest) -> tuple[str, Path, str, tuple[Path, ...]]:
     """(text, folder its relative paths resolve in, file name for messages, folders it may read)."""
     if (body.pipeline is None) == (body.file is None):
         raise unprocessable("give exactly one of 'pipeline' (YAML text or object) and 'file' (a name in the "
@@ -100,7 +100,7 @@ def start_run(request: Request, body: RunRequest) -> Started:
     """Check, plan and enqueue a pipeline (all or nothing). A bad pipeline is a 422 with ``file:line:col``
     messages and nothing is written to Redis."""
     settings: Settings = request.app.state.settings
-    text, base, name, roots = _source(settings, body)
+    text, base, name, roots = pipeline_source(settings, body)
     plan = submission.plan_text(settings, text, base, body.inputs, name, roots)
     submission.start(request.app.state.conn, settings, plan, body.webhook)
     return Started(run_id=plan.run_id, status_url=f"/runs/{plan.run_id}", events_url=f"/runs/{plan.run_id}/events",
