@@ -29,7 +29,7 @@ from ..plan import plan as make_plan
 from . import events, paths, submission
 from .auth import require_key
 from .problems import unprocessable
-from .runs import MEDIA, RunRequest, pipeline_source
+from .runs import MAX_OFFSET, MEDIA, RunRequest, pipeline_source
 from .settings import Settings
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["batches"])
@@ -161,7 +161,8 @@ def _label(settings: Settings, sub: batch.SubRun) -> str:
 
 def plan_batch(settings: Settings, body: BatchRequest) -> tuple[batch.BatchRecord, list[Plan]]:
     """Check the pipeline, vet every path and glob, and plan the batch (nothing written to Redis)."""
-    text, base, name, roots = pipeline_source(settings, RunRequest(pipeline=body.pipeline, file=body.file, webhook=None))
+    asked_for = RunRequest(pipeline=body.pipeline, file=body.file, webhook=None)
+    text, base, name, roots = pipeline_source(settings, asked_for)
     overrides = {key: str(paths.input_file(settings.uploads, value, f"inputs.{key}"))
                  for key, value in body.inputs.items()}
     try:
@@ -191,7 +192,7 @@ def start_batch(request: Request, body: BatchRequest) -> BatchStarted:
 
 
 @router.get("/batches", response_model=BatchList)
-def list_batches(request: Request, offset: int = Query(0, ge=0),
+def list_batches(request: Request, offset: int = Query(0, ge=0, le=MAX_OFFSET),
                  limit: int = Query(20, ge=1, le=200)) -> BatchList:
     """Batches, newest first, paged."""
     conn: Redis = request.app.state.conn

@@ -22,6 +22,8 @@ from .problems import unprocessable
 from .settings import Settings
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["runs"])
+MAX_OFFSET = 10**12
+"""Paging offsets stay far below Redis's 64-bit indexes (ZREVRANGE refuses bigger ones)."""
 
 
 class RunRequest(BaseModel):
@@ -123,7 +125,8 @@ def committed_pipelines(request: Request) -> list[CommittedPipeline]:
 
 
 @router.get("/runs", response_model=RunList)
-def list_runs(request: Request, offset: int = Query(0, ge=0), limit: int = Query(20, ge=1, le=200)) -> RunList:
+def list_runs(request: Request, offset: int = Query(0, ge=0, le=MAX_OFFSET),
+              limit: int = Query(20, ge=1, le=200)) -> RunList:
     """Runs, newest first, paged."""
     conn: Redis = request.app.state.conn
     ids = [r.decode() for r in conn.zrevrange(store.RUNS, offset, offset + limit - 1)]  # type: ignore[union-attr]
