@@ -5,20 +5,25 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from ifcflow.embedded import EmbeddedRedis
+from tests.apiserver import ApiServer
+from tests.factories import tiny_model
 from tests.test_api import KEY, TWO_STEPS, Env, env, upload  # noqa: F401  (env: the module's server fixture)
 
 BATCHES = "ifcflow:batches"
 
 
-def stream_events(env: Env, path: str) -> list[tuple[str, dict[str, Any]]]:
+def stream_events(client: httpx.Client, path: str) -> list[tuple[str, dict[str, Any]]]:
     found = []
-    with env.client.stream("GET", path, timeout=120) as stream:
+    with client.stream("GET", path, timeout=120) as stream:
         assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
         name = None
         for line in stream.iter_lines():
@@ -46,7 +51,7 @@ def test_batch_over_three_uploads_runs_to_success_with_rows_and_end_event(env: E
     assert set(answer["runs"]) == {"walls.ifc", "walls2.ifc", "walls3.ifc"}
     assert answer["status_url"] == f"/batches/{batch_id}" and answer["events_url"] == f"/batches/{batch_id}/events"
 
-    seen = stream_events(env, answer["events_url"])
+    seen = stream_events(env.client, answer["events_url"])
     names = [name for name, _ in seen]
     assert names[-1] == "end" and names.count("end") == 1 and "status" in names
     assert len({doc["counts"]["succeeded"] for name, doc in seen if name == "status"}) >= 2  # seen change
@@ -90,7 +95,7 @@ def test_failed_file_is_retried_alone(env: Env) -> None:
     started = env.client.post("/batches", json={"pipeline": TWO_STEPS, "each": {"model": "mix*.ifc"}})
     assert started.status_code == 202, started.text
     batch_id, runs = started.json()["batch_id"], started.json()["runs"]
-    final = stream_events(env, f"/batches/{batch_id}/events")[-1][1]
+    final = stream_events(env.client, f"/batches/{batch_id}/events")[-1][1]
     assert final["status"] == "failed"
     rows = {os.path.basename(r["label"]): r for r in final["runs"]}
     assert rows["mixa.ifc"]["status"] == "succeeded"
@@ -147,7 +152,7 @@ def test_hostile_globs_bad_pipelines_and_empty_globs_enqueue_nothing(env: Env, o
     assert set((env.data / "output" / "runs").iterdir()) == folders  # no folder of a refused batch
     control = env.client.post("/batches", json={"file": "two.yaml", "each": {"model": "tiny.ifc"}})
     assert control.status_code == 202, control.text  # the same request with a plain glob passes
-    stream_events(env, control.json()["events_url"])
+    stream_events(env.client, control.json()["events_url"])
 
 
 def test_schedules_crud_and_fire_now_produces_a_run(env: Env) -> None:
@@ -163,7 +168,7 @@ def test_schedules_crud_and_fire_now_produces_a_run(env: Env) -> None:
     assert fired.status_code == 200, fired.text
     fire = fired.json()
     assert fire["outcome"] == "started" and fire["kind"] == "run"
-    assert stream_events(env, f"/runs/{fire['id']}/events")[-1][1]["status"] == "succeeded"
+    assert stream_events(env.client, f"/runs/{fire['id']}/events")[-1][1]["status"] == "succeeded"
     info = env.client.get("/schedules/nightly").json()
     assert info["last"]["id"] == fire["id"] and info["last"]["state"] == "succeeded"
     assert [f["id"] for f in env.client.get("/schedules/nightly/history").json()] == [fire["id"]]
@@ -190,6 +195,30 @@ def test_bad_schedules_are_refused_and_not_stored(env: Env, outside: Path, chang
     answer = env.client.post("/schedules", json={"name": "bad", "file": "two.yaml", "cron": "0 2 * * *", **change})
     assert answer.status_code == code, answer.text
     assert env.client.get("/schedules/bad").status_code == 404
+
+
+def test_batch_progresses_with_plain_rq_workers(tmp_path: Path) -> None:
+    """Plain ``rq worker``s do not release a batch's next sub-runs (``ifcflow worker``s do): the server does, so a
+    batch of 3 files (a window of 2) ends. Before the server drove its batches, the third file never started."""
+    data, pipelines = tmp_path / "data", tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "two.yaml").write_text(TWO_STEPS)
+    (data / "uploads").mkdir(parents=True)
+    for index in range(3):
+        tiny_model(data / "uploads" / f"m{index}.ifc")
+    settings = {"IFCFLOW_API_KEYS": KEY, "IFCFLOW_PIPELINES": str(pipelines)}
+    with EmbeddedRedis() as server, ApiServer(server.url, data, settings, workers=0) as api:
+        api.spawn([sys.executable, "-m", "rq.cli", "worker", "default", "ifc2json", "--url", server.url, "--quiet"])
+        client = httpx.Client(base_url=api.url, headers={"X-API-Key": KEY}, timeout=30)
+        started = client.post("/batches", json={"file": "two.yaml", "each": {"model": "m*.ifc"}})
+        assert started.status_code == 202, started.text
+        batch_id = started.json()["batch_id"]
+        assert client.get(f"/batches/{batch_id}").json()["released"] == 2
+        deadline = time.monotonic() + 45  # polled: a stalled batch's event stream would wait forever
+        while (final := client.get(f"/batches/{batch_id}").json())["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, final
+            time.sleep(0.2)
+        assert final["status"] == "succeeded" and final["counts"]["succeeded"] == 3 and final["released"] == 3
 
 
 def test_an_offset_beyond_redis_integers_is_a_422_not_a_503(env: Env) -> None:

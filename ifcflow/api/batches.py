@@ -31,6 +31,7 @@ from .auth import require_key
 from .problems import unprocessable
 from .runs import MAX_OFFSET, MEDIA, RunRequest, pipeline_source
 from .settings import Settings
+from .watcher import WATCHED_BATCHES
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["batches"])
 GLOB_CHARS = frozenset("*?[")
@@ -186,6 +187,7 @@ def start_batch(request: Request, body: BatchRequest) -> BatchStarted:
     settings: Settings = request.app.state.settings
     record, plans = plan_batch(settings, body)
     batch.submit(request.app.state.conn, record, plans)
+    request.app.state.conn.sadd(WATCHED_BATCHES, record.batch_id)  # released as runs end, even by plain rq workers
     return BatchStarted(batch_id=record.batch_id, status_url=f"/batches/{record.batch_id}",
                         events_url=f"/batches/{record.batch_id}/events",
                         runs={_label(settings, sub): sub.run_id for sub in record.runs})
@@ -233,6 +235,7 @@ def retry_batch(request: Request, batch_id: str) -> BatchRetried:
     if not retried:
         raise HTTPException(409, f"nothing to retry in batch {batch_id}: no file's run failed or was canceled, or "
                             "they are still going")
+    conn.sadd(WATCHED_BATCHES, batch_id)
     return BatchRetried(batch_id=batch_id, runs=retried)
 
 
