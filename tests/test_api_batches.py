@@ -145,7 +145,9 @@ def test_hostile_globs_bad_pipelines_and_empty_globs_enqueue_nothing(env: Env, o
     assert all(isinstance(d["loc"][2], int) and isinstance(d["loc"][3], int) for d in broken.json()["detail"])
     undeclared = env.client.post("/batches", json={"file": "two.yaml", "each": {"nope": "*.ifc"}})
     assert undeclared.status_code == 422 and "nope" in undeclared.text
-    too_many = env.client.post("/batches", json={"file": "two.yaml", "each": {"model": "walls*.ifc"}, "max_runs": 2})
+    for index in range(3):
+        upload(env, "tiny.ifc", as_name=f"many{index}.ifc")
+    too_many = env.client.post("/batches", json={"file": "two.yaml", "each": {"model": "many*.ifc"}, "max_runs": 2})
     assert too_many.status_code == 422 and "max_runs 2" in too_many.text
     assert env.client.post("/batches", json={"file": "two.yaml"}).status_code == 422  # neither each nor for_each
     assert enqueued(env) == before

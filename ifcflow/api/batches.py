@@ -94,8 +94,8 @@ def vet_glob(roots: tuple[Path, ...], pattern: str, what: str) -> None:
     parts = PurePosixPath(pattern).parts
     if ".." in parts:
         raise paths.UnsafePath(f"{what}: {pattern!r} contains '..'; globs must stay inside the data folder")
-    fixed = [p for p in parts[:next((i for i, p in enumerate(parts) if GLOB_CHARS & set(p)), len(parts))]]
-    if not paths.check_within(roots, str(PurePosixPath(*fixed)), what):
+    wild = next((i for i, part in enumerate(parts) if GLOB_CHARS & set(part)), len(parts))
+    if not paths.check_within(roots, str(PurePosixPath(*parts[:wild])), what):
         raise paths.UnsafePath(f"{what}: {pattern!r} is outside the data folder; give a glob relative to uploads/")
 
 

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 
 from .. import schedule
+from ..errors import IfcflowError
 from ..schedule import Fire, ScheduleSpec
 from ..spec import NAME_PATTERN
 from . import paths, webhook
@@ -64,8 +65,10 @@ def _spec(settings: Settings, body: ScheduleRequest) -> ScheduleSpec:
     try:
         schedule.check_cron(body.cron)
         schedule.next_fire(body.cron)
-    except Exception as exc:  # croniter's own errors too (a date that never comes, e.g. 30 February)
-        raise unprocessable(f"cron {body.cron!r}: {exc}" if "cron" not in str(exc) else str(exc), "cron") from None
+    except IfcflowError as exc:
+        raise unprocessable(str(exc).replace("--cron", "cron"), "cron") from None
+    except Exception as exc:  # croniter's own: a date that never comes (30 February)
+        raise unprocessable(f"cron {body.cron!r} never fires ({exc}); check the day and month fields", "cron") from None
     inputs = {key: str(paths.input_file(settings.uploads, value, f"inputs.{key}"))
               for key, value in body.inputs.items()}
     each = {}
