@@ -175,6 +175,15 @@ def test_schedules_crud_and_fire_now_produces_a_run(env: Env) -> None:
     assert info["last"]["id"] == fire["id"] and info["last"]["state"] == "succeeded"
     assert [f["id"] for f in env.client.get("/schedules/nightly/history").json()] == [fire["id"]]
 
+    upload(env, "tiny.ifc", as_name="sched1.ifc")
+    each = env.client.post("/schedules", json={**body, "name": "each", "each": {"model": "sched*.ifc"}})
+    assert each.status_code == 201, each.text
+    fired_batch = env.client.post("/schedules/each/run").json()
+    assert fired_batch["outcome"] == "started" and fired_batch["kind"] == "batch"
+    final = stream_events(env.client, f"/batches/{fired_batch['id']}/events")[-1][1]
+    assert final["status"] == "succeeded" and [os.path.basename(r["label"]) for r in final["runs"]] == ["sched1.ifc"]
+    assert env.client.delete("/schedules/each").status_code == 204
+
     empty = {**body, "name": "empty", "each": {"model": "nomatch*.ifc"}}
     assert env.client.post("/schedules", json=empty).status_code == 201
     failed = env.client.post("/schedules/empty/run").json()

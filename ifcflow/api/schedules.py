@@ -22,6 +22,7 @@ from .auth import require_key
 from .batches import vet_glob
 from .problems import unprocessable
 from .settings import Settings
+from .watcher import WATCHED_BATCHES
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["schedules"])
 
@@ -132,4 +133,7 @@ def fire_now(request: Request, name: str) -> Fire:
     conn: Redis = request.app.state.conn
     if not conn.hexists(schedule.SCHEDULES, name):
         raise HTTPException(404, f"Schedule {name} not found; list schedules with GET /schedules")
-    return schedule.run_now(conn, name)
+    fired = schedule.run_now(conn, name)
+    if fired.kind == "batch" and fired.id:
+        conn.sadd(WATCHED_BATCHES, fired.id)  # driven by this server as the batches it was sent
+    return fired
