@@ -52,7 +52,7 @@ class ApiServer:
         self.command = command
         self.processes: list[subprocess.Popen[bytes]] = []
 
-    def _spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
+    def spawn(self, args: list[str]) -> subprocess.Popen[bytes]:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as out:
             proc = subprocess.Popen(args, env=self.env, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
@@ -62,14 +62,14 @@ class ApiServer:
 
     def start_workers(self, count: int) -> None:
         for index in range(count):
-            self._spawn([sys.executable, "-m", "ifcflow", "worker", "--redis", self.redis_url, "--quiet",
+            self.spawn([sys.executable, "-m", "ifcflow", "worker", "--redis", self.redis_url, "--quiet",
                          "--name", f"api-test-{os.getpid()}-{len(self.processes)}-{index}"])
 
     def __enter__(self) -> ApiServer:
         try:
             args = self.command or [sys.executable, "-m", "ifcflow", "serve", "--port", str(self.port),
                                     "--data", str(self.data), "--log-level", "warning"]
-            server = self._spawn([a.replace("{port}", str(self.port)) for a in args])
+            server = self.spawn([a.replace("{port}", str(self.port)) for a in args])
             self.start_workers(self.workers)
             wait_http(f"{self.url}/health", server)
         except BaseException:

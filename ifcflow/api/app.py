@@ -13,7 +13,7 @@ from redis.exceptions import RedisError
 
 from .. import connection
 from ..errors import IfcflowError, PipelineError, RunNotFound
-from . import events, health, jobs, original, runs, ui, uploads
+from . import batches, events, health, jobs, original, runs, schedules, ui, uploads
 from .paths import UnsafePath
 from .settings import Settings
 from .watcher import Watcher
@@ -78,11 +78,12 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
 
     app = FastAPI(title="ifcflow", version="0.1.0", lifespan=lifespan, description=(
         "Pipelines of IfcOpenShell tools on RQ. The original IFC Pipeline gateway's endpoints, unchanged, plus "
-        "pipelines (/runs), live events (SSE) and signed webhooks. Send X-API-Key (IFCFLOW_API_KEYS)."))
+        "pipelines (/runs), batches over many models (/batches), schedules (/schedules), live events (SSE) and signed "
+        "webhooks. Send X-API-Key (IFCFLOW_API_KEYS)."))
     app.state.settings = settings
     app.state.conn = client
     _errors(app)
-    for module in (health, original, jobs, uploads, runs, events):
+    for module in (health, original, jobs, uploads, runs, events, batches, schedules):
         app.include_router(module.router)
     ui.install(app)  # the web page under /ui (issue 11)
     return app

@@ -1,4 +1,4 @@
-"""``GET /runs/{run_id}/events``: Server-Sent Events, not polling, for clients.
+"""``GET /runs/{run_id}/events``: Server-Sent Events, not polling, for clients (``stream`` serves batches too).
 
 One loop per connection reads the run's status (one Redis round trip, a server-side script) every
 ``events_interval`` (50 ms; at least twice the read's own time, so a 1,000-step run costs a connection at most a
@@ -12,14 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable
+from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 from fastapi.concurrency import run_in_threadpool
 
-from ..status import RunStatus, StatusReader
+from ..status import RunStatus
 from .auth import require_key
 from .runs import reader_for
 
@@ -40,15 +40,29 @@ def frame(event: str, data: str) -> bytes:
     return f"event: {event}\ndata: {data}\n\n".encode()
 
 
-async def stream(request: Request, reader: StatusReader, interval: float) -> AsyncIterator[bytes]:
+class Document(Protocol):
+    """A status document an event stream follows (a run's or a batch's)."""
+
+    @property
+    def terminal(self) -> bool: ...
+
+    def model_dump_json(self) -> str: ...
+
+
+D = TypeVar("D", bound=Document)
+
+
+async def stream(request: Request, read: Callable[[], D], seen_as: Callable[[D], str],
+                 interval: float) -> AsyncIterator[bytes]:
+    """``status`` whenever ``seen_as(read())`` changes, then ``end``; ``read`` runs in the thread pool."""
     last = None
     quiet_since = time.monotonic()
     yield b"retry: 1000\n\n"
     while True:
         began = time.monotonic()
-        status = await run_in_threadpool(reader.read)
+        status = await run_in_threadpool(read)
         spent = time.monotonic() - began
-        seen = fingerprint(status)
+        seen = seen_as(status)
         if seen != last:
             last = seen
             quiet_since = time.monotonic()
@@ -69,6 +83,9 @@ async def stream(request: Request, reader: StatusReader, interval: float) -> Asy
 async def events(request: Request, run_id: str) -> StreamingResponse:
     """Server-Sent Events: ``status`` (the status document) on every change, then ``end`` (the final one)."""
     reader = await run_in_threadpool(reader_for, request.app.state.conn, run_id)
-    return StreamingResponse(stream(request, reader, request.app.state.settings.events_interval),
-                             media_type="text/event-stream",
+    return respond(stream(request, reader.read, fingerprint, request.app.state.settings.events_interval))
+
+
+def respond(frames: AsyncIterator[bytes]) -> StreamingResponse:
+    return StreamingResponse(frames, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

@@ -22,6 +22,8 @@ from .problems import unprocessable
 from .settings import Settings
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["runs"])
+MAX_OFFSET = 10**12
+"""Paging offsets stay far below Redis's 64-bit indexes (ZREVRANGE refuses bigger ones)."""
 
 
 class RunRequest(BaseModel):
@@ -80,7 +82,7 @@ def reader_for(conn: Redis, run_id: str) -> StatusReader:
         raise HTTPException(404, f"Run {run_id} not found; list runs with GET /runs") from None
 
 
-def _source(settings: Settings, body: RunRequest) -> tuple[str, Path, str, tuple[Path, ...]]:
+def pipeline_source(settings: Settings, body: RunRequest) -> tuple[str, Path, str, tuple[Path, ...]]:
     """(text, folder its relative paths resolve in, file name for messages, folders it may read)."""
     if (body.pipeline is None) == (body.file is None):
         raise unprocessable("give exactly one of 'pipeline' (YAML text or object) and 'file' (a name in the "
@@ -100,7 +102,7 @@ def start_run(request: Request, body: RunRequest) -> Started:
     """Check, plan and enqueue a pipeline (all or nothing). A bad pipeline is a 422 with ``file:line:col``
     messages and nothing is written to Redis."""
     settings: Settings = request.app.state.settings
-    text, base, name, roots = _source(settings, body)
+    text, base, name, roots = pipeline_source(settings, body)
     plan = submission.plan_text(settings, text, base, body.inputs, name, roots)
     submission.start(request.app.state.conn, settings, plan, body.webhook)
     return Started(run_id=plan.run_id, status_url=f"/runs/{plan.run_id}", events_url=f"/runs/{plan.run_id}/events",
@@ -123,7 +125,8 @@ def committed_pipelines(request: Request) -> list[CommittedPipeline]:
 
 
 @router.get("/runs", response_model=RunList)
-def list_runs(request: Request, offset: int = Query(0, ge=0), limit: int = Query(20, ge=1, le=200)) -> RunList:
+def list_runs(request: Request, offset: int = Query(0, ge=0, le=MAX_OFFSET),
+              limit: int = Query(20, ge=1, le=200)) -> RunList:
     """Runs, newest first, paged."""
     conn: Redis = request.app.state.conn
     ids = [r.decode() for r in conn.zrevrange(store.RUNS, offset, offset + limit - 1)]  # type: ignore[union-attr]

@@ -1,9 +1,13 @@
-"""A background loop of the API server that observes the end of runs with a webhook.
+"""A background loop of the API server that observes the end of runs with a webhook, and drives batches.
 
 Today a run's end is recorded by whoever reads its status (``StatusReader.read`` -> ``store.finish_run`` ->
 the run-end hook). A run submitted over HTTP with a webhook may have no reader at all, so the server reads the
 runs it watches (``ifcflow:api:watched``) every ``interval`` seconds until they end. The reconcile loop
 (``ifcflow/reconcile.py``, another branch) replaces this: it observes every run.
+
+A batch submitted over HTTP (``ifcflow:api:watched-batches``) is advanced as ``ifcflow run --each`` advances the
+batches it follows (:func:`ifcflow.batch.advance` with ``repair``): its next sub-runs are released as runs end
+even with plain ``rq worker``s (``ifcflow worker``s release them themselves), until the batch ended.
 """
 
 from __future__ import annotations
@@ -13,11 +17,13 @@ import threading
 
 from redis import Redis
 
+from .. import batch
 from ..errors import RunNotFound
 from ..status import StatusReader
 from .webhook import WATCHED
 
 log = logging.getLogger("ifcflow.api")
+WATCHED_BATCHES = "ifcflow:api:watched-batches"
 
 
 def sweep(conn: Redis) -> None:
@@ -30,6 +36,12 @@ def sweep(conn: Redis) -> None:
                 conn.srem(WATCHED, run_id)
         except RunNotFound:
             conn.srem(WATCHED, run_id)
+    batches: set[bytes] = conn.smembers(WATCHED_BATCHES)  # type: ignore[assignment]
+    for raw in batches:
+        batch_id = raw.decode()
+        batch.advance(conn, batch_id, repair=True)
+        if conn.hget(batch.key(batch_id), "ended_at") is not None or not batch.exists(conn, batch_id):
+            conn.srem(WATCHED_BATCHES, batch_id)
 
 
 class Watcher(threading.Thread):
