@@ -49,7 +49,8 @@ def cancel(conn: Redis, run_id: str, wait: float = 10.0, reason: str = "canceled
         store.record_steps(conn, run_id, canceled, overwrite=True)
     _await_stopped(conn, stopped, wait)
     for step_id in canceled:
-        for partial in Path(reader.plan.step(step_id).workdir).glob(".partial-*"):
+        planned = reader.plan.step(step_id)  # only this job's partial folders: a folder may be shared (HTTP API)
+        for partial in Path(planned.workdir).glob(f".partial-{planned.job_id}-*"):
             shutil.rmtree(partial, ignore_errors=True)
     reconcile.run(conn, run_id)
     return list(canceled)

@@ -5,6 +5,7 @@ Every problem in the file is collected and raised together as one :class:`Pipeli
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,12 @@ def load(path: str | Path, overrides: dict[str, str] | None = None, *, check_fil
 
 def parse(text: str | bytes, path: Path, overrides: dict[str, str] | None = None, *,
           check_files: bool = True) -> Document:
-    src = source.load(text, str(path))
+    return from_source(source.load(text, str(path)), path, overrides, check_files=check_files)
+
+
+def from_source(src: source.Source, path: Path, overrides: dict[str, str] | None = None, *,
+                check_files: bool = True) -> Document:
+    """Check a parsed document; ``src`` may also be built from data (the HTTP API's one-step requests)."""
     if not isinstance(src.data, dict):
         raise PipelineError([src.problem((), "a pipeline file must be a mapping with 'version', 'name' and 'steps'")])
     src.problems += [src.problem(where, f"{written} is not an expression (single braces) — did you mean "
@@ -63,14 +69,40 @@ def parse(text: str | bytes, path: Path, overrides: dict[str, str] | None = None
     doc = Document(path.resolve(), src, pipeline)
     found = src.problems + _resolve_inputs(doc, overrides or {})
     found += _check_graph(doc)
-    if check_files:
-        checker = StepChecker(src, doc.base, doc.inputs, overrides or {})
-        for step_id, step in pipeline.steps.items():
-            checker.check_step(step_id, step.with_)
-        found += checker.found
+    declared = doc.pipeline.inputs
+    found += [doc.source.problem(("for_each",), f"for_each names '{name}', which is not declared in 'inputs:'"
+                                 f"{suggest(name, declared)} Declare it with a glob as its value, e.g. models/*.ifc.")
+              for name in doc.pipeline.for_each if name not in declared]
+    if check_files:  # for_each inputs are globs, expanded (and their files checked) when a batch is planned
+        found += check_inputs(doc, overrides)
     if found:
         raise PipelineError(found)
     return doc
+
+
+def check_inputs(doc: Document, overrides: dict[str, str] | None = None,
+                 skip: frozenset[str] | None = None) -> list[Problem]:
+    """File and selector problems of the steps (the checks of ``check_files``), for a document loaded without
+    them whose paths were vetted first (the HTTP API); [] when all is fine. Inputs in ``skip`` (default: the
+    ``for_each`` ones, whose values are globs) are not checked."""
+    skip = frozenset(doc.pipeline.for_each) if skip is None else skip
+    inputs = {name: value for name, value in doc.inputs.items() if name not in skip}
+    checker = StepChecker(doc.source, doc.base, inputs, overrides or {})
+    for step_id, step in doc.pipeline.steps.items():
+        checker.check_step(step_id, step.with_)
+    return checker.found
+
+
+def rebind(doc: Document, overrides: dict[str, str]) -> Document:
+    """``doc`` with some inputs replaced (paths, resolved from the current folder) and the files checked again:
+    a batch plans one sub-run per file this way without parsing the pipeline file again."""
+    bound = copy.copy(doc)
+    bound.inputs = dict(doc.inputs)
+    bound.inputs.update({name: str(Path(value).resolve()) for name, value in overrides.items()})
+    found = check_inputs(bound, overrides, skip=frozenset())
+    if found:
+        raise PipelineError(found)
+    return bound
 
 
 def _check_valid_steps(src: source.Source, path: Path, overrides: dict[str, str]) -> list[Problem]:

@@ -8,12 +8,15 @@ so nothing can run early; all of it goes in one transaction (all or nothing), an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline as RedisPipeline
 from redis.exceptions import WatchError
 from rq import Queue, Retry
 from rq.job import Dependency, Job, JobStatus
+from rq.utils import now
 
 from . import graph, rqstore, store
 from .errors import RunExists
@@ -25,48 +28,107 @@ def gate() -> None:  # pragma: no cover - never executed: the gate is released b
 
 
 def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str] | None = None,
-           gate_name: str = "start") -> None:
+           gate_name: str = "start", record: dict[str, str] | None = None) -> None:
     """Enqueue every step of ``plan`` (or the steps in ``only``, for a retry) and release them at once.
 
     All jobs are written deferred behind an unreleased start gate, in one MULTI/EXEC transaction with the run
     record: nothing can run before the gate opens, so RQ's "is the parent finished?" check (which treats a parent
     not yet written as finished) is never consulted, and a failure before EXEC writes nothing at all. If opening
     the gate fails, everything created is deleted again.
+
+    A run of one step has nothing to wait for: it is written already queued, in the same transaction, without a
+    gate (a third of the work; the HTTP API's single-job requests are such runs).
     """
     steps = [s for s in plan.steps if only is None or s.id in only]
-    start = Job.create(gate, id=store.gate_id(plan.run_id, gate_name), connection=conn, status=JobStatus.CREATED,
-                       origin="default", result_ttl=ttl, failure_ttl=ttl,
-                       description=f"{plan.pipeline}: {gate_name} gate of run {plan.run_id}")
+    if only is None and len(steps) == 1:
+        _submit_one(conn, plan, steps[0], ttl, record)
+        return
+    submit_many(conn, [plan], ttl, only=only, gate_name=gate_name, record=record)
+
+
+def submit_many(conn: Redis, plans: list[Plan], ttl: int = store.DEFAULT_TTL, *, only: set[str] | None = None,
+                gate_name: str = "start", release: int | None = None, record: dict[str, str] | None = None,
+                extra: Callable[[RedisPipeline], None] | None = None) -> None:
+    """Several runs in ONE transaction (a batch): every run behind its own start gate (one-step runs too); the
+    gates of the first ``release`` runs (all when None) are opened after EXEC, the others stay closed until
+    opened with :func:`open_gate`. ``record`` adds fields to every run record, ``extra`` its own writes (e.g. the
+    batch record) to the same transaction."""
     queues: dict[str, Queue] = {}
-    jobs = []
-    for step in steps:
-        queue = queues.setdefault(step.queue, Queue(step.queue, connection=conn))
-        jobs.append(queue.create_job(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
-                                     status=JobStatus.DEFERRED, **job_options(plan, step, ttl, start.id, only)))
+    made: list[tuple[Plan, Job, list[Job]]] = []
+    for plan in plans:
+        steps = [s for s in plan.steps if only is None or s.id in only]
+        start = Job.create(gate, id=store.gate_id(plan.run_id, gate_name), connection=conn,
+                           status=JobStatus.CREATED, origin="default", result_ttl=ttl, failure_ttl=ttl,
+                           description=f"{plan.pipeline}: {gate_name} gate of run {plan.run_id}")
+        jobs = []
+        for step in steps:
+            queue = queues.setdefault(step.queue, Queue(step.queue, connection=conn))
+            jobs.append(queue.create_job(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
+                                         status=JobStatus.DEFERRED, **job_options(plan, step, ttl, start.id, only)))
+        made.append((plan, start, jobs))
     with conn.pipeline(transaction=True) as pipe:
         if only is None:  # a new run never overwrites an existing one (or its jobs)
-            pipe.watch(store.run_key(plan.run_id))
-            if pipe.exists(store.run_key(plan.run_id)):
-                raise RunExists(plan.run_id)
-            pipe.multi()
-        start.save(pipeline=pipe)
-        if only is None:
-            store.save_run(pipe, plan, ttl)
-        for job in jobs:
-            job.register_dependency(pipeline=pipe)
-            job.save(pipeline=pipe)
+            _refuse_existing(pipe, [plan.run_id for plan, _, _ in made])
+        for plan, start, jobs in made:
+            start.save(pipeline=pipe)
+            if only is None:
+                store.save_run(pipe, plan, ttl, record)
+            for job in jobs:
+                job.register_dependency(pipeline=pipe)
+                job.save(pipeline=pipe)
         for queue in queues.values():
             pipe.sadd(queue.redis_queues_keys, queue.key)
+        if extra is not None:
+            extra(pipe)
+        try:
+            pipe.execute()
+        except WatchError:
+            raise RunExists(", ".join(plan.run_id for plan, _, _ in made)) from None
+    try:
+        for _, start, _ in made[:release]:
+            open_gate(conn, start)
+    except BaseException:
+        for plan, start, jobs in made:
+            rollback(conn, plan.run_id if only is None else None, [start.id, *(j.id for j in jobs)])
+        raise
+
+
+def open_gate(conn: Redis, start: Job) -> None:
+    """Release the steps waiting on a start gate (idempotent: an opened gate is left alone)."""
+    if start.get_status(refresh=False) == JobStatus.FINISHED:
+        return
+    start.set_status(JobStatus.FINISHED)
+    Queue("default", connection=conn).enqueue_dependents(start)
+
+
+def _submit_one(conn: Redis, plan: Plan, step: PlannedStep, ttl: int, record: dict[str, str] | None) -> None:
+    queue = Queue(step.queue, connection=conn)
+    options = job_options(plan, step, ttl, "")
+    del options["depends_on"]
+    job = queue.create_job(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
+                           status=JobStatus.QUEUED, **options)
+    job.enqueued_at = now()
+    with conn.pipeline(transaction=True) as pipe:
+        _refuse_existing(pipe, [plan.run_id])
+        store.save_run(pipe, plan, ttl, record)
+        job.save(pipeline=pipe)
+        queue.push_job_id(job.id, pipeline=pipe)
+        pipe.sadd(queue.redis_queues_keys, queue.key)
         try:
             pipe.execute()
         except WatchError:
             raise RunExists(plan.run_id) from None
-    try:
-        start.set_status(JobStatus.FINISHED)
-        Queue("default", connection=conn).enqueue_dependents(start)
-    except BaseException:
-        rollback(conn, plan.run_id if only is None else None, [start.id, *(j.id for j in jobs)])
-        raise
+
+
+def _refuse_existing(pipe: RedisPipeline, run_ids: list[str]) -> None:
+    """WATCH the runs' records and raise :class:`RunExists` if one exists; leaves ``pipe`` in MULTI."""
+    keys = [store.run_key(r) for r in run_ids]
+    pipe.watch(*keys)
+    taken = [r for r, key in zip(run_ids, keys) if pipe.exists(key)]
+    if taken:
+        pipe.reset()
+        raise RunExists(", ".join(taken))
+    pipe.multi()
 
 
 def job_options(plan: Plan, step: PlannedStep, ttl: int, start: str, only: set[str] | None = None) -> dict[str, Any]:

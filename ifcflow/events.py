@@ -38,8 +38,17 @@ HOOK_MODULES: tuple[str, ...] = ()
 """Modules that register run-end callbacks when imported (loaded before the first run end is announced)."""
 
 log = logging.getLogger(__name__)
-_callbacks: list[RunEndCallback] = []
 _loaded = False
+
+
+def _webhook(conn: Redis, status: RunStatus) -> None:
+    """Built in: enqueue the run's webhook delivery, when it has one (see :mod:`ifcflow.api.webhook`)."""
+    from .api.webhook import on_run_end as deliver
+
+    deliver(conn, status.run_id, status)
+
+
+_callbacks: list[RunEndCallback] = [_webhook]
 
 
 def on_run_end(callback: RunEndCallback) -> RunEndCallback:

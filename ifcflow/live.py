@@ -17,7 +17,7 @@ from .status import RunStatus
 
 STYLES = {
     StepState.PENDING: "dim", StepState.QUEUED: "cyan", StepState.RUNNING: "bold blue",
-    StepState.SUCCEEDED: "green", StepState.FAILED: "bold red", StepState.SKIPPED: "yellow",
+    StepState.SUCCEEDED: "green", StepState.CACHED: "green", StepState.FAILED: "bold red", StepState.SKIPPED: "yellow",
     StepState.CANCELED: "magenta",
     RunState.QUEUED: "cyan", RunState.RUNNING: "bold blue", RunState.SUCCEEDED: "bold green",
     RunState.SUCCEEDED_WITH_FAILURES: "bold yellow", RunState.FAILED: "bold red", RunState.CANCELED: "magenta",
@@ -47,10 +47,19 @@ def table(status: RunStatus) -> Group:
     return Group(head, grid)
 
 
+def cached_from(step: Any) -> str:
+    """"cached from run X" for a step served from the cache, else ""."""
+    origin = (step.result or {}).get("cached_from") if step.status == StepState.CACHED else None
+    return f"cached from run {origin['run_id']}" if origin else ""
+
+
 def result_message(step: Any) -> str:
-    """A finished step's own summary ("3 clashes in 1 clash set", "2 of 3 specifications passed")."""
+    """A finished step's own summary ("3 clashes in 1 clash set", "2 of 3 specifications passed"); for a step
+    served from the cache, "cached from run X: <its summary>"."""
     result = step.result or {}
-    return str(result.get("message") or "") if step.status == StepState.SUCCEEDED else ""
+    message = str(result.get("message") or "") if step.status in (StepState.SUCCEEDED, StepState.CACHED) else ""
+    cached = cached_from(step)
+    return f"{cached}: {message}" if cached and message else cached or message
 
 
 def line(step_id: str, step: Any) -> str:

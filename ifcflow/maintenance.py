@@ -56,7 +56,8 @@ def workers(conn: Redis) -> list[dict[str, Any]]:
 
 
 def prune(conn: Redis, older_than: int, dry_run: bool = False) -> list[str]:
-    """Delete finished runs created more than ``older_than`` seconds ago: run records, jobs and results.
+    """Delete finished runs created more than ``older_than`` seconds ago: run records, jobs and results (and
+    finished batches' records: their runs are runs like any other).
 
     A run whose record is already gone has its leftover RQ keys (found by job id prefix) deleted too.
     """
@@ -83,4 +84,6 @@ def prune(conn: Redis, older_than: int, dry_run: bool = False) -> list[str]:
             continue
         rqstore.delete_jobs(conn, [s.job_id for s in reader.plan.steps] + store.gate_ids(conn, run_id))
         store.delete_run(conn, run_id)
-    return pruned
+    from .batch import prune as prune_batches
+
+    return pruned + prune_batches(conn, cutoff, dry_run)

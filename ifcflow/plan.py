@@ -35,6 +35,7 @@ class PlannedStep(BaseModel):
     backoff: list[int] = Field(default_factory=list)
     on_failure: str = "stop"
     condition: str = "success()"
+    cache: bool = Field(default=True, description="may be served from the cache of identical earlier steps")
     workdir: str
     options: dict[str, Any]
     outputs: dict[str, str]
@@ -72,8 +73,9 @@ def job_id(run_id: str, step_id: str) -> str:
 
 
 def plan(doc: Document, run_id: str | None = None, out_root: str | Path = "ifcflow-runs",
-         now: datetime | None = None) -> Plan:
-    """Expand ``doc`` into a :class:`Plan` for run ``run_id``; outputs go to ``out_root/run_id/step/``."""
+         now: datetime | None = None, cache: bool = True) -> Plan:
+    """Expand ``doc`` into a :class:`Plan` for run ``run_id``; outputs go to ``out_root/run_id/step/``.
+    ``cache=False`` (``--no-cache``) runs every step even when an identical one ran before."""
     pipeline = doc.pipeline
     now = now or datetime.now(timezone.utc)
     run_id = run_id or new_run_id(pipeline.name, now)
@@ -81,6 +83,8 @@ def plan(doc: Document, run_id: str | None = None, out_root: str | Path = "ifcfl
     planned: dict[str, PlannedStep] = {}
     for step_id in graph.topological(doc.edges):
         planned[step_id] = _plan_step(doc, step_id, run_id, run_dir, planned)
+        if not cache:
+            planned[step_id].cache = False
     return Plan(run_id=run_id, pipeline=pipeline.name, file=str(doc.path), created_at=now.isoformat(),
                 out_dir=str(run_dir), inputs=dict(doc.inputs), steps=list(planned.values()))
 
@@ -122,6 +126,7 @@ def _plan_step(doc: Document, step_id: str, run_id: str, run_dir: Path, done: di
         timeout=step.timeout or defaults.timeout or service.timeout,
         attempts=retry.attempts if retry else 1, backoff=backoff,
         on_failure=step.on_failure or defaults.on_failure or "stop", condition=step.if_ or "success()",
+        cache=step.cache if step.cache is not None else defaults.cache is not False,
         workdir=str(workdir), options=resolved.model_dump(mode="json"), outputs=outputs,
     )
 

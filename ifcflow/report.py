@@ -6,20 +6,28 @@ import html
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
+from .live import cached_from
 from .states import StepState
 from .status import RunStatus
 
 FORMATS = ("junit", "markdown", "html")
-_ICONS = {"succeeded": "✅", "failed": "❌", "skipped": "⏭️", "canceled": "🚫", "running": "⏳", "queued": "🕒",
-          "pending": "🕒"}
+_ICONS = {"succeeded": "✅", "cached": "♻️", "failed": "❌", "skipped": "⏭️", "canceled": "🚫", "running": "⏳",
+          "queued": "🕒", "pending": "🕒"}
 
 
 def junit(status: RunStatus) -> str:
     """One test suite per run, one test case per step; skipped and canceled steps are <skipped/>."""
+    suite = junit_suite(status)
+    ET.indent(suite)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+
+
+def junit_suite(status: RunStatus, name: str | None = None) -> ET.Element:
+    """The <testsuite> of a run (named ``ifcflow.<pipeline>`` unless ``name``)."""
     failures = sum(1 for s in status.steps.values() if s.status == StepState.FAILED)
     skipped = sum(1 for s in status.steps.values() if s.status in (StepState.SKIPPED, StepState.CANCELED))
     total_time = sum(s.duration or 0.0 for s in status.steps.values())
-    suite = ET.Element("testsuite", name=f"ifcflow.{status.pipeline}", tests=str(len(status.steps)),
+    suite = ET.Element("testsuite", name=name or f"ifcflow.{status.pipeline}", tests=str(len(status.steps)),
                        failures=str(failures), errors="0", skipped=str(skipped), time=f"{total_time:.3f}",
                        timestamp=status.created_at)
     props = ET.SubElement(suite, "properties")
@@ -36,15 +44,16 @@ def junit(status: RunStatus) -> str:
         elif not step.status.terminal:
             ET.SubElement(case, "skipped", message=f"not finished: {step.status.value}")
         if step.result and step.result.get("message"):
-            ET.SubElement(case, "system-out").text = str(step.result["message"])
-    ET.indent(suite)
-    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suite, encoding="unicode") + "\n"
+            ET.SubElement(case, "system-out").text = (cached_from(step) + ": " if cached_from(step) else "") + \
+                str(step.result["message"])
+    return suite
 
 
 def _detail(step: object) -> str:
     error = getattr(step, "error", None)
     result = getattr(step, "result", None) or {}
-    return str(error or result.get("message") or "")
+    cached = cached_from(step)
+    return str(error or (f"{cached}: {result.get('message', '')}" if cached else result.get("message")) or "")
 
 
 def markdown(status: RunStatus) -> str:
@@ -71,7 +80,7 @@ def html_report(status: RunStatus) -> str:
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>ifcflow {html.escape(status.run_id)}</title>"
             "<style>body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
             "padding:4px 8px;vertical-align:top}.failed{background:#fdd}.skipped,.canceled{background:#ffd}"
-            ".succeeded{background:#dfd}</style></head><body>"
+            ".succeeded,.cached{background:#dfd}</style></head><body>"
             f"<h1>{html.escape(status.pipeline)}: {status.status.value}</h1><p>run {html.escape(status.run_id)}, "
             f"created {html.escape(status.created_at)}</p><table><tr><th>step</th><th>service</th><th>status</th>"
             f"<th>time</th><th>detail</th><th>outputs</th></tr>{''.join(rows)}</table></body></html>\n")

@@ -49,7 +49,12 @@ for i = 3, #KEYS do
   end
   out[#out + 1] = job
   if job[1] == 'finished' or job[1] == 'failed' then
-    out[#out + 1] = redis.call('XREVRANGE', 'rq:results:' .. id, '+', '-', 'COUNT', 1)
+    local results = redis.call('XREVRANGE', 'rq:results:' .. id, '+', '-', 'COUNT', 1)
+    if #results == 0 and job[1] == 'finished' then  -- compacted when its run ended (ifcflow.compact)
+      local kept = redis.call('HGET', 'rq:job:' .. id, 'result')
+      if kept then results = {{'compacted', {'result', kept}}} end
+    end
+    out[#out + 1] = results
   else
     out[#out + 1] = {}
   end
@@ -133,7 +138,9 @@ class BulkReader:
                        ended_at=_iso(ended), worker_name=_text(worker),
                        meta=self.serializer.loads(meta_raw) if meta_raw else {},
                        retries_left=int(retries) if retries else None)
-        if results:
+        if results and results[0][0] == b"compacted":  # the return value kept in the job hash (ifcflow.compact)
+            view.return_value = self.serializer.loads(_pairs(results[0][1])[b"result"])
+        elif results:
             result_id, payload = results[0]
             restored = Result.restore(job_id, result_id.decode(), _pairs(payload), connection=self.conn,
                                       serializer=self.serializer)

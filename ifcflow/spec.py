@@ -51,6 +51,9 @@ class Policy(Strict):
     retry: RetryPolicy | None = None
     on_failure: Literal["stop", "continue"] | None = Field(
         default=None, description="stop: skip every dependent (default); continue: dependents run anyway")
+    cache: bool | None = Field(default=None, description=(
+        "reuse the outputs of an earlier identical step (same service, versions, options and input file "
+        "contents) instead of running it (default true; `ifcflow run --no-cache` turns it off for a run)"))
 
 
 class StepBase(Policy):
@@ -109,6 +112,14 @@ class Pipeline(Strict):
     description: str | None = None
     inputs: dict[Annotated[str, Field(pattern=INPUT_PATTERN)], str] = Field(
         default_factory=dict, description="input name -> default path; override with `ifcflow run -i NAME=PATH`")
+    for_each: list[Annotated[str, Field(pattern=INPUT_PATTERN)]] = Field(default_factory=list, description=(
+        "inputs whose value is a glob (relative to this file): one run per matching file, all in one batch; "
+        "several names make the product of the globs (`ifcflow run --each NAME=GLOB` does the same)"))
     defaults: Policy = Field(default_factory=Policy)
     steps: dict[Annotated[str, Field(pattern=STEP_ID_PATTERN, max_length=64)], Step] = Field(min_length=1)
+
+    @field_validator("for_each", mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
 

@@ -12,6 +12,8 @@ class StepState(str, Enum):
     """In its service's queue, or waiting to be retried."""
     RUNNING = "running"
     SUCCEEDED = "succeeded"
+    CACHED = "cached"
+    """Not run: an identical earlier step's outputs were reused (counts as succeeded)."""
     FAILED = "failed"
     SKIPPED = "skipped"
     """Not run: its condition was false, usually because a step it needs failed."""
@@ -22,7 +24,8 @@ class StepState(str, Enum):
         return self in TERMINAL
 
 
-TERMINAL = frozenset({StepState.SUCCEEDED, StepState.FAILED, StepState.SKIPPED, StepState.CANCELED})
+TERMINAL = frozenset({StepState.SUCCEEDED, StepState.CACHED, StepState.FAILED, StepState.SKIPPED,
+                      StepState.CANCELED})
 
 
 class RunState(str, Enum):

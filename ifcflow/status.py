@@ -123,6 +123,8 @@ def _state(job: rqstore.JobView, record: dict[str, Any] | None,
     elif state == StepState.SUCCEEDED and not _succeeded(returned) and isinstance(returned, dict):
         state = StepState.CANCELED if returned.get("canceled") else StepState.SKIPPED
         error = returned.get("message")
+    if state == StepState.SUCCEEDED and isinstance(returned, dict) and returned.get("cached"):
+        state = StepState.CACHED  # served from the cache; result["cached_from"] names the run
     if state == StepState.FAILED and error is None:
         error = error_summary(job.exc_string) or "failed"
     return state, error, False
@@ -134,14 +136,15 @@ def _step(planned: PlannedStep, job: rqstore.JobView, record: dict[str, Any] | N
     meta = job.meta
     start, end = job.started_at, job.ended_at
     running = state == StepState.RUNNING
-    attempts_done = len(meta.get("errors", [])) + (1 if running or state == StepState.SUCCEEDED else 0)
+    ok = state in (StepState.SUCCEEDED, StepState.CACHED)
+    attempts_done = len(meta.get("errors", [])) + (1 if running or ok else 0)
     returned = job.return_value
     return _built(StepStatus, dict(  # values are built here, already of the right types
         status=state, service=planned.service, queue=planned.queue, job_id=planned.job_id, needs=planned.needs,
         worker=job.worker_name, enqueued_at=job.enqueued_at, started_at=start,
         ended_at=None if running else end, duration=_seconds(start, None if running else end) if start else None,
         attempt=attempts_done, attempts=planned.attempts, progress=meta.get("progress"),
-        outputs=planned.outputs, result=returned if state == StepState.SUCCEEDED and isinstance(returned, dict) else None,
+        outputs=planned.outputs, result=returned if ok and isinstance(returned, dict) else None,
         error=error, errors=list(meta.get("errors", [])), traceback=job.exc_string if with_traceback else None,
         expired=expired,
     ))

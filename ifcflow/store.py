@@ -1,7 +1,8 @@
 """ifcflow's own records in Redis, beside RQ's jobs: the run (its plan) and per-step decisions.
 
 Keys (all under ``ifcflow:``):
-- ``ifcflow:run:<run_id>``: hash with ``plan`` (JSON), ``created_at``, ``canceled`` (when cancelled);
+- ``ifcflow:run:<run_id>``: hash with ``plan`` (JSON, compressed: :func:`pack_plan`), ``created_at``,
+  ``canceled`` (when cancelled), ``batch`` (for a batch's runs);
 - ``ifcflow:run:<run_id>:steps``: hash step id -> JSON ``{status, reason, at}`` for what RQ cannot say
   (skipped steps and why, canceled steps, dead workers);
 - ``ifcflow:run:<run_id>:lock`` / ``:dirty``: the per-run lock (see :mod:`ifcflow.lock`);
@@ -16,6 +17,8 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
+from base64 import b64decode, b64encode
 from typing import Any
 
 from redis import Redis
@@ -38,12 +41,15 @@ def steps_key(run_id: str) -> str:
     return f"ifcflow:run:{run_id}:steps"
 
 
-def save_run(conn: Redis | RedisPipeline, plan: Plan, ttl: int = DEFAULT_TTL) -> None:
-    """Write the run record (and index it) in one transaction."""
+def save_run(conn: Redis | RedisPipeline, plan: Plan, ttl: int = DEFAULT_TTL,
+             extra: dict[str, str] | None = None) -> None:
+    """Write the run record (and index it) in one transaction; ``extra`` adds fields (e.g. ``webhook``)."""
     created = time.time()
     own = not isinstance(conn, RedisPipeline)  # (a redis-py Pipeline is also a Redis)
     pipe: RedisPipeline = conn.pipeline() if own else conn  # type: ignore[assignment]
-    pipe.hset(run_key(plan.run_id), mapping={"plan": plan.model_dump_json(), "created_at": created, "ttl": ttl})
+    record: dict[str, str | float | int] = {"plan": pack_plan(plan), "created_at": created, "ttl": ttl}
+    record.update(extra or {})
+    pipe.hset(run_key(plan.run_id), mapping=record)  # type: ignore[arg-type]
     pipe.zadd(RUNS, {plan.run_id: created})
     pipe.sadd(LIVE, plan.run_id)
     if own:
@@ -59,6 +65,9 @@ def finish_run(conn: Redis, run_id: str, ttl: int, final: dict[str, dict[str, st
     if not conn.hsetnx(run_key(run_id), "ended_at", time.time()):
         return False
     conn.hset(run_key(run_id), "final", json.dumps(final))
+    from .compact import compact
+
+    compact(conn, run_id)  # only what status and reports read is kept
     conn.expire(run_key(run_id), ttl)
     conn.expire(steps_key(run_id), ttl)
     return True
@@ -102,7 +111,18 @@ def load_plan(conn: Redis, run_id: str) -> Plan:
     raw = conn.hget(run_key(run_id), "plan")
     if raw is None:
         raise RunNotFound(run_id)
-    return Plan.model_validate_json(raw)
+    return unpack_plan(raw)
+
+
+def pack_plan(plan: Plan) -> str:
+    """The plan as stored: ``z:`` + base64 of its zlib-compressed JSON (a third of the JSON's size; text, so
+    every reader of the run record can still decode it)."""
+    return "z:" + b64encode(zlib.compress(plan.model_dump_json().encode())).decode()
+
+
+def unpack_plan(raw: bytes | str) -> Plan:
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return Plan.model_validate_json(zlib.decompress(b64decode(text[2:])) if text.startswith("z:") else text)
 
 
 def parse_record(raw: dict[bytes, bytes]) -> dict[str, Any]:

@@ -117,6 +117,19 @@ class IfcflowWorker(Worker):
                 reconcile.run(self.connection, meta["ifcflow_run"])
         except Exception:  # the job's end is recorded; the periodic pass retries the repairs
             log.exception("could not reconcile after job %s", job.id)
+        self._advance_batch(job)
+
+    def _advance_batch(self, job: Job) -> None:
+        """A job of a batch's sub-run ended: release the batch's next sub-runs if that run ended."""
+        run_id = (job.meta or {}).get("ifcflow_run")
+        try:
+            batch_id = self.connection.hget(f"ifcflow:run:{run_id}", "batch") if run_id else None
+            if batch_id:
+                from .batch import advance
+
+                advance(self.connection, batch_id.decode() if isinstance(batch_id, bytes) else batch_id)
+        except Exception:
+            log.exception("could not advance the batch of run %s after job %s", run_id, job.id)
 
     def handle_job_failure(self, job: Job, queue: Any, started_job_registry: Any = None, exc_string: str = "",
                            execution: Any = None) -> None:
@@ -179,7 +192,8 @@ def run_worker(url: str, queues: Sequence[str], burst: bool = False, name: str |
             except RedisError as exc:
                 log.error("lost Redis at %s: %s", url, exc)
             abandoned = worker.stop_horse()
-            if burst or worker.stop_asked or worker._stop_requested:
+            # an idle worker's warm shutdown raises StopRequested without setting _stop_requested: check all
+            if burst or worker.stop_asked or worker._stop_requested or worker._shutdown_requested_date is not None:
                 return worked
             _await_redis(url)
             log.warning("Redis at %s is back; restarting the worker", url)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +15,10 @@ from ifcflow.embedded import EmbeddedRedis
 from ifcflow.services import QUEUES
 
 from . import processes
+
+# Tests count step executions: identical steps (the same recipe on the same model) must run each time. The cache
+# is switched on by the tests about it (tests/test_cache.py), for in-process and forked workers alike.
+os.environ.setdefault("IFCFLOW_CACHE", "off")
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"

@@ -311,3 +311,33 @@ def test_finished_run_records_expire_with_the_results(conn: Redis, folder: Path)
     ttl = conn.ttl(f"ifcflow:run:{result.run_id}")
     assert 7 * 86400 - 60 < ttl <= 7 * 86400
     assert 0 < conn.ttl(f"rq:job:{result.run_id}--start") <= 7 * 86400
+
+
+ONE_STEP = """\
+    version: 1
+    name: single
+    steps:
+      only: {uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise}}
+    """
+
+
+def test_one_step_run_is_queued_directly_all_or_nothing(conn: Redis, folder: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A one-step run needs no start gate: its job is written queued with the run record, in one transaction."""
+    planned = runner.start(conn, write_pipeline(folder, ONE_STEP), out=folder / "runs")
+    job = Job.fetch(planned.steps[0].job_id, connection=conn)
+    assert job.get_status() == "queued" and job.enqueued_at is not None
+    assert not conn.exists(f"rq:job:{store.gate_id(planned.run_id)}")
+    assert Queue("default", connection=conn).job_ids == [job.id]
+    assert status.read(conn, planned.run_id).status == RunState.QUEUED
+    work(conn)
+    assert status.read(conn, planned.run_id).status == RunState.SUCCEEDED
+    conn.flushdb()
+
+    def broken(self: Queue, *args: object, **kwargs: object) -> None:
+        raise ConnectionError("simulated failure inside the transaction")
+
+    monkeypatch.setattr(Queue, "push_job_id", broken)
+    with pytest.raises(ConnectionError):
+        runner.start(conn, write_pipeline(folder, ONE_STEP), out=folder / "runs")
+    assert conn.keys("*") == []

@@ -26,7 +26,7 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from ifcflow import durations, policy, reconcile, store
+from ifcflow import cache, durations, policy, reconcile, store
 from ifcflow.errors import StepError
 from ifcflow.plan import PlannedStep
 from ifcflow.services import SERVICES, Options
@@ -92,6 +92,12 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
     options = SERVICES[planned.service].options.model_validate(planned.options)
     workdir = Path(planned.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
+    cache_key = cache.key(planned, options) if job is not None and planned.cache and cache.enabled() else None
+    if job is not None and cache_key and (hit := cache.serve(job.connection, cache_key, planned)) is not None:
+        job.connection.hset(job.key, cache.MARK, hit["cached_from"]["run_id"])
+        if job.connection.hlen(store.steps_key(run_id)):
+            _release_waiting(job, planned, run_id)
+        return hit  # an identical step succeeded before and its outputs are intact: they are linked in, not made
     partial = workdir / f".partial-{job.id if job else 'local'}-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
@@ -117,7 +123,10 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
     if job is not None and job.connection.hlen(store.steps_key(run_id)):
         _release_waiting(job, planned, run_id)
     written = {name: path for name, path in planned.outputs.items() if Path(path).exists()}
-    return {"success": True, "message": outcome.message, "data": outcome.data, "outputs": written}
+    result = {"success": True, "message": outcome.message, "data": outcome.data, "outputs": written}
+    if job is not None and cache_key:
+        cache.remember(job.connection, cache_key, planned, run_id, result)
+    return result
 
 
 def _publish(partial: Path, workdir: Path) -> None:

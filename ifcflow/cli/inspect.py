@@ -8,7 +8,8 @@ from pathlib import Path
 
 import click
 
-from .. import connection, document, live, runfolder, store
+from .. import batch, connection, document, live, runfolder, store
+from . import batch as batch_cli
 from ..errors import IfcflowError
 from ..plan import plan as make_plan
 from ..status import RunStatus, StatusReader
@@ -63,7 +64,12 @@ def plan(file: Path, inputs: tuple[str, ...], fmt: str, out: Path) -> None:
 @click.option("--traceback", "with_traceback", is_flag=True, help="include failed steps' tracebacks (JSON)")
 @out_option
 def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_traceback: bool, out: Path) -> None:
-    """Show a run's status: every step, and the whole run (from its run folder when no Redis is configured)."""
+    """Show a run's status: every step, and the whole run (from its run folder when no Redis is configured); or a
+    batch's: a row per file."""
+    if connection.configured_url(redis_url) is not None and batch.exists(redis_from(redis_url), run_id):
+        return batch_cli.show(redis_from(redis_url), run_id, as_json, watch)
+    if connection.configured_url(redis_url) is None and (kept := batch_cli.recorded(out, run_id)) is not None:
+        return batch_cli.show(None, run_id, as_json, False, kept)
     if watch and connection.configured_url(redis_url) is not None:
         result = follow(StatusReader(redis_from(redis_url), run_id), None, quiet=as_json)
     else:
@@ -84,9 +90,11 @@ def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_
 @click.option("--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="write to a file")
 @out_option
 def report(run_id: str, redis_url: str | None, fmt: str, output: Path | None, out: Path) -> None:
-    """Write a run's report as JUnit XML (for CI), Markdown (for pull requests) or HTML."""
+    """Write a run's (or a batch's) report as JUnit XML (for CI), Markdown (for pull requests) or HTML."""
     from ..report import render
 
+    if connection.configured_url(redis_url) is not None and batch.exists(redis_from(redis_url), run_id):
+        return batch_cli.report(redis_from(redis_url), run_id, fmt, output)
     text = render(recorded(redis_url, out, run_id, with_traceback=True), fmt)
     if output:
         output.write_text(text, encoding="utf-8")

@@ -7,7 +7,8 @@ from typing import Any
 
 import click
 
-from .. import connection
+from .. import batch, connection
+from . import batch as batch_cli
 from ..errors import IfcflowError
 from ..status import StatusReader
 from .app import cli, finish, follow, record, redis_from, redis_option
@@ -69,10 +70,14 @@ def reconcile_command(run_ids: tuple[str, ...], redis_url: str | None, forever: 
 @click.argument("run_id")
 @redis_option
 def cancel(run_id: str, redis_url: str | None) -> None:
-    """Stop a run: running steps are stopped, waiting ones canceled, partial outputs removed."""
+    """Stop a run (or every run of a batch): running steps are stopped, waiting ones canceled, partial outputs
+    removed."""
     from ..control import cancel as do_cancel
 
-    steps = do_cancel(redis_from(redis_url), run_id)
+    conn = redis_from(redis_url)
+    if batch.exists(conn, run_id):
+        return batch_cli.cancel(conn, run_id)
+    steps = do_cancel(conn, run_id)
     click.echo(f"canceled {len(steps)} step(s) of run {run_id}" + (f": {', '.join(steps)}" if steps else ""))
 
 
@@ -82,10 +87,13 @@ def cancel(run_id: str, redis_url: str | None) -> None:
 @click.option("--step", default=None, help="re-run this step (and what depends on it) instead of every failed one")
 @click.option("--wait/--no-wait", default=False, help="follow the run until it ends")
 def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool) -> None:
-    """Re-run a run's failed, skipped and canceled steps in the same run, keeping what succeeded."""
+    """Re-run a run's failed, skipped and canceled steps in the same run, keeping what succeeded (of a batch: in
+    each failed or canceled run)."""
     from ..control import retry as do_retry
 
     conn = redis_from(redis_url)
+    if batch.exists(conn, run_id) and step is None:
+        return batch_cli.retry(conn, run_id, wait)
     steps = do_retry(conn, run_id, step)
     click.echo(f"re-enqueued {len(steps)} step(s): {', '.join(steps)}" if steps
                else "nothing to retry: no failed, skipped or canceled step, or they are still running")

@@ -14,7 +14,7 @@ from types import FrameType
 import click
 from redis import Redis
 
-from .. import connection, document, runfolder, store
+from .. import batch, connection, document, runfolder, store
 from ..errors import IfcflowError
 from ..plan import Plan
 from ..plan import plan as make_plan
@@ -36,22 +36,47 @@ from .app import cli, cluster, finish, follow, parse_inputs, record, redis_optio
 @click.option("--ttl", type=int, default=store.DEFAULT_TTL, show_default=True, help="keep results this many seconds")
 @click.option("--report", "reports", multiple=True, metavar="FORMAT:PATH",
               help="also write a report when the run ends, e.g. junit:report.xml, markdown:summary.md, html:r.html")
+@click.option("--webhook", metavar="URL", default=None,
+              help="POST the final status document to URL when the run ends (signed with IFCFLOW_WEBHOOK_SECRET)")
+@click.option("--each", "each", multiple=True, metavar="NAME=GLOB",
+              help="a batch: one run per file the glob matches (relative to the current folder; quote it); "
+                   "several --each make every combination")
+@click.option("--max-runs", type=int, default=batch.DEFAULT_MAX_RUNS, show_default=True,
+              help="refuse a batch with more runs than this")
+@click.option("--window", type=int, default=0, help="a batch's runs released at a time [2 x workers, at least 2]")
+@click.option("--no-cache", "no_cache", is_flag=True, help="run every step, even when an identical one ran before")
 def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, detach: bool, as_json: bool,
-        timeout: float | None, workers: int | None, ttl: int, reports: tuple[str, ...]) -> None:
-    """Check FILE, plan it, enqueue it and (by default) wait for it with a live view."""
+        timeout: float | None, workers: int | None, ttl: int, reports: tuple[str, ...], webhook: str | None,
+        each: tuple[str, ...], max_runs: int, window: int, no_cache: bool) -> None:
+    """Check FILE, plan it, enqueue it and (by default) wait for it with a live view.
+
+    With --each (or 'for_each:' in FILE) it is a batch: one run per matching file, under one batch id."""
     from .. import enqueue
+    from ..api import webhook as hooks
 
     specs = report_specs(reports)
-    doc = document.load(file, parse_inputs(inputs))
-    planned = make_plan(doc, out_root=out)
+    fields = {hooks.FIELD: hooks.check_url(webhook, None)} if webhook else None
+    doc = document.load(file, parse_inputs(inputs), check_files=not each)  # (sub-runs' files are checked each)
     url = connection.configured_url(redis_url)
+    if each or doc.pipeline.for_each:
+        if webhook:
+            raise IfcflowError("--webhook notifies the end of one run; a batch has no webhook yet (follow it with "
+                               "ifcflow status BATCH --watch, or schedule it with ifcflow schedule add --webhook)")
+        from .batch import run_batch
+
+        run_batch(doc, batch.parse_each(each), url=url, out=out, detach=detach, as_json=as_json, timeout=timeout,
+                  workers=workers, ttl=ttl, max_runs=max_runs, window=window, cache=not no_cache, specs=specs)
+        return
+    planned = make_plan(doc, out_root=out, cache=not no_cache)
     if url is None and detach:
         raise IfcflowError("--detach needs a shared Redis (--redis URL or IFCFLOW_REDIS_URL): a private one "
                            "ends with the command")
     services = sorted({step.service for step in planned.steps})
     workers = workers or min(len(planned.steps), os.cpu_count() or 1)
     with signals_interrupt(), cluster(url, workers, Path(planned.out_dir) / "workers.log", services) as (conn, health):
-        enqueue.submit(conn, planned, ttl=ttl)
+        enqueue.submit(conn, planned, ttl=ttl, record=fields)
+        if webhook:
+            conn.sadd(hooks.WATCHED, planned.run_id)  # an API server's watcher observes a detached run's end
         if detach:
             click.echo(f"enqueued {len(planned.steps)} steps; follow with: ifcflow status {planned.run_id} --watch")
             click.echo(planned.run_id)
@@ -71,6 +96,8 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
                 record(abandon(conn, reader, "interrupted"), "interrupted")
             raise
         record(status, reason)
+        if webhook and url is None:  # the private Redis and its workers end with this command: deliver first
+            hooks.await_delivery(conn, planned.run_id, timeout=60)
     write_reports(status, specs)
     finish(status, as_json)
 

@@ -1,0 +1,136 @@
+"""The original system's job endpoints, unchanged for its clients: each request is a one-step ifcflow run.
+
+A request is checked (unknown fields 422, input files must exist in ``uploads/``: 404, hostile names 400),
+planned and enqueued through the normal document -> plan -> enqueue path; its outputs go to
+``<data>/output/<kind>/`` as in the original; the answer is the step's RQ job id.
+"""
+
+from __future__ import annotations
+
+from pathlib import PurePosixPath
+from typing import Any
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Request
+from pydantic import BaseModel
+
+from . import paths, recipes, submission
+from .auth import require_key
+from .requests import (IFC2JSONRequest, IfcClashRequest, IfcConvertRequest, IfcCsvImportRequest, IfcCsvRequest,
+                       IfcDiffRequest, IfcPatchListRecipesRequest, IfcPatchRequest, IfcQtoRequest, IfcTesterRequest,
+                       Original)
+from .settings import Settings
+
+router = APIRouter(dependencies=[Depends(require_key)], tags=["original"])
+
+
+class JobId(BaseModel):
+    job_id: str
+
+
+JOB: dict[str, Any] = {"response_model": None, "responses": {200: {"model": JobId}}}
+"""Documented as JobId, returned as a plain dict: no response validation (a thread hop per request)."""
+
+
+def _input(settings: Settings, field: str, name: str) -> str:
+    path = paths.input_file(settings.uploads, name, field)
+    if not path.is_file():
+        raise HTTPException(404, f"Input file not found: {name}")
+    return str(path)
+
+
+def _outputs(body: Original, fields: tuple[str, ...]) -> None:
+    for field in fields:
+        value = getattr(body, field)
+        if isinstance(value, str):
+            paths.relative(value, field)
+
+
+def submit(request: Request, body: Original, name: str, service: str, kind: str, inputs: tuple[str, ...],
+           outputs: tuple[str, ...], options: dict[str, Any] | None = None) -> dict[str, str]:
+    """Check ``body``, plan a one-step run of ``service`` writing into ``output/<kind>/``, enqueue it."""
+    settings: Settings = request.app.state.settings
+    chosen = body.options() if options is None else options
+    _outputs(body, outputs)
+    for field in inputs:
+        chosen[field] = _input(settings, field, getattr(body, field))
+    folder = settings.output / kind
+    plan = submission.one_step(settings, name, service, chosen, folder)
+    submission.start(request.app.state.conn, settings, plan, body.webhook, body.ignored())
+    return {"job_id": plan.steps[0].job_id}
+
+
+@router.post("/ifcconvert", **JOB)
+def ifcconvert(request: Request, body: IfcConvertRequest) -> dict[str, str]:
+    """Convert an IFC model (glb, gltf, obj, dae, step, iges, svg, ttl by the output's extension)."""
+    return submit(request, body, "ifcconvert", "ifcconvert", "converted", ("input_filename",),
+                  ("output_filename", "log_file"))
+
+
+def _table_kind(body: IfcCsvRequest) -> str:
+    suffix = PurePosixPath(body.output_filename).suffix.lower().lstrip(".")
+    if "format" not in body.model_fields_set and suffix in ("csv", "ods", "xlsx"):
+        return suffix
+    return body.format
+
+
+@router.post("/ifccsv", **JOB)
+def ifccsv(request: Request, body: IfcCsvRequest) -> dict[str, str]:
+    """Export element attributes to CSV, ODS or XLSX (``output/<format>/``)."""
+    return submit(request, body, "ifccsv", "ifccsv", _table_kind(body), ("filename",), ("output_filename",))
+
+
+@router.post("/ifccsv/import", **JOB)
+def ifccsv_import(request: Request, body: IfcCsvImportRequest) -> dict[str, str]:
+    """Write an edited table back into a model (``output/ifc_updated/``)."""
+    return submit(request, body, "ifccsv-import", "ifccsv-import", "ifc_updated", ("ifc_filename", "csv_filename"),
+                  ("output_filename",))
+
+
+@router.post("/ifcclash", **JOB)
+def ifcclash(request: Request, body: IfcClashRequest) -> dict[str, str]:
+    """Clash detection between clash sets of uploaded models (``output/clash/``)."""
+    settings: Settings = request.app.state.settings
+    options = body.options()
+    for index, clash_set in enumerate(options["clash_sets"]):
+        for side in ("a", "b"):
+            for source in clash_set[side]:
+                source["file"] = _input(settings, f"clash_sets[{index}].{side}.file", source["file"])
+    return submit(request, body, "ifcclash", "ifcclash", "clash", (), ("output_filename",), options)
+
+
+@router.post("/ifctester", **JOB)
+def ifctester(request: Request, body: IfcTesterRequest) -> dict[str, str]:
+    """Check a model against an IDS file (``output/ids/``)."""
+    return submit(request, body, "ifctester", "ifctester", "ids", ("ifc_filename", "ids_filename"),
+                  ("output_filename",))
+
+
+@router.post("/ifcdiff", **JOB)
+def ifcdiff(request: Request, body: IfcDiffRequest) -> dict[str, str]:
+    """Differences between two revisions, as JSON (``output/diff/``)."""
+    return submit(request, body, "ifcdiff", "ifcdiff", "diff", ("old_file", "new_file"), ("output_file",))
+
+
+@router.post("/ifc2json", **JOB)
+def ifc2json(request: Request, body: IFC2JSONRequest) -> dict[str, str]:
+    """A model as ifcJSON (``output/json/``)."""
+    return submit(request, body, "ifc2json", "ifc2json", "json", ("filename",), ("output_filename",))
+
+
+@router.post("/calculate-qtos", **JOB)
+def calculate_qtos(request: Request, body: IfcQtoRequest) -> dict[str, str]:
+    """Base quantities written into the model (``output/qto/``)."""
+    return submit(request, body, "calculate-qtos", "ifc5d", "qto", ("input_file",), ("output_file",))
+
+
+@router.post("/patch/execute", **JOB)
+def patch_execute(request: Request, body: IfcPatchRequest) -> dict[str, str]:
+    """Apply an IfcPatch recipe (``output/patch/``)."""
+    return submit(request, body, "patch", "ifcpatch", "patch", ("input_file",), ("output_file",))
+
+
+@router.post("/patch/recipes/list")
+def patch_recipes(body: IfcPatchListRecipesRequest = Body(default_factory=IfcPatchListRecipesRequest)) -> dict[str, Any]:
+    """IfcPatch's built-in recipes with their parameters (answers at once; no worker needed)."""
+    return recipes.listing(body.include_builtin, body.include_custom)
+

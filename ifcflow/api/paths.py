@@ -1,0 +1,101 @@
+"""Client-given paths, resolved safely inside the data folder.
+
+Rejected: empty names, NUL and control characters, backslashes, URL-encoded tricks (``%2e%2e%2f``), absolute
+paths, ``..`` parts, and anything (a symlink included) whose real path leaves the allowed folder.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+from urllib.parse import unquote
+
+from ..errors import IfcflowError
+
+CONTAINER_PREFIXES = ("/uploads/", "/output/")
+"""The original system's containers mounted the data folder's parts at these absolute paths."""
+
+
+class UnsafePath(IfcflowError):
+    """A client-given path would leave the data folder (HTTP 400)."""
+
+
+def _check_text(name: str, what: str) -> None:
+    if not name or not name.strip():
+        raise UnsafePath(f"{what}: the file name is empty; give a file name such as model.ifc")
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise UnsafePath(f"{what}: {name!r} contains control characters (NUL, newline...); use a plain file name")
+    if "\\" in name:
+        raise UnsafePath(f"{what}: {name!r} contains a backslash; separate folders with '/'")
+    if "%" in name and unquote(name) != name:
+        raise UnsafePath(f"{what}: {name!r} looks URL-encoded; send the decoded name")
+
+
+def relative(name: str, what: str = "path") -> PurePosixPath:
+    """``name`` as a safe relative path (no absolute, no ``..``, no tricks)."""
+    _check_text(name, what)
+    path = PurePosixPath(name)
+    if path.is_absolute() or (len(name) > 1 and name[1] == ":"):
+        raise UnsafePath(f"{what}: {name!r} is absolute; give a name relative to the data folder's "
+                         "uploads/ (inputs) or the job's output folder (outputs)")
+    if ".." in path.parts:
+        raise UnsafePath(f"{what}: {name!r} contains '..'; paths must stay inside the data folder")
+    if not path.parts or path.parts == (".",):
+        raise UnsafePath(f"{what}: {name!r} names no file")
+    return path
+
+
+def inside(root: Path, name: str, what: str = "path") -> Path:
+    """``root / name`` after the checks, with its real path (symlinks followed) still inside ``root``."""
+    rel = relative(name, what)
+    base = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(base / rel))
+    if target != base and base not in target.parents:
+        raise UnsafePath(f"{what}: {name!r} leads outside the data folder (through a symlink?)")
+    return target
+
+
+def contained(root: Path, path: str | Path) -> bool:
+    """Whether the real path of ``path`` is ``root`` or inside it."""
+    base = Path(os.path.realpath(root))
+    target = Path(os.path.realpath(path))
+    return target == base or base in target.parents
+
+
+def check_within(roots: tuple[Path, ...], path: str, what: str) -> bool:
+    """Whether ``path`` lies in one of ``roots``; its part below that root must pass the name checks too."""
+    target = os.path.realpath(path)
+    for root in roots:
+        base = os.path.realpath(root)
+        if target == base or target.startswith(base.rstrip("/") + "/"):
+            below = os.path.relpath(target, base)
+            if below != ".":
+                relative(below, what)
+            return True
+    return False
+
+
+def input_file(uploads: Path, name: str, what: str = "input") -> Path:
+    """An input named as in the original system: a name in ``uploads/`` (``/uploads/<name>`` accepted)."""
+    if name.startswith("/uploads/"):
+        name = name[len("/uploads/"):]
+    return inside(uploads, name, what)
+
+
+def data_file(data: Path, name: str, what: str = "file_path") -> Path:
+    """A file in the data folder: ``output/...``, ``uploads/...`` or the original's ``/output/...``."""
+    if name.startswith(CONTAINER_PREFIXES):
+        name = name[1:]
+    return inside(data, name, what)
+
+
+def upload_name(filename: str | None) -> str:
+    """The stored name of an uploaded file: directory parts stripped (as the original did), tricks refused."""
+    name = filename or ""
+    _check_text(name, "upload")
+    if ".." in PurePosixPath(name).parts:
+        raise UnsafePath(f"upload: {name!r} contains '..'; send a plain file name")
+    base = PurePosixPath(name).name
+    if base in ("", ".", "..") or base.startswith("."):
+        raise UnsafePath(f"upload: {name!r} is not a usable file name (empty or hidden); rename the file")
+    return base

@@ -1,0 +1,89 @@
+"""Server settings from the command line and the environment (data folder, Redis, keys, allow-lists)."""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..errors import IfcflowError
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DATA_ENV = "IFCFLOW_DATA"
+MAX_UPLOAD = 2 * 1024**3
+"""Default upload size limit: 2 GiB (``IFCFLOW_MAX_UPLOAD``, bytes)."""
+
+
+def _split(value: str | None) -> list[str]:
+    return [part.strip() for part in (value or "").split(",") if part.strip()]
+
+
+def parse_networks(values: list[str], env: str) -> tuple[Network, ...]:
+    nets = []
+    for value in values:
+        try:
+            nets.append(ipaddress.ip_network(value, strict=False))
+        except ValueError:
+            raise IfcflowError(f"{env}: {value!r} is not an IP address or CIDR network (e.g. 127.0.0.1/32, "
+                               "10.0.0.0/8)") from None
+    return tuple(nets)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the API server needs; :meth:`from_env` reads the environment."""
+
+    data: Path
+    redis_url: str
+    api_keys: tuple[str, ...] = ()
+    allow_nets: tuple[Network, ...] = ()
+    webhook_allow: tuple[str, ...] = ()
+    webhook_secret: str | None = None
+    max_upload: int = MAX_UPLOAD
+    pipelines: Path = field(default_factory=lambda: Path("pipelines").resolve())
+    ttl: int = 7 * 86400
+    events_interval: float = 0.05
+    watch_interval: float = 0.5
+
+    @property
+    def uploads(self) -> Path:
+        return self.data / "uploads"
+
+    @property
+    def output(self) -> Path:
+        return self.data / "output"
+
+    @property
+    def runs(self) -> Path:
+        """Where pipelines submitted over HTTP write: ``<data>/output/runs/<run_id>/<step>/``."""
+        return self.output / "runs"
+
+    def prepare(self) -> None:
+        for folder in (self.uploads, self.output, self.runs):
+            folder.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def from_env(cls, data: str | Path | None = None, redis_url: str | None = None,
+                 environ: dict[str, str] | None = None) -> Settings:
+        env = dict(os.environ if environ is None else environ)
+        url = redis_url or env.get("IFCFLOW_REDIS_URL")
+        if not url:
+            raise IfcflowError("ifcflow serve needs a shared Redis: pass --redis URL or set IFCFLOW_REDIS_URL "
+                               "(workers must use the same one)")
+        keys = tuple(_split(env.get("IFCFLOW_API_KEYS")) + _split(env.get("IFC_PIPELINE_API_KEY")))
+        try:
+            max_upload = int(env.get("IFCFLOW_MAX_UPLOAD") or MAX_UPLOAD)
+        except ValueError:
+            raise IfcflowError("IFCFLOW_MAX_UPLOAD must be a number of bytes, e.g. 2147483648") from None
+        return cls(
+            data=Path(data or env.get(DATA_ENV) or "ifcflow-data").resolve(),
+            redis_url=url,
+            api_keys=keys,
+            allow_nets=parse_networks(_split(env.get("IFCFLOW_API_ALLOW_NETS")), "IFCFLOW_API_ALLOW_NETS"),
+            webhook_allow=tuple(_split(env.get("IFCFLOW_WEBHOOK_ALLOW"))),
+            webhook_secret=env.get("IFCFLOW_WEBHOOK_SECRET") or None,
+            max_upload=max_upload,
+            pipelines=Path(env.get("IFCFLOW_PIPELINES") or "pipelines").resolve(),
+        )

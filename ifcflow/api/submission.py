@@ -1,0 +1,142 @@
+"""Submitting work over HTTP: a pipeline (or one original-API request) becomes a planned, enqueued run.
+
+Everything goes through the normal code path (document -> plan -> all-or-nothing enqueue); this module adds
+what a server must enforce: every file a run reads lies in the data folder (or, for a committed pipeline, its
+own folder), every file it writes lies in ``<data>/output/``, and run ids have enough entropy for many
+submissions per second.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from redis import Redis
+
+from .. import document, enqueue, source
+from ..errors import IfcflowError, PipelineError
+from ..plan import Plan, PlannedStep
+from ..plan import plan as make_plan
+from ..services import SERVICES
+from ..services.base import InputFile, file_options
+from . import paths, webhook
+from .settings import Settings
+
+NOTES = "notes"
+"""Run record field: JSON list of request fields ifcflow accepted but could not honour."""
+
+
+def new_run_id(name: str) -> str:
+    """``<name>-<UTC yyyymmdd-HHMMSS>-<12 hex>``: sortable, and unique at thousands of submissions a second."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{name}-{stamp}-{secrets.token_hex(6)}"
+
+
+def plan_text(settings: Settings, text: str, base: Path, inputs: dict[str, str] | None, name_hint: str,
+              roots: tuple[Path, ...], out_root: Path | None = None) -> Plan:
+    """Check and plan pipeline ``text`` whose relative paths resolve in ``base``; every input it reads must be
+    inside one of ``roots``, checked before any file is opened. Raises PipelineError / UnsafePath."""
+    overrides = {name: str(paths.input_file(settings.uploads, value, f"inputs.{name}"))
+                 for name, value in (inputs or {}).items()}
+    try:
+        doc = document.parse(text, base / name_hint, overrides, check_files=False)
+        return plan_document(settings, doc, roots, out_root or settings.runs)
+    except ValueError as exc:  # a path the OS cannot take (NUL byte); pydantic's errors are PipelineErrors here
+        raise paths.UnsafePath(f"pipeline: a path cannot be used ({exc}); use plain file names") from None
+
+
+def plan_document(settings: Settings, doc: document.Document, roots: tuple[Path, ...], out_root: Path,
+                  folder: Path | None = None) -> Plan:
+    """Plan a document loaded without file checks: vet every path first, then check the input files.
+    With ``folder`` (an original request, whose inputs its endpoint resolved in ``uploads/`` already), a one-step
+    plan's outputs are moved there (see :func:`relocate`) before they are vetted."""
+    planned = make_plan(doc, run_id=new_run_id(doc.pipeline.name), out_root=out_root)
+    if folder is not None:
+        planned = relocate(planned, folder)
+    check_inside(planned, roots, settings.output, inputs=folder is None)  # before any input file is opened
+    problems = document.check_inputs(doc)
+    if problems:
+        raise PipelineError(problems)
+    return planned
+
+
+def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path, inputs: bool = True) -> None:
+    """Refuse a plan reading outside ``roots`` (unless ``inputs`` were vetted already) or writing outside
+    ``output``."""
+    for step in plan.steps:
+        options = SERVICES[step.service].options.model_validate(step.options) if inputs else None
+        for sub, marker, value in file_options(options) if options is not None else []:
+            where = f"steps.{step.id}.with.{'.'.join(str(s) for s in sub)}"
+            if isinstance(marker, InputFile) and "${{" not in value:
+                if not paths.check_within(roots, value, where):
+                    raise paths.UnsafePath(f"{where}: {value!r} is outside the data folder; upload the file "
+                                           "(POST /upload/...) and name it relative to uploads/")
+        for name, path in step.outputs.items():
+            if not paths.check_within((output,), path, f"steps.{step.id} output {name}"):
+                raise paths.UnsafePath(f"steps.{step.id} output {name}: {path!r} is outside the data folder")
+
+
+def one_step(settings: Settings, name: str, service: str, options: dict[str, Any], folder: Path) -> Plan:
+    """A one-step run of ``service`` with ``options`` (inputs already resolved), writing into ``folder``.
+
+    The pipeline is built as data (no YAML to parse); a problem is reported at the option's path."""
+    data = {"version": 1, "name": name, "steps": {service: {"uses": service, "with": options}}}
+    try:
+        doc = document.from_source(source.Source(f"{name} request", data), settings.uploads / f"{name}.yaml",
+                                   check_files=False)
+        return plan_document(settings, doc, (settings.data,), settings.runs, folder)
+    except ValueError as exc:
+        raise paths.UnsafePath(f"{name}: a path cannot be used ({exc}); use plain file names") from None
+
+
+def relocate(plan: Plan, folder: Path) -> Plan:
+    """Move a one-step plan's outputs from its run folder into ``folder`` (the original's ``output/<kind>/``)."""
+    step = plan.steps[0]
+    old, new = step.workdir, str(folder.resolve())
+
+    def move(value: Any) -> Any:
+        if isinstance(value, str) and (value == old or value.startswith(old + "/")):
+            return new + value[len(old):]
+        if isinstance(value, dict):
+            return {k: move(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [move(v) for v in value]
+        return value
+
+    moved = PlannedStep.model_validate({**step.model_dump(), "workdir": new, "options": move(step.options),
+                                        "outputs": move(step.outputs)})
+    return plan.model_copy(update={"out_dir": new, "steps": [moved]})
+
+
+def start(conn: Redis, settings: Settings, plan: Plan, hook: str | None = None,
+          notes: list[str] | None = None) -> None:
+    """Enqueue ``plan`` (all or nothing), recording its webhook and notes in the run record."""
+    record: dict[str, str] = {}
+    if hook:
+        record[webhook.FIELD] = webhook.check_url(hook, settings.webhook_allow)
+    if notes:
+        record[NOTES] = json.dumps(notes)
+    for step in plan.steps:
+        Path(step.workdir).mkdir(parents=True, exist_ok=True)
+    enqueue.submit(conn, plan, ttl=settings.ttl, record=record)
+    if hook:
+        conn.sadd(webhook.WATCHED, plan.run_id)
+
+
+
+def watch_again(conn: Redis, run_id: str) -> None:
+    """A retried run with a webhook is live again: watch it until its next end."""
+    from .. import store
+
+    if conn.hexists(store.run_key(run_id), webhook.FIELD):
+        conn.sadd(webhook.WATCHED, run_id)
+
+
+def notes_of(record: dict[str, str]) -> list[str]:
+    try:
+        return list(json.loads(record.get(NOTES, "[]")))
+    except ValueError:
+        raise IfcflowError("corrupt notes in run record") from None

@@ -1,0 +1,194 @@
+"""Batches on the command line: ``ifcflow run --each``, and ``status``/``cancel``/``retry``/``report`` of a batch id
+(those commands hand a batch id to the functions here)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from redis import Redis
+from rich.live import Live
+
+from .. import batch, batch_report, batch_status, document
+from ..batch_status import BatchStatus
+from ..errors import IfcflowError
+from .app import EXIT, cli, cluster, err, redis_from, redis_option
+
+
+class BatchView:
+    """A live table on a terminal; elsewhere one line per sub-run whose state changed."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+        self.live: Live | None = None
+        self.seen: dict[str, str] = {}
+
+    def __enter__(self) -> BatchView:
+        if err.is_terminal and not self.quiet:
+            self.live = Live(console=err, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __call__(self, status: BatchStatus) -> None:
+        if self.quiet:
+            return
+        if self.live is not None:
+            self.live.update(batch_report.table(status))
+            return
+        for run in status.runs:
+            if self.seen.get(run.run_id, "queued") != run.status.value:
+                self.seen[run.run_id] = run.status.value
+                took = f" in {run.duration:.2f}s" if run.duration is not None and run.status.terminal else ""
+                why = f": {run.failed_step}: {run.error}" if run.failed_step else ""
+                err.print(f"{run.label} [{run.run_id}] {run.status.value}{took}{why}", highlight=False, markup=False)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.__exit__(None, None, None)
+
+
+def follow(conn: Redis, batch_id: str, timeout: float | None = None, quiet: bool = False,
+           health: Callable[[], None] = lambda: None, max_delay: float = 2.0) -> BatchStatus:
+    """Poll until the batch ends: each poll repairs unfinished sub-runs and releases the next ones (so batches
+    progress with plain ``rq worker``s too), then shows the batch."""
+    delay, deadline = 0.05, None if timeout is None else time.monotonic() + timeout
+    with BatchView(quiet) as view:
+        while True:
+            batch.advance(conn, batch_id, repair=True)
+            status = batch_status.read(conn, batch_id)
+            view(status)
+            if status.terminal or (deadline is not None and time.monotonic() >= deadline):
+                return status
+            health()
+            time.sleep(delay)
+            delay = min(delay * 1.25, max_delay)
+
+
+def finish(status: BatchStatus, as_json: bool) -> None:
+    if as_json:
+        click.echo(status.model_dump_json(indent=2))
+    else:
+        err.print(batch_report.summary(status), highlight=False)
+    sys.exit(EXIT.get(status.status, 1))
+
+
+def write_reports(conn: Redis, status: BatchStatus, specs: list[tuple[str, Path]]) -> None:
+    for fmt, path in specs:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(batch_report.render(conn, status, fmt), encoding="utf-8")
+
+
+def run_batch(doc: document.Document, each: dict[str, str], *, url: str | None, out: Path, detach: bool,
+              as_json: bool, timeout: float | None, workers: int | None, ttl: int, max_runs: int, window: int,
+              cache: bool, specs: list[tuple[str, Path]]) -> None:
+    """``ifcflow run FILE --each NAME=GLOB``: plan every sub-run, submit them at once, follow the batch."""
+    import os
+
+    record, plans = batch.prepare(doc, each, out, max_runs=max_runs, ttl=ttl, window=window, cache=cache)
+    if url is None and detach:
+        raise IfcflowError("--detach needs a shared Redis (--redis URL or IFCFLOW_REDIS_URL): a private one "
+                           "ends with the command")
+    services = sorted({step.service for step in plans[0].steps})
+    count = workers or os.cpu_count() or 1
+    with cluster(url, count, Path(record.out_dir) / "workers.log", services) as (conn, health):
+        batch.submit(conn, record, plans)
+        err.print(f"batch {record.batch_id}: {len(plans)} runs of {record.pipeline} "
+                  f"({', '.join(f'{k}={v}' for k, v in record.each.items())})", highlight=False)
+        if detach:
+            click.echo(f"follow with: ifcflow status {record.batch_id} --watch", err=True)
+            click.echo(record.batch_id)
+            return
+        status = follow(conn, record.batch_id, timeout, quiet=as_json, health=health)
+        if not status.terminal and url is None:  # the private Redis and workers end with this command
+            batch.cancel(conn, record.batch_id)
+            status = batch_status.read(conn, record.batch_id)
+        record_batch(conn, status)
+        write_reports(conn, status, specs)  # JUnit reads each run's steps: before a private Redis goes
+    finish(status, as_json)
+
+
+BATCH_FILE = "batch.json"
+
+
+def record_batch(conn: Redis, status: BatchStatus) -> None:
+    """Write every sub-run's ``status.json`` and the batch's ``batch.json`` into the batch folder (a local batch's
+    private Redis is gone when the command ends)."""
+    from ..status import StatusReader
+    from .app import record
+
+    for run in status.runs:
+        record(StatusReader(conn, run.run_id).fetch())
+    try:
+        (Path(status.out_dir) / BATCH_FILE).write_text(status.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:
+        err.print(f"warning: could not write {status.out_dir}/{BATCH_FILE}: {exc.strerror or exc}", markup=False)
+
+
+def recorded(out: Path, batch_id: str) -> BatchStatus | None:
+    """The batch document recorded under ``out`` (no Redis configured), if there is one."""
+    path = out / batch_id / BATCH_FILE
+    return BatchStatus.model_validate_json(path.read_bytes()) if path.is_file() else None
+
+
+def show(conn: Redis | None, batch_id: str, as_json: bool, watch: bool, status: BatchStatus | None = None) -> None:
+    """``ifcflow status BATCH`` (from Redis, or the recorded ``status`` when no Redis is configured)."""
+    if status is None and conn is not None:
+        status = follow(conn, batch_id, quiet=as_json) if watch else batch_status.read(conn, batch_id)
+    assert status is not None
+    if as_json:
+        click.echo(status.model_dump_json(indent=2))
+    else:
+        err.print(batch_report.table(status, limit=len(status.runs)))
+    sys.exit(EXIT.get(status.status, 0) if status.terminal else 0)
+
+
+def cancel(conn: Redis, batch_id: str) -> None:
+    runs = batch.cancel(conn, batch_id)
+    click.echo(f"canceled {len(runs)} run(s) of batch {batch_id}")
+
+
+def retry(conn: Redis, batch_id: str, wait: bool) -> None:
+    retried = batch.retry(conn, batch_id)
+    click.echo(f"re-enqueued {sum(len(s) for s in retried.values())} step(s) in {len(retried)} run(s)" if retried
+               else "nothing to retry: no failed or canceled run, or their steps are still running")
+    for run_id, steps in retried.items():
+        click.echo(f"  {run_id}: {', '.join(steps)}")
+    if wait:
+        finish(follow(conn, batch_id), as_json=False)
+
+
+def report(conn: Redis, batch_id: str, fmt: str, output: Path | None) -> None:
+    text = batch_report.render(conn, batch_status.read(conn, batch_id), fmt)
+    if output:
+        output.write_text(text, encoding="utf-8")
+    else:
+        click.echo(text, nl=False)
+
+
+@cli.command(name="batches")
+@redis_option
+@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def list_batches(redis_url: str | None, limit: int, as_json: bool) -> None:
+    """List recent batches, newest first."""
+    conn = redis_from(redis_url)
+    rows: list[dict[str, Any]] = []
+    for batch_id in batch.recent(conn, limit):
+        try:
+            status = batch_status.read(conn, batch_id, errors=False)
+        except IfcflowError:  # expired with its runs
+            conn.zrem(batch.BATCHES, batch_id)
+            continue
+        rows.append({"batch_id": batch_id, "pipeline": status.pipeline, "status": status.status.value,
+                     "runs": len(status.runs), "counts": {k: v for k, v in status.counts.items() if v},
+                     "created_at": status.created_at})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    for row in rows if not as_json else []:
+        counts = ", ".join(f"{n} {state}" for state, n in row["counts"].items())
+        click.echo(f"{row['batch_id']}  {row['status']:<24} {row['runs']:>5} runs ({counts})  {row['created_at']}")

@@ -1,0 +1,99 @@
+"""Schedules: ``ifcflow schedule add|list|remove|run`` and ``ifcflow scheduler`` (fires them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+from pydantic import ValidationError
+
+from .. import batch, schedule, store
+from ..errors import IfcflowError
+from .app import cli, parse_inputs, redis_from, redis_option
+
+
+@cli.group(name="schedule")
+def schedule_group() -> None:
+    """Run pipelines on a cron schedule (stored in Redis; `ifcflow scheduler` fires them)."""
+
+
+@schedule_group.command(name="add")
+@click.argument("name")
+@click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--cron", required=True, help="cron expression, local time, e.g. '0 2 * * *' (6 fields: seconds last)")
+@click.option("-i", "--input", "inputs", multiple=True, metavar="NAME=PATH", help="override a pipeline input")
+@click.option("--each", "each", multiple=True, metavar="NAME=GLOB", help="run a batch over the files (re-expanded "
+              "at every fire; relative to the current folder)")
+@click.option("--webhook", default=None, metavar="URL", help="POST failed/skipped fires and finished runs here")
+@click.option("--overlap", type=click.Choice(["skip", "queue", "allow"]), default="skip", show_default=True,
+              help="when the previous run has not ended: skip this fire, queue it, or start anyway")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ifcflow-runs"),
+              show_default=True, help="folder for run outputs")
+@click.option("--ttl", type=int, default=store.DEFAULT_TTL, show_default=True, help="keep results this many seconds")
+@click.option("--replace", is_flag=True, help="replace a schedule of that name")
+@redis_option
+def add(name: str, pipeline: Path, cron: str, inputs: tuple[str, ...], each: tuple[str, ...], webhook: str | None,
+        overlap: str, out: Path, ttl: int, replace: bool, redis_url: str | None) -> None:
+    """Add schedule NAME running PIPELINE on --cron."""
+    try:
+        spec = schedule.spec_from_cli(name, pipeline, cron, parse_inputs(inputs), batch.parse_each(each), webhook,
+                                      overlap, out, ttl)
+    except ValidationError as exc:
+        raise IfcflowError(f"schedule name {name!r}: use lower-case letters, digits and '-' "
+                           f"({exc.errors()[0]['msg']})") from None
+    added = schedule.add(redis_from(redis_url), spec, replace=replace)
+    click.echo(f"schedule {added.name}: {added.pipeline} on '{added.cron}', next fire "
+               f"{schedule._iso(schedule.next_fire(added.cron))}; fired by: ifcflow scheduler")
+
+
+@schedule_group.command(name="list")
+@click.option("--json", "as_json", is_flag=True)
+@redis_option
+def list_(as_json: bool, redis_url: str | None) -> None:
+    """Schedules with their next fire time and last fire (run id and outcome)."""
+    rows = schedule.listing(redis_from(redis_url))
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo("no schedules; add one with: ifcflow schedule add NAME PIPELINE --cron '0 2 * * *'")
+    for row in rows:
+        last = row["last"]
+        shown = "never fired" if last is None else (
+            f"last {last['tick']}: {last['outcome']}" + (f" {last['id']} ({last['state'] or 'expired'})"
+                                                          if last["id"] else f": {last['reason']}"))
+        click.echo(f"{row['name']:<20} {row['cron']:<16} next {row['next_fire']}  {shown}\n"
+                   f"{'':<20} {row['pipeline']}")
+
+
+@schedule_group.command(name="remove")
+@click.argument("name")
+@redis_option
+def remove(name: str, redis_url: str | None) -> None:
+    """Remove schedule NAME (its runs are kept)."""
+    schedule.remove(redis_from(redis_url), name)
+    click.echo(f"removed schedule {name}")
+
+
+@schedule_group.command(name="run")
+@click.argument("name")
+@redis_option
+def run_now(name: str, redis_url: str | None) -> None:
+    """Fire schedule NAME now (whatever its overlap policy)."""
+    fire = schedule.run_now(redis_from(redis_url), name)
+    if fire.outcome != "started":
+        raise IfcflowError(f"schedule {name}: fire {fire.outcome}: {fire.reason}")
+    click.echo(f"started {fire.kind} {fire.id}", err=True)
+    click.echo(fire.id)
+
+
+@cli.command()
+@redis_option
+@click.option("--poll", type=float, default=1.0, show_default=True, help="seconds between looks at the schedules")
+@click.option("--name", default="", help="scheduler name (default: host:pid:random)")
+def scheduler(redis_url: str | None, poll: float, name: str) -> None:
+    """Fire the stored schedules (several schedulers on one Redis fire each tick once)."""
+    from ..scheduler import Scheduler
+
+    Scheduler(redis_from(redis_url), poll=poll, name=name).start()

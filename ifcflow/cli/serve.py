@@ -1,0 +1,45 @@
+"""``ifcflow serve``: the HTTP API on uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import click
+
+from ..errors import IfcflowError
+from .app import cli, redis_option
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to listen on")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port")
+@click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="data folder with uploads/ and output/ (default $IFCFLOW_DATA, else ./ifcflow-data); workers "
+                   "must see it at the same path")
+@redis_option
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(host: str, port: int, data: Path | None, redis_url: str | None, log_level: str) -> None:
+    """Serve the HTTP API: the original IFC Pipeline endpoints, /runs, events and webhooks (docs at /docs)."""
+    import uvicorn
+
+    from ..api.app import create_app
+    from ..api.settings import Settings
+
+    settings = Settings.from_env(data, redis_url)
+    if not settings.api_keys and not loopback(host):
+        raise IfcflowError(f"refusing to listen on {host} without an API key: set IFCFLOW_API_KEYS (comma-separated "
+                           "keys clients send as X-API-Key), or listen on 127.0.0.1")
+    app = create_app(settings)
+    click.echo(f"ifcflow API on http://{host}:{port} (docs /docs), data folder {settings.data}", err=True)
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

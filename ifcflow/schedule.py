@@ -1,0 +1,264 @@
+"""Schedules: a pipeline (or a batch over globs) started on a cron expression, stored in Redis.
+
+Plain functions (``add``, ``remove``, ``get``, ``listing``, ``fire``, ``run_now``) serve the CLI, the scheduler
+(:mod:`ifcflow.scheduler`) and the HTTP API alike.
+
+At every fire the pipeline file is read and checked again and the globs are expanded again; a broken file, an
+input gone missing or a glob matching nothing makes that fire ``failed`` with the reason (recorded in the history,
+shown by ``ifcflow schedule list``, sent to the webhook): the scheduler itself never stops on it.
+
+Overlap, when the previous run (or batch) of the schedule has not ended: ``skip`` (default; the fire is recorded
+``skipped``), ``queue`` (the fire waits and starts when the previous one ends; one waiting fire at most) or
+``allow`` (start anyway).
+
+Keys: ``ifcflow:schedules`` hash name -> JSON spec; ``ifcflow:schedule:<name>:history`` list of fire records, newest
+first (50 kept); ``ifcflow:schedule:<name>:queued`` a waiting fire; ``ifcflow:schedule:<name>:tick:<ts>`` the
+once-per-tick lock (``SET NX``, kept a day).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import time
+import urllib.request
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field
+from redis import Redis
+from rq.exceptions import StopRequested
+
+from . import batch, document, runner, store
+from .errors import IfcflowError
+from .spec import NAME_PATTERN
+
+SCHEDULES = "ifcflow:schedules"
+HISTORY = 50
+log = logging.getLogger(__name__)
+
+
+class ScheduleSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=64)
+    pipeline: str = Field(description="absolute path of the pipeline file, read again at every fire")
+    cron: str = Field(description="5 fields (minute hour day month weekday) or 6 (plus seconds), local time")
+    inputs: dict[str, str] = Field(default_factory=dict, description="input overrides (absolute paths)")
+    each: dict[str, str] = Field(default_factory=dict, description="batch globs (absolute), expanded at each fire")
+    webhook: str | None = None
+    overlap: Literal["skip", "queue", "allow"] = "skip"
+    out: str = Field(description="folder for run outputs")
+    ttl: int = store.DEFAULT_TTL
+    created_at: str = ""
+
+
+class Fire(BaseModel):
+    """One fire of a schedule: when, and what came of it."""
+
+    tick: str
+    at: str
+    outcome: Literal["started", "failed", "skipped", "queued"]
+    id: str | None = Field(default=None, description="run id, or batch id when the schedule runs a batch")
+    kind: Literal["run", "batch"] | None = None
+    reason: str | None = None
+
+
+def _key(name: str, what: str) -> str:
+    return f"ifcflow:schedule:{name}:{what}"
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+def check_cron(cron: str) -> None:
+    if not croniter.is_valid(cron):
+        raise IfcflowError(f"--cron {cron!r} is not a cron expression; write 5 fields (minute hour day month "
+                           "weekday), e.g. '0 2 * * *' for 02:00 every night, or 6 with seconds last")
+
+
+def next_fire(cron: str, after: float | None = None) -> float:
+    """The next tick of ``cron`` after ``after`` (default now), local time, as a timestamp."""
+    base = datetime.fromtimestamp(after if after is not None else time.time())
+    return float(croniter(cron, base).get_next(float))
+
+
+def add(conn: Redis, spec: ScheduleSpec, replace: bool = False) -> ScheduleSpec:
+    """Check and store a schedule (the pipeline must load now; inputs and globs are checked at each fire)."""
+    check_cron(spec.cron)
+    if spec.webhook and not spec.webhook.startswith(("http://", "https://")):
+        raise IfcflowError(f"--webhook {spec.webhook!r} must be an http:// or https:// URL")
+    document.load(spec.pipeline, spec.inputs, check_files=False)
+    spec = spec.model_copy(update={"created_at": spec.created_at or datetime.now(timezone.utc).isoformat()})
+    if not conn.hsetnx(SCHEDULES, spec.name, spec.model_dump_json()) and not replace:
+        raise IfcflowError(f"a schedule named '{spec.name}' exists; remove it first (ifcflow schedule remove "
+                           f"{spec.name}) or choose another name")
+    if replace:
+        conn.hset(SCHEDULES, spec.name, spec.model_dump_json())
+    return spec
+
+
+def remove(conn: Redis, name: str) -> None:
+    if not conn.hdel(SCHEDULES, name):
+        raise IfcflowError(f"no schedule named '{name}'; list them with: ifcflow schedule list")
+    conn.delete(_key(name, "history"), _key(name, "queued"))
+
+
+def get(conn: Redis, name: str) -> ScheduleSpec:
+    raw = conn.hget(SCHEDULES, name)
+    if raw is None:
+        raise IfcflowError(f"no schedule named '{name}'; list them with: ifcflow schedule list")
+    return ScheduleSpec.model_validate_json(raw)
+
+
+def all_specs(conn: Redis) -> dict[str, ScheduleSpec]:
+    raw: dict[bytes, bytes] = conn.hgetall(SCHEDULES)  # type: ignore[assignment]
+    return {k.decode(): ScheduleSpec.model_validate_json(v) for k, v in sorted(raw.items())}
+
+
+def history(conn: Redis, name: str, limit: int = HISTORY) -> list[Fire]:
+    raw: list[bytes] = conn.lrange(_key(name, "history"), 0, limit - 1)  # type: ignore[assignment]
+    return [Fire.model_validate_json(r) for r in raw]
+
+
+def _state(conn: Redis, fire: Fire) -> str | None:
+    """The current state of a started fire's run or batch (None when it expired)."""
+    from . import batch_status
+    from .status import StatusReader
+
+    try:
+        if fire.kind == "batch":
+            return batch_status.read(conn, fire.id or "", errors=False).status.value
+        return StatusReader(conn, fire.id or "").fetch().status.value
+    except IfcflowError:
+        return None
+
+
+def listing(conn: Redis) -> list[dict[str, Any]]:
+    """Per schedule: its spec, next fire time, and the last fire with the state of what it started."""
+    rows = []
+    for name, spec in all_specs(conn).items():
+        last = next(iter(history(conn, name, 1)), None)
+        rows.append({**spec.model_dump(), "next_fire": _iso(next_fire(spec.cron)),
+                     "last": None if last is None else {**last.model_dump(),
+                                                        "state": _state(conn, last) if last.id else None}})
+    return rows
+
+
+def claim(conn: Redis, name: str, tick: float) -> bool:
+    """True for exactly one caller per schedule and tick, whichever scheduler asks first."""
+    return bool(conn.set(_key(name, f"tick:{int(tick)}"), os.getpid(), nx=True, ex=86400))
+
+
+def _busy(conn: Redis, name: str) -> Fire | None:
+    """The last started fire of the schedule if its run or batch has not ended."""
+    for fire in history(conn, name, 10):
+        if fire.outcome == "started":
+            state = _state(conn, fire)
+            return fire if state in ("queued", "running") else None
+    return None
+
+
+def _start(conn: Redis, spec: ScheduleSpec) -> tuple[str, Literal["run", "batch"]]:
+    doc = document.load(spec.pipeline, spec.inputs, check_files=not spec.each)
+    if spec.each or doc.pipeline.for_each:
+        record, plans = batch.prepare(doc, spec.each, spec.out, ttl=spec.ttl)
+        batch.submit(conn, record, plans)
+        return record.batch_id, "batch"
+    return runner.start(conn, spec.pipeline, spec.inputs, out=spec.out, ttl=spec.ttl).run_id, "run"
+
+
+def fire(conn: Redis, spec: ScheduleSpec, tick: float, *, overlap: bool = True) -> Fire:
+    """Start the schedule's pipeline for ``tick`` (after the overlap check unless ``overlap=False``); record the
+    outcome and tell the webhook about failures and skips. Never raises for a bad pipeline."""
+    busy = _busy(conn, spec.name) if overlap and spec.overlap != "allow" else None
+    now = time.time()
+    if busy is not None and spec.overlap == "queue":
+        queued = conn.set(_key(spec.name, "queued"), json.dumps({"tick": tick}), nx=True)
+        result = Fire(tick=_iso(tick), at=_iso(now), outcome="queued" if queued else "skipped",
+                      reason=f"previous {busy.kind} {busy.id} has not ended" + ("" if queued else
+                                                                               "; a fire already waits"))
+    elif busy is not None:
+        result = Fire(tick=_iso(tick), at=_iso(now), outcome="skipped",
+                      reason=f"previous {busy.kind} {busy.id} has not ended (overlap: skip)")
+    else:
+        try:
+            started, kind = _start(conn, spec)
+            result = Fire(tick=_iso(tick), at=_iso(now), outcome="started", id=started, kind=kind)
+        except StopRequested:  # the scheduler is asked to stop (SIGTERM): not a failure of this fire
+            raise
+        except Exception as exc:  # a broken file fails this fire, never the scheduler
+            reason = str(exc) if isinstance(exc, IfcflowError) else f"{type(exc).__name__}: {exc}"
+            result = Fire(tick=_iso(tick), at=_iso(now), outcome="failed", reason=reason)
+    with conn.pipeline() as pipe:
+        pipe.lpush(_key(spec.name, "history"), result.model_dump_json())
+        pipe.ltrim(_key(spec.name, "history"), 0, HISTORY - 1)
+        pipe.execute()
+    if spec.webhook and result.outcome in ("failed", "skipped"):
+        notify(spec.webhook, {"schedule": spec.name, "event": f"fire_{result.outcome}", "fire": result.model_dump()})
+    log.info("schedule %s tick %s: %s %s", spec.name, result.tick, result.outcome, result.id or result.reason or "")
+    return result
+
+
+def run_now(conn: Redis, name: str) -> Fire:
+    """``ifcflow schedule run NAME``: fire now, whatever the overlap policy says."""
+    return fire(conn, get(conn, name), time.time(), overlap=False)
+
+
+def start_queued(conn: Redis, spec: ScheduleSpec) -> Fire | None:
+    """Start the waiting fire of an ``overlap: queue`` schedule once the previous run ended."""
+    raw = conn.get(_key(spec.name, "queued"))
+    if raw is None or _busy(conn, spec.name) is not None:
+        return None
+    if not conn.delete(_key(spec.name, "queued")):  # another scheduler took it
+        return None
+    return fire(conn, spec, json.loads(raw)["tick"], overlap=False)
+
+
+def notify_ended(conn: Redis, spec: ScheduleSpec) -> bool:
+    """Send the final status of the schedule's last started run or batch to its webhook, once, when it ended."""
+    last = next((f for f in history(conn, spec.name, 10) if f.outcome == "started"), None)
+    if not spec.webhook or last is None or _state(conn, last) in (None, "queued", "running"):
+        return False
+    if not conn.set(_key(spec.name, f"notified:{last.id}"), 1, nx=True, ex=spec.ttl):
+        return False
+    from . import batch_status
+    from .status import StatusReader
+
+    doc = (batch_status.read(conn, last.id or "").model_dump(mode="json") if last.kind == "batch"
+           else StatusReader(conn, last.id or "").fetch().model_dump(mode="json"))
+    notify(spec.webhook, {"schedule": spec.name, "event": f"{last.kind}_ended", "status": doc})
+    return True
+
+
+def notify(url: str, payload: dict[str, Any], timeout: float = 5.0) -> bool:
+    """POST ``payload`` as JSON (signed ``X-Ifcflow-Signature: sha256=<HMAC>`` with IFCFLOW_WEBHOOK_SECRET when
+    set); failures are logged, never raised."""
+    body = json.dumps(payload).encode()
+    headers = {"Content-Type": "application/json", "User-Agent": "ifcflow-scheduler"}
+    secret = os.environ.get("IFCFLOW_WEBHOOK_SECRET")
+    if secret:
+        headers["X-Ifcflow-Signature"] = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=timeout):
+            return True
+    except StopRequested:
+        raise
+    except Exception as exc:
+        log.warning("webhook %s failed: %s", url, exc)
+        return False
+
+
+def spec_from_cli(name: str, pipeline: Path, cron: str, inputs: dict[str, str], each: dict[str, str],
+                  webhook: str | None, overlap: str, out: Path, ttl: int) -> ScheduleSpec:
+    """A spec with every path made absolute from the current folder (the scheduler runs elsewhere)."""
+    return ScheduleSpec(name=name, pipeline=str(pipeline.resolve()), cron=cron,
+                        inputs={k: str(Path(v).resolve()) for k, v in inputs.items()},
+                        each={k: str(Path(v).absolute()) for k, v in each.items()}, webhook=webhook,
+                        overlap=overlap, out=str(out.resolve()), ttl=ttl)  # type: ignore[arg-type]

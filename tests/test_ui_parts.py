@@ -1,0 +1,59 @@
+"""The web page's pure parts: the DAG drawing and the session cookie."""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+
+from ifcflow.api import dag, session
+
+DIAMOND = {"top": ("ifcpatch", "succeeded", []), "left": ("ifctester", "running", ["top"]),
+           "right": ("ifcpatch", "failed", ["top"]), "bottom": ("ifcpatch", "skipped", ["left", "right"])}
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def test_layers_follow_the_longest_path_and_keep_plan_order() -> None:
+    assert dag.layers({k: v[2] for k, v in DIAMOND.items()}) == [["top"], ["left", "right"], ["bottom"]]
+    # a step needing a root and a deep step sits after the deep one
+    assert dag.layers({"a": [], "b": ["a"], "c": ["b"], "d": ["a", "c"]}) == [["a"], ["b"], ["c"], ["d"]]
+    # children are ordered under their parents (barycentre), not by name
+    assert dag.layers({"p2": [], "p1": [], "x": ["p1"], "y": ["p2"]}) == [["p2", "p1"], ["y", "x"]]
+
+
+def test_svg_has_a_box_per_step_coloured_by_state_and_an_arrow_per_edge() -> None:
+    tree = ET.fromstring(dag.svg(DIAMOND))
+    nodes = {g.get("data-step"): g.get("class") for g in tree.iter(f"{SVG}g")}
+    assert nodes == {"top": "node state-succeeded", "left": "node state-running", "right": "node state-failed",
+                     "bottom": "node state-skipped"}
+    edges = {(p.get("data-from"), p.get("data-to")) for p in tree.iter(f"{SVG}path") if p.get("class") == "edge"}
+    assert edges == {("top", "left"), ("top", "right"), ("left", "bottom"), ("right", "bottom")}
+    boxes = {b.step: b for b in dag.layout(DIAMOND)[0]}
+    assert boxes["top"].x < boxes["left"].x == boxes["right"].x < boxes["bottom"].x
+    assert boxes["left"].y != boxes["right"].y
+    assert boxes["left"].y == boxes["top"].y  # level with its parent
+    assert boxes["bottom"].y == (boxes["left"].y + boxes["right"].y) // 2  # between its parents
+
+
+def test_a_chain_draws_straight_beside_an_independent_step() -> None:
+    boxes = {b.step: b for b in dag.layout({"a": ("x", "pending", []), "solo": ("x", "pending", []),
+                                             "b": ("x", "pending", ["a"]), "c": ("x", "pending", ["b"])})[0]}
+    assert boxes["a"].y == boxes["b"].y == boxes["c"].y < boxes["solo"].y
+
+
+def test_svg_escapes_step_names_and_shortens_long_ones() -> None:
+    text = dag.svg({"a<b>&c": ("ifcpatch", "pending", []), "x" * 40: ("ifcconvert", "queued", ["a<b>&c"])})
+    ET.fromstring(text)  # well-formed despite the markup characters
+    assert "a&lt;b&gt;&amp;c" in text and "x" * 20 + "…" in text
+    assert re.search(r'width="(\d+)"', text)
+
+
+def test_session_cookie_is_valid_for_its_key_only_and_expires() -> None:
+    cookie = session.issue("key-one", now=1000.0, lifetime=60)
+    assert session.valid(cookie, ("other", "key-one"), now=1030.0)
+    assert not session.valid(cookie, ("other",), now=1030.0)
+    assert not session.valid(cookie, ("key-one",), now=1061.0)
+    assert not session.valid(cookie, (), now=1030.0)
+    stamp, signature = cookie.split(".")
+    assert not session.valid(f"{int(stamp) + 10_000}.{signature}", ("key-one",), now=1030.0)  # longer life forged
+    for junk in ("", "abc", "123", ".", "x.y", None):
+        assert not session.valid(junk, ("key-one",), now=1030.0)
