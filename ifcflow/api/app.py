@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -11,7 +12,7 @@ from fastapi.responses import JSONResponse
 from redis import Redis
 from redis.exceptions import RedisError
 
-from .. import connection
+from .. import connection, reconcile
 from ..errors import IfcflowError, PipelineError, RunNotFound
 from . import batches, events, health, jobs, original, runs, schedules, ui, uploads
 from .paths import UnsafePath
@@ -67,13 +68,18 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # RECONCILE LOOP: start ifcflow.reconcile's loop thread here (branch i9); it observes every run's end
-        # and calls the run-end hook, which makes the interim watcher below unnecessary.
+        # the reconcile loop repairs and ends every run (run-end hooks: the webhook) even with plain rq workers;
+        # the watcher advances the batches submitted here
+        stop = threading.Event()
+        loop = threading.Thread(target=reconcile.loop, args=(client, settings.watch_interval, stop),
+                                name="ifcflow-reconcile", daemon=True)
+        loop.start()
         watcher = Watcher(client, settings.watch_interval)
         watcher.start()
         try:
             yield
         finally:
+            stop.set()
             watcher.stop()
 
     app = FastAPI(title="ifcflow", version="0.1.0", lifespan=lifespan, description=(

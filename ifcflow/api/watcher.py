@@ -1,9 +1,7 @@
 """A background loop of the API server that observes the end of runs with a webhook, and drives batches.
 
-Today a run's end is recorded by whoever reads its status (``StatusReader.read`` -> ``store.finish_run`` ->
-the run-end hook). A run submitted over HTTP with a webhook may have no reader at all, so the server reads the
-runs it watches (``ifcflow:api:watched``) every ``interval`` seconds until they end. The reconcile loop
-(``ifcflow/reconcile.py``, another branch) replaces this: it observes every run.
+A run's end is recorded by the reconciler (``ifcflow/reconcile.py``; the server also runs its loop); the runs
+this server watches (``ifcflow:api:watched``) get a pass every ``interval`` seconds until they end.
 
 A batch submitted over HTTP (``ifcflow:api:watched-batches``) is advanced as ``ifcflow run --each`` advances the
 batches it follows (:func:`ifcflow.batch.advance` with ``repair``): its next sub-runs are released as runs end
@@ -17,9 +15,8 @@ import threading
 
 from redis import Redis
 
-from .. import batch
+from .. import batch, reconcile
 from ..errors import RunNotFound
-from ..status import StatusReader
 from .webhook import WATCHED
 
 log = logging.getLogger("ifcflow.api")
@@ -31,8 +28,11 @@ def sweep(conn: Redis) -> None:
     members: set[bytes] = conn.smembers(WATCHED)  # type: ignore[assignment]
     for raw in members:
         run_id = raw.decode()
-        try:
-            if StatusReader(conn, run_id).read().terminal:
+        try:  # a pass of the reconciler ends the run (and calls its hooks) once it is over
+            status = reconcile.run(conn, run_id, wait=0.0)
+            if status is not None and status.terminal:
+                conn.srem(WATCHED, run_id)
+            elif status is None and not conn.exists(f"ifcflow:run:{run_id}"):
                 conn.srem(WATCHED, run_id)
         except RunNotFound:
             conn.srem(WATCHED, run_id)
