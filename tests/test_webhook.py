@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 from redis import Redis
-from rq import Queue
+from rq import Queue, SimpleWorker
 
-from ifcflow import document, enqueue, store
+from ifcflow import document, enqueue, reconcile, store
 from ifcflow.api import webhook
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.plan import plan
@@ -66,7 +66,7 @@ def finished_run(conn: Redis, tmp_path: Path, url: str = "http://127.0.0.1:9/hoo
     tiny_model(tmp_path / "tiny.ifc")
     planned = plan(document.load(write_pipeline(tmp_path, PIPELINE)), out_root=tmp_path / "runs")
     enqueue.submit(conn, planned, record={webhook.FIELD: url})
-    work(conn, ("default",))
+    SimpleWorker(["default"], connection=conn).work(burst=True, logging_level="WARNING")  # nobody ended it yet
     status = StatusReader(conn, planned.run_id).fetch()
     assert status.status == RunState.SUCCEEDED
     return planned.run_id
@@ -80,8 +80,8 @@ def test_one_delivery_per_run_end_when_several_processes_observe_it(conn: Redis,
                                                                      tmp_path: Path) -> None:
     run_id = finished_run(conn, tmp_path)
     assert delivery_jobs(conn) == []  # nobody observed the end yet
-    script = ("import sys; from redis import Redis; from ifcflow.status import StatusReader; "
-              "StatusReader(Redis.from_url(sys.argv[1]), sys.argv[2]).read()")
+    script = ("import sys; from redis import Redis; from ifcflow import reconcile; "
+              "reconcile.run(Redis.from_url(sys.argv[1]), sys.argv[2])")
     procs = [subprocess.Popen([sys.executable, "-c", script, redis_server.url, run_id]) for _ in range(6)]
     assert all(p.wait(timeout=60) == 0 for p in procs)
     assert len(delivery_jobs(conn)) == 1
@@ -92,7 +92,7 @@ def test_one_delivery_per_run_end_when_several_processes_observe_it(conn: Redis,
 
 def test_a_retried_run_that_ends_again_is_delivered_again(conn: Redis, tmp_path: Path) -> None:
     run_id = finished_run(conn, tmp_path)
-    StatusReader(conn, run_id).read()
+    reconcile.run(conn, run_id)
     assert len(delivery_jobs(conn)) == 1
     conn.hdel(store.run_key(run_id), "ended_at")  # what ifcflow retry does when the run lives again
     conn.hset(store.run_key(run_id), "ended_at", "2.5")
