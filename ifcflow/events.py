@@ -48,7 +48,19 @@ def _webhook(conn: Redis, status: RunStatus) -> None:
     deliver(conn, status.run_id, status)
 
 
-_callbacks: list[RunEndCallback] = [_webhook]
+def _status_file(conn: Redis, status: RunStatus) -> None:
+    """Built in: write the final document as ``status.json`` into the run folder (detached runs included), so a
+    run can be looked at without Redis (see :mod:`ifcflow.runfolder`). A folder this process cannot write is
+    logged, not fatal: the client that follows a run writes it too."""
+    from .runfolder import write_status
+
+    try:
+        write_status(status)
+    except OSError as exc:
+        log.warning("cannot write status.json of run %s into %s: %s", status.run_id, status.out_dir, exc)
+
+
+_callbacks: list[RunEndCallback] = [_status_file, _webhook]
 
 
 def on_run_end(callback: RunEndCallback) -> RunEndCallback:

@@ -341,3 +341,14 @@ def test_one_step_run_is_queued_directly_all_or_nothing(conn: Redis, folder: Pat
     with pytest.raises(ConnectionError):
         runner.start(conn, write_pipeline(folder, ONE_STEP), out=folder / "runs")
     assert conn.keys("*") == []
+
+
+def test_a_detached_run_leaves_its_status_file(conn: Redis, folder: Path) -> None:
+    """No client follows the run: the process that ends it writes status.json into the run folder."""
+    planned = runner.start(conn, write_pipeline(folder, DIAMOND), out=folder / "runs")
+    status_file = Path(planned.out_dir) / "status.json"
+    assert not status_file.exists()
+    work(conn)
+    recorded = status.RunStatus.model_validate_json(status_file.read_text())
+    assert recorded.run_id == planned.run_id and recorded.status == RunState.SUCCEEDED
+    assert recorded.steps == status.read(conn, planned.run_id).steps
