@@ -42,8 +42,8 @@ _loaded = False
 
 
 def _webhook(conn: Redis, status: RunStatus) -> None:
-    """Built in: enqueue the run's webhook delivery, when it has one (see :mod:`ifcflow.api.webhook`)."""
-    from .api.webhook import on_run_end as deliver
+    """Built in: enqueue the run's webhook delivery, when it has one (see :mod:`ifcflow.webhooks`)."""
+    from .webhooks import on_run_end as deliver
 
     deliver(conn, status.run_id, status)
 

@@ -18,13 +18,10 @@ once-per-tick lock (``SET NX``, kept a day).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
 import os
 import time
-import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -34,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 from rq.exceptions import StopRequested
 
-from . import batch, document, runner, store
+from . import batch, document, runner, store, webhooks
 from .errors import IfcflowError
 from .spec import NAME_PATTERN
 
@@ -52,6 +49,9 @@ class ScheduleSpec(BaseModel):
     inputs: dict[str, str] = Field(default_factory=dict, description="input overrides (absolute paths)")
     each: dict[str, str] = Field(default_factory=dict, description="batch globs (absolute), expanded at each fire")
     webhook: str | None = None
+    webhook_allow: list[str] | None = Field(default=None, description="destinations allowed when sending (the "
+                                            "server's IFCFLOW_WEBHOOK_ALLOW for schedules added over HTTP; "
+                                            "None: any, for the terminal)")
     overlap: Literal["skip", "queue", "allow"] = "skip"
     out: str = Field(description="folder for run outputs")
     ttl: int = store.DEFAULT_TTL
@@ -92,8 +92,8 @@ def next_fire(cron: str, after: float | None = None) -> float:
 def add(conn: Redis, spec: ScheduleSpec, replace: bool = False) -> ScheduleSpec:
     """Check and store a schedule (the pipeline must load now; inputs and globs are checked at each fire)."""
     check_cron(spec.cron)
-    if spec.webhook and not spec.webhook.startswith(("http://", "https://")):
-        raise IfcflowError(f"--webhook {spec.webhook!r} must be an http:// or https:// URL")
+    if spec.webhook:
+        webhooks.check_url(spec.webhook, None if spec.webhook_allow is None else tuple(spec.webhook_allow))
     document.load(spec.pipeline, spec.inputs, check_files=False)
     spec = spec.model_copy(update={"created_at": spec.created_at or datetime.now(timezone.utc).isoformat()})
     if not conn.hsetnx(SCHEDULES, spec.name, spec.model_dump_json()) and not replace:
@@ -201,7 +201,8 @@ def fire(conn: Redis, spec: ScheduleSpec, tick: float, *, overlap: bool = True) 
         pipe.ltrim(_key(spec.name, "history"), 0, HISTORY - 1)
         pipe.execute()
     if spec.webhook and result.outcome in ("failed", "skipped"):
-        notify(spec.webhook, {"schedule": spec.name, "event": f"fire_{result.outcome}", "fire": result.model_dump()})
+        notify(spec.webhook, {"schedule": spec.name, "event": f"fire_{result.outcome}", "fire": result.model_dump()},
+               allow=spec.webhook_allow)
     log.info("schedule %s tick %s: %s %s", spec.name, result.tick, result.outcome, result.id or result.reason or "")
     return result
 
@@ -233,26 +234,26 @@ def notify_ended(conn: Redis, spec: ScheduleSpec) -> bool:
 
     doc = (batch_status.read(conn, last.id or "").model_dump(mode="json") if last.kind == "batch"
            else StatusReader(conn, last.id or "").fetch().model_dump(mode="json"))
-    notify(spec.webhook, {"schedule": spec.name, "event": f"{last.kind}_ended", "status": doc})
+    notify(spec.webhook, {"schedule": spec.name, "event": f"{last.kind}_ended", "status": doc},
+           allow=spec.webhook_allow)
     return True
 
 
-def notify(url: str, payload: dict[str, Any], timeout: float = 5.0) -> bool:
-    """POST ``payload`` as JSON (signed ``X-Ifcflow-Signature: sha256=<HMAC>`` with IFCFLOW_WEBHOOK_SECRET when
-    set); failures are logged, never raised."""
-    body = json.dumps(payload).encode()
-    headers = {"Content-Type": "application/json", "User-Agent": "ifcflow-scheduler"}
-    secret = os.environ.get("IFCFLOW_WEBHOOK_SECRET")
-    if secret:
-        headers["X-Ifcflow-Signature"] = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def notify(url: str, payload: dict[str, Any], timeout: float = 5.0,
+           allow: tuple[str, ...] | list[str] | None = None) -> bool:
+    """POST ``payload`` as JSON with the one webhook sender (:func:`ifcflow.webhooks.post`: no redirects, the
+    allow-list checked on the resolved address; signed with IFCFLOW_WEBHOOK_SECRET when set); failures are
+    logged, never raised."""
     try:
-        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=timeout):
-            return True
+        sent, why = webhooks.send_once(url, payload, None if allow is None else tuple(allow), "ifcflow-scheduler",
+                                       timeout)
     except StopRequested:
         raise
-    except Exception as exc:
-        log.warning("webhook %s failed: %s", url, exc)
-        return False
+    except Exception as exc:  # noqa: BLE001 - a webhook never stops the scheduler
+        sent, why = False, f"{type(exc).__name__}: {exc}"
+    if not sent:
+        log.warning("webhook %s failed: %s", url, why)
+    return sent
 
 
 def spec_from_cli(name: str, pipeline: Path, cron: str, inputs: dict[str, str], each: dict[str, str],

@@ -19,7 +19,7 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 
 from ifcflow import document, enqueue, reconcile, store
-from ifcflow.api import webhook
+from ifcflow import webhooks as webhook
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.plan import plan
 from ifcflow.states import RunState

@@ -1,4 +1,4 @@
 """The HTTP API (``ifcflow serve``): the original system's gateway, pipelines, live events and webhooks.
 
-Importing this package imports nothing from FastAPI: :mod:`ifcflow.api.webhook` runs on workers too.
+Importing this package imports nothing from FastAPI.
 """

@@ -14,11 +14,11 @@ from redis.exceptions import RedisError
 
 from .. import connection, reconcile
 from ..errors import IfcflowError, PipelineError, RunNotFound
+from ..webhooks import WebhookRejected
 from . import batches, events, health, jobs, original, runs, schedules, ui, uploads
 from .paths import UnsafePath
 from .settings import Settings
 from .watcher import Watcher
-from .webhook import WebhookRejected
 
 
 def _errors(app: FastAPI) -> None:

@@ -17,7 +17,8 @@ from .. import schedule
 from ..errors import IfcflowError
 from ..schedule import Fire, ScheduleSpec
 from ..spec import NAME_PATTERN
-from . import paths, webhook
+from .. import webhooks as webhook
+from . import paths
 from .auth import require_key
 from .batches import vet_glob
 from .problems import unprocessable
@@ -79,7 +80,7 @@ def _spec(settings: Settings, body: ScheduleRequest) -> ScheduleSpec:
         vet_glob((settings.data,), each[key], f"each.{key}")
     hook = webhook.check_url(body.webhook, settings.webhook_allow) if body.webhook else None
     return ScheduleSpec(name=body.name, pipeline=str(pipeline), cron=body.cron, inputs=inputs, each=each,
-                        webhook=hook, overlap=body.overlap, out=str(settings.runs), ttl=settings.ttl)
+                        webhook=hook, webhook_allow=list(settings.webhook_allow), overlap=body.overlap, out=str(settings.runs), ttl=settings.ttl)
 
 
 @router.get("/schedules", response_model=list[ScheduleInfo])

@@ -22,7 +22,8 @@ from ..plan import Plan, PlannedStep
 from ..plan import plan as make_plan
 from ..services import SERVICES
 from ..services.base import InputFile, file_options
-from . import paths, webhook
+from .. import webhooks as webhook
+from . import paths
 from .settings import Settings
 
 NOTES = "notes"
@@ -116,7 +117,7 @@ def start(conn: Redis, settings: Settings, plan: Plan, hook: str | None = None,
     """Enqueue ``plan`` (all or nothing), recording its webhook and notes in the run record."""
     record: dict[str, str] = {}
     if hook:
-        record[webhook.FIELD] = webhook.check_url(hook, settings.webhook_allow)
+        record.update(webhook.record_fields(hook, settings.webhook_allow))
     if notes:
         record[NOTES] = json.dumps(notes)
     for step in plan.steps:

@@ -17,7 +17,7 @@ from redis import Redis
 
 from .. import batch, reconcile
 from ..errors import RunNotFound
-from .webhook import WATCHED
+from ..webhooks import WATCHED
 
 log = logging.getLogger("ifcflow.api")
 WATCHED_BATCHES = "ifcflow:api:watched-batches"

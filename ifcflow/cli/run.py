@@ -52,7 +52,7 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
 
     With --each (or 'for_each:' in FILE) it is a batch: one run per matching file, under one batch id."""
     from .. import enqueue
-    from ..api import webhook as hooks
+    from .. import webhooks as hooks
 
     specs = report_specs(reports)
     fields = {hooks.FIELD: hooks.check_url(webhook, None)} if webhook else None
