@@ -24,7 +24,7 @@ def status(conn: Redis, tmp_path: Path, client: str, headers: dict[str, str], pa
 
     async def go() -> int:
         transport = httpx.ASGITransport(app=app, client=(client, 40000))
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as http:
             return (await http.get(path, headers=headers)).status_code
 
     return asyncio.run(go())

@@ -16,6 +16,7 @@ from .. import connection, reconcile
 from ..errors import IfcflowError, PipelineError, RunNotFound
 from ..webhooks import WebhookRejected
 from . import batches, events, health, jobs, original, runs, schedules, ui, uploads
+from .guard import Guard
 from .paths import UnsafePath
 from .settings import Settings
 from .watcher import Watcher
@@ -86,6 +87,7 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
         "Pipelines of IfcOpenShell tools on RQ. The original IFC Pipeline gateway's endpoints, unchanged, plus "
         "pipelines (/runs), batches over many models (/batches), schedules (/schedules), live events (SSE) and signed "
         "webhooks. Send X-API-Key (IFCFLOW_API_KEYS)."))
+    app.add_middleware(Guard, allowed_hosts=settings.allowed_hosts)  # foreign Host, cross-site writes
     app.state.settings = settings
     app.state.conn = client
     _errors(app)

@@ -12,6 +12,8 @@ from ..errors import IfcflowError
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DATA_ENV = "IFCFLOW_DATA"
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+"""The ``Host`` names a server bound to loopback answers by default (``IFCFLOW_ALLOWED_HOSTS``)."""
 MAX_UPLOAD = 2 * 1024**3
 """Default upload size limit: 2 GiB (``IFCFLOW_MAX_UPLOAD``, bytes)."""
 
@@ -31,6 +33,32 @@ def parse_networks(values: list[str], env: str) -> tuple[Network, ...]:
     return tuple(nets)
 
 
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def allowed_hosts(env: dict[str, str], bind: str) -> tuple[str, ...]:
+    """``IFCFLOW_ALLOWED_HOSTS``; unset: the loopback names when bound to loopback, else any name (``*``: every
+    request needs a key there, which a rebinding page does not have) unless ``IFCFLOW_API_ALLOW_NETS`` lets
+    clients in without a key, where the setting is required."""
+    listed = tuple(_split(env.get("IFCFLOW_ALLOWED_HOSTS")))
+    if listed:
+        return listed
+    if loopback(bind):
+        return LOOPBACK_HOSTS
+    if _split(env.get("IFCFLOW_API_ALLOW_NETS")):
+        raise IfcflowError(f"listening on {bind} with IFCFLOW_API_ALLOW_NETS (clients without a key) needs "
+                           "IFCFLOW_ALLOWED_HOSTS: the host names clients use for this server, comma-separated "
+                           "(e.g. ifcflow.example.com,10.0.0.5), so a web page elsewhere cannot reach it by DNS "
+                           "rebinding")
+    return ("*",)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the API server needs; :meth:`from_env` reads the environment."""
@@ -42,6 +70,7 @@ class Settings:
     webhook_allow: tuple[str, ...] = ()
     webhook_secret: str | None = None
     max_upload: int = MAX_UPLOAD
+    allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
     pipelines: Path = field(default_factory=lambda: Path("pipelines").resolve())
     ttl: int = 7 * 86400
     events_interval: float = 0.05
@@ -66,7 +95,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, data: str | Path | None = None, redis_url: str | None = None,
-                 environ: dict[str, str] | None = None) -> Settings:
+                 environ: dict[str, str] | None = None, bind: str = "127.0.0.1") -> Settings:
         env = dict(os.environ if environ is None else environ)
         url = redis_url or env.get("IFCFLOW_REDIS_URL")
         if not url:
@@ -85,5 +114,6 @@ class Settings:
             webhook_allow=tuple(_split(env.get("IFCFLOW_WEBHOOK_ALLOW"))),
             webhook_secret=env.get("IFCFLOW_WEBHOOK_SECRET") or None,
             max_upload=max_upload,
+            allowed_hosts=allowed_hosts(env, bind),
             pipelines=Path(env.get("IFCFLOW_PIPELINES") or "pipelines").resolve(),
         )

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import click
 
 from ..errors import IfcflowError
 from .app import cli, redis_option
-
-
-def loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @cli.command()
@@ -34,12 +24,15 @@ def serve(host: str, port: int, data: Path | None, redis_url: str | None, log_le
     import uvicorn
 
     from ..api.app import create_app
-    from ..api.settings import Settings
+    from ..api.settings import Settings, loopback
 
-    settings = Settings.from_env(data, redis_url)
+    settings = Settings.from_env(data, redis_url, bind=host)
     if not settings.api_keys and not loopback(host):
         raise IfcflowError(f"refusing to listen on {host} without an API key: set IFCFLOW_API_KEYS (comma-separated "
                            "keys clients send as X-API-Key), or listen on 127.0.0.1")
+    if "*" in settings.allowed_hosts and not loopback(host):
+        click.echo(f"warning: answering any Host name on {host} (every request needs an API key); set "
+                   "IFCFLOW_ALLOWED_HOSTS to the names clients use for this server to refuse others", err=True)
     app = create_app(settings)
     click.echo(f"ifcflow API on http://{host}:{port} (docs /docs), data folder {settings.data}", err=True)
     uvicorn.run(app, host=host, port=port, log_level=log_level)
