@@ -16,6 +16,8 @@ from .errors import PipelineError, Problem
 
 MAX_BYTES = 1024 * 1024
 MAX_NODES = 100_000
+MAX_DEPTH = 64
+"""Nesting levels a pipeline file may have (a real one needs fewer than ten)."""
 
 Path = tuple[str | int, ...]
 _COLLECTION_TAGS = {"tag:yaml.org,2002:map", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:omap"}
@@ -126,6 +128,21 @@ def syntax_hint(text: str, line: int, col: int, detail: str = "") -> str:
     return hint + caret
 
 
+def _check_depth(text: str, file: str) -> None:
+    """Refuse a document nested deeper than ``MAX_DEPTH`` before composing it (PyYAML's composer recurses per
+    level: ``[[[[...`` would end in a RecursionError). The parser's events are read iteratively."""
+    depth = 0
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            depth += 1
+            if depth > MAX_DEPTH:
+                mark = event.start_mark
+                raise PipelineError([Problem(file, mark.line + 1, mark.column + 1, f"nested more than {MAX_DEPTH} "
+                                             "levels deep; pipelines need a few levels: write it out plainly")])
+        elif isinstance(event, yaml.CollectionEndEvent):
+            depth -= 1
+
+
 def load(text: str | bytes, file: str) -> Source:
     """Parse ``text`` as one YAML document; raise :class:`PipelineError` when it cannot be read at all."""
     if len(text) > MAX_BYTES:
@@ -140,6 +157,7 @@ def load(text: str | bytes, file: str) -> Source:
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise PipelineError([Problem(file, line, 1, "file contains a NUL byte; pipeline files must be text")])
     try:
+        _check_depth(text, file)
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark

@@ -30,8 +30,8 @@ def valid(cookie: str | None, keys: tuple[str, ...], now: float | None = None) -
     if not cookie or not keys:
         return False
     stamp, sep, signature = cookie.partition(".")
-    if not sep or not stamp.isdigit():
-        return False
+    if not sep or not (stamp.isascii() and stamp.isdigit()) or len(stamp) > 12 or len(signature) > 128:
+        return False  # (str.isdigit accepts "²"; int() refuses 5,000 digits: both are just not a session)
     expires = int(stamp)
     if expires < (time.time() if now is None else now):
         return False
