@@ -137,7 +137,8 @@ def _check_depth(text: str, file: str) -> None:
             depth += 1
             if depth > MAX_DEPTH:
                 mark = event.start_mark
-                raise PipelineError([Problem(file, mark.line + 1, mark.column + 1, f"nested more than {MAX_DEPTH} "
+                line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+                raise PipelineError([Problem(file, line, col, f"nested more than {MAX_DEPTH} "
                                              "levels deep; pipelines need a few levels: write it out plainly")])
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
