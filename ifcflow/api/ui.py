@@ -22,7 +22,7 @@ from .. import store
 from ..errors import IfcflowError, RunNotFound
 from ..states import RunState, StepState
 from ..status import RunStatus, StatusReader
-from . import auth, dag, session
+from . import auth, dag, formstream, session
 from .uiforms import pipelines_in, start_from_form, uploads_in
 
 HERE = Path(__file__).parent
@@ -182,8 +182,15 @@ async def start_run(request: Request) -> Response:
         return to_login(request)
     if not same_site(request):  # a form posted by another site (matters most on a key-less local server)
         return HTMLResponse("refused: this form was sent by another site", status_code=403)
-    form = await request.form()
-    outcome = await start_from_form(request, form)
+    try:  # streamed: each file stops at IFCFLOW_MAX_UPLOAD, nothing spooled whole first
+        form = await formstream.read(request, settings_of(request).uploads, settings_of(request).max_upload)
+    except (formstream.FormTooLarge, formstream.FormUnreadable) as exc:
+        code = 413 if isinstance(exc, formstream.FormTooLarge) else 400
+        return new_form(request, "", code, error=str(exc))
+    try:
+        outcome = await start_from_form(request, form)
+    finally:
+        form.discard()
     if outcome.run_id:
         return RedirectResponse(f"{PREFIX}/runs/{quote(outcome.run_id)}", status_code=303)
     return new_form(request, outcome.pipeline, 422, outcome.problems, outcome.error, outcome.picked)

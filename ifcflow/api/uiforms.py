@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,11 @@ async def save_upload(upload: Any, uploads: Path, limit: int) -> str:
     from .paths import upload_name
 
     name = upload_name(upload.filename)
-    temp = uploads / f".ui-upload-{name}"
+    staged = getattr(upload, "staged", None)
+    if staged is not None:  # streamed into its own temporary file within the limit (ifcflow.api.formstream)
+        staged.replace(uploads / name)
+        return name
+    temp = uploads / f".ui-upload-{secrets.token_hex(8)}"  # one per upload: two same-name uploads never share it
     size = 0
     try:
         with temp.open("wb") as out:
