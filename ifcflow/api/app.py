@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler
@@ -20,21 +21,36 @@ from ..webhooks import WebhookRejected
 from . import batches, events, health, jobs, original, runs, schedules, ui, uploads
 from .guard import Guard
 from .paths import UnsafePath
+from .problems import public
 from .settings import Settings
 from .watcher import Watcher
 
 
+def _scrub(request: Request, detail: Any) -> Any:
+    """An answer's detail with the server's absolute paths relative to the data (or pipelines) folder."""
+    settings: Settings = request.app.state.settings
+    roots = (settings.data, settings.pipelines)
+    if isinstance(detail, str):
+        return public(detail, roots)
+    if isinstance(detail, list):
+        return [{**d, "msg": public(d["msg"], roots)} if isinstance(d, dict) and isinstance(d.get("msg"), str) else d
+                for d in detail]
+    return detail
+
+
 def _errors(app: FastAPI) -> None:
-    """Every error is JSON ``{"detail": ...}`` with the right status; bad input is never a 500."""
+    """Every error is JSON ``{"detail": ...}`` with the right status; bad input is never a 500; messages name
+    paths relative to the data folder, never the server's own layout."""
 
     @app.exception_handler(PipelineError)
     async def pipeline_error(request: Request, exc: PipelineError) -> JSONResponse:
-        detail = [{"loc": ["body", p.file, p.line, p.col], "msg": str(p), "type": "pipeline"} for p in exc.problems]
+        detail = [{"loc": ["body", _scrub(request, p.file), p.line, p.col], "msg": _scrub(request, str(p)),
+                   "type": "pipeline"} for p in exc.problems]
         return JSONResponse({"detail": detail}, status_code=422)
 
     @app.exception_handler(UnsafePath)
     async def unsafe(request: Request, exc: UnsafePath) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=400)
+        return JSONResponse({"detail": _scrub(request, str(exc))}, status_code=400)
 
     @app.exception_handler(WebhookRejected)
     async def webhook_rejected(request: Request, exc: WebhookRejected) -> JSONResponse:
@@ -43,11 +59,11 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(RunNotFound)
     async def not_found(request: Request, exc: RunNotFound) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404)
+        return JSONResponse({"detail": _scrub(request, str(exc))}, status_code=404)
 
     @app.exception_handler(IfcflowError)
     async def ifcflow_error(request: Request, exc: IfcflowError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=409)
+        return JSONResponse({"detail": _scrub(request, str(exc))}, status_code=409)
 
     @app.exception_handler(RedisError)
     async def redis_down(request: Request, exc: RedisError) -> JSONResponse:
@@ -63,6 +79,9 @@ def _errors(app: FastAPI) -> None:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             return JSONResponse({"detail": "the request body cannot be read: malformed, or JSON nested too deeply; "
                                  "send the JSON object the endpoint's schema shows (/docs)"}, status_code=400)
+        detail = _scrub(request, exc.detail)
+        if detail != exc.detail:
+            return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=exc.headers)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)

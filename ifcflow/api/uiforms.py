@@ -86,6 +86,7 @@ async def start_from_form(request: Any, form: Any) -> Outcome:
     from fastapi import HTTPException
     from fastapi.concurrency import run_in_threadpool
 
+    from .problems import public
     from .runs import RunRequest, start_run
 
     settings = request.app.state.settings
@@ -101,10 +102,9 @@ async def start_from_form(request: Any, form: Any) -> Outcome:
         started = await run_in_threadpool(start_run, request, body)
         outcome.run_id = started.run_id
     except PipelineError as exc:  # paths shown relative to the pipelines folder: the server's layout is not news
-        folder = f"{settings.pipelines}/"
-        outcome.problems = [str(p).replace(folder, "") for p in exc.problems]
+        outcome.problems = [public(str(p), (settings.data, settings.pipelines)) for p in exc.problems]
     except HTTPException as exc:
         outcome.error = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
     except IfcflowError as exc:
-        outcome.error = str(exc)
+        outcome.error = public(str(exc), (settings.data, settings.pipelines))
     return outcome
