@@ -156,10 +156,17 @@ def test_control_the_same_requests_with_plain_names_are_accepted(env: Env) -> No
 
 
 def test_schemathesis_finds_no_server_error_or_schema_violation(env: Env, tmp_path: Path) -> None:
-    """A bounded fuzz run of every operation in /openapi.json (few examples each, for CI time)."""
+    """Schemathesis with its default phases (examples, coverage, fuzzing) and every check but one, against the
+    served API with a key, must find nothing (issue 15 item 8): no 5xx, every answer documented (400/401/403/404/
+    409/413/422/503 included), every answer in its schema, invalid data rejected, 405s naming the allowed methods.
+
+    Left out: ``positive_data_acceptance`` -- a schema-valid body naming a file that is not in uploads/, a glob
+    matching nothing or a pipeline with problems is rightly refused (404/422); the schema cannot say which files
+    exist. The stateful checks (``use_after_free``, ``ensure_resource_availability``) only act in the stateful
+    phase, which the default phases do not include (the API has no OpenAPI links to chain)."""
     done = subprocess.run(
-        [sys.executable, "-m", "schemathesis.cli", "run", f"{env.api.url}/openapi.json", "--checks",
-         "not_a_server_error,response_schema_conformance", "--max-examples", "25", "--header", f"X-API-Key: {KEY}",
+        [sys.executable, "-m", "schemathesis.cli", "run", f"{env.api.url}/openapi.json", "--checks", "all",
+         "--exclude-checks", "positive_data_acceptance", "--max-examples", "10", "--header", f"X-API-Key: {KEY}",
          "--exclude-path-regex", "/events$", "--seed", "1", "--no-color", "--request-timeout", "20",
          "--phases", "examples,coverage,fuzzing", "--workers", "1"],
         capture_output=True, text=True, timeout=240, cwd=tmp_path)  # its cache folder goes there

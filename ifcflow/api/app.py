@@ -18,7 +18,18 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import connection, reconcile
 from ..errors import IfcflowError, PipelineError, RunNotFound
 from ..webhooks import WebhookRejected
-from . import batches, events, health, jobs, original, runs, schedules, ui, uploads
+from . import (
+    answers,
+    batches,
+    events,
+    health,
+    jobs,
+    original,
+    runs,
+    schedules,
+    ui,
+    uploads,
+)
 from .guard import Guard
 from .paths import UnsafePath
 from .problems import public
@@ -76,6 +87,10 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:  # Allow: every method of the path (Starlette names only the first route's)
+            allow = ", ".join(answers.methods_of(request.app, request.url.path))
+            return JSONResponse({"detail": f"method {request.method} is not allowed here"}, status_code=405,
+                                headers={"Allow": allow or (exc.headers or {}).get("Allow", "")})
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             return JSONResponse({"detail": "the request body cannot be read: malformed, or JSON nested too deeply; "
                                  "send the JSON object the endpoint's schema shows (/docs)"}, status_code=400)
@@ -120,6 +135,6 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     app.state.conn = client
     _errors(app)
     for module in (health, original, jobs, uploads, runs, events, batches, schedules):
-        app.include_router(module.router)
+        app.include_router(module.router, responses=answers.of_router(module.router))  # every error answer documented
     ui.install(app)  # the web page under /ui (issue 11)
     return app

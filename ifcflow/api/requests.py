@@ -15,7 +15,8 @@ Flag = bool | int | float | str | list[str] | None
 
 
 class Original(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    # strict: a boolean is true or false, not 0 or "yes" (what the schema says; schemathesis checks it)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, strict=True)
 
     HONOURED: ClassVar[tuple[str, ...]] = ()
     ALWAYS: ClassVar[dict[str, Any]] = {}
@@ -213,7 +214,7 @@ class IfcPatchRequest(Original):
 
 
 class IfcPatchListRecipesRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     include_custom: bool = True
     include_builtin: bool = True
