@@ -84,3 +84,53 @@ def test_a_batch_page_follows_its_files_live(server: ApiServer, browser: Any) ->
     screenshot(browser, page, "ui-batches.png")
     page.goto(f"{server.url}/ui/batches/nope")
     assert "batch nope not found" in page.inner_text("[role=alert]")
+
+
+def test_schedules_page_fires_pauses_and_resumes(server: ApiServer, browser: Any) -> None:
+    for body in ({"name": "nightly", "file": "gated.yaml", "cron": "0 2 * * *",
+                  "inputs": {"model": "walls.ifc", "rules": "rules.ids"}},
+                 {"name": "weekly-project", "file": "gated.yaml", "cron": "0 3 * * 1",
+                  "inputs": {"rules": "rules.ids"}, "each": {"model": "project/*.ifc"}},
+                 {"name": "empty-folder", "file": "gated.yaml", "cron": "0 4 * * *",
+                  "inputs": {"rules": "rules.ids"}, "each": {"model": "nothing-here/*.ifc"}}):
+        added = httpx.post(f"{server.url}/schedules", json=body, headers=HEADERS, timeout=30)
+        assert added.status_code == 201, added.text
+
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(page, server, "/ui/schedules")
+    assert page.locator("#schedules tr[data-schedule]").count() == 3
+    assert "never fired" in page.inner_text("tr[data-schedule=nightly]")
+
+    page.click("tr[data-schedule=nightly] button:text('Fire now')")
+    page.wait_for_selector("#fired")
+    run_id = httpx.get(f"{server.url}/schedules/nightly", headers=HEADERS, timeout=10).json()["last"]["id"]
+    assert f"nightly fired: started run {run_id}" in page.inner_text("#fired")
+    assert run_id in page.inner_text("tr[data-schedule=nightly] td.last")
+    page.click("tr[data-schedule=weekly-project] button:text('Fire now')")
+    page.wait_for_selector("#fired a[href*='/ui/batches/']")
+    page.click("tr[data-schedule=empty-folder] button:text('Fire now')")
+    fired = page.inner_text("#fired")
+    assert "empty-folder fired: failed" in fired and "'nothing-here/*.ifc'" in fired, fired
+    assert str(server.data) not in fired  # the server's layout is not shown
+
+    page.click("tr[data-schedule=nightly] button:text('Pause')")
+    page.wait_for_selector("tr[data-schedule=nightly][data-paused=yes]")
+    assert "paused" in page.inner_text("#said")
+    assert httpx.get(f"{server.url}/schedules/nightly", headers=HEADERS, timeout=10).json()["paused"] is True
+    fits(page)
+    screenshot(browser, page, "ui-schedules.png")
+    page.click("tr[data-schedule=nightly] button:text('Resume')")
+    page.wait_for_selector("tr[data-schedule=nightly][data-paused=no]")
+    assert httpx.get(f"{server.url}/schedules/nightly", headers=HEADERS, timeout=10).json()["paused"] is False
+
+    page.click(f"tr[data-schedule=nightly] a:text('{run_id}')")  # the last fire leads to its run's page
+    page.wait_for_url(f"{server.url}/ui/runs/{run_id}")
+
+    # the forms keep the same-site check: a form posted by another site changes nothing
+    cookies = {c["name"]: c["value"] for c in page.context.cookies()}
+    forged = httpx.post(f"{server.url}/ui/schedules/nightly/pause", cookies=cookies, timeout=10,
+                        headers={"Origin": "https://evil.example"})
+    assert forged.status_code == 403
+    assert httpx.get(f"{server.url}/schedules/nightly", headers=HEADERS, timeout=10).json()["paused"] is False
+    missing = httpx.post(f"{server.url}/ui/schedules/nope/run", cookies=cookies, timeout=10)
+    assert missing.status_code == 404 and "Schedule nope not found" in missing.text

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from .. import connection, reconcile
 from ..errors import IfcflowError, PipelineError, RunNotFound
-from . import batches, events, health, jobs, original, runs, schedules, ui, uibatches, uploads
+from . import batches, events, health, jobs, original, runs, schedules, ui, uibatches, uischedules, uploads
 from .paths import UnsafePath
 from .settings import Settings
 from .watcher import Watcher
@@ -93,4 +93,5 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
         app.include_router(module.router)
     ui.install(app)  # the web page under /ui (issue 11)
     app.include_router(uibatches.router)
+    app.include_router(uischedules.router)
     return app
