@@ -56,6 +56,7 @@ class ScheduleSpec(BaseModel):
     out: str = Field(description="folder for run outputs")
     ttl: int = store.DEFAULT_TTL
     created_at: str = ""
+    paused: bool = Field(default=False, description="a paused schedule does not fire on its ticks (firing it now still works)")
 
 
 class Fire(BaseModel):
@@ -108,6 +109,15 @@ def remove(conn: Redis, name: str) -> None:
     if not conn.hdel(SCHEDULES, name):
         raise IfcflowError(f"no schedule named '{name}'; list them with: ifcflow schedule list")
     conn.delete(_key(name, "history"), _key(name, "queued"))
+
+
+def pause(conn: Redis, name: str, paused: bool = True) -> ScheduleSpec:
+    """Pause (or resume) a schedule: schedulers skip a paused schedule's ticks from their next poll on; its
+    history, waiting fire and ``run_now`` are unaffected."""
+    spec = get(conn, name).model_copy(update={"paused": paused})
+    conn.hset(SCHEDULES, name, spec.model_dump_json())
+    log.info("schedule %s %s", name, "paused" if paused else "resumed")
+    return spec
 
 
 def get(conn: Redis, name: str) -> ScheduleSpec:

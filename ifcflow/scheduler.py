@@ -64,7 +64,9 @@ class Scheduler(CronScheduler):
                 continue
             tick = job.next_enqueue_time
             try:
-                if schedule.claim(self.connection, name, tick.timestamp()):
+                if self.specs[name].paused:  # its tick passes unfired
+                    pass
+                elif schedule.claim(self.connection, name, tick.timestamp()):
                     self.fires.append(schedule.fire(self.connection, self.specs[name], tick.timestamp()))
                     fired.append(job)
             except StopRequested:  # SIGTERM/SIGINT (raised by RQ's handler wherever we are): stop

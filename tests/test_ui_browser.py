@@ -206,9 +206,10 @@ def test_invalid_pipeline_shows_line_col_messages(server: ApiServer, browser: An
     page.reload()
     page.select_option("select[name='pick:model']", "notes.ifc")
     page.click("form#start button[type=submit]")
-    alert = page.inner_text("#problems")
-    assert "not started" in alert and "quantities.yaml:" in alert and "not an IFC-SPF file" in alert, alert
-    assert re.search(r"^quantities\.yaml:\d+:\d+: ", alert, re.M) and str(ROOT) not in alert, alert
+    alert = page.inner_text("#problems")  # the summary; the messages sit at the input they are about
+    field = page.inner_text("#error-model")
+    assert "not started" in alert and "quantities.yaml:" in field and "not an IFC-SPF file" in field, field
+    assert re.search(r"^quantities\.yaml:\d+:\d+: ", field, re.M) and str(ROOT) not in field, field
     screenshot(browser, page, "ui-new-invalid.png")
 
 

@@ -57,3 +57,17 @@ def test_session_cookie_is_valid_for_its_key_only_and_expires() -> None:
     assert not session.valid(f"{int(stamp) + 10_000}.{signature}", ("key-one",), now=1030.0)  # longer life forged
     for junk in ("", "abc", "123", ".", "x.y", None):
         assert not session.valid(junk, ("key-one",), now=1030.0)
+
+
+def test_each_input_accepts_the_endings_of_the_options_using_it() -> None:
+    import yaml
+
+    from ifcflow.api.uiforms import accepted
+
+    from .conftest import ROOT
+
+    doc = yaml.safe_load((ROOT / "pipelines" / "coordination.yaml").read_text())
+    found = accepted(doc, {name: str(v) for name, v in doc["inputs"].items()})
+    assert found == {"arch": (".ifc",), "mep": (".ifc",), "rules": (".ids", ".xml")}  # clash_sets[].a[].file too
+    unused = accepted({"steps": {}}, {"table": "rows.csv", "free": ""})
+    assert unused == {"table": (".csv",), "free": ()}

@@ -28,6 +28,8 @@ from . import (
     runs,
     schedules,
     ui,
+    uibatches,
+    uischedules,
     uploads,
 )
 from .guard import Guard
@@ -137,4 +139,6 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     for module in (health, original, jobs, uploads, runs, events, batches, schedules):
         app.include_router(module.router, responses=answers.of_router(module.router))  # every error answer documented
     ui.install(app)  # the web page under /ui (issue 11)
+    app.include_router(uibatches.router)
+    app.include_router(uischedules.router)
     return app

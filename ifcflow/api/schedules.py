@@ -126,6 +126,26 @@ def remove_schedule(request: Request, name: str) -> Response:
     return Response(status_code=204)
 
 
+@router.post("/schedules/{name}/pause", response_model=ScheduleInfo)
+def pause_schedule(request: Request, name: str) -> ScheduleInfo:
+    """Pause a schedule: its ticks pass unfired until it is resumed (firing it now still works)."""
+    return _paused(request, name, True)
+
+
+@router.post("/schedules/{name}/resume", response_model=ScheduleInfo)
+def resume_schedule(request: Request, name: str) -> ScheduleInfo:
+    """Resume a paused schedule: it fires again from its next tick."""
+    return _paused(request, name, False)
+
+
+def _paused(request: Request, name: str, paused: bool) -> ScheduleInfo:
+    conn: Redis = request.app.state.conn
+    if not conn.hexists(schedule.SCHEDULES, name):
+        raise HTTPException(404, f"Schedule {name} not found; list schedules with GET /schedules")
+    schedule.pause(conn, name, paused)
+    return _info(conn, name)
+
+
 @router.post("/schedules/{name}/run", response_model=Fire)
 def fire_now(request: Request, name: str) -> Fire:
     """Fire now, whatever the overlap policy says. The answer is the fire's record: ``started`` with the run (or

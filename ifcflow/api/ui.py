@@ -167,13 +167,15 @@ def new_page(request: Request, pipeline: str = "") -> Response:
 
 
 def new_form(request: Request, pipeline: str, status_code: int = 200, problems: list[str] | None = None,
-             error: str | None = None, picked: dict[str, str] | None = None) -> HTMLResponse:
+             error: str | None = None, picked: dict[str, str] | None = None,
+             fields: dict[str, list[str]] | None = None) -> HTMLResponse:
+    """The form; ``fields`` holds the problems tied to an input (shown at its field), the others at the top."""
     settings = settings_of(request)
     found = pipelines_in(settings.pipelines)
     chosen = next((p for p in found if p.file == pipeline), found[0] if found else None)
     return page(request, "new.html", status_code, section="new", pipelines=found, chosen=chosen,
                 uploads=uploads_in(settings.uploads), folder=settings.pipelines, problems=problems or [],
-                error=error, picked=picked or {})
+                error=error, picked=picked or {}, fields=fields or {})
 
 
 @router.post("/new")
@@ -193,7 +195,7 @@ async def start_run(request: Request) -> Response:
         form.discard()
     if outcome.run_id:
         return RedirectResponse(f"{PREFIX}/runs/{quote(outcome.run_id)}", status_code=303)
-    return new_form(request, outcome.pipeline, 422, outcome.problems, outcome.error, outcome.picked)
+    return new_form(request, outcome.pipeline, 422, outcome.problems, outcome.error, outcome.picked, outcome.fields)
 
 
 async def key_or_session(request: Request, key: str | None = Security(auth.header)) -> None:

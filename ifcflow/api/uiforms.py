@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import re
 import secrets
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import AliasChoices, BaseModel
 
-from ..errors import IfcflowError, PipelineError
+from ..errors import IfcflowError, PipelineError, Problem
+from ..services import SERVICES
+from ..services.base import InputFile
+
+REF = re.compile(r"\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}")
+NAMED = re.compile(r"(?:^|[\s'\"(])(?:-i |inputs\.)([A-Za-z0-9_-]+)")
+KINDS = {".ifc": "IFC model", ".ids": "IDS file"}
 
 
 @dataclass(frozen=True)
@@ -18,17 +27,111 @@ class PipelineChoice:
     name: str
     description: str
     inputs: dict[str, str]
+    accepts: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Per input, the file name endings the steps using it accept (() for any file)."""
+
+    def kind(self, name: str) -> str:
+        """``IFC model (.ifc)``, ``IDS file (.ids, .xml)``, or ``file`` for an input of any type."""
+        suffixes = self.accepts.get(name, ())
+        what = next((KINDS[s] for s in suffixes if s in KINDS), "file")
+        return f"{what} ({', '.join(suffixes)})" if suffixes else "file"
+
+    def offered(self, name: str, uploads: list[str]) -> list[str]:
+        """The uploaded files of the right type for input ``name``."""
+        suffixes = self.accepts.get(name, ())
+        return [f for f in uploads if not suffixes or f.lower().endswith(suffixes)]
 
 
 @dataclass
 class Outcome:
-    """A started run (``run_id``), or why not: ``line:col`` problems or one error, with the form's choices."""
+    """A started run (``run_id``), or why not: problems tied to a form field (an input) in ``fields``, the others
+    (``line:col`` problems or one error) in ``problems``/``error``, with the form's choices."""
 
     pipeline: str
     run_id: str | None = None
     problems: list[str] = field(default_factory=list)
     error: str | None = None
     picked: dict[str, str] = field(default_factory=dict)
+    fields: dict[str, list[str]] = field(default_factory=dict)
+
+
+def _models(annotation: Any) -> list[type[BaseModel]]:
+    """The option models inside an annotation (``list[ClashSet]`` -> ``[ClashSet]``)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models(arg)]
+
+
+def _walk(model: type[BaseModel], raw: Any, found: dict[str, set[str]]) -> None:
+    """Record, per input referenced by an input-file option of ``raw`` (a step's ``with:``), its accepted endings."""
+    if not isinstance(raw, dict):
+        return
+    for name, info in model.model_fields.items():
+        names = [name, *(info.validation_alias.choices if isinstance(info.validation_alias, AliasChoices) else [])]
+        key = next((n for n in names if isinstance(n, str) and n in raw), None)
+        if key is None:
+            continue
+        value = raw[key]
+        marker = next((m for m in info.metadata if isinstance(m, InputFile)), None)
+        if marker is not None and isinstance(value, str):
+            for ref in REF.findall(value):
+                found.setdefault(ref, set()).update(marker.suffixes or ("*",))
+        for sub in _models(info.annotation):
+            for item in value if isinstance(value, list) else [value]:
+                _walk(sub, item, found)
+
+
+def accepted(doc: dict[str, Any], inputs: dict[str, str]) -> dict[str, tuple[str, ...]]:
+    """Per input, the endings accepted by every option that uses it (any file when one option takes any); an
+    input no option uses takes its default's ending, if it has one."""
+    found: dict[str, set[str]] = {}
+    steps = doc.get("steps") if isinstance(doc.get("steps"), dict) else {}
+    for step in (steps or {}).values():
+        service = SERVICES.get(str(step.get("uses"))) if isinstance(step, dict) else None
+        if service is not None:
+            _walk(service.options, step.get("with"), found)
+    result = {}
+    for name, default in inputs.items():
+        suffixes = found.get(name) or ({Path(default).suffix.lower()} if Path(default).suffix else {"*"})
+        result[name] = () if "*" in suffixes else tuple(sorted(suffixes))
+    return result
+
+
+def _input_at(data: Any, path: str) -> list[str]:
+    """The inputs a pipeline value (``steps.qto.with.ifc``) refers to."""
+    node = data
+    for part in path.split("."):
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, dict) and part in node:
+            node = node[part]
+        else:
+            return []
+    return REF.findall(node) if isinstance(node, str) else []
+
+
+def tie(outcome: Outcome, problems: list[Problem], data: Any, folder: str) -> None:
+    """Put each problem under the form field (input) it is about; the rest stay in ``outcome.problems``."""
+    for problem in problems:
+        shown = str(problem).replace(folder, "")
+        names = (NAMED.findall(f" {problem.file}") if not problem.line else
+                 _input_at(data, problem.path) or (problem.path.split(".")[1:2] if problem.path.startswith(
+                     "inputs.") else []))
+        names = [n for n in names if n in outcome.picked or n in (data.get("inputs") or {})]
+        if names:
+            for name in dict.fromkeys(names):
+                outcome.fields.setdefault(name, []).append(shown)
+        else:
+            outcome.problems.append(shown)
+
+
+def tie_error(outcome: Outcome, message: str, known: list[str]) -> None:
+    """One error: under the input it names (``inputs.model: ...``), else at the top."""
+    name = next((n for n in NAMED.findall(f" {message}") if n in known), None)
+    if name:
+        outcome.fields.setdefault(name, []).append(message)
+    else:
+        outcome.error = message
 
 
 def pipelines_in(folder: Path) -> list[PipelineChoice]:
@@ -42,8 +145,9 @@ def pipelines_in(folder: Path) -> list[PipelineChoice]:
             loaded = None
         doc: dict[str, Any] = loaded if isinstance(loaded, dict) else {}
         inputs = doc.get("inputs") if isinstance(doc.get("inputs"), dict) else {}
+        declared = {str(k): "" if v is None else str(v) for k, v in (inputs or {}).items()}
         found.append(PipelineChoice(path.name, str(doc.get("name") or path.stem), str(doc.get("description") or ""),
-                                    {str(k): "" if v is None else str(v) for k, v in (inputs or {}).items()}))
+                                    declared, accepted(doc, declared)))
     return found
 
 
@@ -82,7 +186,8 @@ async def save_upload(upload: Any, uploads: Path, limit: int) -> str:
 
 
 async def start_from_form(request: Any, form: Any) -> Outcome:
-    """Start the chosen committed pipeline with the uploaded or picked inputs (``POST /runs`` with ``file``)."""
+    """Start the chosen committed pipeline with the uploaded or picked inputs (``POST /runs`` with ``file``).
+    Problems are tied to the input they are about; paths are shown relative to the server's folders."""
     from fastapi import HTTPException
     from fastapi.concurrency import run_in_threadpool
 
@@ -91,20 +196,37 @@ async def start_from_form(request: Any, form: Any) -> Outcome:
 
     settings = request.app.state.settings
     outcome = Outcome(pipeline=str(form.get("pipeline") or ""))
-    try:
-        for key, value in form.multi_items():
-            kind, _, name = key.partition(":")
+    choice = next((p for p in pipelines_in(settings.pipelines) if p.file == outcome.pipeline), None)
+    known = list(choice.inputs) if choice else []
+    for key, value in form.multi_items():
+        kind, _, name = key.partition(":")
+        try:
             if kind == "upload" and getattr(value, "filename", None):
                 outcome.picked[name] = await save_upload(value, settings.uploads, settings.max_upload)
             elif kind == "pick" and isinstance(value, str) and value:
                 outcome.picked.setdefault(name, value)
+        except IfcflowError as exc:
+            outcome.fields.setdefault(name, []).append(str(exc))
+    for name, picked in outcome.picked.items():
+        if choice and name in choice.accepts and picked not in choice.offered(name, [picked]):
+            outcome.fields.setdefault(name, []).append(
+                f"{picked} is the wrong type for {name}: expected an {choice.kind(name)}; upload or pick a file "
+                f"ending in {' or '.join(choice.accepts[name])}")
+    if outcome.fields:
+        return outcome
+    def shown(text: str) -> str:
+        return public(text, (settings.data, settings.pipelines))
+
+    try:
         body = RunRequest(pipeline=None, file=outcome.pipeline, inputs=outcome.picked, webhook=None)
         started = await run_in_threadpool(start_run, request, body)
         outcome.run_id = started.run_id
-    except PipelineError as exc:  # paths shown relative to the pipelines folder: the server's layout is not news
-        outcome.problems = [public(str(p), (settings.data, settings.pipelines)) for p in exc.problems]
+    except PipelineError as exc:  # paths shown relative to the server's folders: its layout is not news
+        data = yaml.safe_load((settings.pipelines / outcome.pipeline).read_text(encoding="utf-8"))
+        tie(outcome, [Problem(shown(p.file), p.line, p.col, shown(p.message), p.path) for p in exc.problems],
+            data if isinstance(data, dict) else {}, f"{settings.pipelines}/")
     except HTTPException as exc:
-        outcome.error = exc.detail if isinstance(exc.detail, str) else str(exc.detail)
+        tie_error(outcome, shown(exc.detail if isinstance(exc.detail, str) else str(exc.detail)), known)
     except IfcflowError as exc:
-        outcome.error = public(str(exc), (settings.data, settings.pipelines))
+        tie_error(outcome, shown(str(exc)), known)
     return outcome

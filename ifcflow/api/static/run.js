@@ -56,6 +56,33 @@
     return probed[key];
   }
 
+  // What a step's "Details" cell says: why it failed, was skipped or canceled; where a cached step's outputs
+  // came from; its result's message; and any detail the status document gives (e.g. "no worker listening").
+  const DONE = ["succeeded", "cached"];
+  function details(id, step) {
+    const parts = [];
+    const result = step.result || {};
+    if (step.status === "skipped") parts.push(el("div", {class: "why"}, `why skipped: ${step.error || "its condition was false"}`));
+    else if (step.status === "failed" || step.status === "canceled") {
+      parts.push(el("div", {class: "err"}, step.error || step.status));
+      if (step.errors && step.errors.length > 1) {
+        parts.push(el("div", {class: "sub"}, `earlier attempts: ${step.errors.slice(0, -1).join(" · ")}`));
+      }
+    } else if (step.error) parts.push(el("div", {class: "detail"}, step.error));
+    const origin = result.cached_from;  // {run_id, step, job_id}
+    if (step.status === "cached" && origin && origin.run_id) {
+      parts.push(el("div", {class: "detail"}, "cached from ",
+        el("a", {href: `${root.dataset.ui}/runs/${encodeURIComponent(origin.run_id)}#step-${encodeURIComponent(origin.step || "")}`,
+                 class: "mono", "data-cached-from": origin.run_id}, origin.run_id),
+        origin.step && origin.step !== id ? ` (step ${origin.step})` : ""));
+    }
+    if (result.message) parts.push(el("div", {class: "sub"}, result.message));
+    for (const key of ["detail", "message"]) {
+      if (typeof step[key] === "string" && step[key] && step[key] !== step.error) parts.push(el("div", {class: "detail", "data-detail": key}, step[key]));
+    }
+    return parts;
+  }
+
   function row(id, step) {
     const progress = step.progress || {};
     const cells = [];
@@ -65,23 +92,17 @@
     cells.push(el("td", {class: "mono sub"}, step.worker || ""));
     cells.push(el("td", {class: "num"}, step.attempt ? `${step.attempt} / ${step.attempts}` : `– / ${step.attempts}`));
     cells.push(el("td", {class: "num"}, seconds(step.duration)));
-    const pct = step.status === "succeeded" ? 100 : (progress.percent || 0);
+    const done = DONE.includes(step.status);
+    const pct = done ? 100 : (progress.percent || 0);
     cells.push(el("td", {class: "num"},
-      step.status === "running" || step.status === "succeeded"
+      step.status === "running" || done
         ? [`${Math.round(pct)} %`, el("div", {class: `bar ${step.status}`}, el("i", {style: `width:${pct}%`})),
            step.status === "running" && progress.message ? el("div", {class: "sub"}, progress.message) : null]
         : ""));
-    let detail = "";
-    if (step.status === "skipped") detail = el("div", {class: "why"}, `why skipped: ${step.error || "its condition was false"}`);
-    else if (step.status === "failed" || step.status === "canceled") {
-      detail = el("div", {class: "err"}, step.error || step.status);
-      if (step.errors && step.errors.length > 1) {
-        detail = [detail, el("div", {class: "sub"}, `earlier attempts: ${step.errors.slice(0, -1).join(" · ")}`)];
-      }
-    } else if (step.result && step.result.message) detail = el("div", {class: "sub"}, step.result.message);
-    cells.push(el("td", {}, detail));
+    cells.push(el("td", {}, details(id, step)));
     const outputs = Object.entries(step.outputs || {})
-      .filter(([name]) => step.status === "succeeded" || (step.status === "failed" && written(id, name, step)))
+      .filter(([name]) => done ? !(step.result && step.result.outputs) || name in step.result.outputs
+                               : step.status === "failed" && written(id, name, step))
       .map(([name, path]) =>
         el("a", {href: outputUrl(id, name), download: fileName(path), title: path, "data-output": `${id}/${name}`},
            `${name}: ${fileName(path)}`));
