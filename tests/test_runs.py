@@ -204,7 +204,8 @@ def test_detach_and_status(folder: Path, redis_server: EmbeddedRedis, conn: Redi
     path = write_pipeline(folder, DIAMOND)
     done = _cli("run", str(path), "--out", str(folder / "runs"), "--detach", env={"IFCFLOW_REDIS_URL": redis_server.url})
     assert done.returncode == 0, done.stderr
-    run_id = done.stdout.strip().splitlines()[-1]
+    run_id = done.stdout.strip()  # RID=$(ifcflow run --detach p.yaml): only the id on stdout, the hint on stderr
+    assert run_id.startswith("diamond-") and "\n" not in run_id and f"ifcflow status {run_id}" in done.stderr
     queued = _cli("status", run_id, "--json", "--redis", redis_server.url)
     assert status.RunStatus.model_validate_json(queued.stdout).status == RunState.QUEUED
     work(conn)

@@ -78,7 +78,8 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
         if webhook:
             conn.sadd(hooks.WATCHED, planned.run_id)  # an API server's watcher observes a detached run's end
         if detach:
-            click.echo(f"enqueued {len(planned.steps)} steps; follow with: ifcflow status {planned.run_id} --watch")
+            click.echo(f"enqueued {len(planned.steps)} steps; follow with: ifcflow status {planned.run_id} --watch",
+                       err=True)
             click.echo(planned.run_id)
             return
         reader = StatusReader(conn, planned.run_id, planned)
