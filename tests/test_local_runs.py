@@ -90,7 +90,7 @@ def test_unreachable_redis_does_not_advise_what_then_fails() -> None:
 
 def test_timeout_cancels_a_local_run_properly(tmp_path: Path) -> None:
     (tmp_path / "fzk.ifc").symlink_to(shared_ifc("AC20-FZK-Haus.ifc"))
-    done = cli("run", str(write_pipeline(tmp_path, SLOW)), "--out", str(tmp_path / "runs"), "--timeout", "4")
+    done = cli("run", str(write_pipeline(tmp_path, SLOW)), "--out", str(tmp_path / "runs"), "--timeout", "4s")
     assert done.returncode == 1, done.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     document = json.loads((run_dir / "status.json").read_text())

@@ -11,7 +11,7 @@ from .. import batch, connection
 from . import batch as batch_cli
 from ..errors import IfcflowError
 from ..status import StatusReader
-from .app import cli, finish, follow, record, redis_from, redis_option
+from .app import SECONDS, WHOLE_SECONDS, cli, finish, follow, record, redis_from, redis_option
 
 
 @cli.command()
@@ -38,7 +38,8 @@ def worker(queues: tuple[str, ...], redis_url: str | None, burst: bool, name: st
 @click.argument("run_ids", nargs=-1)
 @redis_option
 @click.option("--loop", "forever", is_flag=True, help="keep sweeping unfinished runs until stopped (Ctrl-C, SIGTERM)")
-@click.option("--interval", type=float, default=5.0, show_default=True, help="seconds between sweeps with --loop")
+@click.option("--interval", type=SECONDS, default=5.0, show_default=True,
+              help="time between sweeps with --loop (seconds, or 30s, 1m)")
 def reconcile_command(run_ids: tuple[str, ...], redis_url: str | None, forever: bool, interval: float) -> None:
     """Repair runs now: skip what can no longer run, fail dead workers' steps, end finished runs.
 
@@ -154,15 +155,12 @@ def _services(record: dict[str, Any] | None) -> str:
 
 @cli.command()
 @redis_option
-@click.option("--older-than", "older_than", default="7d", show_default=True, help="age, e.g. 12h, 7d")
+@click.option("--older-than", "older_than", type=WHOLE_SECONDS, default="7d", show_default=True,
+              help="age (seconds, or 12h, 7d)")
 @click.option("--dry-run", is_flag=True)
-def prune(redis_url: str | None, older_than: str, dry_run: bool) -> None:
+def prune(redis_url: str | None, older_than: float, dry_run: bool) -> None:
     """Delete finished runs (records, jobs, results) older than --older-than."""
-    from .. import durations, maintenance
+    from .. import maintenance
 
-    try:
-        seconds = durations.parse(older_than)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--older-than") from None
-    pruned = maintenance.prune(redis_from(redis_url), seconds, dry_run=dry_run)
+    pruned = maintenance.prune(redis_from(redis_url), int(older_than), dry_run=dry_run)
     click.echo(f"{'would prune' if dry_run else 'pruned'} {len(pruned)} run(s)" + "".join(f"\n  {r}" for r in pruned))

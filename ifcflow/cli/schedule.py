@@ -11,7 +11,7 @@ from pydantic import ValidationError
 
 from .. import batch, schedule, store
 from ..errors import IfcflowError
-from .app import cli, parse_inputs, redis_from, redis_option
+from .app import SECONDS, WHOLE_SECONDS, cli, parse_inputs, redis_from, redis_option
 
 
 @cli.group(name="schedule")
@@ -33,7 +33,8 @@ def schedule_group() -> None:
               help="when the previous run has not ended: skip this fire, queue it, or start anyway")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ifcflow-runs"),
               show_default=True, help="folder for run outputs")
-@click.option("--ttl", type=int, default=store.DEFAULT_TTL, show_default=True, help="keep results this many seconds")
+@click.option("--ttl", type=WHOLE_SECONDS, default=store.DEFAULT_TTL, show_default=True,
+              help="keep results this long (seconds, or 12h, 7d)")
 @click.option("--replace", is_flag=True, help="replace a schedule of that name")
 @redis_option
 def add(name: str, pipeline: Path, cron: str, inputs: tuple[str, ...], each: tuple[str, ...], webhook: str | None,
@@ -99,7 +100,8 @@ def run_now(name: str, redis_url: str | None) -> None:
 
 @cli.command()
 @redis_option
-@click.option("--poll", type=float, default=1.0, show_default=True, help="seconds between looks at the schedules")
+@click.option("--poll", type=SECONDS, default=1.0, show_default=True,
+              help="time between looks at the schedules (seconds, or 5s)")
 @click.option("--name", default="", help="scheduler name (default: host:pid:random)")
 def scheduler(redis_url: str | None, poll: float, name: str) -> None:
     """Fire the stored schedules (several schedulers on one Redis fire each tick once); logs each fire, and once
