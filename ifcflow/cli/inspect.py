@@ -95,6 +95,8 @@ def report(run_id: str, redis_url: str | None, fmt: str, output: Path | None, ou
 
     if connection.configured_url(redis_url) is not None and batch.exists(redis_from(redis_url), run_id):
         return batch_cli.report(redis_from(redis_url), run_id, fmt, output)
+    if connection.configured_url(redis_url) is None and (kept := batch_cli.recorded(out, run_id)) is not None:
+        return batch_cli.report(None, run_id, fmt, output, kept=kept, out=out)
     text = render(recorded(redis_url, out, run_id, with_traceback=True), fmt)
     if output:
         output.write_text(text, encoding="utf-8")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
 
-from .. import batch, connection
+from .. import batch, connection, runfolder
 from . import batch as batch_cli
 from ..errors import IfcflowError
 from ..status import StatusReader
@@ -87,11 +88,18 @@ def cancel(run_id: str, redis_url: str | None) -> None:
 @redis_option
 @click.option("--step", default=None, help="re-run this step (and what depends on it) instead of every failed one")
 @click.option("--wait/--no-wait", default=False, help="follow the run until it ends")
-def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool) -> None:
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=runfolder.DEFAULT_ROOT,
+              show_default=True, help="batch folders to read when no Redis is configured")
+@click.option("--workers", type=int, default=None, help="local workers when no Redis is configured [cores]")
+def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool, out: Path, workers: int | None) -> None:
     """Re-run a run's failed, skipped and canceled steps in the same run, keeping what succeeded (of a batch: in
-    each failed or canceled run)."""
+    each failed or canceled run). Without Redis, a local batch's failed and canceled runs run again locally, from
+    the start (the private Redis that ran them is gone)."""
     from ..control import retry as do_retry
 
+    if connection.configured_url(redis_url) is None and step is None \
+            and (kept := batch_cli.recorded(out, run_id)) is not None:
+        return batch_cli.retry_local(out, kept, workers, as_json=False)
     conn = redis_from(redis_url)
     if batch.exists(conn, run_id) and step is None:
         return batch_cli.retry(conn, run_id, wait)
