@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from .. import connection, reconcile
 from ..errors import IfcflowError, PipelineError, RunNotFound
-from . import batches, events, health, jobs, original, runs, schedules, ui, uploads
+from . import batches, docs, events, health, jobs, original, runs, schedules, ui, uploads
 from .paths import UnsafePath
 from .settings import Settings
 from .watcher import Watcher
@@ -82,7 +82,9 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
             stop.set()
             watcher.stop()
 
-    app = FastAPI(title="ifcflow", version="0.1.0", lifespan=lifespan, description=(
+    keyed = bool(settings.api_keys)  # then /docs and /openapi.json need the key like the rest (api/docs.py)
+    app = FastAPI(title="ifcflow", version="0.1.0", lifespan=lifespan, docs_url=None if keyed else "/docs",
+                  redoc_url=None if keyed else "/redoc", openapi_url=None if keyed else "/openapi.json", description=(
         "Pipelines of IfcOpenShell tools on RQ. The original IFC Pipeline gateway's endpoints, unchanged, plus "
         "pipelines (/runs), batches over many models (/batches), schedules (/schedules), live events (SSE) and signed "
         "webhooks. Send X-API-Key (IFCFLOW_API_KEYS)."))
@@ -92,4 +94,6 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     for module in (health, original, jobs, uploads, runs, events, batches, schedules):
         app.include_router(module.router)
     ui.install(app)  # the web page under /ui (issue 11)
+    if keyed:
+        docs.install(app)
     return app
