@@ -14,7 +14,8 @@ from redis.exceptions import RedisError
 
 from .. import connection, reconcile
 from ..errors import IfcflowError, PipelineError, RunNotFound
-from . import batches, docs, events, health, jobs, original, runs, schedules, ui, uploads
+from . import batches, events, health, jobs, original, runs, schedules, ui, uploads
+from .docs import install as install_docs
 from .paths import UnsafePath
 from .settings import Settings
 from .watcher import Watcher
@@ -95,5 +96,5 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
         app.include_router(module.router)
     ui.install(app)  # the web page under /ui (issue 11)
     if keyed:
-        docs.install(app)
+        install_docs(app)
     return app
