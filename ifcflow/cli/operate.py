@@ -100,6 +100,11 @@ def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool, out:
     if connection.configured_url(redis_url) is None and step is None \
             and (kept := batch_cli.recorded(out, run_id)) is not None:
         return batch_cli.retry_local(out, kept, workers, as_json=False)
+    if connection.configured_url(redis_url) is None:
+        ran = runfolder.read_status(out, run_id)  # a clear error when there is no such run either
+        raise IfcflowError(f"run {run_id} ran on a private Redis that ended with its `ifcflow run`, so its steps "
+                           f"cannot be re-enqueued in place: run it again with: ifcflow run {ran.file} (with the same "
+                           "-i); to retry runs in place, use a shared Redis (--redis URL or IFCFLOW_REDIS_URL)")
     conn = redis_from(redis_url)
     if batch.exists(conn, run_id) and step is None:
         return batch_cli.retry(conn, run_id, wait)
