@@ -268,6 +268,8 @@ def test_a_local_batch_can_be_reported_listed_looked_into_and_retried(folder: Pa
     shown = _cli("status", batch_id, "--out", "runs", cwd=folder)
     assert shown.returncode == 1 and "…" not in shown.stderr
     assert f"models/sub/c.ifc [{failed}] failed" in shown.stderr and "'ifcwall has a name' (required)" in shown.stderr
+    sub = _cli("retry", failed, "--out", "runs", cwd=folder)
+    assert sub.returncode == 2 and f"ifcflow retry {batch_id}" in sub.stderr, sub.stderr
     tiny_model(folder / "models/sub/c.ifc", walls=1)  # fixed: the retry runs the failed file again, locally
     retried = _cli("retry", batch_id, "--out", "runs", "--workers", "1", cwd=folder)
     assert retried.returncode == 0, retried.stderr

@@ -102,6 +102,10 @@ def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool, out:
         return batch_cli.retry_local(out, kept, workers, as_json=False)
     if connection.configured_url(redis_url) is None:
         ran = runfolder.read_status(out, run_id)  # a clear error when there is no such run either
+        parent = run_id.rpartition("-")[0]
+        if batch_cli.recorded(out, parent) is not None:
+            raise IfcflowError(f"run {run_id} is part of local batch {parent}: retry the batch (it runs its failed "
+                               f"and canceled files again): ifcflow retry {parent}")
         raise IfcflowError(f"run {run_id} ran on a private Redis that ended with its `ifcflow run`, so its steps "
                            f"cannot be re-enqueued in place: run it again with: ifcflow run {ran.file} (with the same "
                            "-i); to retry runs in place, use a shared Redis (--redis URL or IFCFLOW_REDIS_URL)")
