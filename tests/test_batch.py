@@ -263,6 +263,8 @@ def test_a_local_batch_can_be_reported_listed_looked_into_and_retried(folder: Pa
     assert listed.returncode == 0 and batch_id in listed.stdout and "3 succeeded, 1 failed" in listed.stdout
     one = _cli("status", failed, "--out", "runs", "--json", cwd=folder)
     assert one.returncode == 1 and '"status": "failed"' in one.stdout, one.stderr
+    table = _cli("status", failed, "--out", "runs", cwd=folder)  # no terminal: the error is not cut at 80 columns
+    assert "…" not in table.stderr and "validate/c_ids.json" in table.stderr, table.stderr
     runs = _cli("runs", "--out", "runs", cwd=folder)
     assert all(f"{batch_id}-{i}" in runs.stdout for i in range(4)), runs.stdout
     shown = _cli("status", batch_id, "--out", "runs", cwd=folder)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
 
 from .. import batch, connection, document, live, runfolder, store
 from . import batch as batch_cli
@@ -78,7 +79,8 @@ def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_
         click.echo(result.model_dump_json(indent=2, exclude={"steps": {"__all__": {"traceback"}}}
                                           if not with_traceback else None))
     else:
-        err.print(live.table(result))
+        wide = err if err.is_terminal else Console(stderr=True, highlight=False, width=1000)  # a log: whole lines
+        wide.print(live.table(result))
     sys.exit(EXIT.get(result.status, 0) if result.terminal else 0)
 
 
