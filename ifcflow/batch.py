@@ -25,6 +25,7 @@ import itertools
 import os
 import secrets
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from rq import Worker
 from rq.job import Job
 
 from . import document, enqueue, store
-from .errors import IfcflowError
+from .errors import IfcflowError, PipelineError
 from .plan import Plan, plan
 
 BATCHES = "ifcflow:batches"
@@ -176,7 +177,7 @@ def prepare(doc: document.Document, each: dict[str, str], out_root: str | Path =
     plans, runs = [], []
     for index, combo in enumerate(combos):
         run_id = sub_run_id(batch_id, index, len(combos))
-        plans.append(plan(document.rebind(doc, combo), run_id=run_id, out_root=root, now=now, cache=cache))
+        plans.append(plan(_rebind(doc, combo, patterns), run_id=run_id, out_root=root, now=now, cache=cache))
         runs.append(SubRun(run_id=run_id, label=_label(combo, len(combo) == 1), inputs=combo))
     first = plans[0]
     record = BatchRecord(
@@ -184,6 +185,23 @@ def prepare(doc: document.Document, each: dict[str, str], out_root: str | Path =
         out_dir=str(root.resolve()), ttl=ttl, window=window, each=patterns,
         steps=[TemplateStep(id=s.id, on_failure=s.on_failure) for s in first.steps], runs=runs)
     return record, plans
+
+
+def _rebind(doc: document.Document, combo: dict[str, str], patterns: dict[str, str]) -> document.Document:
+    """The sub-run's document; a bad file is named as what the glob matched, not as an ``-i`` the user never
+    wrote."""
+    try:
+        return document.rebind(doc, combo)
+    except PipelineError as exc:
+        found = []
+        for problem in exc.problems:
+            name = problem.file[3:].partition("=")[0] if problem.file.startswith("-i ") else ""
+            if name in combo and name in patterns:
+                shown = os.path.relpath(combo[name]) if not os.path.relpath(combo[name]).startswith("..") \
+                    else combo[name]
+                problem = replace(problem, file=f"{name}={shown} (matched by the batch glob {patterns[name]})")
+            found.append(problem)
+        raise PipelineError(found) from None
 
 
 def window_size(conn: Redis, window: int) -> int:

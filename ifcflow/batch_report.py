@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from xml.etree import ElementTree as ET
 
 from redis import Redis
@@ -14,7 +15,7 @@ from .batch_status import BatchStatus
 from .live import STYLES
 from .report import junit_suite
 from .states import RunState
-from .status import StatusReader
+from .status import RunStatus, StatusReader
 
 _ICONS = {"succeeded": "✅", "succeeded_with_failures": "⚠️", "failed": "❌", "canceled": "🚫", "running": "⏳",
           "queued": "🕒"}
@@ -22,14 +23,20 @@ SHOWN = 15
 """Rows of the live view: unfinished and failed sub-runs first, then the rest, up to this many."""
 
 
-def junit(conn: Redis, status: BatchStatus) -> str:
-    """<testsuites> with one <testsuite> per file (named after it), one test case per step of its run."""
+def junit(conn: Redis | None, status: BatchStatus, read_run: Callable[[str], RunStatus] | None = None) -> str:
+    """<testsuites> with one <testsuite> per file (named after it), one test case per step of its run (each run
+    read from Redis, or by ``read_run``: a local batch's recorded folders)."""
+    if read_run is None:
+        assert conn is not None
+        reader = conn
+
+        def read_run(run_id: str) -> RunStatus:
+            return StatusReader(reader, run_id).fetch(with_traceback=True)
     root = ET.Element("testsuites", name=f"ifcflow.{status.pipeline}")
     ET.SubElement(ET.SubElement(root, "properties"), "property", name="batch_id", value=status.batch_id)
     tests = failures = skipped = 0
     for run in status.runs:
-        suite = junit_suite(StatusReader(conn, run.run_id).fetch(with_traceback=True),
-                            name=f"ifcflow.{status.pipeline}[{run.label}]")
+        suite = junit_suite(read_run(run.run_id), name=f"ifcflow.{status.pipeline}[{run.label}]")
         tests += int(suite.get("tests", 0))
         failures += int(suite.get("failures", 0))
         skipped += int(suite.get("skipped", 0))
@@ -74,9 +81,10 @@ def html_report(status: BatchStatus) -> str:
             f"{rows}</table></body></html>\n")
 
 
-def render(conn: Redis, status: BatchStatus, fmt: str) -> str:
+def render(conn: Redis | None, status: BatchStatus, fmt: str,
+           read_run: Callable[[str], RunStatus] | None = None) -> str:
     if fmt == "junit":
-        return junit(conn, status)
+        return junit(conn, status, read_run)
     if fmt == "markdown":
         return markdown(status)
     if fmt == "html":
@@ -103,6 +111,16 @@ def table(status: BatchStatus, limit: int = SHOWN) -> Group:
     more = [Text(f"... and {len(rows) - limit} more (ifcflow status {status.batch_id})", "dim")] \
         if len(rows) > limit else []
     return Group(head, grid, *more)
+
+
+def lines(status: BatchStatus) -> list[str]:
+    """The batch as whole lines (a log or a pipe: no table cut to 80 columns hides an error)."""
+    out = [summary(status)]
+    for run in status.runs:
+        took = f" in {run.duration:.1f}s" if run.duration is not None and run.status.terminal else ""
+        why = f": {run.failed_step}: {run.error}" if run.failed_step else ""
+        out.append(f"{run.label} [{run.run_id}] {run.status.value}{took}{why}")
+    return out
 
 
 def summary(status: BatchStatus) -> str:

@@ -6,15 +6,17 @@ Every problem in the file is collected and raised together as one :class:`Pipeli
 from __future__ import annotations
 
 import copy
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import ValidationError
 
 from . import expressions, graph, source
 from .errors import PipelineError, Problem
 from .services import SERVICES
-from .spec import STEP_MODELS, Pipeline
+from .spec import STEP_ID_PATTERN, STEP_MODELS, Pipeline
 from .stepcheck import StepChecker
 from .validation import problems as validation_problems
 from .validation import suggest
@@ -61,18 +63,16 @@ def from_source(src: source.Source, path: Path, overrides: dict[str, str] | None
                      for where, written, meant in expressions.single_braces(src.data)]
     try:
         pipeline = Pipeline.model_validate(src.data)
-    except ValidationError as exc:  # one pass: the steps that are valid on their own get their files checked too
+    except ValidationError as exc:  # one pass: the checks across steps and the files of valid steps run too
         found = src.problems + validation_problems(exc, src)
+        found += _check_across(src, _Shape.raw(src.data), _raw_for_each(src.data))[0]
         if check_files:
             found += _check_valid_steps(src, path.resolve(), overrides or {})
         raise PipelineError(found) from None
     doc = Document(path.resolve(), src, pipeline)
     found = src.problems + _resolve_inputs(doc, overrides or {})
-    found += _check_graph(doc)
-    declared = doc.pipeline.inputs
-    found += [doc.source.problem(("for_each",), f"for_each names '{name}', which is not declared in 'inputs:'"
-                                 f"{suggest(name, declared)} Declare it with a glob as its value, e.g. models/*.ifc.")
-              for name in doc.pipeline.for_each if name not in declared]
+    across, doc.edges = _check_across(src, _Shape.of(pipeline), pipeline.for_each)
+    found += across
     if check_files:  # for_each inputs are globs, expanded (and their files checked) when a batch is planned
         found += check_inputs(doc, overrides)
     if found:
@@ -139,53 +139,96 @@ def _resolve_inputs(doc: Document, overrides: dict[str, str]) -> list[Problem]:
     return found
 
 
-def _check_graph(doc: Document) -> list[Problem]:
+@dataclass
+class _Shape:
+    """What the checks across steps need: the declared inputs (None when unreadable) and each step's service and
+    needs, from a valid pipeline or, best-effort, from the raw data of a file that does not validate."""
+
+    inputs: dict[str, str] | None
+    steps: dict[str, tuple[str | None, list[tuple[int, str]]]]
+
+    @classmethod
+    def of(cls, pipeline: Pipeline) -> _Shape:
+        return cls(pipeline.inputs, {sid: (s.uses, list(enumerate(s.needs))) for sid, s in pipeline.steps.items()})
+
+    @classmethod
+    def raw(cls, data: dict[str, Any]) -> _Shape:
+        inputs = data.get("inputs", {})
+        steps: dict[str, tuple[str | None, list[tuple[int, str]]]] = {}
+        for sid, raw in (data["steps"].items() if isinstance(data.get("steps"), dict) else []):
+            step = raw if isinstance(raw, dict) else {}
+            needs = step.get("needs") or []
+            needs = [needs] if isinstance(needs, str) else needs if isinstance(needs, list) else []
+            steps[str(sid)] = (str(step.get("uses")) if "uses" in step else None,
+                               [(i, n) for i, n in enumerate(needs) if isinstance(n, str) and re.match(STEP_ID_PATTERN, n)])
+        return cls({str(k): str(v) for k, v in inputs.items()} if isinstance(inputs, dict) else None, steps)
+
+
+def _check_across(src: source.Source, shape: _Shape, for_each: list[str]) -> tuple[list[Problem], dict[str, list[str]]]:
+    """Problems across steps (needs, references, cycles, for_each names), and each step's dependencies."""
+    found, edges = _check_graph(src, shape)
+    if shape.inputs is not None:
+        found += [src.problem(("for_each",), f"for_each names '{name}', which is not declared in 'inputs:'"
+                              f"{suggest(name, shape.inputs)} Declare it with a glob as its value, e.g. models/*.ifc.")
+                  for name in for_each if name not in shape.inputs]
+    return found, edges
+
+
+def _raw_for_each(data: dict[str, Any]) -> list[str]:
+    value = data.get("for_each") or []
+    return [value] if isinstance(value, str) else [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+
+def _check_graph(src: source.Source, shape: _Shape) -> tuple[list[Problem], dict[str, list[str]]]:
     found: list[Problem] = []
-    steps = doc.pipeline.steps
-    for step_id, step in steps.items():
+    edges: dict[str, list[str]] = {}
+    steps = shape.steps
+    for step_id, (_uses, needs) in steps.items():
         deps: list[str] = []
-        for index, need in enumerate(step.needs):
+        for index, need in needs:
             where = ("steps", step_id, "needs", index)
             if need == step_id:
-                found.append(doc.source.problem(where, f"step '{step_id}' cannot need itself"))
+                found.append(src.problem(where, f"step '{step_id}' cannot need itself"))
             elif need not in steps:
-                found.append(doc.source.problem(where, f"step '{step_id}' needs unknown step '{need}'"
-                                                f"{suggest(need, steps)}"))
+                found.append(src.problem(where, f"step '{step_id}' needs unknown step '{need}'{suggest(need, steps)}"))
             elif need not in deps:
                 deps.append(need)
-        raw_with = doc.source.data["steps"][step_id].get("with") or {}
+        raw_step = src.data["steps"][step_id]
+        raw_with = (raw_step.get("with") if isinstance(raw_step, dict) else None) or {}
         for sub, body in expressions.references(raw_with, ("steps", step_id, "with")):
-            problem, dep = _check_reference(doc, step_id, sub, body)
+            problem, dep = _check_reference(src, shape, step_id, sub, body)
             if problem:
                 found.append(problem)
             elif dep and dep not in deps:
                 deps.append(dep)
-        doc.edges[step_id] = deps
-    for loop in graph.cycles(doc.edges):
-        first = loop[0]
-        found.append(doc.source.problem(("steps", first), "dependency cycle: " + " -> ".join(loop)
-                                        + "; remove one of these needs or references", at_key=True))
-    return found
+        edges[step_id] = deps
+    for loop in graph.cycles(edges):
+        found.append(src.problem(("steps", loop[0]), "dependency cycle: " + " -> ".join(loop)
+                                 + "; remove one of these needs or references", at_key=True))
+    return found, edges
 
 
-def _check_reference(doc: Document, step_id: str, where: tuple[str | int, ...], body: str) -> tuple[Problem | None, str | None]:
+def _check_reference(src: source.Source, shape: _Shape, step_id: str, where: tuple[str | int, ...],
+                     body: str) -> tuple[Problem | None, str | None]:
     try:
         ref = expressions.parse(body)
     except expressions.ExpressionError as exc:
-        return doc.source.problem(where, str(exc)), None
+        return src.problem(where, str(exc)), None
     if ref.step is None:
-        if ref.name not in doc.pipeline.inputs:
-            return doc.source.problem(where, f"unknown input '{ref.name}'{suggest(ref.name, doc.pipeline.inputs)} "
-                                      f"Declare it under 'inputs:'."), None
+        if shape.inputs is not None and ref.name not in shape.inputs:
+            return src.problem(where, f"unknown input '{ref.name}'{suggest(ref.name, shape.inputs)} "
+                               f"Declare it under 'inputs:'."), None
         return None, None
-    steps = doc.pipeline.steps
+    steps = shape.steps
     if ref.step == step_id:
-        return doc.source.problem(where, f"step '{step_id}' cannot use its own output '{ref.name}'"), None
+        return src.problem(where, f"step '{step_id}' cannot use its own output '{ref.name}'"), None
     if ref.step not in steps:
-        return doc.source.problem(where, f"reference to unknown step '{ref.step}'{suggest(ref.step, steps)}"), None
-    service = SERVICES[steps[ref.step].uses]
+        return src.problem(where, f"reference to unknown step '{ref.step}'{suggest(ref.step, steps)}"), None
+    service = SERVICES.get(str(steps[ref.step][0]))
+    if service is None:  # an unknown service, reported on its own: its outputs cannot be checked
+        return None, ref.step
     outputs = service.options.OUTPUTS
     if ref.name not in outputs:
-        return doc.source.problem(where, f"step '{ref.step}' ({service.name}) has no output '{ref.name}'"
-                                  f"{suggest(ref.name, outputs)} Outputs: {', '.join(outputs)}."), None
+        return src.problem(where, f"step '{ref.step}' ({service.name}) has no output '{ref.name}'"
+                           f"{suggest(ref.name, outputs)} Outputs: {', '.join(outputs)}."), None
     return None, ref.step

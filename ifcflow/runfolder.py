@@ -60,6 +60,9 @@ def read_status(root: Path, run_id: str) -> RunStatus:
     path = folder / STATUS_FILE
     if path.is_file():
         return _load(path)
+    inside = sorted(root.glob(f"*/{run_id}/{STATUS_FILE}")) if root.is_dir() and "/" not in run_id else []
+    if inside:  # a sub-run of a batch: <root>/<batch_id>/<run_id>/
+        return _load(inside[0])
     if folder.is_dir():
         raise IfcflowError(f"run folder {folder} has no {STATUS_FILE}: the run is still going on (in another "
                            "terminal), or its command was killed before it could write one")
@@ -72,7 +75,8 @@ def read_status(root: Path, run_id: str) -> RunStatus:
 def recent(root: Path, limit: int = 20) -> list[RunStatus]:
     """Recorded runs under ``root``, newest first (unreadable records are left out)."""
     found = []
-    for path in root.glob(f"*/{STATUS_FILE}") if root.is_dir() else []:
+    paths = [*root.glob(f"*/{STATUS_FILE}"), *root.glob(f"*/*/{STATUS_FILE}")] if root.is_dir() else []
+    for path in paths:  # runs, and batches' sub-runs
         try:
             found.append(_load(path))
         except IfcflowError:

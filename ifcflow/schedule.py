@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from croniter import croniter
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import Redis
 from rq.exceptions import StopRequested
 
@@ -78,16 +78,39 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
-def check_cron(cron: str) -> None:
-    if not croniter.is_valid(cron):
+SECONDS_LAST = ("6 fields put seconds LAST here (croniter: minute hour day month weekday second), unlike "
+                "Quartz/Spring which put them first")
+
+
+def check_cron(cron: str) -> list[float]:
+    """Refuse a cron that is not one, never fires (30 February) or reads like seconds-first; return its next 3 fires.
+    The one check of the CLI, the HTTP API and the scheduler (a stored record failing it is skipped, not fired)."""
+    fields = cron.split()
+    hint = ""
+    if len(fields) == 6:
+        hint = (f"; {SECONDS_LAST}: for every 20 seconds write '* * * * * */20', for 02:30:00 daily '30 2 * * * 0'")
+    if len(fields) not in (5, 6) or not croniter.is_valid(cron):
         raise IfcflowError(f"--cron {cron!r} is not a cron expression; write 5 fields (minute hour day month "
-                           "weekday), e.g. '0 2 * * *' for 02:00 every night, or 6 with seconds last")
+                           f"weekday), e.g. '0 2 * * *' for 02:00 every night, or 6 with seconds last{hint}")
+    if len(fields) == 6 and fields[5] == "*" and any(f != "*" for f in fields[:5]):
+        raise IfcflowError(f"--cron {cron!r} would fire every second of the minutes it names{hint}; to mean it, "
+                           "write the seconds field as 0-59")
+    try:
+        return next_fires(cron, 3)
+    except ValueError as exc:  # croniter's CroniterBadDateError: a date that never comes
+        raise IfcflowError(f"--cron {cron!r} never fires ({exc}); check the day and month fields (e.g. 30 February "
+                           "does not exist)") from None
 
 
 def next_fire(cron: str, after: float | None = None) -> float:
     """The next tick of ``cron`` after ``after`` (default now), local time, as a timestamp."""
-    base = datetime.fromtimestamp(after if after is not None else time.time())
-    return float(croniter(cron, base).get_next(float))
+    return next_fires(cron, 1, after)[0]
+
+
+def next_fires(cron: str, count: int, after: float | None = None) -> list[float]:
+    """The next ``count`` ticks of ``cron`` after ``after`` (default now), local time, as timestamps."""
+    it = croniter(cron, datetime.fromtimestamp(after if after is not None else time.time()))
+    return [float(it.get_next(float)) for _ in range(count)]
 
 
 def add(conn: Redis, spec: ScheduleSpec, replace: bool = False) -> ScheduleSpec:
@@ -124,12 +147,39 @@ def get(conn: Redis, name: str) -> ScheduleSpec:
     raw = conn.hget(SCHEDULES, name)
     if raw is None:
         raise IfcflowError(f"no schedule named '{name}'; list them with: ifcflow schedule list")
-    return ScheduleSpec.model_validate_json(raw)
+    try:
+        return ScheduleSpec.model_validate_json(raw)
+    except ValidationError as exc:
+        raise IfcflowError(f"schedule '{name}' cannot be read ({exc.errors()[0]['msg']}); remove it (ifcflow "
+                           f"schedule remove {name}) and add it again") from None
 
 
 def all_specs(conn: Redis) -> dict[str, ScheduleSpec]:
+    """The stored schedules that can be read and computed (see :func:`read_all` for the others)."""
+    return read_all(conn)[0]
+
+
+def read_all(conn: Redis) -> tuple[dict[str, ScheduleSpec], dict[str, str]]:
+    """Every stored schedule: the good ones by name, and per broken record (not JSON, a wrong field, a cron that
+    never fires) why it is skipped; one broken record never hides or stops the others."""
     raw: dict[bytes, bytes] = conn.hgetall(SCHEDULES)  # type: ignore[assignment]
-    return {k.decode(): ScheduleSpec.model_validate_json(v) for k, v in sorted(raw.items())}
+    good: dict[str, ScheduleSpec] = {}
+    broken: dict[str, str] = {}
+    for key, value in sorted(raw.items()):
+        name = key.decode(errors="replace")
+        try:
+            spec = ScheduleSpec.model_validate_json(value)
+            check_cron(spec.cron)
+            good[name] = spec
+        except IfcflowError as exc:
+            broken[name] = f"{str(exc).replace('--cron', 'cron')}; skipped: fix it or remove it (ifcflow schedule " \
+                           f"remove {name})"
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "record"
+            broken[name] = f"unreadable record ({where}: {first['msg']}); skipped: remove it (ifcflow schedule " \
+                           f"remove {name}) and add it again"
+    return good, broken
 
 
 def history(conn: Redis, name: str, limit: int = HISTORY) -> list[Fire]:

@@ -39,10 +39,15 @@ class Scheduler(CronScheduler):
         self.specs: dict[str, schedule.ScheduleSpec] = {}
         self.jobs: dict[str, CronJob] = {}
         self.fires: list[schedule.Fire] = []
+        self.broken: dict[str, str] = {}
 
     def refresh(self) -> None:
         """Follow the schedules in Redis: new ones get a CronJob, changed crons a new one, removed ones go."""
-        self.specs = schedule.all_specs(self.connection)
+        self.specs, broken = schedule.read_all(self.connection)
+        for name, reason in broken.items():
+            if self.broken.get(name) != reason:  # said once per record, not every poll
+                log.error("schedule %s: %s", name, reason)
+        self.broken = broken
         for name, spec in self.specs.items():
             if name not in self.jobs or self.jobs[name].cron != spec.cron:
                 self.jobs[name] = CronJob(queue_name="default", func=_placeholder, kwargs={"name": name},

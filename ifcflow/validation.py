@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from .errors import Problem
 from .services import SERVICES
 from .source import Path, Source
-from .spec import STEP_MODELS, Pipeline
+from .spec import STEP_MODELS, Pipeline, StepBase
 
 
 def suggest(word: str, choices: typing.Iterable[str]) -> str:
@@ -102,6 +102,10 @@ def _problem(err: Any, path: Path, source: Source) -> Problem:
         hint = _not_under_with(source, path)
         if hint:
             return hint
+    if kind == "extra_forbidden" and len(path) == 4 and path[0] == "steps" and path[2] == "with" \
+            and path[3] in known_keys(StepBase):
+        return source.problem(path, f"'{path[3]}' is a key of step '{path[1]}', not an option of its service: write "
+                              "it beside 'with:' (two spaces less), not under it", at_key=True)
     if kind == "extra_forbidden":
         key, parent = path[-1], path[:-1]
         model = model_at(source.data, parent)

@@ -48,3 +48,21 @@ def test_key_comparison_and_network_settings() -> None:
     assert settings.api_keys == ("a", "b", "c") and settings.max_upload == 10
     with pytest.raises(IfcflowError, match="IFCFLOW_REDIS_URL"):
         Settings.from_env(environ={})
+
+
+def test_docs_and_openapi_need_the_key_when_keys_are_set(conn: Redis, tmp_path: Path) -> None:
+    """On a shared server the API description is for key holders (or the web page's session); open without keys
+    (a key-less server listens on loopback only)."""
+    for path in ("/openapi.json", "/docs", "/redoc"):
+        assert status(conn, tmp_path, "10.1.2.3", {}, path=path) == 401
+        assert status(conn, tmp_path, "10.1.2.3", {"X-API-Key": "wrong"}, path=path) == 403
+        assert status(conn, tmp_path, "10.1.2.3", {"X-API-Key": "k1"}, path=path) == 200
+
+    async def described(app_keys: tuple[str, ...], headers: dict[str, str]) -> httpx.Response:
+        app = create_app(Settings(data=tmp_path, redis_url="unused", api_keys=app_keys), conn=conn)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
+            return await http.get("/openapi.json", headers=headers)
+
+    keyed = asyncio.run(described(("k1",), {"X-API-Key": "k1"})).json()
+    assert "/runs" in keyed["paths"] and "/openapi.json" not in keyed["paths"]
+    assert asyncio.run(described((), {})).status_code == 200

@@ -187,7 +187,8 @@ def test_schedules_crud_and_fire_now_produces_a_run(env: Env) -> None:
 
 
 @pytest.mark.parametrize(("change", "code"), [
-    ({"cron": "every night"}, 422), ({"cron": "0 0 30 2 *"}, 422), ({"name": "two words"}, 422),
+    ({"cron": "every night"}, 422), ({"cron": "0 0 30 2 *"}, 422), ({"cron": "*/20 * * * * *"}, 422),
+    ({"name": "two words"}, 422),
     ({"webhook": "http://10.0.0.1/hook"}, 422), ({"webhook": "file:///etc/passwd"}, 422),
     ({"file": "../two.yaml"}, 400), ({"file": "missing.yaml"}, 404), ({"inputs": {"model": "../x.ifc"}}, 400),
     ({"each": {"model": "../*.ifc"}}, 400), ({"each": {"model": "linkdir/*.ifc"}}, 400), ({"overlap": "maybe"}, 422),

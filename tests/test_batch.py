@@ -243,3 +243,48 @@ def test_failure_while_opening_gates_leaves_nothing(conn: Redis, folder: Path, m
         batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/**/*.ifc"}, out=folder / "runs")
     leftover = [k.decode() for k in conn.keys("*") if not k.startswith(b"rq:queues")]
     assert leftover == [], leftover
+
+
+def test_a_local_batch_can_be_reported_listed_looked_into_and_retried(folder: Path) -> None:
+    """No Redis configured: report, batches, status of a sub-run, runs and retry work from the batch folders (they
+    said "no Redis configured" or "has no status.json"); without a terminal no error is cut at 80 columns."""
+    pipeline = write_pipeline(folder, PIPELINE)
+    done = _cli("run", str(pipeline), "--each", "arch=models/**/*.ifc", "--out", "runs", "--workers", "2", cwd=folder)
+    assert done.returncode == 1, done.stderr  # sub/c.ifc has no wall: its IDS fails
+    [batch_folder] = (folder / "runs").iterdir()
+    batch_id = batch_folder.name
+    failed = f"{batch_id}-2"
+    report = _cli("report", batch_id, "--out", "runs", cwd=folder)
+    assert report.returncode == 0, report.stderr
+    assert f"| models/sub/c.ifc | `{failed}` | ❌ failed | validate |" in report.stdout
+    junit = _cli("report", batch_id, "--out", "runs", "--format", "junit", cwd=folder)
+    assert junit.returncode == 0 and len(ET.fromstring(junit.stdout).findall("testsuite")) == 4, junit.stderr
+    listed = _cli("batches", "--out", "runs", cwd=folder)
+    assert listed.returncode == 0 and batch_id in listed.stdout and "3 succeeded, 1 failed" in listed.stdout
+    one = _cli("status", failed, "--out", "runs", "--json", cwd=folder)
+    assert one.returncode == 1 and '"status": "failed"' in one.stdout, one.stderr
+    table = _cli("status", failed, "--out", "runs", cwd=folder)  # no terminal: the error is not cut at 80 columns
+    assert "…" not in table.stderr and "validate/c_ids.json" in table.stderr, table.stderr
+    runs = _cli("runs", "--out", "runs", cwd=folder)
+    assert all(f"{batch_id}-{i}" in runs.stdout for i in range(4)), runs.stdout
+    shown = _cli("status", batch_id, "--out", "runs", cwd=folder)
+    assert shown.returncode == 1 and "…" not in shown.stderr
+    assert f"models/sub/c.ifc [{failed}] failed" in shown.stderr and "'ifcwall has a name' (required)" in shown.stderr
+    sub = _cli("retry", failed, "--out", "runs", cwd=folder)
+    assert sub.returncode == 2 and f"ifcflow retry {batch_id}" in sub.stderr, sub.stderr
+    tiny_model(folder / "models/sub/c.ifc", walls=1)  # fixed: the retry runs the failed file again, locally
+    retried = _cli("retry", batch_id, "--out", "runs", "--workers", "1", cwd=folder)
+    assert retried.returncode == 0, retried.stderr
+    assert "models/sub/c.ifc" in retried.stderr and "from the start" in retried.stderr
+    whole = batch_status.BatchStatus.model_validate_json((batch_folder / "batch.json").read_text())
+    assert whole.status == RunState.SUCCEEDED and len(whole.runs) == 4
+    assert '"status": "succeeded"' in (batch_folder / failed / "status.json").read_text()
+    again = _cli("retry", batch_id, "--out", "runs", cwd=folder)
+    assert again.returncode == 0 and "nothing to retry" in again.stdout
+
+
+def test_a_bad_file_of_a_batch_is_named_as_the_glob_matched_it(folder: Path) -> None:
+    (folder / "models" / "e.ifc").write_text("not a model")
+    done = _cli("run", str(write_pipeline(folder, PIPELINE)), "--each", "arch=models/*.ifc", cwd=folder)
+    assert done.returncode == 2 and "-i arch=" not in done.stderr, done.stderr
+    assert "arch=models/e.ifc (matched by the batch glob" in done.stderr

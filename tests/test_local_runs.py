@@ -61,6 +61,9 @@ def test_a_finished_local_run_can_be_looked_at(folder: Path) -> None:
     assert listed.returncode == 0 and run_dir.name in listed.stdout and "succeeded" in listed.stdout
     report = cli("report", run_dir.name, "--format", "junit", cwd=folder)
     assert report.returncode == 0 and 'tests="4"' in report.stdout, report.stderr
+    retried = cli("retry", run_dir.name, cwd=folder)  # its Redis is gone: say what to run instead
+    assert retried.returncode == 2 and "no Redis configured" not in retried.stderr, retried.stderr
+    assert f"run it again with: ifcflow run {folder / 'pipeline.yaml'}" in retried.stderr
 
 
 def test_workers_log_holds_each_jobs_start_and_end_and_no_traceback(folder: Path) -> None:
@@ -90,7 +93,7 @@ def test_unreachable_redis_does_not_advise_what_then_fails() -> None:
 
 def test_timeout_cancels_a_local_run_properly(tmp_path: Path) -> None:
     (tmp_path / "fzk.ifc").symlink_to(shared_ifc("AC20-FZK-Haus.ifc"))
-    done = cli("run", str(write_pipeline(tmp_path, SLOW)), "--out", str(tmp_path / "runs"), "--timeout", "4")
+    done = cli("run", str(write_pipeline(tmp_path, SLOW)), "--out", str(tmp_path / "runs"), "--timeout", "4s")
     assert done.returncode == 1, done.stderr
     (run_dir,) = (tmp_path / "runs").iterdir()
     document = json.loads((run_dir / "status.json").read_text())

@@ -202,9 +202,12 @@ def test_embedded_failing_run_exits_1(folder: Path) -> None:
 
 def test_detach_and_status(folder: Path, redis_server: EmbeddedRedis, conn: Redis) -> None:
     path = write_pipeline(folder, DIAMOND)
-    done = _cli("run", str(path), "--out", str(folder / "runs"), "--detach", env={"IFCFLOW_REDIS_URL": redis_server.url})
+    done = _cli("run", str(path), "--out", str(folder / "runs"), "--detach", "--ttl", "2h",
+                env={"IFCFLOW_REDIS_URL": redis_server.url})
     assert done.returncode == 0, done.stderr
-    run_id = done.stdout.strip().splitlines()[-1]
+    run_id = done.stdout.strip()  # RID=$(ifcflow run --detach p.yaml): only the id on stdout, the hint on stderr
+    assert run_id.startswith("diamond-") and "\n" not in run_id and f"ifcflow status {run_id}" in done.stderr
+    assert conn.hget(f"ifcflow:run:{run_id}", "ttl") == b"7200"
     queued = _cli("status", run_id, "--json", "--redis", redis_server.url)
     assert status.RunStatus.model_validate_json(queued.stdout).status == RunState.QUEUED
     work(conn)
@@ -352,3 +355,11 @@ def test_a_detached_run_leaves_its_status_file(conn: Redis, folder: Path) -> Non
     recorded = status.RunStatus.model_validate_json(status_file.read_text())
     assert recorded.run_id == planned.run_id and recorded.status == RunState.SUCCEEDED
     assert recorded.steps == status.read(conn, planned.run_id).steps
+
+
+def test_time_options_take_durations_or_seconds(folder: Path) -> None:
+    bad = _cli("run", str(write_pipeline(folder, DIAMOND)), "--timeout", "6x")
+    assert bad.returncode == 2 and "invalid duration '6x'" in bad.stderr and "30m" in bad.stderr
+    for option, value in (("--timeout", "0.5"), ("--timeout", "6s"), ("--ttl", "7d")):
+        parsed = _cli("run", str(folder / "missing.yaml"), option, value)  # the file is checked after the options
+        assert "cannot read pipeline file" in parsed.stderr, (option, value, parsed.stderr)

@@ -247,3 +247,53 @@ def test_stop_request_during_a_fire_stops_the_scheduler(conn: Redis, folder: Pat
         while time.monotonic() < deadline:
             scheduler.enqueue_jobs()
             time.sleep(scheduler.calculate_sleep_interval())
+
+
+def test_impossible_or_seconds_first_cron_refused_at_add_with_one_line(folder: Path, redis_server: EmbeddedRedis,
+                                                                       conn: Redis) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "IFCFLOW_REDIS_URL"} | {"IFCFLOW_REDIS_URL": redis_server.url}
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "ifcflow", "schedule", *args], capture_output=True, text=True,
+                              cwd=folder, env=env, timeout=120)
+
+    never = cli("add", "never", "p.yaml", "--cron", "0 0 30 2 *")
+    assert never.returncode == 2 and "never fires" in never.stderr and "Traceback" not in never.stderr
+    assert len(never.stderr.strip().splitlines()) == 1, never.stderr
+    quartz = cli("add", "quartz", "p.yaml", "--cron", "*/20 * * * * *")
+    assert quartz.returncode == 2 and "seconds LAST" in quartz.stderr and "* * * * * */20" in quartz.stderr
+    assert cli("add", "q2", "p.yaml", "--cron", "0 30 2 * * *").returncode == 2
+    assert conn.hkeys(schedule.SCHEDULES) == []
+    assert "seconds LAST" in cli("add", "--help").stdout
+    added = cli("add", "nightly", "p.yaml", "--cron", "0 2 * * *")
+    assert added.returncode == 0, added.stderr
+    fires = added.stdout.split("next fires:")[1].splitlines()[0].split(", ")
+    assert len(fires) == 3 and all(" 02:00:00" in f for f in fires), added.stdout
+    with pytest.raises(IfcflowError, match="never fires"):
+        schedule.add(conn, spec(folder, name="feb", cron="0 0 30 2 *"))
+
+
+def test_a_broken_stored_schedule_is_skipped_and_reported_never_stopping_the_others(
+        conn: Redis, folder: Path, redis_server: EmbeddedRedis) -> None:
+    schedule.add(conn, spec(folder, name="good", cron="* * * * * *", overlap="allow"))
+    conn.hset(schedule.SCHEDULES, "never", spec(folder, name="never", cron="0 0 30 2 *").model_dump_json())
+    conn.hset(schedule.SCHEDULES, "junk", "not json")
+    env = {k: v for k, v in os.environ.items() if k != "IFCFLOW_REDIS_URL"} | {"IFCFLOW_REDIS_URL": redis_server.url}
+    listed = subprocess.run([sys.executable, "-m", "ifcflow", "schedule", "list"], capture_output=True, text=True,
+                            env=env, timeout=120)
+    assert listed.returncode == 0 and "Traceback" not in listed.stderr, listed.stderr
+    assert "good" in listed.stdout and "never fires" in listed.stdout and "junk" in listed.stdout
+    proc = subprocess.Popen([sys.executable, "-m", "ifcflow", "scheduler", "--poll", "0.1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and len(schedule.history(conn, "good")) < 2:
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        output = proc.communicate(timeout=20)[0]
+    fired = schedule.history(conn, "good")
+    assert len(fired) >= 2 and all(f.outcome == "started" for f in fired), output
+    assert output.count("schedule never:") == 1 and "never fires" in output, output  # said once, not every poll
+    assert output.count("schedule junk:") == 1, output
+    assert f"schedule good tick {fired[-1].tick}: started {fired[-1].id}" in output, output

@@ -222,3 +222,38 @@ def test_a_yaml_syntax_error_shows_the_line_with_a_caret(folder: Path) -> None:
     head, line, caret = message.split("\n")
     assert head.startswith("p.yaml:8:6: YAML syntax error") and "check the indentation" in head
     assert line == "         recipe: Optimise" and caret == "         ^"
+
+
+def test_type_errors_do_not_hide_the_checks_across_steps(folder: Path) -> None:
+    """An unknown service, an unknown option or a wrong type used to skip the cross-step checks (cycles, needs to
+    missing steps, input references): a file took several rounds. Now one pass says everything."""
+    found = problems(folder, """\
+        version: 1
+        name: rounds
+        inputs: {arch: arch.ifc}
+        steps:
+          a:
+            uses: ifcconvrt
+            with: {input: "${{ inputs.arhc }}"}
+          b:
+            uses: ifcconvert
+            needs: [c, zz]
+            with:
+              input: "${{ inputs.arch }}"
+              output: x.glb
+              timeout: 30m
+              if: always()
+          c:
+            uses: ifcconvert
+            needs: b
+            with: {input: "${{ steps.a.outputs.output }}", output: y.glb, threads: many}
+        """)
+    text = "\n".join(found)
+    assert "p.yaml:6:11: unknown service 'ifcconvrt'" in text
+    assert "p.yaml:7:19: unknown input 'arhc' — did you mean 'arch'?" in text
+    assert "p.yaml:8:3: dependency cycle: b -> c -> b" in text
+    assert "p.yaml:10:16: step 'b' needs unknown step 'zz'" in text
+    assert "p.yaml:19:76: steps.c.with.threads: Input should be a valid integer" in text
+    assert "p.yaml:14:7: 'timeout' is a key of step 'b', not an option of its service: write it beside 'with:'" in text
+    assert "p.yaml:15:7: 'if' is a key of step 'b'" in text
+    assert len(found) == 7, text

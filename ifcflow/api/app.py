@@ -32,6 +32,7 @@ from . import (
     uischedules,
     uploads,
 )
+from .docs import install as install_docs
 from .guard import Guard
 from .paths import UnsafePath
 from .problems import public
@@ -128,7 +129,9 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
             stop.set()
             watcher.stop()
 
-    app = FastAPI(title="ifcflow", version="0.1.0", lifespan=lifespan, description=(
+    keyed = bool(settings.api_keys)  # then /docs and /openapi.json need the key like the rest (api/docs.py)
+    app = FastAPI(title="ifcflow", version="0.1.0", lifespan=lifespan, docs_url=None if keyed else "/docs",
+                  redoc_url=None if keyed else "/redoc", openapi_url=None if keyed else "/openapi.json", description=(
         "Pipelines of IfcOpenShell tools on RQ. The original IFC Pipeline gateway's endpoints, unchanged, plus "
         "pipelines (/runs), batches over many models (/batches), schedules (/schedules), live events (SSE) and signed "
         "webhooks. Send X-API-Key (IFCFLOW_API_KEYS)."))
@@ -141,4 +144,6 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     ui.install(app)  # the web page under /ui (issue 11)
     app.include_router(uibatches.router)
     app.include_router(uischedules.router)
+    if keyed:
+        install_docs(app)
     return app

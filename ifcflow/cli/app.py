@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,6 +22,34 @@ EXIT = {RunState.SUCCEEDED: 0, RunState.SUCCEEDED_WITH_FAILURES: 3, RunState.FAI
 redis_option = click.option("--redis", "redis_url", metavar="URL", envvar=connection.ENV,
                             help="Redis server (default: $IFCFLOW_REDIS_URL; `run` starts a private one if unset)")
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # a long path stays on one line (CI logs)
+
+
+class Duration(click.ParamType):
+    """Seconds (``90``, ``0.5``) or a duration as pipeline files write it (``90s``, ``30m``, ``2h``, ``1h30m``,
+    ``7d``; :mod:`ifcflow.durations`), for every time option of the CLI."""
+
+    name = "duration"
+
+    def __init__(self, whole: bool = False):
+        self.whole = whole  # whole seconds (--ttl): 0.5 is refused
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        from .. import durations
+
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return value
+        text = str(value).strip()
+        try:
+            seconds = float(text) if not self.whole and re.fullmatch(r"\d*\.\d+", text) else durations.parse(text)
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+        if seconds <= 0:
+            self.fail(f"duration must be positive, got {text!r}", param, ctx)
+        return seconds
+
+
+SECONDS = Duration()
+WHOLE_SECONDS = Duration(whole=True)
 
 
 def parse_inputs(values: tuple[str, ...]) -> dict[str, str]:

@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -14,9 +15,19 @@ import click
 from redis import Redis
 from rich.live import Live
 
-from .. import batch, batch_report, batch_status, document
+from .. import (
+    batch,
+    batch_report,
+    batch_status,
+    batchfolder,
+    connection,
+    document,
+    runfolder,
+    store,
+)
 from ..batch_status import BatchStatus
 from ..errors import IfcflowError
+from ..plan import plan
 from .app import EXIT, cli, cluster, err, redis_from, redis_option
 
 
@@ -112,27 +123,29 @@ def run_batch(doc: document.Document, each: dict[str, str], *, url: str | None, 
     finish(status, as_json)
 
 
-BATCH_FILE = "batch.json"
+BATCH_FILE = batchfolder.BATCH_FILE
 
 
-def record_batch(conn: Redis, status: BatchStatus) -> None:
+def record_batch(conn: Redis, status: BatchStatus, into: BatchStatus | None = None) -> BatchStatus:
     """Write every sub-run's ``status.json`` and the batch's ``batch.json`` into the batch folder (a local batch's
-    private Redis is gone when the command ends)."""
+    private Redis is gone when the command ends); ``into``: the recorded batch whose rows ``status`` replaces (a
+    local retry). Returns the batch document written."""
     from ..status import StatusReader
     from .app import record
 
     for run in status.runs:
         record(StatusReader(conn, run.run_id).fetch())
+    whole = batchfolder.merge(into, status) if into is not None else status
     try:
-        (Path(status.out_dir) / BATCH_FILE).write_text(status.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        batchfolder.write(whole)
     except OSError as exc:
         err.print(f"warning: could not write {status.out_dir}/{BATCH_FILE}: {exc.strerror or exc}", markup=False)
+    return whole
 
 
 def recorded(out: Path, batch_id: str) -> BatchStatus | None:
     """The batch document recorded under ``out`` (no Redis configured), if there is one."""
-    path = out / batch_id / BATCH_FILE
-    return BatchStatus.model_validate_json(path.read_bytes()) if path.is_file() else None
+    return batchfolder.read(out, batch_id)
 
 
 def show(conn: Redis | None, batch_id: str, as_json: bool, watch: bool, status: BatchStatus | None = None) -> None:
@@ -142,8 +155,11 @@ def show(conn: Redis | None, batch_id: str, as_json: bool, watch: bool, status: 
     assert status is not None
     if as_json:
         click.echo(status.model_dump_json(indent=2))
-    else:
+    elif err.is_terminal:
         err.print(batch_report.table(status, limit=len(status.runs)))
+    else:  # a log or a pipe: whole lines, never a table cut at 80 columns
+        for line in batch_report.lines(status):
+            err.print(line, markup=False, highlight=False)
     sys.exit(EXIT.get(status.status, 0) if status.terminal else 0)
 
 
@@ -162,8 +178,45 @@ def retry(conn: Redis, batch_id: str, wait: bool) -> None:
         finish(follow(conn, batch_id), as_json=False)
 
 
-def report(conn: Redis, batch_id: str, fmt: str, output: Path | None) -> None:
-    text = batch_report.render(conn, batch_status.read(conn, batch_id), fmt)
+def retry_local(out: Path, kept: BatchStatus, workers: int | None, as_json: bool) -> None:
+    """``ifcflow retry BATCH`` without Redis: the private Redis that knew which steps succeeded is gone, so the
+    failed and canceled sub-runs run again from the start, locally, in their own run ids and folders; the batch's
+    record (batch.json and their status.json) is updated and the whole batch shown, as a retry with Redis does."""
+    import os
+
+    chosen = batchfolder.to_retry(kept)
+    if not chosen:
+        click.echo(f"nothing to retry: no failed or canceled run in batch {kept.batch_id}")
+        return
+    doc = document.load(kept.file, check_files=False)  # re-read: the file may have been fixed since
+    runs = [r for r in kept.runs if r.run_id in chosen]
+    now = datetime.now(timezone.utc)
+    plans = [plan(document.rebind(doc, r.inputs), run_id=r.run_id, out_root=kept.out_dir, now=now) for r in runs]
+    record = batch.BatchRecord(
+        batch_id=kept.batch_id, pipeline=kept.pipeline, file=kept.file, created_at=kept.created_at,
+        out_dir=kept.out_dir, ttl=store.DEFAULT_TTL, each={},
+        steps=[batch.TemplateStep(id=s.id, on_failure=s.on_failure) for s in plans[0].steps],
+        runs=[batch.SubRun(run_id=r.run_id, label=r.label, inputs=r.inputs) for r in runs])
+    err.print(f"batch {kept.batch_id}: running {len(runs)} failed or canceled run(s) again, locally and from the "
+              "start (no Redis is configured: the one that ran them is gone): "
+              + ", ".join(r.label for r in runs), markup=False, highlight=False)
+    services = sorted({step.service for step in plans[0].steps})
+    with cluster(None, workers or os.cpu_count() or 1, Path(kept.out_dir) / "workers.log", services) as (conn, health):
+        batch.submit(conn, record, plans)
+        status = follow(conn, kept.batch_id, quiet=as_json, health=health)
+        whole = record_batch(conn, status, into=kept)
+    finish(whole, as_json)
+
+
+def report(conn: Redis | None, batch_id: str, fmt: str, output: Path | None, kept: BatchStatus | None = None,
+           out: Path | None = None) -> None:
+    """A batch's report, from Redis or (``kept``, under ``out``) from its recorded folders."""
+    if kept is not None and out is not None:
+        root = out
+        text = batch_report.render(None, kept, fmt, read_run=lambda run_id: runfolder.read_status(root, run_id))
+    else:
+        assert conn is not None
+        text = batch_report.render(conn, batch_status.read(conn, batch_id), fmt)
     if output:
         output.write_text(text, encoding="utf-8")
     else:
@@ -174,8 +227,12 @@ def report(conn: Redis, batch_id: str, fmt: str, output: Path | None) -> None:
 @redis_option
 @click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def list_batches(redis_url: str | None, limit: int, as_json: bool) -> None:
-    """List recent batches, newest first."""
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=runfolder.DEFAULT_ROOT,
+              show_default=True, help="batch folders to read when no Redis is configured")
+def list_batches(redis_url: str | None, limit: int, as_json: bool, out: Path) -> None:
+    """List recent batches, newest first (the batch folders' records when no Redis is configured)."""
+    if connection.configured_url(redis_url) is None:
+        return _show_rows([_row(s) for s in batchfolder.recent(out, limit)], as_json, f"no batches in {out}")
     conn = redis_from(redis_url)
     rows: list[dict[str, Any]] = []
     for batch_id in batch.recent(conn, limit):
@@ -184,11 +241,22 @@ def list_batches(redis_url: str | None, limit: int, as_json: bool) -> None:
         except IfcflowError:  # expired with its runs
             conn.zrem(batch.BATCHES, batch_id)
             continue
-        rows.append({"batch_id": batch_id, "pipeline": status.pipeline, "status": status.status.value,
-                     "runs": len(status.runs), "counts": {k: v for k, v in status.counts.items() if v},
-                     "created_at": status.created_at})
+        rows.append(_row(status))
+    _show_rows(rows, as_json, "no batches")
+
+
+def _row(status: BatchStatus) -> dict[str, Any]:
+    return {"batch_id": status.batch_id, "pipeline": status.pipeline, "status": status.status.value,
+            "runs": len(status.runs), "counts": {k: v for k, v in status.counts.items() if v},
+            "created_at": status.created_at}
+
+
+def _show_rows(rows: list[dict[str, Any]], as_json: bool, empty: str) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
-    for row in rows if not as_json else []:
+        return
+    for row in rows:
         counts = ", ".join(f"{n} {state}" for state, n in row["counts"].items())
         click.echo(f"{row['batch_id']}  {row['status']:<24} {row['runs']:>5} runs ({counts})  {row['created_at']}")
+    if not rows:
+        click.echo(empty)

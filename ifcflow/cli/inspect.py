@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import click
+from rich.console import Console
 
 from .. import batch, connection, document, live, runfolder, store
 from . import batch as batch_cli
@@ -78,7 +79,8 @@ def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_
         click.echo(result.model_dump_json(indent=2, exclude={"steps": {"__all__": {"traceback"}}}
                                           if not with_traceback else None))
     else:
-        err.print(live.table(result))
+        wide = err if err.is_terminal else Console(stderr=True, highlight=False, width=1000)  # a log: whole lines
+        wide.print(live.table(result))
     sys.exit(EXIT.get(result.status, 0) if result.terminal else 0)
 
 
@@ -95,6 +97,8 @@ def report(run_id: str, redis_url: str | None, fmt: str, output: Path | None, ou
 
     if connection.configured_url(redis_url) is not None and batch.exists(redis_from(redis_url), run_id):
         return batch_cli.report(redis_from(redis_url), run_id, fmt, output)
+    if connection.configured_url(redis_url) is None and (kept := batch_cli.recorded(out, run_id)) is not None:
+        return batch_cli.report(None, run_id, fmt, output, kept=kept, out=out)
     text = render(recorded(redis_url, out, run_id, with_traceback=True), fmt)
     if output:
         output.write_text(text, encoding="utf-8")

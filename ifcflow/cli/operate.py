@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
 
-from .. import batch, connection
+from .. import batch, connection, runfolder
 from . import batch as batch_cli
 from ..errors import IfcflowError
 from ..status import StatusReader
-from .app import cli, finish, follow, record, redis_from, redis_option
+from .app import SECONDS, WHOLE_SECONDS, cli, finish, follow, record, redis_from, redis_option
 
 
 @cli.command()
@@ -38,7 +39,8 @@ def worker(queues: tuple[str, ...], redis_url: str | None, burst: bool, name: st
 @click.argument("run_ids", nargs=-1)
 @redis_option
 @click.option("--loop", "forever", is_flag=True, help="keep sweeping unfinished runs until stopped (Ctrl-C, SIGTERM)")
-@click.option("--interval", type=float, default=5.0, show_default=True, help="seconds between sweeps with --loop")
+@click.option("--interval", type=SECONDS, default=5.0, show_default=True,
+              help="time between sweeps with --loop (seconds, or 30s, 1m)")
 def reconcile_command(run_ids: tuple[str, ...], redis_url: str | None, forever: bool, interval: float) -> None:
     """Repair runs now: skip what can no longer run, fail dead workers' steps, end finished runs.
 
@@ -86,11 +88,27 @@ def cancel(run_id: str, redis_url: str | None) -> None:
 @redis_option
 @click.option("--step", default=None, help="re-run this step (and what depends on it) instead of every failed one")
 @click.option("--wait/--no-wait", default=False, help="follow the run until it ends")
-def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool) -> None:
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=runfolder.DEFAULT_ROOT,
+              show_default=True, help="batch folders to read when no Redis is configured")
+@click.option("--workers", type=int, default=None, help="local workers when no Redis is configured [cores]")
+def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool, out: Path, workers: int | None) -> None:
     """Re-run a run's failed, skipped and canceled steps in the same run, keeping what succeeded (of a batch: in
-    each failed or canceled run)."""
+    each failed or canceled run). Without Redis, a local batch's failed and canceled runs run again locally, from
+    the start (the private Redis that ran them is gone)."""
     from ..control import retry as do_retry
 
+    if connection.configured_url(redis_url) is None and step is None \
+            and (kept := batch_cli.recorded(out, run_id)) is not None:
+        return batch_cli.retry_local(out, kept, workers, as_json=False)
+    if connection.configured_url(redis_url) is None:
+        ran = runfolder.read_status(out, run_id)  # a clear error when there is no such run either
+        parent = run_id.rpartition("-")[0]
+        if batch_cli.recorded(out, parent) is not None:
+            raise IfcflowError(f"run {run_id} is part of local batch {parent}: retry the batch (it runs its failed "
+                               f"and canceled files again): ifcflow retry {parent}")
+        raise IfcflowError(f"run {run_id} ran on a private Redis that ended with its `ifcflow run`, so its steps "
+                           f"cannot be re-enqueued in place: run it again with: ifcflow run {ran.file} (with the same "
+                           "-i); to retry runs in place, use a shared Redis (--redis URL or IFCFLOW_REDIS_URL)")
     conn = redis_from(redis_url)
     if batch.exists(conn, run_id) and step is None:
         return batch_cli.retry(conn, run_id, wait)
@@ -154,15 +172,12 @@ def _services(record: dict[str, Any] | None) -> str:
 
 @cli.command()
 @redis_option
-@click.option("--older-than", "older_than", default="7d", show_default=True, help="age, e.g. 12h, 7d")
+@click.option("--older-than", "older_than", type=WHOLE_SECONDS, default="7d", show_default=True,
+              help="age (seconds, or 12h, 7d)")
 @click.option("--dry-run", is_flag=True)
-def prune(redis_url: str | None, older_than: str, dry_run: bool) -> None:
+def prune(redis_url: str | None, older_than: float, dry_run: bool) -> None:
     """Delete finished runs (records, jobs, results) older than --older-than."""
-    from .. import durations, maintenance
+    from .. import maintenance
 
-    try:
-        seconds = durations.parse(older_than)
-    except ValueError as exc:
-        raise click.BadParameter(str(exc), param_hint="--older-than") from None
-    pruned = maintenance.prune(redis_from(redis_url), seconds, dry_run=dry_run)
+    pruned = maintenance.prune(redis_from(redis_url), int(older_than), dry_run=dry_run)
     click.echo(f"{'would prune' if dry_run else 'pruned'} {len(pruned)} run(s)" + "".join(f"\n  {r}" for r in pruned))

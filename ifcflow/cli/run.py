@@ -19,7 +19,7 @@ from ..errors import IfcflowError
 from ..plan import Plan
 from ..plan import plan as make_plan
 from ..status import RunStatus, StatusReader
-from .app import cli, cluster, finish, follow, parse_inputs, record, redis_option, report_specs, write_reports
+from .app import SECONDS, WHOLE_SECONDS, cli, cluster, finish, follow, parse_inputs, record, redis_option, report_specs, write_reports
 
 
 @cli.command()
@@ -30,10 +30,11 @@ from .app import cli, cluster, finish, follow, parse_inputs, record, redis_optio
               show_default=True, help="folder for run outputs (<out>/<run_id>/<step>/)")
 @click.option("--detach", is_flag=True, help="enqueue, print the run id and return at once")
 @click.option("--json", "as_json", is_flag=True, help="print the final status document as JSON")
-@click.option("--timeout", type=float, default=None,
-              help="stop waiting after this many seconds (exit 1); a local run is canceled then")
+@click.option("--timeout", type=SECONDS, default=None,
+              help="stop waiting after this long (seconds, or 90s, 30m, 2h; exit 1); a local run is canceled then")
 @click.option("--workers", type=int, default=None, help="local workers when no Redis is configured [cores]")
-@click.option("--ttl", type=int, default=store.DEFAULT_TTL, show_default=True, help="keep results this many seconds")
+@click.option("--ttl", type=WHOLE_SECONDS, default=store.DEFAULT_TTL, show_default=True,
+              help="keep results this long (seconds, or 12h, 7d)")
 @click.option("--report", "reports", multiple=True, metavar="FORMAT:PATH",
               help="also write a report when the run ends, e.g. junit:report.xml, markdown:summary.md, html:r.html")
 @click.option("--webhook", metavar="URL", default=None,
@@ -78,7 +79,8 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
         if webhook:
             conn.sadd(hooks.WATCHED, planned.run_id)  # an API server's watcher observes a detached run's end
         if detach:
-            click.echo(f"enqueued {len(planned.steps)} steps; follow with: ifcflow status {planned.run_id} --watch")
+            click.echo(f"enqueued {len(planned.steps)} steps; follow with: ifcflow status {planned.run_id} --watch",
+                       err=True)
             click.echo(planned.run_id)
             return
         reader = StatusReader(conn, planned.run_id, planned)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 
 import click
@@ -10,7 +11,7 @@ from pydantic import ValidationError
 
 from .. import batch, schedule, store
 from ..errors import IfcflowError
-from .app import cli, parse_inputs, redis_from, redis_option
+from .app import SECONDS, WHOLE_SECONDS, cli, parse_inputs, redis_from, redis_option
 
 
 @cli.group(name="schedule")
@@ -21,7 +22,9 @@ def schedule_group() -> None:
 @schedule_group.command(name="add")
 @click.argument("name")
 @click.argument("pipeline", type=click.Path(dir_okay=False, path_type=Path))
-@click.option("--cron", required=True, help="cron expression, local time, e.g. '0 2 * * *' (6 fields: seconds last)")
+@click.option("--cron", required=True, help="cron expression, local time: 5 fields (minute hour day month weekday), "
+              "e.g. '0 2 * * *'; or 6 with the seconds LAST (croniter), unlike Quartz/Spring which put them first: "
+              "'* * * * * */20' is every 20 seconds")
 @click.option("-i", "--input", "inputs", multiple=True, metavar="NAME=PATH", help="override a pipeline input")
 @click.option("--each", "each", multiple=True, metavar="NAME=GLOB", help="run a batch over the files (re-expanded "
               "at every fire; relative to the current folder)")
@@ -30,7 +33,8 @@ def schedule_group() -> None:
               help="when the previous run has not ended: skip this fire, queue it, or start anyway")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ifcflow-runs"),
               show_default=True, help="folder for run outputs")
-@click.option("--ttl", type=int, default=store.DEFAULT_TTL, show_default=True, help="keep results this many seconds")
+@click.option("--ttl", type=WHOLE_SECONDS, default=store.DEFAULT_TTL, show_default=True,
+              help="keep results this long (seconds, or 12h, 7d)")
 @click.option("--replace", is_flag=True, help="replace a schedule of that name")
 @redis_option
 def add(name: str, pipeline: Path, cron: str, inputs: tuple[str, ...], each: tuple[str, ...], webhook: str | None,
@@ -43,8 +47,10 @@ def add(name: str, pipeline: Path, cron: str, inputs: tuple[str, ...], each: tup
         raise IfcflowError(f"schedule name {name!r}: use lower-case letters, digits and '-' "
                            f"({exc.errors()[0]['msg']})") from None
     added = schedule.add(redis_from(redis_url), spec, replace=replace)
-    click.echo(f"schedule {added.name}: {added.pipeline} on '{added.cron}', next fire "
-               f"{schedule._iso(schedule.next_fire(added.cron))}; fired by: ifcflow scheduler")
+    fires = ", ".join(datetime.fromtimestamp(t).astimezone().isoformat(" ", "seconds")
+                      for t in schedule.next_fires(added.cron, 3))
+    click.echo(f"schedule {added.name}: {added.pipeline} on '{added.cron}'\nnext fires: {fires}\n"
+               "fired by: ifcflow scheduler")
 
 
 @schedule_group.command(name="list")
@@ -52,11 +58,15 @@ def add(name: str, pipeline: Path, cron: str, inputs: tuple[str, ...], each: tup
 @redis_option
 def list_(as_json: bool, redis_url: str | None) -> None:
     """Schedules with their next fire time and last fire (run id and outcome)."""
-    rows = schedule.listing(redis_from(redis_url))
+    conn = redis_from(redis_url)
+    rows = schedule.listing(conn)
+    broken = schedule.read_all(conn)[1]
+    for name, reason in broken.items():
+        click.echo(f"{name:<20} BROKEN: {reason}", err=as_json)
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    if not rows:
+    if not rows and not broken:
         click.echo("no schedules; add one with: ifcflow schedule add NAME PIPELINE --cron '0 2 * * *'")
     for row in rows:
         last = row["last"]
@@ -90,10 +100,18 @@ def run_now(name: str, redis_url: str | None) -> None:
 
 @cli.command()
 @redis_option
-@click.option("--poll", type=float, default=1.0, show_default=True, help="seconds between looks at the schedules")
+@click.option("--poll", type=SECONDS, default=1.0, show_default=True,
+              help="time between looks at the schedules (seconds, or 5s)")
 @click.option("--name", default="", help="scheduler name (default: host:pid:random)")
 def scheduler(redis_url: str | None, poll: float, name: str) -> None:
-    """Fire the stored schedules (several schedulers on one Redis fire each tick once)."""
+    """Fire the stored schedules (several schedulers on one Redis fire each tick once); logs each fire, and once
+    each stored schedule it skips because it cannot be read or never fires."""
+    import logging
+
     from ..scheduler import Scheduler
 
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logging.getLogger("ifcflow").addHandler(handler)
+    logging.getLogger("ifcflow").setLevel(logging.INFO)
     Scheduler(redis_from(redis_url), poll=poll, name=name).start()
