@@ -60,7 +60,7 @@ def test_docs_and_openapi_need_the_key_when_keys_are_set(conn: Redis, tmp_path: 
 
     async def described(app_keys: tuple[str, ...], headers: dict[str, str]) -> httpx.Response:
         app = create_app(Settings(data=tmp_path, redis_url="unused", api_keys=app_keys), conn=conn)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://localhost") as http:
             return await http.get("/openapi.json", headers=headers)
 
     keyed = asyncio.run(described(("k1",), {"X-API-Key": "k1"})).json()
