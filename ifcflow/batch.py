@@ -14,7 +14,9 @@ worker`` deployments). So a batch of 500 keeps only a few sub-runs' jobs in the 
 submitted after it waits behind at most that window instead of behind 500 files.
 
 Keys: ``ifcflow:batch:<id>`` hash (``record`` JSON, ``released`` count, ``canceled``, ``ended_at``),
-``ifcflow:batch:<id>:ended`` set of ended sub-runs, ``ifcflow:batches`` sorted set by creation time; every
+``ifcflow:batch:<id>:ended`` set of ended sub-runs, ``ifcflow:batch:<id>:rows`` hash sub-run -> its final row
+(state, step states, errors, times: recorded when the batch notes its end, so the batch keeps it even after the
+sub-run itself was pruned or expired), ``ifcflow:batches`` sorted set by creation time; every
 sub-run's record has ``batch``.
 """
 
@@ -34,9 +36,11 @@ from redis.client import Pipeline as RedisPipeline
 from rq import Worker
 from rq.job import Job
 
-from . import document, enqueue, store
+from . import document, enqueue, runstates, store
 from .errors import IfcflowError
 from .plan import Plan, plan
+from .runstates import RunRow
+from .states import RunState
 
 BATCHES = "ifcflow:batches"
 DEFAULT_MAX_RUNS = 1000
@@ -101,6 +105,23 @@ def key(batch_id: str) -> str:
 
 def ended_key(batch_id: str) -> str:
     return f"ifcflow:batch:{batch_id}:ended"
+
+
+def rows_key(batch_id: str) -> str:
+    return f"ifcflow:batch:{batch_id}:rows"
+
+
+def run_rows(conn: Redis, batch_id: str, steps: list[TemplateStep], run_ids: list[str]) -> dict[str, RunRow]:
+    """Each sub-run's row: the one the batch recorded when the sub-run ended, else computed now (read-only)."""
+    recorded: list[bytes | None] = conn.hmget(rows_key(batch_id), run_ids) if run_ids else []  # type: ignore[assignment]
+    rows = {run_id: RunRow.load(raw) for run_id, raw in zip(run_ids, recorded) if raw}
+    rest = [run_id for run_id in run_ids if run_id not in rows]
+    rows.update(runstates.rows(conn, [(s.id, s.on_failure) for s in steps], rest))
+    return {run_id: rows[run_id] for run_id in run_ids}
+
+
+def run_states(conn: Redis, batch_id: str, steps: list[TemplateStep], run_ids: list[str]) -> dict[str, RunState]:
+    return {run_id: row.status for run_id, row in run_rows(conn, batch_id, steps, run_ids).items()}
 
 
 def exists(conn: Redis, batch_id: str) -> bool:
@@ -246,7 +267,7 @@ def prune(conn: Redis, cutoff: float, dry_run: bool = False) -> list[str]:
         elif conn.hexists(key(batch_id), "ended_at"):
             pruned.append(batch_id)
             if not dry_run:
-                conn.delete(key(batch_id), ended_key(batch_id))
+                conn.delete(key(batch_id), ended_key(batch_id), rows_key(batch_id))
                 conn.zrem(BATCHES, batch_id)
     return pruned
 
@@ -261,7 +282,6 @@ def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0)
     release a sub-run twice nor skip one. ``repair`` reads unfinished sub-runs with the (repairing) status reader.
     Reads only the small ``control`` part of the batch record: it runs after every job of a batch.
     """
-    from .batch_status import run_states
     from . import reconcile
 
     lock, token = f"{key(batch_id)}:lock", secrets.token_hex(8)
@@ -281,11 +301,15 @@ def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0)
         if repair:  # (status reads never repair: the reconciler does)
             for run_id in active:
                 reconcile.run(conn, run_id, wait=0.0)
-        states = run_states(conn, control.steps, active)
+        states = run_states(conn, batch_id, control.steps, active)
         done = [run_id for run_id in active if states[run_id].terminal]
         for run_id in done:  # ended once, with its hooks, by the reconciler
             reconcile.run(conn, run_id, wait=0.0)
-        if done:
+        if done:  # the batch keeps each sub-run's final row: it outlives the sub-run's own records
+            ended_rows = runstates.rows(conn, [(s.id, s.on_failure) for s in control.steps], done)
+            kept = {run_id: row.dump() for run_id, row in ended_rows.items() if row.exists}
+            if kept:
+                conn.hset(rows_key(batch_id), mapping=kept)  # type: ignore[arg-type]
             conn.sadd(ended_key(batch_id), *done)
         todo = 0 if canceled else max(0, min(window_size(conn, control.window) - (len(active) - len(done)),
                                              control.total - released))
@@ -295,6 +319,7 @@ def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0)
         if len(ended) + len(done) >= control.total and conn.hsetnx(key(batch_id), "ended_at", time.time()):
             conn.expire(key(batch_id), control.ttl)
             conn.expire(ended_key(batch_id), control.ttl)
+            conn.expire(rows_key(batch_id), control.ttl)
         return todo
     finally:
         conn.eval(_UNLOCK, 1, lock, token)
@@ -302,12 +327,11 @@ def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0)
 
 def cancel(conn: Redis, batch_id: str) -> list[str]:
     """Cancel every sub-run that has not ended (no further one is released). Returns the sub-runs canceled."""
-    from .batch_status import run_states
     from .control import cancel as cancel_run
 
     record = load(conn, batch_id)
     conn.hset(key(batch_id), "canceled", time.time())
-    states = run_states(conn, record.steps, [r.run_id for r in record.runs])
+    states = run_states(conn, batch_id, record.steps, [r.run_id for r in record.runs])
     canceled = [run_id for run_id, state in states.items() if not state.terminal]
     for run_id in canceled:
         cancel_run(conn, run_id, wait=2.0)
@@ -318,18 +342,17 @@ def cancel(conn: Redis, batch_id: str) -> list[str]:
 def retry(conn: Redis, batch_id: str) -> dict[str, list[str]]:
     """Re-run the failed, skipped and canceled steps of every sub-run that failed or was canceled (sub-runs that
     succeeded are left alone). Returns run id -> steps re-enqueued."""
-    from .batch_status import run_states
     from .control import retry as retry_run
-    from .states import RunState
 
     record = load(conn, batch_id)
-    states = run_states(conn, record.steps, [r.run_id for r in record.runs])
+    states = run_states(conn, batch_id, record.steps, [r.run_id for r in record.runs])
     chosen = [r for r, s in states.items() if s in (RunState.FAILED, RunState.CANCELED)]
     if not chosen:
         return {}
     conn.hdel(key(batch_id), "canceled", "ended_at")
     conn.persist(key(batch_id))
     conn.srem(ended_key(batch_id), *chosen)
+    conn.hdel(rows_key(batch_id), *chosen)
     retried = {run_id: retry_run(conn, run_id, ttl=record.ttl) for run_id in chosen}
     # retried sub-runs count as released (their retry gate opens at once), never-released ones included
     released = int(conn.hget(key(batch_id), "released") or 0)

@@ -55,11 +55,24 @@ def workers(conn: Redis) -> list[dict[str, Any]]:
     return rows
 
 
+def _in_live_batch(conn: Redis, run_id: str) -> bool:
+    """A sub-run of a batch that has not ended: kept until the batch ends (the batch reads it until then, and
+    records its final row when it notes its end)."""
+    from .batch import key
+
+    raw: bytes | None = conn.hget(store.run_key(run_id), "batch")  # type: ignore[assignment]
+    if raw is None:
+        return False
+    batch_id = raw.decode()
+    return bool(conn.exists(key(batch_id))) and not conn.hexists(key(batch_id), "ended_at")
+
+
 def prune(conn: Redis, older_than: int, dry_run: bool = False) -> list[str]:
     """Delete finished runs created more than ``older_than`` seconds ago: run records, jobs and results (and
     finished batches' records: their runs are runs like any other).
 
-    A run whose record is already gone has its leftover RQ keys (found by job id prefix) deleted too.
+    A finished sub-run of a batch that has not ended is kept (pruned with its batch). A run whose record is already
+    gone has its leftover RQ keys (found by job id prefix) deleted too.
     """
     cutoff = time.time() - older_than
     pruned = []
@@ -77,7 +90,7 @@ def prune(conn: Redis, older_than: int, dry_run: bool = False) -> list[str]:
                     conn.delete(*leftovers)
                 store.delete_run(conn, run_id)
             continue
-        if not reader.read().terminal:
+        if not reader.read().terminal or _in_live_batch(conn, run_id):
             continue
         pruned.append(run_id)
         if dry_run:

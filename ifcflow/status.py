@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -103,19 +104,27 @@ def _succeeded(returned: Any) -> bool:
     return not (isinstance(returned, dict) and (returned.get("skipped") or returned.get("canceled")))
 
 
-def _state(job: rqstore.JobView, record: dict[str, Any] | None,
-           final: dict[str, Any] | None) -> tuple[StepState, str | None, bool]:
-    """(state, error, expired) of one step from its RQ job, ifcflow's record of it and the run's final record."""
-    returned = job.return_value
-    if job.status is None:
+def step_state(rq_status: str | None, record: dict[str, Any] | None, final: dict[str, Any] | None, *,
+               returned: Any = None, cached: bool = False,
+               exc_string: str | None = None) -> tuple[StepState, str | None, bool]:
+    """(state, error, expired) of one step: THE state computation, for run status, batch rows, reports and the UI.
+
+    ``rq_status`` is its RQ job's status (None: the job hash is gone), ``record`` ifcflow's record of the step,
+    ``final`` the step's entry in the run's ``final`` record (written when the run ended: authoritative, so a run
+    reads the same after its jobs were compacted, expired or pruned), ``returned`` the job's return value when
+    known, ``cached`` whether it was served from the cache (a reader that skips results sees :data:`cache.MARK`).
+    """
+    if final:
+        expired = rq_status is None
+        return StepState(final["status"]), final.get("error") or (EXPIRED if expired and not record else None), \
+            expired and not record
+    if rq_status is None:
         if record:
             return StepState(record["status"]), record["reason"], False
-        if final:
-            return StepState(final["status"]), final.get("error") or EXPIRED, True
         return StepState.FAILED, "lost", False
-    if job.status not in _RQ_STATES:
-        return StepState.PENDING, unknown_status(job.status), False
-    state = _RQ_STATES[job.status]
+    if rq_status not in _RQ_STATES:
+        return StepState.PENDING, unknown_status(rq_status), False
+    state = _RQ_STATES[rq_status]
     error = None
     if record and (state in (StepState.FAILED, StepState.CANCELED)
                    or (state == StepState.SUCCEEDED and not _succeeded(returned))):
@@ -123,11 +132,16 @@ def _state(job: rqstore.JobView, record: dict[str, Any] | None,
     elif state == StepState.SUCCEEDED and not _succeeded(returned) and isinstance(returned, dict):
         state = StepState.CANCELED if returned.get("canceled") else StepState.SKIPPED
         error = returned.get("message")
-    if state == StepState.SUCCEEDED and isinstance(returned, dict) and returned.get("cached"):
+    if state == StepState.SUCCEEDED and (cached or (isinstance(returned, dict) and returned.get("cached"))):
         state = StepState.CACHED  # served from the cache; result["cached_from"] names the run
     if state == StepState.FAILED and error is None:
-        error = error_summary(job.exc_string) or "failed"
+        error = error_summary(exc_string) or "failed"
     return state, error, False
+
+
+def _state(job: rqstore.JobView, record: dict[str, Any] | None,
+           final: dict[str, Any] | None) -> tuple[StepState, str | None, bool]:
+    return step_state(job.status, record, final, returned=job.return_value, exc_string=job.exc_string)
 
 
 def _step(planned: PlannedStep, job: rqstore.JobView, record: dict[str, Any] | None, final: dict[str, Any] | None,
@@ -162,18 +176,24 @@ def _built(cls: type[StepStatus], values: dict[str, Any]) -> StepStatus:
 
 
 def run_state(plan: Plan, steps: dict[str, StepStatus], canceled: bool) -> RunState:
-    states = [s.status for s in steps.values()]
-    if not all(s.terminal for s in states):
+    return state_of_run({sid: s.status for sid, s in steps.items()}, {s.id: s.on_failure for s in plan.steps},
+                        canceled)
+
+
+def state_of_run(states: Mapping[str, StepState], on_failure: Mapping[str, str], canceled: bool) -> RunState:
+    """THE run state from its steps' states (for run status and batch rows alike)."""
+    values = list(states.values())
+    if not all(s.terminal for s in values):
         if canceled:
             return RunState.RUNNING
-        started = any(s not in (StepState.PENDING, StepState.QUEUED) for s in states)
+        started = any(s not in (StepState.PENDING, StepState.QUEUED) for s in values)
         return RunState.RUNNING if started else RunState.QUEUED
     if canceled:
         return RunState.CANCELED
-    failed = [step for step in plan.steps if steps[step.id].status == StepState.FAILED]
-    if any(step.on_failure != "continue" for step in failed):
+    failed = [sid for sid, s in states.items() if s == StepState.FAILED]
+    if any(on_failure.get(sid, "stop") != "continue" for sid in failed):
         return RunState.FAILED
-    if any(s == StepState.CANCELED for s in states):
+    if any(s == StepState.CANCELED for s in values):
         return RunState.CANCELED
     return RunState.SUCCEEDED_WITH_FAILURES if failed else RunState.SUCCEEDED
 

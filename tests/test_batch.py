@@ -243,3 +243,28 @@ def test_failure_while_opening_gates_leaves_nothing(conn: Redis, folder: Path, m
         batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/**/*.ifc"}, out=folder / "runs")
     leftover = [k.decode() for k in conn.keys("*") if not k.startswith(b"rq:queues")]
     assert leftover == [], leftover
+
+
+def test_prune_during_a_running_batch_keeps_its_finished_sub_run(conn: Redis, folder: Path) -> None:
+    """Issue 15.9: a sub-run that ended keeps its final state for its batch, whatever prune does meanwhile."""
+    from ifcflow import maintenance, reconcile
+
+    record = batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/*.ifc"}, out=folder / "runs",
+                         window=1)
+    first, second = (r.run_id for r in record.runs)
+    SimpleWorker(list(QUEUES), connection=conn).work(burst=True, logging_level="WARNING")  # (does not advance)
+    reconcile.sweep(conn)
+    assert StatusReader(conn, first).fetch().status == RunState.SUCCEEDED
+    maintenance.prune(conn, older_than=-1)  # the batch is running: its sub-runs stay (or keep their row)
+    during = batch_status.read(conn, record.batch_id)  # errors=True read the failed runs' full status: no 404
+    assert [r.status for r in during.runs] == [RunState.SUCCEEDED, RunState.QUEUED]
+    batch.advance(conn, record.batch_id)
+    work(conn)
+    batch.advance(conn, record.batch_id)
+    done = batch_status.read(conn, record.batch_id)
+    assert done.status == RunState.SUCCEEDED and [r.status for r in done.runs] == [RunState.SUCCEEDED] * 2
+    assert conn.hget(batch.key(record.batch_id), "ended_at") is not None
+    # once the batch ended, its sub-runs may go: the batch still reads what they ended as
+    maintenance.prune(conn, older_than=3600)  # (nothing that old)
+    conn.delete(f"ifcflow:run:{second}", f"ifcflow:run:{second}:steps")  # as if its records expired first
+    assert [r.status for r in batch_status.read(conn, record.batch_id).runs] == [RunState.SUCCEEDED] * 2
