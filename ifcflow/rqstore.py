@@ -177,6 +177,15 @@ def expire_jobs(conn: Redis, job_ids: list[str], ttl: int) -> None:
         pipe.execute()
 
 
+def persist_jobs(conn: Redis, job_ids: list[str]) -> None:
+    """Remove the expiry of every key of these jobs (a retried run keeps them until it ends again)."""
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            for key in job_keys(job_id):
+                pipe.persist(key)
+        pipe.execute()
+
+
 def delete_jobs(conn: Redis, job_ids: list[str]) -> None:
     """Delete jobs with everything RQ keeps for them (registries included)."""
     for job_id in job_ids:

@@ -14,7 +14,7 @@ from redis import Redis
 from rich.console import Console
 from rq import SimpleWorker
 
-from ifcflow import batch, batch_status, document, runner
+from ifcflow import batch, batch_status, document, lifetimes, runner
 from ifcflow.batch_report import junit, markdown, table
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.errors import IfcflowError, PipelineError
@@ -218,7 +218,7 @@ def test_prune_removes_finished_batches_with_their_runs(conn: Redis, folder: Pat
     from ifcflow import maintenance
 
     record = batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/*.ifc"}, out=folder / "runs")
-    assert batch.prune(conn, time.time() + 1) == []  # not ended yet: kept
+    assert lifetimes.prune_batches(conn, time.time() + 1) == []  # not ended yet: kept
     work(conn)
     batch.advance(conn, record.batch_id)
     pruned = maintenance.prune(conn, older_than=-1)
