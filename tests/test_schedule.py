@@ -247,3 +247,16 @@ def test_stop_request_during_a_fire_stops_the_scheduler(conn: Redis, folder: Pat
         while time.monotonic() < deadline:
             scheduler.enqueue_jobs()
             time.sleep(scheduler.calculate_sleep_interval())
+
+
+def test_overlap_sees_the_live_fire_after_any_number_of_skipped_ticks(conn: Redis, folder: Path) -> None:
+    """Issue 15.12: the live fire is tracked directly, not looked up among the last 10 fires."""
+    schedule.add(conn, spec(folder, name="s", overlap="skip"))
+    first = schedule.fire(conn, schedule.get(conn, "s"), 1000.0)
+    later = [schedule.fire(conn, schedule.get(conn, "s"), 1000.0 + 60 * n).outcome for n in range(1, 13)]
+    assert first.outcome == "started" and later == ["skipped"] * 12  # no worker: the first is still queued
+    assert schedule.live_fire(conn, "s") == first
+    work(conn)
+    assert not schedule.notify_ended(conn, schedule.get(conn, "s"))  # (no webhook) it ended: no longer live
+    assert schedule.live_fire(conn, "s") is None
+    assert schedule.fire(conn, schedule.get(conn, "s"), 9000.0).outcome == "started"
