@@ -85,7 +85,7 @@ def _reader(conn: Redis, run_id: str, plan: Plan | None) -> StatusReader:
     key = (id(conn), run_id)
     reader = _readers.get(key)
     if reader is None or reader.conn is not conn:
-        reader = _readers[key] = StatusReader(conn, run_id, plan)
+        reader = _readers[key] = StatusReader(conn, run_id, plan, notes=False)  # (it acts; notes are for people)
         while len(_readers) > _READERS:
             _readers.popitem(last=False)
     _readers.move_to_end(key)

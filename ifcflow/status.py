@@ -58,6 +58,8 @@ class StepStatus(BaseModel):
     errors: list[str] = Field(default_factory=list, description="the error of every failed attempt")
     traceback: str | None = None
     expired: bool = Field(default=False, description="its RQ job expired after the run ended; state as recorded")
+    detail: str | None = Field(default=None, description="what the read noticed that no record says yet: the "
+                               "step's worker stopped answering, or no worker listens on its queue (and what to do)")
 
 
 class RunStatus(BaseModel):
@@ -160,7 +162,7 @@ def _step(planned: PlannedStep, job: rqstore.JobView, record: dict[str, Any] | N
         attempt=attempts_done, attempts=planned.attempts, progress=meta.get("progress"),
         outputs=planned.outputs, result=returned if ok and isinstance(returned, dict) else None,
         error=error, errors=list(meta.get("errors", [])), traceback=job.exc_string if with_traceback else None,
-        expired=expired,
+        expired=expired, detail=None,
     ))
 
 
@@ -198,11 +200,37 @@ def state_of_run(states: Mapping[str, StepState], on_failure: Mapping[str, str],
     return RunState.SUCCEEDED_WITH_FAILURES if failed else RunState.SUCCEEDED
 
 
+def with_notes(conn: Redis, steps: dict[str, StepStatus], now: float | None = None) -> dict[str, StepStatus]:
+    """``steps`` with the :attr:`StepStatus.detail` of those that run on a worker that stopped answering, or wait
+    in a queue no worker listens to (read-only: the reconciler acts on the first, a started worker on the second)."""
+    running = {s.job_id: s.queue for s in steps.values() if s.status == StepState.RUNNING}
+    waiting = {s.queue for s in steps.values() if s.status == StepState.QUEUED}
+    if not running and not waiting:
+        return steps
+    moment = time.time() if now is None else now
+    seen = rqstore.liveness(conn, running, waiting, moment)
+    noted = dict(steps)
+    for step_id, step in steps.items():
+        detail = None
+        if step.status == StepState.RUNNING and step.job_id in seen.stalled:
+            beat = seen.heartbeats.get(step.job_id) or step.started_at
+            ago = f" {_seconds(beat, None):.0f} s ago" if beat else ""
+            detail = (f"worker {step.worker or '?'} stopped answering{ago}; a worker or `ifcflow reconcile` will "
+                      "fail or retry it")
+        elif step.status == StepState.QUEUED and step.queue in seen.unserved:
+            detail = f"no worker listens on queue {step.queue}; start one: ifcflow worker {step.queue}"
+        if detail:
+            noted[step_id] = step.model_copy(update={"detail": detail})
+    return noted
+
+
 class StatusReader:
     """Reads a run's status; keeps the plan, so polling costs one round trip. Never writes."""
 
-    def __init__(self, conn: Redis, run_id: str, plan: Plan | None = None):
+    def __init__(self, conn: Redis, run_id: str, plan: Plan | None = None, notes: bool = True):
         self.conn = conn
+        self.notes = notes
+        """Add each unfinished step's :attr:`StepStatus.detail` (a second read when a step waits or runs)."""
         self.run_id = run_id
         self.plan = plan or store.load_plan(conn, run_id)
         self._bulk = rqstore.BulkReader(conn)
@@ -234,6 +262,8 @@ class StatusReader:
             steps[step.id] = built
             if built.status != StepState.RUNNING:
                 cache[step.id] = (key, built)
+        if self.notes:
+            steps = with_notes(self.conn, steps)
         state = run_state(self.plan, steps, "canceled" in run)
         ends = [s.ended_at for s in steps.values() if s.ended_at]
         counts = {s.value: 0 for s in StepState}

@@ -78,7 +78,8 @@
       if (step.errors && step.errors.length > 1) {
         detail = [detail, el("div", {class: "sub"}, `earlier attempts: ${step.errors.slice(0, -1).join(" · ")}`)];
       }
-    } else if (step.result && step.result.message) detail = el("div", {class: "sub"}, step.result.message);
+    } else if (step.detail) detail = el("div", {class: "err", "data-detail": id}, step.detail);
+    else if (step.result && step.result.message) detail = el("div", {class: "sub"}, step.result.message);
     cells.push(el("td", {}, detail));
     const outputs = Object.entries(step.outputs || {})
       .filter(([name]) => step.status === "succeeded" || (step.status === "failed" && written(id, name, step)))
