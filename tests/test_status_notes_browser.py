@@ -8,7 +8,14 @@ from typing import Any
 import httpx
 
 from .apiserver import ApiServer
-from .test_ui_browser import KEY, browser, pytestmark, screenshot, server, sign_in  # noqa: F401 - fixtures
+from .test_ui_browser import (  # fixtures
+    KEY,
+    browser,
+    pytestmark,
+    screenshot,
+    server,
+    sign_in,
+)
 
 __all__ = ["browser", "pytestmark", "server"]
 
