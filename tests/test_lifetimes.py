@@ -48,11 +48,11 @@ def folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def test_retry_revives_every_record_of_the_run_kept_steps_jobs_included(conn: Redis, folder: Path) -> None:
-    planned = runner.start(conn, write_pipeline(folder, KEPT), out=folder / "runs", ttl=20)
+    planned = runner.start(conn, write_pipeline(folder, KEPT), out=folder / "runs", ttl=600)
     work(conn)
     kept = planned.step("ok").job_id
-    assert 0 < conn.ttl(f"rq:job:{kept}") <= 20  # ended: everything expires together
-    assert control.retry(conn, planned.run_id, ttl=20) == ["bad"]
+    assert 0 < conn.ttl(f"rq:job:{kept}") <= 600  # ended: everything expires together
+    assert control.retry(conn, planned.run_id, ttl=600) == ["bad"]
     # live again: nothing of it expires, the job of the step the retry keeps included
     for key in (store.run_key(planned.run_id), f"rq:job:{kept}", *(f"rq:job:{g}" for g in
                                                                      store.gate_ids(conn, planned.run_id))):
@@ -60,7 +60,7 @@ def test_retry_revives_every_record_of_the_run_kept_steps_jobs_included(conn: Re
     work(conn)
     result = status.read(conn, planned.run_id)
     assert result.steps["ok"].status == StepState.SUCCEEDED and result.status == RunState.FAILED
-    assert 0 < conn.ttl(f"rq:job:{kept}") <= 20 and 0 < conn.ttl(store.run_key(planned.run_id)) <= 20
+    assert 0 < conn.ttl(f"rq:job:{kept}") <= 600 and 0 < conn.ttl(store.run_key(planned.run_id)) <= 600
 
 
 def _opened(conn: Redis, run_ids: list[str]) -> list[str]:
