@@ -14,7 +14,9 @@ worker`` deployments). So a batch of 500 keeps only a few sub-runs' jobs in the 
 submitted after it waits behind at most that window instead of behind 500 files.
 
 Keys: ``ifcflow:batch:<id>`` hash (``record`` JSON, ``released`` count, ``canceled``, ``ended_at``),
-``ifcflow:batch:<id>:ended`` set of ended sub-runs, ``ifcflow:batches`` sorted set by creation time; every
+``ifcflow:batch:<id>:ended`` set of ended sub-runs, ``ifcflow:batch:<id>:rows`` hash sub-run -> its final row
+(state, step states, errors, times: recorded when the batch notes its end, so the batch keeps it even after the
+sub-run itself was pruned or expired), ``ifcflow:batches`` sorted set by creation time; every
 sub-run's record has ``batch``.
 """
 
@@ -35,11 +37,13 @@ from redis.client import Pipeline as RedisPipeline
 from rq import Worker
 from rq.job import Job
 
-from . import document, enqueue, store
+from . import document, enqueue, lifetimes, runstates, store
 from .errors import IfcflowError, PipelineError
 from .plan import Plan, plan
+from .runstates import RunRow
+from .states import RunState
 
-BATCHES = "ifcflow:batches"
+BATCHES = store.BATCHES
 DEFAULT_MAX_RUNS = 1000
 
 
@@ -96,12 +100,33 @@ class BatchNotFound(IfcflowError):
         super().__init__(f"no batch '{batch_id}' on this Redis; batches expire with their runs' results")
 
 
-def key(batch_id: str) -> str:
-    return f"ifcflow:batch:{batch_id}"
+key = store.batch_key
 
 
 def ended_key(batch_id: str) -> str:
     return f"ifcflow:batch:{batch_id}:ended"
+
+
+def held_key(batch_id: str) -> str:
+    """List of retried sub-runs whose retry gate waits for room in the window (in order)."""
+    return f"ifcflow:batch:{batch_id}:held"
+
+
+def rows_key(batch_id: str) -> str:
+    return f"ifcflow:batch:{batch_id}:rows"
+
+
+def run_rows(conn: Redis, batch_id: str, steps: list[TemplateStep], run_ids: list[str]) -> dict[str, RunRow]:
+    """Each sub-run's row: the one the batch recorded when the sub-run ended, else computed now (read-only)."""
+    recorded: list[bytes | None] = conn.hmget(rows_key(batch_id), run_ids) if run_ids else []  # type: ignore[assignment]
+    rows = {run_id: RunRow.load(raw) for run_id, raw in zip(run_ids, recorded) if raw}
+    rest = [run_id for run_id in run_ids if run_id not in rows]
+    rows.update(runstates.rows(conn, [(s.id, s.on_failure) for s in steps], rest))
+    return {run_id: rows[run_id] for run_id in run_ids}
+
+
+def run_states(conn: Redis, batch_id: str, steps: list[TemplateStep], run_ids: list[str]) -> dict[str, RunState]:
+    return {run_id: row.status for run_id, row in run_rows(conn, batch_id, steps, run_ids).items()}
 
 
 def exists(conn: Redis, batch_id: str) -> bool:
@@ -226,7 +251,7 @@ def submit(conn: Redis, record: BatchRecord, plans: list[Plan]) -> None:
     try:
         enqueue.submit_many(conn, plans, record.ttl, release=release, extra=write)
     except BaseException:  # the runs were rolled back; so is the batch record
-        conn.delete(key(record.batch_id), ended_key(record.batch_id))
+        conn.delete(*store.batch_keys(record.batch_id))
         conn.zrem(BATCHES, record.batch_id)
         raise
 
@@ -253,22 +278,6 @@ def recent(conn: Redis, limit: int = 20) -> list[str]:
     return [b.decode() for b in found]
 
 
-def prune(conn: Redis, cutoff: float, dry_run: bool = False) -> list[str]:
-    """Delete the records of batches created before ``cutoff`` (a timestamp) whose runs all ended."""
-    pruned = []
-    old: list[bytes] = conn.zrangebyscore(BATCHES, 0, cutoff)  # type: ignore[assignment]
-    for raw in old:
-        batch_id = raw.decode()
-        if not conn.exists(key(batch_id)):
-            conn.zrem(BATCHES, batch_id)
-        elif conn.hexists(key(batch_id), "ended_at"):
-            pruned.append(batch_id)
-            if not dry_run:
-                conn.delete(key(batch_id), ended_key(batch_id))
-                conn.zrem(BATCHES, batch_id)
-    return pruned
-
-
 _UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
 
 
@@ -279,7 +288,6 @@ def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0)
     release a sub-run twice nor skip one. ``repair`` reads unfinished sub-runs with the (repairing) status reader.
     Reads only the small ``control`` part of the batch record: it runs after every job of a batch.
     """
-    from .batch_status import run_states
     from . import reconcile
 
     lock, token = f"{key(batch_id)}:lock", secrets.token_hex(8)
@@ -295,37 +303,63 @@ def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0)
         control = Control.model_validate_json(raw[0])
         released, canceled = int(raw[1] or 0), raw[2] is not None
         ended = {m.decode() for m in conn.smembers(ended_key(batch_id))}  # type: ignore[union-attr]
-        active = [run_id for run_id in map(control.run_id, range(released)) if run_id not in ended]
+        held = [m.decode() for m in conn.lrange(held_key(batch_id), 0, -1)]  # type: ignore[union-attr]
+        # a canceled batch ends when every sub-run ended, those never released (canceled with it) included
+        seen = control.total if canceled else released
+        active = [run_id for run_id in map(control.run_id, range(seen)) if run_id not in ended and run_id not in held]
         if repair:  # (status reads never repair: the reconciler does)
             for run_id in active:
                 reconcile.run(conn, run_id, wait=0.0)
-        states = run_states(conn, control.steps, active)
-        done = [run_id for run_id in active if states[run_id].terminal]
-        for run_id in done:  # ended once, with its hooks, by the reconciler
-            reconcile.run(conn, run_id, wait=0.0)
-        if done:
-            conn.sadd(ended_key(batch_id), *done)
-        todo = 0 if canceled else max(0, min(window_size(conn, control.window) - (len(active) - len(done)),
-                                             control.total - released))
-        for index in range(released, released + todo):
-            enqueue.open_gate(conn, Job.fetch(store.gate_id(control.run_id(index)), connection=conn))
-            conn.hset(key(batch_id), "released", index + 1)
-        if len(ended) + len(done) >= control.total and conn.hsetnx(key(batch_id), "ended_at", time.time()):
-            conn.expire(key(batch_id), control.ttl)
-            conn.expire(ended_key(batch_id), control.ttl)
+        done = _note_ended(conn, batch_id, control, active)
+        room = 0 if canceled else max(0, window_size(conn, control.window) - (len(active) - len(done)))
+        todo = _release(conn, batch_id, control, released, held, room)
+        if len(ended) + len(done) >= control.total:
+            lifetimes.end_batch(conn, batch_id, control.ttl)
         return todo
     finally:
         conn.eval(_UNLOCK, 1, lock, token)
 
 
+def _note_ended(conn: Redis, batch_id: str, control: Control, active: list[str]) -> list[str]:
+    """The sub-runs of ``active`` that ended: each is ended once (with its hooks, by the reconciler), and the
+    batch keeps its final row (it outlives the sub-run's own records). Returns them."""
+    from . import reconcile
+
+    states = run_states(conn, batch_id, control.steps, active)
+    done = [run_id for run_id in active if states[run_id].terminal]
+    for run_id in done:
+        reconcile.run(conn, run_id, wait=0.0)
+    if done:
+        ended_rows = runstates.rows(conn, [(s.id, s.on_failure) for s in control.steps], done)
+        kept = {run_id: row.dump() for run_id, row in ended_rows.items() if row.exists}
+        if kept:
+            conn.hset(rows_key(batch_id), mapping=kept)  # type: ignore[arg-type]
+        conn.sadd(ended_key(batch_id), *done)
+    return done
+
+
+def _release(conn: Redis, batch_id: str, control: Control, released: int, held: list[str], room: int) -> int:
+    """Open up to ``room`` gates: retried sub-runs first (their latest retry gate), then the next never-released
+    ones. Returns how many were opened."""
+    opened = 0
+    for run_id in held[:room]:
+        enqueue.open_gate(conn, Job.fetch(store.gate_ids(conn, run_id)[-1], connection=conn))
+        conn.lrem(held_key(batch_id), 1, run_id)
+        opened += 1
+    for index in range(released, min(control.total, released + room - opened)):
+        enqueue.open_gate(conn, Job.fetch(store.gate_id(control.run_id(index)), connection=conn))
+        conn.hset(key(batch_id), "released", index + 1)
+        opened += 1
+    return opened
+
+
 def cancel(conn: Redis, batch_id: str) -> list[str]:
     """Cancel every sub-run that has not ended (no further one is released). Returns the sub-runs canceled."""
-    from .batch_status import run_states
     from .control import cancel as cancel_run
 
     record = load(conn, batch_id)
     conn.hset(key(batch_id), "canceled", time.time())
-    states = run_states(conn, record.steps, [r.run_id for r in record.runs])
+    states = run_states(conn, batch_id, record.steps, [r.run_id for r in record.runs])
     canceled = [run_id for run_id, state in states.items() if not state.terminal]
     for run_id in canceled:
         cancel_run(conn, run_id, wait=2.0)
@@ -336,22 +370,24 @@ def cancel(conn: Redis, batch_id: str) -> list[str]:
 def retry(conn: Redis, batch_id: str) -> dict[str, list[str]]:
     """Re-run the failed, skipped and canceled steps of every sub-run that failed or was canceled (sub-runs that
     succeeded are left alone). Returns run id -> steps re-enqueued."""
-    from .batch_status import run_states
     from .control import retry as retry_run
-    from .states import RunState
 
     record = load(conn, batch_id)
-    states = run_states(conn, record.steps, [r.run_id for r in record.runs])
+    states = run_states(conn, batch_id, record.steps, [r.run_id for r in record.runs])
     chosen = [r for r, s in states.items() if s in (RunState.FAILED, RunState.CANCELED)]
     if not chosen:
         return {}
-    conn.hdel(key(batch_id), "canceled", "ended_at")
-    conn.persist(key(batch_id))
+    lifetimes.revive_batch(conn, batch_id)
     conn.srem(ended_key(batch_id), *chosen)
-    retried = {run_id: retry_run(conn, run_id, ttl=record.ttl) for run_id in chosen}
-    # retried sub-runs count as released (their retry gate opens at once), never-released ones included
+    conn.hdel(rows_key(batch_id), *chosen)
+    # every retried sub-run waits for room in the window (its retry gate stays closed until advance opens it)
+    retried = {run_id: retry_run(conn, run_id, ttl=record.ttl, hold=True) for run_id in chosen}
+    waiting = [run_id for run_id in chosen if retried[run_id]]
+    if waiting:
+        conn.rpush(held_key(batch_id), *waiting)
     released = int(conn.hget(key(batch_id), "released") or 0)
     last = max(i for i, r in enumerate(record.runs) if r.run_id in chosen)
-    if last >= released:
+    if last >= released:  # never-released sub-runs of a canceled batch: they are held like the others
         conn.hset(key(batch_id), "released", last + 1)
+    advance(conn, batch_id)
     return {run_id: steps for run_id, steps in retried.items() if steps}

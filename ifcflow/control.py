@@ -11,7 +11,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from . import enqueue, graph, reconcile, rqstore, store
+from . import enqueue, graph, lifetimes, reconcile, rqstore, store
 from .errors import IfcflowError
 from .lock import RunLock
 from .states import StepState
@@ -69,12 +69,14 @@ def _await_stopped(conn: Redis, job_ids: list[str], wait: float) -> None:
         time.sleep(0.05)
 
 
-def retry(conn: Redis, run_id: str, step: str | None = None, ttl: int = store.DEFAULT_TTL) -> list[str]:
+def retry(conn: Redis, run_id: str, step: str | None = None, ttl: int = store.DEFAULT_TTL,
+          hold: bool = False) -> list[str]:
     """Re-run failed, skipped and canceled steps (or ``step``) and what depends on them, in the same run.
 
     Succeeded steps and their outputs are kept. While any selected step is still waiting or running the call
     changes nothing, so calling it twice never runs a step twice. Done under the run's lock (never interleaved
-    with a cancel or a repair). Returns the steps re-enqueued.
+    with a cancel or a repair). Returns the steps re-enqueued. ``hold`` leaves the retry's gate closed (a batch
+    opens it when its window has room).
     """
     with RunLock(conn, run_id).held(LOCK_WAIT, "retry"):
         reader = StatusReader(conn, run_id)
@@ -90,8 +92,8 @@ def retry(conn: Redis, run_id: str, step: str | None = None, ttl: int = store.DE
         rqstore.delete_jobs(conn, [plan.step(sid).job_id for sid in chosen])
         conn.hdel(store.steps_key(run_id), *chosen)
         conn.hdel(store.run_key(run_id), "canceled")
-        store.revive(conn, run_id)
+        lifetimes.revive(conn, run_id, [s.job_id for s in plan.steps])
         attempt = conn.hincrby(store.run_key(run_id), "retries", 1)
-        enqueue.submit(conn, plan, ttl=ttl, only=chosen, gate_name=f"retry{attempt}")
+        enqueue.submit(conn, plan, ttl=ttl, only=chosen, gate_name=f"retry{attempt}", release=0 if hold else None)
     reconcile.run(conn, run_id, plan=plan)  # what was asked for while we held the lock
     return [s.id for s in plan.steps if s.id in chosen]

@@ -28,7 +28,7 @@ def gate() -> None:  # pragma: no cover - never executed: the gate is released b
 
 
 def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str] | None = None,
-           gate_name: str = "start", record: dict[str, str] | None = None) -> None:
+           gate_name: str = "start", record: dict[str, str] | None = None, release: int | None = None) -> None:
     """Enqueue every step of ``plan`` (or the steps in ``only``, for a retry) and release them at once.
 
     All jobs are written deferred behind an unreleased start gate, in one MULTI/EXEC transaction with the run
@@ -43,7 +43,7 @@ def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str]
     if only is None and len(steps) == 1:
         _submit_one(conn, plan, steps[0], ttl, record)
         return
-    submit_many(conn, [plan], ttl, only=only, gate_name=gate_name, record=record)
+    submit_many(conn, [plan], ttl, only=only, gate_name=gate_name, record=record, release=release)
 
 
 def submit_many(conn: Redis, plans: list[Plan], ttl: int = store.DEFAULT_TTL, *, only: set[str] | None = None,

@@ -40,7 +40,7 @@ def table(status: RunStatus) -> Group:
     for step_id, step in status.steps.items():
         progress = step.progress or {}
         attempt = f" (try {step.attempt}/{step.attempts})" if step.attempts > 1 and step.attempt else ""
-        detail = step.error or result_message(step) or progress.get("message") or ""
+        detail = step.error or step.detail or result_message(step) or progress.get("message") or ""
         grid.add_row(step_id, step.service, Text(step.status.value + attempt, STYLES.get(step.status, "")),
                      _bar(progress.get("percent")) if step.status == StepState.RUNNING else "",
                      f"{step.duration:.1f}s" if step.duration is not None else "", detail)
@@ -65,7 +65,7 @@ def result_message(step: Any) -> str:
 def line(step_id: str, step: Any) -> str:
     """One plain line for a step: ``clash [ifcclash] succeeded in 1.20s: 3 clashes in 1 clash set``."""
     took = f" in {step.duration:.2f}s" if step.duration is not None and step.status.terminal else ""
-    detail = step.error or result_message(step)
+    detail = step.error or step.detail or result_message(step)
     return f"{step_id} [{step.service}] {step.status.value}{took}{f': {detail}' if detail else ''}"
 
 
@@ -95,7 +95,7 @@ class View:
             return
         now = time.monotonic()
         for step_id, step in status.steps.items():
-            key = (step.status, step.attempt)
+            key = (step.status, step.attempt, step.detail)
             if self.seen.get(step_id) != key:
                 self.seen[step_id] = key
                 self.said[step_id] = now

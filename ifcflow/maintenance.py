@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from redis import Redis
 from rq import Queue, Worker
 
-from . import rqstore, store
+from . import lifetimes
 from .errors import IfcflowError
 from .services import QUEUES
-from .status import StatusReader
 from .worker import services_of
 
 
@@ -56,34 +54,6 @@ def workers(conn: Redis) -> list[dict[str, Any]]:
 
 
 def prune(conn: Redis, older_than: int, dry_run: bool = False) -> list[str]:
-    """Delete finished runs created more than ``older_than`` seconds ago: run records, jobs and results (and
-    finished batches' records: their runs are runs like any other).
-
-    A run whose record is already gone has its leftover RQ keys (found by job id prefix) deleted too.
-    """
-    cutoff = time.time() - older_than
-    pruned = []
-    old: list[bytes] = conn.zrangebyscore(store.RUNS, 0, cutoff)  # type: ignore[assignment]
-    for raw in old:
-        run_id = raw.decode()
-        try:
-            reader = StatusReader(conn, run_id)
-        except IfcflowError:
-            leftovers = rqstore.orphan_keys(conn, run_id)
-            if leftovers:
-                pruned.append(run_id)
-            if not dry_run:
-                if leftovers:
-                    conn.delete(*leftovers)
-                store.delete_run(conn, run_id)
-            continue
-        if not reader.read().terminal:
-            continue
-        pruned.append(run_id)
-        if dry_run:
-            continue
-        rqstore.delete_jobs(conn, [s.job_id for s in reader.plan.steps] + store.gate_ids(conn, run_id))
-        store.delete_run(conn, run_id)
-    from .batch import prune as prune_batches
-
-    return pruned + prune_batches(conn, cutoff, dry_run)
+    """Delete ended runs created more than ``older_than`` seconds ago, and ended batches as old (see
+    :func:`ifcflow.lifetimes.prune`)."""
+    return lifetimes.prune(conn, older_than, dry_run)

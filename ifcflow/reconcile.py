@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from redis import Redis
 from redis.exceptions import RedisError
 
-from . import events, policy, rqstore, store
+from . import events, lifetimes, policy, rqstore, store
 from .errors import RunNotFound
 from .lock import RunLock, dirty_key
 from .plan import Plan
@@ -85,7 +85,7 @@ def _reader(conn: Redis, run_id: str, plan: Plan | None) -> StatusReader:
     key = (id(conn), run_id)
     reader = _readers.get(key)
     if reader is None or reader.conn is not conn:
-        reader = _readers[key] = StatusReader(conn, run_id, plan)
+        reader = _readers[key] = StatusReader(conn, run_id, plan, notes=False)  # (it acts; notes are for people)
         while len(_readers) > _READERS:
             _readers.popitem(last=False)
     _readers.move_to_end(key)
@@ -173,9 +173,8 @@ def end(conn: Redis, reader: StatusReader, status: RunStatus) -> bool:
         return False
     ttl = int(record.get("ttl", store.DEFAULT_TTL))
     final = {sid: {"status": s.status.value, "error": s.error} for sid, s in status.steps.items()}
-    if not store.finish_run(conn, run_id, ttl, final):
+    if not lifetimes.end_run(conn, run_id, [s.job_id for s in reader.plan.steps], ttl, final):
         return False
-    rqstore.expire_jobs(conn, [s.job_id for s in reader.plan.steps] + store.gate_ids(conn, run_id), ttl)
     events.run_ended(conn, status)
     store.forget_live(conn, run_id)
     return True

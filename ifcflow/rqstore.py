@@ -11,7 +11,8 @@ What is relied on:
   ``meta`` (serialized with the job's serializer), ``retries_left``, ``dependency_ids``;
 - ``rq:results:<id>`` stream, newest entry last, decoded by RQ's own ``Result.restore``;
 - ``rq:job::<id>:dependencies`` (sic) / ``rq:job:<id>:dependents`` sets, the ``rq:wip:<queue>`` (started) and
-  ``rq:ready:<queue>`` registries and their per-queue cleaning lock (``Queue.acquire_maintenance_lock``);
+  ``rq:ready:<queue>`` registries and their per-queue cleaning lock (``Queue.acquire_maintenance_lock``), the
+  ``rq:workers:<queue>`` sets of registered workers;
 - ``Queue._enqueue_job`` (enqueue without re-checking dependencies) and ``Job._dependency_ids``.
 """
 
@@ -28,6 +29,7 @@ from rq.job import Job, JobStatus
 from rq.registry import ReadyJobRegistry, StartedJobRegistry
 from rq.results import Result
 from rq.serializers import resolve_serializer
+from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 RQ_VERSION = "3.0"
 FIELDS = ("status", "enqueued_at", "started_at", "ended_at", "worker_name", "meta", "retries_left")
@@ -177,6 +179,15 @@ def expire_jobs(conn: Redis, job_ids: list[str], ttl: int) -> None:
         pipe.execute()
 
 
+def persist_jobs(conn: Redis, job_ids: list[str]) -> None:
+    """Remove the expiry of every key of these jobs (a retried run keeps them until it ends again)."""
+    with conn.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            for key in job_keys(job_id):
+                pipe.persist(key)
+        pipe.execute()
+
+
 def delete_jobs(conn: Redis, job_ids: list[str]) -> None:
     """Delete jobs with everything RQ keeps for them (registries included)."""
     for job_id in job_ids:
@@ -261,6 +272,47 @@ def fail_abandoned(conn: Redis, queue: str, now: float) -> bool:
     finally:
         rq_queue.release_maintenance_lock()
     return True
+
+
+@dataclass
+class Liveness:
+    """What RQ's registries say about the workers of some steps (read-only; see :func:`liveness`)."""
+
+    stalled: set[str] = field(default_factory=set)
+    """Started jobs whose worker's heartbeat expired (in their queue's started registry)."""
+    heartbeats: dict[str, str] = field(default_factory=dict)
+    """Job id -> the job's last heartbeat (RQ's ``last_heartbeat`` field)."""
+    unserved: set[str] = field(default_factory=set)
+    """Queues no live worker listens to (none registered for the queue, or every registered one's key expired)."""
+
+
+def liveness(conn: Redis, started: dict[str, str], queues: set[str], now: float) -> Liveness:
+    """For ``started`` (job id -> queue): which stalled; for ``queues``: which have no live worker. Reads only
+    (RQ's ``rq:wip:<queue>`` registries, ``rq:workers:<queue>`` sets and worker keys), two round trips at most."""
+    found = Liveness()
+    run_queues, wait_queues = sorted(set(started.values())), sorted(queues)
+    with conn.pipeline(transaction=False) as pipe:
+        for queue in run_queues:
+            pipe.zrangebyscore(StartedJobRegistry(queue, connection=conn).key, 0, now)
+        for job_id in started:
+            pipe.hget(f"rq:job:{job_id}", "last_heartbeat")
+        for queue in wait_queues:
+            pipe.smembers(WORKERS_BY_QUEUE_KEY % queue)
+        replies = pipe.execute()
+    for entries in replies[:len(run_queues)]:
+        found.stalled |= {raw.decode().rsplit(":", 1)[0] for raw in entries} & set(started)
+    beats = replies[len(run_queues):len(run_queues) + len(started)]
+    found.heartbeats = {job_id: beat.decode() for job_id, beat in zip(started, beats) if beat}
+    members = dict(zip(wait_queues, replies[len(run_queues) + len(started):]))
+    keys = sorted({key for names in members.values() for key in names})
+    alive: set[bytes] = set()
+    if keys:
+        with conn.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.exists(key)
+            alive = {key for key, there in zip(keys, pipe.execute()) if there}
+    found.unserved = {queue for queue, names in members.items() if not set(names) & alive}
+    return found
 
 
 def orphan_keys(conn: Redis, run_id: str) -> list[bytes]:

@@ -131,7 +131,7 @@ def add(conn: Redis, spec: ScheduleSpec, replace: bool = False) -> ScheduleSpec:
 def remove(conn: Redis, name: str) -> None:
     if not conn.hdel(SCHEDULES, name):
         raise IfcflowError(f"no schedule named '{name}'; list them with: ifcflow schedule list")
-    conn.delete(_key(name, "history"), _key(name, "queued"))
+    conn.delete(_key(name, "history"), _key(name, "queued"), _key(name, "live"))
 
 
 def pause(conn: Redis, name: str, paused: bool = True) -> ScheduleSpec:
@@ -216,13 +216,22 @@ def claim(conn: Redis, name: str, tick: float) -> bool:
     return bool(conn.set(_key(name, f"tick:{int(tick)}"), os.getpid(), nx=True, ex=86400))
 
 
+def live_fire(conn: Redis, name: str) -> Fire | None:
+    """The schedule's live fire: the last one started, until the scheduler saw its run or batch end (key
+    ``ifcflow:schedule:<name>:live``, however many ticks were skipped or queued since)."""
+    raw = conn.get(_key(name, "live"))
+    return None if raw is None else Fire.model_validate_json(raw)
+
+
+_FORGET = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+
+
 def _busy(conn: Redis, name: str) -> Fire | None:
-    """The last started fire of the schedule if its run or batch has not ended."""
-    for fire in history(conn, name, 10):
-        if fire.outcome == "started":
-            state = _state(conn, fire)
-            return fire if state in ("queued", "running") else None
-    return None
+    """The schedule's live fire if its run or batch has not ended."""
+    fire = live_fire(conn, name)
+    if fire is None:
+        return None
+    return fire if _state(conn, fire) in ("queued", "running") else None
 
 
 def _start(conn: Redis, spec: ScheduleSpec) -> tuple[str, Literal["run", "batch"]]:
@@ -251,6 +260,7 @@ def fire(conn: Redis, spec: ScheduleSpec, tick: float, *, overlap: bool = True) 
         try:
             started, kind = _start(conn, spec)
             result = Fire(tick=_iso(tick), at=_iso(now), outcome="started", id=started, kind=kind)
+            conn.set(_key(spec.name, "live"), result.model_dump_json(), ex=spec.ttl)  # until it ends
         except StopRequested:  # the scheduler is asked to stop (SIGTERM): not a failure of this fire
             raise
         except Exception as exc:  # a broken file fails this fire, never the scheduler
@@ -283,9 +293,13 @@ def start_queued(conn: Redis, spec: ScheduleSpec) -> Fire | None:
 
 
 def notify_ended(conn: Redis, spec: ScheduleSpec) -> bool:
-    """Send the final status of the schedule's last started run or batch to its webhook, once, when it ended."""
-    last = next((f for f in history(conn, spec.name, 10) if f.outcome == "started"), None)
-    if not spec.webhook or last is None or _state(conn, last) in (None, "queued", "running"):
+    """When the schedule's live fire ended: it is live no more, and its final status goes to the webhook, once."""
+    last = live_fire(conn, spec.name)
+    state = None if last is None else _state(conn, last)
+    if last is None or state in ("queued", "running"):
+        return False
+    conn.eval(_FORGET, 1, _key(spec.name, "live"), last.model_dump_json())
+    if not spec.webhook or state is None:
         return False
     if not conn.set(_key(spec.name, f"notified:{last.id}"), 1, nx=True, ex=spec.ttl):
         return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
@@ -57,6 +58,8 @@ class StepStatus(BaseModel):
     errors: list[str] = Field(default_factory=list, description="the error of every failed attempt")
     traceback: str | None = None
     expired: bool = Field(default=False, description="its RQ job expired after the run ended; state as recorded")
+    detail: str | None = Field(default=None, description="what the read noticed that no record says yet: the "
+                               "step's worker stopped answering, or no worker listens on its queue (and what to do)")
 
 
 class RunStatus(BaseModel):
@@ -103,19 +106,27 @@ def _succeeded(returned: Any) -> bool:
     return not (isinstance(returned, dict) and (returned.get("skipped") or returned.get("canceled")))
 
 
-def _state(job: rqstore.JobView, record: dict[str, Any] | None,
-           final: dict[str, Any] | None) -> tuple[StepState, str | None, bool]:
-    """(state, error, expired) of one step from its RQ job, ifcflow's record of it and the run's final record."""
-    returned = job.return_value
-    if job.status is None:
+def step_state(rq_status: str | None, record: dict[str, Any] | None, final: dict[str, Any] | None, *,
+               returned: Any = None, cached: bool = False,
+               exc_string: str | None = None) -> tuple[StepState, str | None, bool]:
+    """(state, error, expired) of one step: THE state computation, for run status, batch rows, reports and the UI.
+
+    ``rq_status`` is its RQ job's status (None: the job hash is gone), ``record`` ifcflow's record of the step,
+    ``final`` the step's entry in the run's ``final`` record (written when the run ended: authoritative, so a run
+    reads the same after its jobs were compacted, expired or pruned), ``returned`` the job's return value when
+    known, ``cached`` whether it was served from the cache (a reader that skips results sees :data:`cache.MARK`).
+    """
+    if final:
+        expired = rq_status is None
+        return StepState(final["status"]), final.get("error") or (EXPIRED if expired and not record else None), \
+            expired and not record
+    if rq_status is None:
         if record:
             return StepState(record["status"]), record["reason"], False
-        if final:
-            return StepState(final["status"]), final.get("error") or EXPIRED, True
         return StepState.FAILED, "lost", False
-    if job.status not in _RQ_STATES:
-        return StepState.PENDING, unknown_status(job.status), False
-    state = _RQ_STATES[job.status]
+    if rq_status not in _RQ_STATES:
+        return StepState.PENDING, unknown_status(rq_status), False
+    state = _RQ_STATES[rq_status]
     error = None
     if record and (state in (StepState.FAILED, StepState.CANCELED)
                    or (state == StepState.SUCCEEDED and not _succeeded(returned))):
@@ -123,11 +134,16 @@ def _state(job: rqstore.JobView, record: dict[str, Any] | None,
     elif state == StepState.SUCCEEDED and not _succeeded(returned) and isinstance(returned, dict):
         state = StepState.CANCELED if returned.get("canceled") else StepState.SKIPPED
         error = returned.get("message")
-    if state == StepState.SUCCEEDED and isinstance(returned, dict) and returned.get("cached"):
+    if state == StepState.SUCCEEDED and (cached or (isinstance(returned, dict) and returned.get("cached"))):
         state = StepState.CACHED  # served from the cache; result["cached_from"] names the run
     if state == StepState.FAILED and error is None:
-        error = error_summary(job.exc_string) or "failed"
+        error = error_summary(exc_string) or "failed"
     return state, error, False
+
+
+def _state(job: rqstore.JobView, record: dict[str, Any] | None,
+           final: dict[str, Any] | None) -> tuple[StepState, str | None, bool]:
+    return step_state(job.status, record, final, returned=job.return_value, exc_string=job.exc_string)
 
 
 def _step(planned: PlannedStep, job: rqstore.JobView, record: dict[str, Any] | None, final: dict[str, Any] | None,
@@ -146,7 +162,7 @@ def _step(planned: PlannedStep, job: rqstore.JobView, record: dict[str, Any] | N
         attempt=attempts_done, attempts=planned.attempts, progress=meta.get("progress"),
         outputs=planned.outputs, result=returned if ok and isinstance(returned, dict) else None,
         error=error, errors=list(meta.get("errors", [])), traceback=job.exc_string if with_traceback else None,
-        expired=expired,
+        expired=expired, detail=None,
     ))
 
 
@@ -162,27 +178,59 @@ def _built(cls: type[StepStatus], values: dict[str, Any]) -> StepStatus:
 
 
 def run_state(plan: Plan, steps: dict[str, StepStatus], canceled: bool) -> RunState:
-    states = [s.status for s in steps.values()]
-    if not all(s.terminal for s in states):
+    return state_of_run({sid: s.status for sid, s in steps.items()}, {s.id: s.on_failure for s in plan.steps},
+                        canceled)
+
+
+def state_of_run(states: Mapping[str, StepState], on_failure: Mapping[str, str], canceled: bool) -> RunState:
+    """THE run state from its steps' states (for run status and batch rows alike)."""
+    values = list(states.values())
+    if not all(s.terminal for s in values):
         if canceled:
             return RunState.RUNNING
-        started = any(s not in (StepState.PENDING, StepState.QUEUED) for s in states)
+        started = any(s not in (StepState.PENDING, StepState.QUEUED) for s in values)
         return RunState.RUNNING if started else RunState.QUEUED
     if canceled:
         return RunState.CANCELED
-    failed = [step for step in plan.steps if steps[step.id].status == StepState.FAILED]
-    if any(step.on_failure != "continue" for step in failed):
+    failed = [sid for sid, s in states.items() if s == StepState.FAILED]
+    if any(on_failure.get(sid, "stop") != "continue" for sid in failed):
         return RunState.FAILED
-    if any(s == StepState.CANCELED for s in states):
+    if any(s == StepState.CANCELED for s in values):
         return RunState.CANCELED
     return RunState.SUCCEEDED_WITH_FAILURES if failed else RunState.SUCCEEDED
+
+
+def with_notes(conn: Redis, steps: dict[str, StepStatus], now: float | None = None) -> dict[str, StepStatus]:
+    """``steps`` with the :attr:`StepStatus.detail` of those that run on a worker that stopped answering, or wait
+    in a queue no worker listens to (read-only: the reconciler acts on the first, a started worker on the second)."""
+    running = {s.job_id: s.queue for s in steps.values() if s.status == StepState.RUNNING}
+    waiting = {s.queue for s in steps.values() if s.status == StepState.QUEUED}
+    if not running and not waiting:
+        return steps
+    moment = time.time() if now is None else now
+    seen = rqstore.liveness(conn, running, waiting, moment)
+    noted = dict(steps)
+    for step_id, step in steps.items():
+        detail = None
+        if step.status == StepState.RUNNING and step.job_id in seen.stalled:
+            beat = seen.heartbeats.get(step.job_id) or step.started_at
+            ago = f" {_seconds(beat, None):.0f} s ago" if beat else ""
+            detail = (f"worker {step.worker or '?'} stopped answering{ago}; a worker or `ifcflow reconcile` will "
+                      "fail or retry it")
+        elif step.status == StepState.QUEUED and step.queue in seen.unserved:
+            detail = f"no worker listens on queue {step.queue}; start one: ifcflow worker {step.queue}"
+        if detail:
+            noted[step_id] = step.model_copy(update={"detail": detail})
+    return noted
 
 
 class StatusReader:
     """Reads a run's status; keeps the plan, so polling costs one round trip. Never writes."""
 
-    def __init__(self, conn: Redis, run_id: str, plan: Plan | None = None):
+    def __init__(self, conn: Redis, run_id: str, plan: Plan | None = None, notes: bool = True):
         self.conn = conn
+        self.notes = notes
+        """Add each unfinished step's :attr:`StepStatus.detail` (a second read when a step waits or runs)."""
         self.run_id = run_id
         self.plan = plan or store.load_plan(conn, run_id)
         self._bulk = rqstore.BulkReader(conn)
@@ -214,6 +262,8 @@ class StatusReader:
             steps[step.id] = built
             if built.status != StepState.RUNNING:
                 cache[step.id] = (key, built)
+        if self.notes:
+            steps = with_notes(self.conn, steps)
         state = run_state(self.plan, steps, "canceled" in run)
         ends = [s.ended_at for s in steps.values() if s.ended_at]
         counts = {s.value: 0 for s in StepState}

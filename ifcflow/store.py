@@ -10,7 +10,11 @@ Keys (all under ``ifcflow:``):
 - ``ifcflow:live``: set of runs that have not ended yet (what the reconciler visits).
 
 When a run ends the record gets ``ended_at`` and ``final`` (JSON step id -> ``{status, error}``), so its status
-stays true after its RQ jobs expired.
+stays true after its RQ jobs expired. How long records live (TTL on first end, revive on retry, compaction, prune,
+batch end) is :mod:`ifcflow.lifetimes`' business.
+
+Batch keys (see :mod:`ifcflow.batch`): ``ifcflow:batch:<id>`` and its ``:ended``, ``:rows`` and ``:held`` keys,
+``ifcflow:batches``.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from .errors import RunNotFound
 from .plan import Plan
 
 RUNS = "ifcflow:runs"
+BATCHES = "ifcflow:batches"
 LIVE = "ifcflow:live"
 DEFAULT_TTL = 7 * 86400
 """How long finished jobs, their results and run records are kept: 7 days."""
@@ -56,29 +61,15 @@ def save_run(conn: Redis | RedisPipeline, plan: Plan, ttl: int = DEFAULT_TTL,
         pipe.execute()
 
 
-def finish_run(conn: Redis, run_id: str, ttl: int, final: dict[str, dict[str, str | None]]) -> bool:
-    """Mark the run ended (``ended_at``, ``final`` step states); True for the one caller that did it.
-
-    Its records then expire, ``ttl`` seconds from now (the caller lets its jobs and gates expire with them). A
-    retry makes the run live again (:func:`revive` removes ``ended_at``), so it can end once more.
-    """
-    if not conn.hsetnx(run_key(run_id), "ended_at", time.time()):
-        return False
-    conn.hset(run_key(run_id), "final", json.dumps(final))
-    from .compact import compact
-
-    compact(conn, run_id)  # only what status and reports read is kept
-    conn.expire(run_key(run_id), ttl)
-    conn.expire(steps_key(run_id), ttl)
-    return True
+def batch_key(batch_id: str) -> str:
+    return f"ifcflow:batch:{batch_id}"
 
 
-def revive(conn: Redis | RedisPipeline, run_id: str) -> None:
-    """A retried run is live again: it keeps its records until it ends once more."""
-    conn.hdel(run_key(run_id), "ended_at", "final")
-    conn.persist(run_key(run_id))
-    conn.persist(steps_key(run_id))
-    conn.sadd(LIVE, run_id)
+def batch_keys(batch_id: str) -> list[str]:
+    """Every key of a batch: its hash, the set of sub-runs it saw end, their final rows, the retried sub-runs
+    waiting for the window."""
+    base = batch_key(batch_id)
+    return [base, f"{base}:ended", f"{base}:rows", f"{base}:held"]
 
 
 def live_runs(conn: Redis) -> list[str]:

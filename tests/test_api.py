@@ -339,3 +339,20 @@ def test_detached_cli_run_with_webhook_is_delivered_by_the_servers_watcher(env: 
     receiver.server.shutdown()
     assert len(receiver.requests) == 2
     assert json.loads(receiver.requests[1][1])["run_id"] == run_id
+
+
+def test_one_step_runs_keep_their_record_in_their_own_run_folder(env: Env) -> None:
+    """Issue 15.11: a user's output named status.json is not overwritten by the run's record."""
+    upload(env, "walls.ifc")
+    answer = env.client.post("/ifc2json", json={"filename": "walls.ifc", "output_filename": "status.json"})
+    job_id = answer.json()["job_id"]
+    assert wait_job(env, job_id)["status"] == "finished"
+    run_id = job_id.removesuffix("-ifc2json")
+    record = env.data / "output" / "runs" / run_id / "status.json"
+    deadline = time.monotonic() + 30
+    while not record.is_file() and time.monotonic() < deadline:  # written when the run's end is observed
+        time.sleep(0.2)
+    assert json.loads(record.read_text())["run_id"] == run_id
+    time.sleep(1)
+    output = json.loads((env.data / "output" / "json" / "status.json").read_text())
+    assert "run_id" not in output and output  # the ifcJSON the client asked for, not a status document

@@ -14,7 +14,7 @@ from redis import Redis
 from rich.console import Console
 from rq import SimpleWorker
 
-from ifcflow import batch, batch_status, document, runner
+from ifcflow import batch, batch_status, document, lifetimes, runner
 from ifcflow.batch_report import junit, markdown, table
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.errors import IfcflowError, PipelineError
@@ -218,7 +218,7 @@ def test_prune_removes_finished_batches_with_their_runs(conn: Redis, folder: Pat
     from ifcflow import maintenance
 
     record = batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/*.ifc"}, out=folder / "runs")
-    assert batch.prune(conn, time.time() + 1) == []  # not ended yet: kept
+    assert lifetimes.prune_batches(conn, time.time() + 1) == []  # not ended yet: kept
     work(conn)
     batch.advance(conn, record.batch_id)
     pruned = maintenance.prune(conn, older_than=-1)
@@ -288,3 +288,28 @@ def test_a_bad_file_of_a_batch_is_named_as_the_glob_matched_it(folder: Path) -> 
     done = _cli("run", str(write_pipeline(folder, PIPELINE)), "--each", "arch=models/*.ifc", cwd=folder)
     assert done.returncode == 2 and "-i arch=" not in done.stderr, done.stderr
     assert "arch=models/e.ifc (matched by the batch glob" in done.stderr
+
+
+def test_prune_during_a_running_batch_keeps_its_finished_sub_run(conn: Redis, folder: Path) -> None:
+    """Issue 15.9: a sub-run that ended keeps its final state for its batch, whatever prune does meanwhile."""
+    from ifcflow import maintenance, reconcile
+
+    record = batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/*.ifc"}, out=folder / "runs",
+                         window=1)
+    first, second = (r.run_id for r in record.runs)
+    SimpleWorker(list(QUEUES), connection=conn).work(burst=True, logging_level="WARNING")  # (does not advance)
+    reconcile.sweep(conn)
+    assert StatusReader(conn, first).fetch().status == RunState.SUCCEEDED
+    maintenance.prune(conn, older_than=-1)  # the batch is running: its sub-runs stay (or keep their row)
+    during = batch_status.read(conn, record.batch_id)  # errors=True read the failed runs' full status: no 404
+    assert [r.status for r in during.runs] == [RunState.SUCCEEDED, RunState.QUEUED]
+    batch.advance(conn, record.batch_id)
+    work(conn)
+    batch.advance(conn, record.batch_id)
+    done = batch_status.read(conn, record.batch_id)
+    assert done.status == RunState.SUCCEEDED and [r.status for r in done.runs] == [RunState.SUCCEEDED] * 2
+    assert conn.hget(batch.key(record.batch_id), "ended_at") is not None
+    # once the batch ended, its sub-runs may go: the batch still reads what they ended as
+    maintenance.prune(conn, older_than=3600)  # (nothing that old)
+    conn.delete(f"ifcflow:run:{second}", f"ifcflow:run:{second}:steps")  # as if its records expired first
+    assert [r.status for r in batch_status.read(conn, record.batch_id).runs] == [RunState.SUCCEEDED] * 2

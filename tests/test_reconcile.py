@@ -373,3 +373,44 @@ def test_prune_reaches_jobs_of_runs_whose_record_is_gone(conn: Redis, folder: Pa
     assert conn.keys(f"rq:job:{planned.run_id}-*")
     assert maintenance.prune(conn, older_than=0) == [planned.run_id]
     assert conn.keys(f"rq:*{planned.run_id}*") == []
+
+
+def test_a_read_tells_a_dead_worker_without_writing(conn: Redis, folder: Path, redis_server: EmbeddedRedis) -> None:
+    """Issue 15.13: with no live worker left, the read says the step's worker stopped answering (and writes
+    nothing); CLI JSON and API documents carry it (they are this document)."""
+    planned = runner.start(conn, write_pipeline(folder, ONE), out=folder / "runs")
+    job = start_and_die(conn, "default")  # (ifcpatch's queue)
+    reader_conn = Redis.from_url(redis_server.url)
+    seen = monitored(redis_server.url, lambda: status.read(reader_conn, planned.run_id))
+    assert [c for c in seen if c in write_commands(conn)] == []
+    step = status.read(conn, planned.run_id).steps["a"]
+    assert step.status == StepState.RUNNING and step.job_id == job.id
+    assert step.detail is not None and step.detail.startswith(f"worker {job.worker_name} stopped answering")
+    assert "`ifcflow reconcile` will fail or retry it" in step.detail
+    env = {k: v for k, v in os.environ.items() if k != "IFCFLOW_REDIS_URL"}
+    for extra in ([], ["--json"]):
+        shown = subprocess.run([sys.executable, "-m", "ifcflow", "status", planned.run_id, "--redis",
+                                redis_server.url, *extra], capture_output=True, text=True, timeout=120, env=env)
+        assert "stopped answering" in " ".join((shown.stdout + shown.stderr).split()), shown.stdout + shown.stderr
+    shown_detail = status.RunStatus.model_validate_json(shown.stdout).steps["a"].detail or ""
+    assert shown_detail.startswith(f"worker {job.worker_name} stopped answering")
+
+
+def test_a_queue_without_worker_is_said_with_the_command_that_starts_one(conn: Redis, folder: Path,
+                                                                        redis_server: EmbeddedRedis) -> None:
+    """Issue 16.5: a queued step whose queue no worker listens to says so, live and in status."""
+    pipeline = write_pipeline(folder, ONE)
+    env = {k: v for k, v in os.environ.items() if k != "IFCFLOW_REDIS_URL"}
+    shown = subprocess.run([sys.executable, "-m", "ifcflow", "run", str(pipeline), "--redis", redis_server.url,
+                            "--out", str(folder / "runs"), "--timeout", "3"], capture_output=True, text=True,
+                           timeout=120, env=env)
+    hint = "no worker listens on queue default; start one: ifcflow worker default"  # (ifcpatch's queue)
+    assert hint in shown.stdout + shown.stderr, shown.stdout + shown.stderr
+    planned = runner.start(conn, pipeline, out=folder / "runs")
+    assert status.read(conn, planned.run_id).steps["a"].detail == hint
+    assert status.read(conn, planned.run_id).steps["b"].detail is None  # (pending: waits for a first)
+    listening = Worker(["default"], connection=conn, name=f"idle-{uuid.uuid4().hex[:8]}")
+    listening.register_birth()
+    assert status.read(conn, planned.run_id).steps["a"].detail is None
+    conn.delete(listening.key)  # killed: its key expired, its queue registration stayed
+    assert status.read(conn, planned.run_id).steps["a"].detail == hint

@@ -297,3 +297,16 @@ def test_a_broken_stored_schedule_is_skipped_and_reported_never_stopping_the_oth
     assert output.count("schedule never:") == 1 and "never fires" in output, output  # said once, not every poll
     assert output.count("schedule junk:") == 1, output
     assert f"schedule good tick {fired[-1].tick}: started {fired[-1].id}" in output, output
+
+
+def test_overlap_sees_the_live_fire_after_any_number_of_skipped_ticks(conn: Redis, folder: Path) -> None:
+    """Issue 15.12: the live fire is tracked directly, not looked up among the last 10 fires."""
+    schedule.add(conn, spec(folder, name="s", overlap="skip"))
+    first = schedule.fire(conn, schedule.get(conn, "s"), 1000.0)
+    later = [schedule.fire(conn, schedule.get(conn, "s"), 1000.0 + 60 * n).outcome for n in range(1, 13)]
+    assert first.outcome == "started" and later == ["skipped"] * 12  # no worker: the first is still queued
+    assert schedule.live_fire(conn, "s") == first
+    work(conn)
+    assert not schedule.notify_ended(conn, schedule.get(conn, "s"))  # (no webhook) it ended: no longer live
+    assert schedule.live_fire(conn, "s") is None
+    assert schedule.fire(conn, schedule.get(conn, "s"), 9000.0).outcome == "started"

@@ -94,7 +94,10 @@ def one_step(settings: Settings, name: str, service: str, options: dict[str, Any
 
 
 def relocate(plan: Plan, folder: Path) -> Plan:
-    """Move a one-step plan's outputs from its run folder into ``folder`` (the original's ``output/<kind>/``)."""
+    """Move a one-step plan's outputs from its run folder into ``folder`` (the original's ``output/<kind>/``).
+
+    The run folder (``plan.out_dir``, ``output/runs/<run_id>/``) stays the run's own: its record (``status.json``)
+    goes there, never into the shared ``folder``, where it would replace a client's file of that name."""
     step = plan.steps[0]
     old, new = step.workdir, str(folder.resolve())
 
@@ -109,7 +112,7 @@ def relocate(plan: Plan, folder: Path) -> Plan:
 
     moved = PlannedStep.model_validate({**step.model_dump(), "workdir": new, "options": move(step.options),
                                         "outputs": move(step.outputs)})
-    return plan.model_copy(update={"out_dir": new, "steps": [moved]})
+    return plan.model_copy(update={"steps": [moved]})
 
 
 def start(conn: Redis, settings: Settings, plan: Plan, hook: str | None = None,
