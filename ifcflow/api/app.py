@@ -13,7 +13,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from .. import connection, reconcile
-from ..errors import IfcflowError, PipelineError, RunNotFound
+from ..errors import IfcflowError, NotAllowed, PipelineError, RunNotFound
 from . import batches, events, health, jobs, original, runs, schedules, ui, uploads
 from .paths import UnsafePath
 from .settings import Settings
@@ -28,6 +28,10 @@ def _errors(app: FastAPI) -> None:
     async def pipeline_error(request: Request, exc: PipelineError) -> JSONResponse:
         detail = [{"loc": ["body", p.file, p.line, p.col], "msg": str(p), "type": "pipeline"} for p in exc.problems]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(NotAllowed)
+    async def not_allowed(request: Request, exc: NotAllowed) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
 
     @app.exception_handler(UnsafePath)
     async def unsafe(request: Request, exc: UnsafePath) -> JSONResponse:
