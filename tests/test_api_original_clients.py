@@ -117,3 +117,28 @@ def test_path_arguments_resolve_inside_the_data_folder_and_run(env: Env) -> None
     wait_job(env, split.json()["job_id"])
     storeys = sorted(p.name for p in (env.data / "output" / "patch" / "storeys").glob("*.ifc"))
     assert storeys, "SplitByBuildingStorey wrote nothing into output/patch/storeys/"
+
+
+# --- B: the original's absolute paths map onto the data folder (issue 21 item 1) ---------------------------------
+
+def test_original_absolute_paths_map_onto_the_data_folder(env: Env) -> None:
+    assert (env.data / "examples").is_dir()
+    tested = env.client.post("/ifctester", json={
+        "ifc_filename": "/uploads/walls.ifc", "ids_filename": "/examples/IDS-example.ids",
+        "output_filename": "/output/ids/test.html", "report_type": "html"})
+    assert tested.status_code == 200, tested.text
+    shutil.copy(env.data / "uploads" / "tiny.ifc", env.data / "uploads" / "back.ifc")
+    back = patch(env, "ExtractElements", ["IfcWall"], input_file="/uploads/back.ifc", output_file="/uploads/back.ifc")
+    assert back.status_code == 200, back.text
+    for body in ({"ifc_filename": "walls.ifc", "ids_filename": "/etc/passwd", "output_filename": "o.html"},
+                 {"ifc_filename": "walls.ifc", "ids_filename": "/examples/IDS-example.ids",
+                  "output_filename": "/examples/o.html"},
+                 {"ifc_filename": "walls.ifc", "ids_filename": "/examples/../uploads/x.ids", "output_filename": "o"},
+                 {"ifc_filename": "walls.ifc", "ids_filename": "/examples/IDS-example.ids",
+                  "output_filename": "/tmp/o.html"}):
+        assert env.client.post("/ifctester", json=body).status_code == 400, body
+    assert wait_job(env, tested.json()["job_id"])["status"] == "finished"
+    assert "<html" in (env.data / "output" / "ids" / "test.html").read_text().lower()
+    assert wait_job(env, back.json()["job_id"])["status"] == "finished"
+    assert (env.data / "uploads" / "back.ifc").read_bytes() != (env.data / "uploads" / "tiny.ifc").read_bytes()
+    assert len(ifcopenshell.open(str(env.data / "uploads" / "back.ifc")).by_type("IfcWall")) == 3

@@ -56,12 +56,18 @@ class Settings:
         return self.data / "output"
 
     @property
+    def examples(self) -> Path:
+        """Sample files clients name as ``/examples/x`` (read-only for jobs; fill it with ``ifcflow demo`` or by
+        hand)."""
+        return self.data / "examples"
+
+    @property
     def runs(self) -> Path:
         """Where pipelines submitted over HTTP write: ``<data>/output/runs/<run_id>/<step>/``."""
         return self.output / "runs"
 
     def prepare(self) -> None:
-        for folder in (self.uploads, self.output, self.runs):
+        for folder in (self.uploads, self.output, self.runs, self.examples):
             folder.mkdir(parents=True, exist_ok=True)
 
     @classmethod
