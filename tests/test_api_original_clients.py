@@ -4,6 +4,7 @@ Also the allow-list of IfcPatch recipes and their arguments over HTTP (issue 15 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Iterator
@@ -142,3 +143,58 @@ def test_original_absolute_paths_map_onto_the_data_folder(env: Env) -> None:
     assert wait_job(env, back.json()["job_id"])["status"] == "finished"
     assert (env.data / "uploads" / "back.ifc").read_bytes() != (env.data / "uploads" / "tiny.ifc").read_bytes()
     assert len(ifcopenshell.open(str(env.data / "uploads" / "back.ifc")).by_type("IfcWall")) == 3
+
+
+# --- C, D: the Getting Started chain: upload -> ifctester -> result.output_path -> download link ----------------
+
+def no_server_path(env: Env, doc: Any) -> None:
+    text = json.dumps(doc)
+    assert str(env.data) not in text and str(env.data.resolve()) not in text, text[:2000]
+
+
+def test_getting_started_chain_upload_test_download(env: Env) -> None:
+    with (env.data / "uploads" / "walls.ifc").open("rb") as handle:
+        uploaded = env.client.post("/upload/ifc", files={"file": ("My Model.ifc", handle)})
+    assert uploaded.status_code == 200, uploaded.text
+    up = uploaded.json()
+    assert up["file_path"] == "/uploads/My Model.ifc" and up["original_filename"] == "My Model.ifc" and up["message"]
+    job = env.client.post("/ifctester", json={"ifc_filename": up["file_path"], "ids_filename": "/examples/IDS-example.ids",
+                                              "output_filename": "/output/ids/test.html", "report_type": "html"})
+    assert job.status_code == 200, job.text
+    doc = wait_job(env, job.json()["job_id"])
+    assert doc["status"] == "finished", doc
+    result = doc["result"]
+    no_server_path(env, doc)
+    assert result["output_path"] == "/output/ids/test.html"
+    assert result["success"] is True and result["outputs"]["report"] == "output/ids/test.html"
+    assert "<html" in result["report"].lower()
+    for file_path in (result["output_path"], result["outputs"]["report"]):
+        link = env.client.post("/create_download_link", json={"file_path": file_path})
+        assert link.status_code == 200, link.text
+        token = link.json()["download_token"]
+        browser = httpx.get(f"{env.api.url}/download/{token}", timeout=30)  # no X-API-Key: the token is the key
+        assert browser.status_code == 200, browser.text
+        assert browser.content == (env.data / "output" / "ids" / "test.html").read_bytes()
+    assert httpx.get(f"{env.api.url}/runs", headers={"X-API-Key": token}).status_code in (401, 403)
+    assert httpx.get(f"{env.api.url}/download/{'x' * 43}").status_code == 404
+
+
+def test_patch_result_carries_the_original_fields(env: Env) -> None:
+    job = patch(env, "ExtractElements", ["IfcWall"], input_file="/uploads/walls.ifc", output_file="walls_only.ifc")
+    doc = wait_job(env, job.json()["job_id"])
+    assert doc["status"] == "finished", doc
+    result = doc["result"]
+    no_server_path(env, doc)
+    assert result["output_path"] == "/output/patch/walls_only.ifc"
+    assert result["output_filename"] == "walls_only.ifc" and result["recipe"] == "ExtractElements"
+    assert result["input_file"] == "/uploads/walls.ifc" and result["outputs"]["model"] == "output/patch/walls_only.ifc"
+
+
+def test_a_failed_job_reads_a_clean_error_with_the_traceback_apart(env: Env) -> None:
+    job = patch(env, "ExtractElements", ["IfcWall[[["], input_file="/uploads/walls.ifc", output_file="bad.ifc")
+    assert job.status_code == 200, job.text
+    doc = wait_job(env, job.json()["job_id"])
+    assert doc["status"] == "failed", doc
+    assert "Traceback" not in doc["error"] and doc["error"].strip(), doc["error"]
+    assert "Traceback" in doc["traceback"]
+    no_server_path(env, doc)

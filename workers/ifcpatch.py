@@ -28,6 +28,10 @@ def body(options: PatchOptions, outputs: dict[str, Path], progress: Progress) ->
                                    "arguments": list(options.arguments)})
     except TypeError as exc:
         raise StepError(f"recipe {options.recipe} rejected its arguments {options.arguments}: {exc}") from None
+    except Exception as exc:  # the recipe's own failure, in one line (the traceback stays in its own field)
+        first = " ".join(str(exc).split())[:300] or type(exc).__name__
+        raise StepError(f"recipe {options.recipe} failed on its arguments {options.arguments}: "
+                        f"{type(exc).__name__}: {first}") from exc
     ifcpatch.write(result, outputs["model"])
     logging.getLogger(__name__).debug("patched %s with %s", options.ifc, options.recipe)
     count = len(result.by_type("IfcRoot")) if hasattr(result, "by_type") else 0
