@@ -198,3 +198,9 @@ def test_a_failed_job_reads_a_clean_error_with_the_traceback_apart(env: Env) -> 
     assert "Traceback" not in doc["error"] and doc["error"].strip(), doc["error"]
     assert "Traceback" in doc["traceback"]
     no_server_path(env, doc)
+
+
+def test_revit_execute_says_a_windows_revit_worker_is_needed(env: Env) -> None:
+    answer = env.client.post("/revit/execute", json={"script": "x", "input_file": "/uploads/a.rvt"})
+    assert answer.status_code == 501, answer.text
+    assert "Windows" in answer.json()["detail"] and "Revit" in answer.json()["detail"]

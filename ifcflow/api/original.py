@@ -161,3 +161,11 @@ def patch_recipes(body: IfcPatchListRecipesRequest = Body(default_factory=IfcPat
     """IfcPatch's built-in recipes with their parameters (answers at once; no worker needed)."""
     return recipes.listing(body.include_builtin, body.include_custom)
 
+
+
+@router.post("/revit/execute", status_code=501, response_model=None,
+             responses={501: {"description": "ifcflow has no Revit worker"}})
+def revit_execute() -> None:
+    """The original's Revit endpoint needs a Windows worker running Autodesk Revit, which ifcflow does not have."""
+    raise HTTPException(501, "POST /revit/execute needs a Windows worker running Autodesk Revit; ifcflow has none "
+                        "(export IFC from Revit and upload it with POST /upload/ifc instead)")
