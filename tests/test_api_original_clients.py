@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import ifcopenshell
+import ifcopenshell.util.element
 import pytest
 from redis import Redis
 
@@ -22,6 +23,22 @@ from tests.conftest import shared_ifc
 from tests.factories import tiny_model, wall_name_ids, walls_model
 
 KEY = "clients-key"
+FOLDER_RECIPE = '''
+class Patcher:
+    def __init__(self, file, logger, name: str = "Renamed"):
+        """Give the project a name.
+
+        :param name: the new name
+        """
+        self.file, self.name = file, name
+
+    def patch(self):
+        for project in self.file.by_type("IfcProject"):
+            project.Name = self.name
+
+    def get_output(self):
+        return self.file
+'''
 
 
 class Env:
@@ -41,7 +58,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     shutil.copy(shared_ifc("duplex.ifc"), data / "examples" / "Building-Architecture.ifc")
     wall_name_ids(data / "examples" / "IDS-example.ids")
     tiny_model(outside / "outside.ifc")
-    with EmbeddedRedis() as server, ApiServer(server.url, data, {"IFCFLOW_API_KEYS": KEY}, workers=1) as api:
+    walls_model(data / "examples" / "v1.ifc", walls=3)
+    walls_model(data / "examples" / "v2.ifc", walls=4)
+    folder = root / "recipes"
+    folder.mkdir()
+    (folder / "NameProject.py").write_text(FOLDER_RECIPE)
+    settings = {"IFCFLOW_API_KEYS": KEY, "IFCFLOW_PATCH_RECIPES": str(folder)}
+    with EmbeddedRedis() as server, ApiServer(server.url, data, settings, workers=1) as api:
         redis = Redis.from_url(server.url)
         yield Env(root, data, outside, api, redis)
         redis.close()
@@ -204,3 +227,78 @@ def test_revit_execute_says_a_windows_revit_worker_is_needed(env: Env) -> None:
     answer = env.client.post("/revit/execute", json={"script": "x", "input_file": "/uploads/a.rvt"})
     assert answer.status_code == 501, answer.text
     assert "Windows" in answer.json()["detail"] and "Revit" in answer.json()["detail"]
+
+
+# --- E: the workflows' custom recipes, replayed over HTTP ---------------------------------------------------------
+
+def download_model(env: Env, file_path: str, tmp_path: Path) -> ifcopenshell.file:
+    link = env.client.post("/create_download_link", json={"file_path": file_path})
+    assert link.status_code == 200, link.text
+    got = httpx.get(f"{env.api.url}/download/{link.json()['download_token']}", timeout=30)
+    assert got.status_code == 200
+    (tmp_path / "got.ifc").write_bytes(got.content)
+    return ifcopenshell.open(str(tmp_path / "got.ifc"))
+
+
+def test_recipes_list_has_the_custom_recipes_with_parameters(env: Env) -> None:
+    listed = env.client.post("/patch/recipes/list", json={}).json()
+    custom = {r["name"]: r for r in listed["recipes"] if r["is_custom"]}
+    assert {"SetColorBySelector", "SetPropertyBySelector", "SetAttributeBySelector", "RemoveElements",
+            "MergeTasksFromPrevious", "NameProject"} <= set(custom)
+    assert listed["custom_count"] == len(custom) and listed["builtin_count"] > 20
+    assert [p["name"] for p in custom["RemoveElements"]["parameters"]][0]  # noqa: RUF015 == "query"
+    assert custom["NameProject"]["parameters"][0]["name"] == "name"
+
+
+def test_workflow_colour_the_walls_then_download(env: Env, tmp_path: Path) -> None:
+    with (env.data / "uploads" / "walls.ifc").open("rb") as handle:
+        up = env.client.post("/upload/ifc", files={"file": ("colour-me.ifc", handle)}).json()
+    job = env.client.post("/patch/execute", json={
+        "input_file": up["file_path"], "output_file": up["file_path"], "recipe": "SetColorBySelector",
+        "arguments": ["{\"selectors\": \"IfcWall\", \"hex\": \"FF0000\"}", "", "", "", ""], "use_custom": True})
+    assert job.status_code == 200, job.text
+    doc = wait_job(env, job.json()["job_id"])
+    assert doc["status"] == "finished", doc
+    assert doc["result"]["output_path"] == "/uploads/colour-me.ifc"
+    assert "ignored_fields" not in doc["result"]
+    model = download_model(env, doc["result"]["output_path"], tmp_path)
+    walls = model.by_type("IfcWall")
+    assert walls
+    for wall in walls:
+        colours = [s.SurfaceColour for st in ifcopenshell.util.element.get_styles(wall) for s in st.Styles
+                   if s.is_a("IfcSurfaceStyleShading")]
+        assert any((c.Red, c.Green, c.Blue) == (1.0, 0.0, 0.0) for c in colours)
+
+
+def test_workflow_property_diff_and_merge_tasks(env: Env, tmp_path: Path) -> None:
+    operation = ("{\"selector\": \"IfcWall\", \"property\": \"Pset_WallCommon.Status\", \"data_type\": \"IfcText\", "
+                 "\"value\": \"Approved\"}")
+    prop = patch(env, "SetPropertyBySelector", [operation],
+                 input_file="/examples/v2.ifc", output_file="/output/patch/v2-approved.ifc")
+    diff = env.client.post("/ifcdiff", json={
+        "old_file": "/examples/v1.ifc", "new_file": "/examples/v2.ifc", "output_file": "/output/diff/v1-v2.json",
+        "relationships": ["property", "aggregate", "attributes", "classification", "container", "geometry", "type"],
+        "is_shallow": False})
+    assert prop.status_code == 200 and diff.status_code == 200, (prop.text, diff.text)
+    approved = wait_job(env, prop.json()["job_id"])["result"]["output_path"]
+    diff_path = wait_job(env, diff.json()["job_id"])["result"]["output_path"]
+    assert approved == "/output/patch/v2-approved.ifc" and diff_path == "/output/diff/v1-v2.json"
+    model = download_model(env, approved, tmp_path)
+    assert all(ifcopenshell.util.element.get_pset(w, "Pset_WallCommon", "Status") == "Approved"
+               for w in model.by_type("IfcWall"))
+    merged = patch(env, "MergeTasksFromPrevious", ["/examples/v1.ifc", diff_path, "V."], input_file=approved,
+                   output_file="with-tasks.ifc")
+    assert merged.status_code == 200, merged.text
+    doc = wait_job(env, merged.json()["job_id"])
+    assert doc["status"] == "finished", doc
+    tasks = download_model(env, doc["result"]["output_path"], tmp_path).by_type("IfcTask")
+    assert tasks and all(t.Identification.startswith("V.") for t in tasks)
+
+
+def test_a_folder_recipe_runs_and_a_folder_outside_recipe_is_unknown(env: Env, tmp_path: Path) -> None:
+    job = patch(env, "NameProject", ["From the folder"], input_file="walls.ifc", output_file="named.ifc")
+    assert job.status_code == 200, job.text
+    doc = wait_job(env, job.json()["job_id"])
+    assert doc["status"] == "finished", doc
+    assert download_model(env, doc["result"]["output_path"], tmp_path).by_type("IfcProject")[0].Name == "From the folder"
+    assert patch(env, "NameProject", [{"x": 1}]).status_code == 422
