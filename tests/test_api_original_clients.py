@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from tests.conftest import shared_ifc
 from tests.factories import tiny_model, wall_name_ids, walls_model
 
 KEY = "clients-key"
+LIMIT = 3_000_000
 FOLDER_RECIPE = '''
 class Patcher:
     def __init__(self, file, logger, name: str = "Renamed"):
@@ -63,7 +66,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     folder = root / "recipes"
     folder.mkdir()
     (folder / "NameProject.py").write_text(FOLDER_RECIPE)
-    settings = {"IFCFLOW_API_KEYS": KEY, "IFCFLOW_PATCH_RECIPES": str(folder)}
+    settings = {"IFCFLOW_API_KEYS": KEY, "IFCFLOW_PATCH_RECIPES": str(folder), "IFCFLOW_DOWNLOAD_ALLOW": "127.0.0.1",
+                "IFCFLOW_MAX_UPLOAD": str(LIMIT)}
     with EmbeddedRedis() as server, ApiServer(server.url, data, settings, workers=1) as api:
         redis = Redis.from_url(server.url)
         yield Env(root, data, outside, api, redis)
@@ -302,3 +306,79 @@ def test_a_folder_recipe_runs_and_a_folder_outside_recipe_is_unknown(env: Env, t
     assert doc["status"] == "finished", doc
     assert download_model(env, doc["result"]["output_path"], tmp_path).by_type("IfcProject")[0].Name == "From the folder"
     assert patch(env, "NameProject", [{"x": 1}]).status_code == 422
+
+
+# --- F: POST /download-from-url, from an allowed host only ---------------------------------------------------------
+
+class Files(BaseHTTPRequestHandler):
+    model = b""
+
+    def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+        port = self.server.server_address[1]
+        routes: dict[str, tuple[int, dict[str, str], bytes]] = {
+            "/model.ifc": (200, {}, self.model),
+            "/same": (302, {"Location": "/model.ifc"}, b""),
+            "/other": (302, {"Location": f"http://localhost:{port}/model.ifc"}, b""),
+            "/page.ifc": (200, {}, b"<html>not a model</html>"),
+            "/big.ifc": (200, {}, b"ISO-10303-21;\n" + b"x" * (LIMIT + 10)),
+            "/rules.ids": (200, {}, b"<?xml version='1.0'?><ids xmlns='http://standards.buildingsmart.org/IDS'/>"),
+        }
+        status, headers, body = routes.get(self.path, (404, {}, b"no"))
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture()
+def files(env: Env) -> Iterator[str]:
+    Files.model = (env.data / "uploads" / "tiny.ifc").read_bytes()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Files)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_download_from_url_fetches_from_an_allowed_host_only(env: Env, files: str) -> None:
+    got = env.client.post("/download-from-url", json={"url": f"{files}/same", "output_filename": "fetched.ifc"})
+    assert got.status_code == 200, got.text
+    assert got.json()["file_path"] == "/uploads/fetched.ifc"
+    assert (env.data / "uploads" / "fetched.ifc").read_bytes() == Files.model
+    ids = env.client.post("/download-from-url", json={"url": f"{files}/rules.ids"})
+    assert ids.status_code == 200 and ids.json()["file_path"] == "/uploads/rules.ids", ids.text
+    port = files.rsplit(":", 1)[1]
+    cases = {
+        f"{files}/other": 403,                       # redirect to another host name
+        f"http://localhost:{port}/model.ifc": 403,   # host not on the list
+        f"{files}/page.ifc": 422,                    # not an IFC file
+        f"{files}/big.ifc": 413,                     # beyond IFCFLOW_MAX_UPLOAD
+        "file:///etc/passwd": 422,
+        f"{files}/missing.ifc": 502,
+    }
+    for url, status in cases.items():
+        answer = env.client.post("/download-from-url", json={"url": url, "output_filename": "bad.ifc"})
+        assert answer.status_code == status, (url, answer.text)
+    assert "IFCFLOW_DOWNLOAD_ALLOW" in env.client.post(
+        "/download-from-url", json={"url": f"http://localhost:{port}/model.ifc"}).json()["detail"]
+    assert not (env.data / "uploads" / "bad.ifc").exists()
+    assert not list((env.data / "uploads").glob(".fetch-*"))
+
+
+def test_download_from_url_is_off_by_default() -> None:
+    from fastapi import HTTPException
+
+    from ifcflow.api.fetch import check_host
+
+    with pytest.raises(HTTPException) as caught:
+        check_host("https://files.example.com/a.ifc", ())
+    assert caught.value.status_code == 403 and "IFCFLOW_DOWNLOAD_ALLOW" in str(caught.value.detail)
+    with pytest.raises(HTTPException) as caught:
+        check_host("http://localhost/a.ifc", ("localhost",))  # an allowed name pointing at an internal address
+    assert caught.value.status_code == 403 and "internal" in str(caught.value.detail)

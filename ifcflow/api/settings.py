@@ -40,6 +40,8 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     allow_nets: tuple[Network, ...] = ()
     webhook_allow: tuple[str, ...] = ()
+    download_allow: tuple[str, ...] = ()
+    """Hosts ``POST /download-from-url`` may fetch from (``IFCFLOW_DOWNLOAD_ALLOW``; empty: the endpoint is off)."""
     webhook_secret: str | None = None
     max_upload: int = MAX_UPLOAD
     pipelines: Path = field(default_factory=lambda: Path("pipelines").resolve())
@@ -89,6 +91,7 @@ class Settings:
             api_keys=keys,
             allow_nets=parse_networks(_split(env.get("IFCFLOW_API_ALLOW_NETS")), "IFCFLOW_API_ALLOW_NETS"),
             webhook_allow=tuple(_split(env.get("IFCFLOW_WEBHOOK_ALLOW"))),
+            download_allow=tuple(_split(env.get("IFCFLOW_DOWNLOAD_ALLOW"))),
             webhook_secret=env.get("IFCFLOW_WEBHOOK_SECRET") or None,
             max_upload=max_upload,
             pipelines=Path(env.get("IFCFLOW_PIPELINES") or "pipelines").resolve(),
