@@ -83,7 +83,7 @@ def download(env: Env, file_path: str) -> bytes:
     link = env.client.post("/create_download_link", json={"file_path": file_path})
     assert link.status_code == 200, link.text
     token = link.json()["download_token"]
-    assert link.json()["preview_url"].endswith(f"/download/{token}")
+    assert link.json()["preview_url"].endswith(f"/preview/{token}")
     answer = env.client.get(f"/download/{token}")
     assert answer.status_code == 200
     return answer.content

@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from .. import connection, reconcile
 from ..errors import IfcflowError, NotAllowed, PipelineError, RunNotFound
-from . import batches, downloads, events, fetch, health, jobs, original, runs, schedules, ui, uploads
+from . import batches, downloads, events, fetch, health, jobs, original, preview, runs, schedules, ui, uploads
 from .paths import UnsafePath
 from .settings import Settings
 from .watcher import Watcher
@@ -93,7 +93,7 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.conn = client
     _errors(app)
-    for module in (health, original, jobs, uploads, downloads, fetch, runs, events, batches, schedules):
+    for module in (health, original, jobs, uploads, downloads, preview, fetch, runs, events, batches, schedules):
         app.include_router(module.router)
     ui.install(app)  # the web page under /ui (issue 11)
     return app

@@ -175,5 +175,5 @@ def create_download_link(request: Request, body: DownloadRequest) -> DownloadLin
     token = secrets.token_urlsafe(32)
     request.app.state.conn.set(token_key(token), str(path), ex=TOKEN_TTL)
     base = os.environ.get("IFCFLOW_PUBLIC_URL") or str(request.base_url)
-    return DownloadLink(download_token=token, preview_url=f"{base.rstrip('/')}/download/{token}",
+    return DownloadLink(download_token=token, preview_url=f"{base.rstrip('/')}/preview/{token}",
                         expiry=datetime.now(timezone.utc) + timedelta(seconds=TOKEN_TTL))
