@@ -313,7 +313,7 @@ def test_a_folder_recipe_runs_and_a_folder_outside_recipe_is_unknown(env: Env, t
 class Files(BaseHTTPRequestHandler):
     model = b""
 
-    def do_GET(self) -> None:  # noqa: N802 -- http.server's name
+    def do_GET(self) -> None:
         port = self.server.server_address[1]
         routes: dict[str, tuple[int, dict[str, str], bytes]] = {
             "/model.ifc": (200, {}, self.model),
@@ -382,3 +382,18 @@ def test_download_from_url_is_off_by_default() -> None:
     with pytest.raises(HTTPException) as caught:
         check_host("http://localhost/a.ifc", ("localhost",))  # an allowed name pointing at an internal address
     assert caught.value.status_code == 403 and "internal" in str(caught.value.detail)
+
+
+# --- H: the web page's "preview" link of a run output --------------------------------------------------------------
+
+def test_run_output_preview_link_redirects_to_a_token_preview(env: Env) -> None:
+    started = run_pipeline(env, "ExtractElements", ["IfcWall"])
+    assert started.status_code == 202, started.text
+    wait_job(env, started.json()["steps"]["s"])
+    run_id = started.json()["run_id"]
+    answer = env.client.get(f"/runs/{run_id}/outputs/s/model/preview", follow_redirects=False)
+    assert answer.status_code == 303 and answer.headers["location"].startswith("/preview/"), answer.text
+    page = httpx.get(env.api.url + answer.headers["location"], timeout=30)  # no key: the token is the credential
+    assert page.status_code == 200 and "GLTFLoader" in page.text
+    assert httpx.get(f"{env.api.url}/runs/{run_id}/outputs/s/model/preview").status_code in (401, 403)
+    assert env.client.get(f"/runs/{run_id}/outputs/s/nope/preview").status_code == 404

@@ -95,5 +95,6 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     _errors(app)
     for module in (health, original, jobs, uploads, downloads, preview, fetch, runs, events, batches, schedules):
         app.include_router(module.router)
+    app.include_router(preview.keyed)
     ui.install(app)  # the web page under /ui (issue 11)
     return app

@@ -16,16 +16,19 @@ import csv
 import hashlib
 import html
 import json
+import secrets
 import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
+from .auth import require_key
 from .downloads import token_file
 from .settings import Settings
+from .uploads import TOKEN_TTL, token_key
 
 router = APIRouter(tags=["files"])
 ROWS = 2000
@@ -165,3 +168,19 @@ def preview_model(request: Request, token: str) -> FileResponse:
     elif path.suffix.lower() not in (".glb", ".gltf"):
         raise HTTPException(404, "this file has no 3D preview")
     return FileResponse(path, media_type="model/gltf-binary")
+
+
+keyed = APIRouter(dependencies=[Depends(require_key)], tags=["files"])
+
+
+@keyed.get("/runs/{run_id}/outputs/{step}/{name}/preview", status_code=303, response_class=RedirectResponse,
+           responses={404: {"description": "no such output (yet)"}})
+def preview_output(request: Request, run_id: str, step: str, name: str) -> RedirectResponse:
+    """A run output's preview: a fresh download token for it, then a redirect to ``/preview/{token}`` (the web
+    page's "preview" link next to each output)."""
+    from .runs import output
+
+    path = Path(output(request, run_id, step, name).path)
+    token = secrets.token_urlsafe(32)
+    request.app.state.conn.set(token_key(token), str(path), ex=TOKEN_TTL)
+    return RedirectResponse(f"/preview/{token}", status_code=303)
