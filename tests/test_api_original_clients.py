@@ -397,3 +397,15 @@ def test_run_output_preview_link_redirects_to_a_token_preview(env: Env) -> None:
     assert page.status_code == 200 and "GLTFLoader" in page.text
     assert httpx.get(f"{env.api.url}/runs/{run_id}/outputs/s/model/preview").status_code in (401, 403)
     assert env.client.get(f"/runs/{run_id}/outputs/s/nope/preview").status_code == 404
+
+
+def test_html_report_over_http_links_the_servers_output_urls(env: Env) -> None:
+    started = run_pipeline(env, "ExtractElements", ["IfcWall"])
+    wait_job(env, started.json()["steps"]["s"])
+    run_id = started.json()["run_id"]
+    for fmt in ("html", "markdown", "junit"):
+        text = env.client.get(f"/runs/{run_id}/report", params={"format": fmt}).text
+        assert "file://" not in text and str(env.data) not in text and str(env.data.resolve()) not in text, text
+    page = env.client.get(f"/runs/{run_id}/report", params={"format": "html"}).text
+    assert f"{env.api.url}/runs/{run_id}/outputs/s/model" in page
+    assert env.client.get(f"{env.api.url}/runs/{run_id}/outputs/s/model").status_code == 200
