@@ -89,6 +89,32 @@ CUSTOM: dict[str, tuple[str, tuple[Param, ...]]] = {
 """ifcflow's own recipes (``workers/recipes/``), with the original system's names and argument conventions."""
 
 
+PLAIN_OPTIONS: dict[str, frozenset[str]] = {
+    "ifcconvert": frozenset({"verbose", "plan", "model", "weld_vertices", "use_world_coords", "convert_back_units",
+                             "sew_shells", "merge_boolean_operands", "disable_opening_subtractions", "bounds",
+                             "include", "exclude", "threads"}),
+    "ifctester": frozenset({"report_type", "gate"}),
+    "ifcpatch": frozenset({"recipe", "arguments"}),  # arguments: vetted per recipe by :func:`vet`
+    "ifcclash": frozenset({"clash_sets", "mode", "tolerance", "clearance", "check_all", "allow_touching",
+                           "smart_grouping", "max_cluster_distance"}),  # clash_sets' files are marked options
+    "ifccsv": frozenset({"format", "delimiter", "null_value", "require_elements", "attributes"}),
+    "ifccsv-import": frozenset({"delimiter", "null_value"}),
+    "ifcdiff": frozenset({"relationships", "is_shallow", "filter_elements"}),
+    "ifc5d": frozenset({"rules", "require_elements"}),
+    "ifc2json": frozenset(),
+}
+"""Every service option that is neither a marked file nor a selector, known to name no path and no host. Over
+HTTP an option of a service that is in neither group (a new option nobody classified) is refused."""
+
+
+def unknown_options(service: str, options: dict[str, object], marked: set[str]) -> list[str]:
+    """Options of ``service`` that are not classified as safe for HTTP submissions (see :data:`PLAIN_OPTIONS`)."""
+    plain = PLAIN_OPTIONS.get(service)
+    if plain is None:
+        return sorted(options)
+    return sorted(name for name in options if name not in plain and name not in marked)
+
+
 class Resolver:
     """How a path argument becomes a safe absolute path (raises on a path outside the data folder)."""
 

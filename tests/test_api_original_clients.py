@@ -128,9 +128,9 @@ def test_recipes_not_on_the_allow_list_are_refused_with_what_is_allowed(env: Env
                    patch(env, "ExtractElements", ["IfcWall", True, "extra"]),
                    patch(env, "SetColorBySelector", ["not json"])):
         assert answer.status_code == 422, answer.text
-        detail = answer.json()["detail"]
+        detail = answer.json()["detail"][0]["msg"]
         assert "ifcpatch recipe" in detail and ("Allowed recipes" in detail or "argument" in detail), detail
-    assert "MergeProjects" in patch(env, "Ifc2Sql", []).json()["detail"]
+    assert "MergeProjects" in patch(env, "Ifc2Sql", []).json()["detail"][0]["msg"]
     assert not env.redis.keys("rq:job:*")
 
 

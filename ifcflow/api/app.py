@@ -31,7 +31,7 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(NotAllowed)
     async def not_allowed(request: Request, exc: NotAllowed) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": str(exc), "type": "not_allowed"}]}, status_code=422)
 
     @app.exception_handler(UnsafePath)
     async def unsafe(request: Request, exc: UnsafePath) -> JSONResponse:

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from . import paths
 from .auth import require_key
+from .problems import unprocessable
 from .settings import Settings
 from .webhook import host_allowed
 
@@ -53,9 +54,9 @@ def check_host(url: str, allow: tuple[str, ...]) -> str:
         parts = urlsplit(url)
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError as exc:
-        raise HTTPException(422, f"url {url!r} is not a valid URL ({exc})") from None
+        raise unprocessable(f"url {url!r} is not a valid URL ({exc})", "url") from None
     if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-        raise HTTPException(422, f"url {url!r} must be an http:// or https:// URL with a host and no credentials")
+        raise unprocessable(f"url {url!r} must be an http:// or https:// URL with a host and no credentials", "url")
     host = parts.hostname
     if not allow:
         raise HTTPException(403, "downloads from URLs are off on this server; its operator can allow hosts with "
@@ -67,7 +68,7 @@ def check_host(url: str, allow: tuple[str, ...]) -> str:
     try:
         addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
     except (OSError, UnicodeError) as exc:
-        raise HTTPException(422, f"host {host!r} cannot be resolved ({exc})") from None
+        raise unprocessable(f"host {host!r} cannot be resolved ({exc})", "url") from None
     for address in sorted(addresses):
         if not ipaddress.ip_address(address.split("%")[0]).is_global and not host_allowed(address, allow):
             raise HTTPException(403, f"host {host!r} resolves to {address}, an internal address; allow that address "
@@ -81,7 +82,8 @@ def _kind(name: str) -> str:
         return "ifc"
     if suffix in (".ids", ".xml"):
         return "ids"
-    raise HTTPException(422, f"output_filename {name!r} must end in .ifc or .ids (the file types this endpoint fetches)")
+    raise unprocessable(f"output_filename {name!r} must end in .ifc or .ids (the file types this endpoint fetches)",
+                        "output_filename")
 
 
 def _looks_like(kind: str, head: bytes) -> bool:
@@ -125,11 +127,11 @@ def fetch(url: str, settings: Settings, target: Path, kind: str) -> int:
                     size = _stream(response, temp, settings.max_upload)
                     with temp.open("rb") as handle:
                         if not _looks_like(kind, handle.read(SNIFF)):
-                            raise HTTPException(422, f"the fetched file is not an {kind.upper()} file (checked its "
-                                                "first bytes); nothing was kept")
+                            raise unprocessable(f"the fetched file is not an {kind.upper()} file (checked its "
+                                                "first bytes); nothing was kept", "url")
                     os.replace(temp, target)
                     return size
-        raise HTTPException(422, f"more than {HOPS} redirects; give the file's final URL")
+        raise unprocessable(f"more than {HOPS} redirects; give the file's final URL", "url")
     except httpx.HTTPError as exc:
         raise HTTPException(502, f"cannot fetch {urlsplit(url).hostname}: {type(exc).__name__}") from None
     finally:

@@ -136,7 +136,7 @@ def _glb(settings: Settings, path: Path) -> Path:
         raise HTTPException(504, f"converting {path.name} for the preview took over {CONVERT_TIMEOUT} s") from None
     if done.returncode != 0 or not cached.is_file():
         reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        raise HTTPException(422, f"{path.name} cannot be shown in 3D: {reason}")
+        raise HTTPException(404, f"{path.name} cannot be shown in 3D: {reason}")
     return cached
 
 

@@ -17,11 +17,11 @@ from typing import Any
 from redis import Redis
 
 from .. import document, enqueue, patchargs, source
-from ..errors import IfcflowError, PipelineError
+from ..errors import IfcflowError, NotAllowed, PipelineError
 from ..plan import Plan, PlannedStep
 from ..plan import plan as make_plan
 from ..services import SERVICES
-from ..services.base import InputFile, file_options
+from ..services.base import InputFile, OutputFile, Selector, file_options
 from . import paths, webhook
 from .settings import Settings
 
@@ -108,6 +108,13 @@ def free_options(settings: Settings, step: PlannedStep, roots: tuple[Path, ...],
     """The step's options with every free option that can name a path or a host vetted (allow-listed over HTTP);
     today only IfcPatch's ``arguments`` are free (every other path option is a marked file, vetted by
     :func:`check_inside`)."""
+    service = SERVICES[step.service]
+    marked = {name for name, info in service.options.model_fields.items()
+              if any(isinstance(m, (InputFile, OutputFile, Selector)) for m in info.metadata)}
+    unknown = patchargs.unknown_options(step.service, step.options, marked)
+    if unknown:
+        raise NotAllowed(f"steps.{step.id}: option(s) {', '.join(unknown)} of service {step.service} are not allowed "
+                         "over HTTP (not known to name no path or host); run the pipeline from the terminal")
     if step.service != "ifcpatch":
         return step.options
     where = f"steps.{step.id}.with.arguments"
