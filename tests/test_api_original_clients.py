@@ -409,3 +409,18 @@ def test_html_report_over_http_links_the_servers_output_urls(env: Env) -> None:
     page = env.client.get(f"/runs/{run_id}/report", params={"format": "html"}).text
     assert f"{env.api.url}/runs/{run_id}/outputs/s/model" in page
     assert env.client.get(f"{env.api.url}/runs/{run_id}/outputs/s/model").status_code == 200
+
+
+def test_ifcflow_demo_fills_examples_with_the_workflows_file_names(env: Env) -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ifcflow", "demo", str(env.data / "examples" / "demo"),
+                           "--original-names"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    job = env.client.post("/ifctester", json={
+        "ifc_filename": "/examples/demo/Building-Architecture.ifc", "ids_filename": "/examples/demo/IDS-example.ids",
+        "output_filename": "/output/ids/demo.html", "report_type": "html"})
+    assert job.status_code == 200, job.text
+    result = wait_job(env, job.json()["job_id"])["result"]
+    assert result["output_path"] == "/output/ids/demo.html" and "<html" in result["report"].lower()
