@@ -424,3 +424,15 @@ def test_ifcflow_demo_fills_examples_with_the_workflows_file_names(env: Env) -> 
     assert job.status_code == 200, job.text
     result = wait_job(env, job.json()["job_id"])["result"]
     assert result["output_path"] == "/output/ids/demo.html" and "<html" in result["report"].lower()
+
+
+def test_run_status_and_events_name_no_server_path(env: Env) -> None:
+    started = run_pipeline(env, "ExtractElements", ["IfcWall"])
+    wait_job(env, started.json()["steps"]["s"])
+    run_id = started.json()["run_id"]
+    doc = env.client.get(f"/runs/{run_id}").json()
+    no_server_path(env, doc)
+    assert doc["steps"]["s"]["outputs"]["model"].startswith("output/runs/")
+    with env.client.stream("GET", f"/runs/{run_id}/events") as events:
+        text = "".join(events.iter_text())
+    assert "event: end" in text and str(env.data) not in text and str(env.data.resolve()) not in text

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..status import RunStatus
 from . import paths
 
 MAIN_OUTPUT = {"ifcconvert": "model", "ifccsv": "table", "ifccsv-import": "model", "ifcclash": "report",
@@ -72,3 +73,12 @@ def answer(result: dict[str, Any], service: str, options: dict[str, Any], output
     original's fields; ifcflow's win where both name a field."""
     written = result.get("outputs") if isinstance(result.get("outputs"), dict) else outputs
     return {**original_fields(service, options, written or outputs, data), **public(result, data)}
+
+
+def public_status(status: RunStatus, data: Path, pipelines: Path | None = None) -> RunStatus:
+    """A run's status document as served over HTTP: paths relative to the data folder (a committed pipeline's file
+    by its name in the pipelines folder)."""
+    doc = public(status.model_dump(mode="json"), data)
+    if pipelines is not None and isinstance(doc.get("file"), str):
+        doc["file"] = public(doc["file"], pipelines)
+    return RunStatus.model_validate(doc)

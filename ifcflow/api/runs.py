@@ -145,8 +145,10 @@ def list_runs(request: Request, offset: int = Query(0, ge=0, le=MAX_OFFSET),
 
 @router.get("/runs/{run_id}", response_model=RunStatus)
 def run_status(request: Request, run_id: str) -> RunStatus:
-    """The run's status document (as ``ifcflow status --json``)."""
-    return reader_for(request.app.state.conn, run_id).read(with_traceback=True)
+    """The run's status document (as ``ifcflow status --json``; paths relative to the data folder)."""
+    settings: Settings = request.app.state.settings
+    status = reader_for(request.app.state.conn, run_id).read(with_traceback=True)
+    return results.public_status(status, settings.data, settings.pipelines)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=Canceled)
