@@ -195,6 +195,7 @@ def test_getting_started_chain_upload_test_download(env: Env) -> None:
     assert result["output_path"] == "/output/ids/test.html"
     assert result["success"] is True and result["outputs"]["report"] == "output/ids/test.html"
     assert "<html" in result["report"].lower()
+    assert result["total_specifications"] == result["passed_specifications"] + result["failed_specifications"] >= 1
     for file_path in (result["output_path"], result["outputs"]["report"]):
         link = env.client.post("/create_download_link", json={"file_path": file_path})
         assert link.status_code == 200, link.text

@@ -50,6 +50,15 @@ def _ifctester(options: dict[str, Any], path: str, found: dict[str, Any]) -> Non
             found["report"] = Path(path).read_text(encoding="utf-8", errors="replace")
 
 
+def _counts(found: dict[str, Any], result: dict[str, Any]) -> None:
+    """ifctester's counts under the original's names."""
+    counts: dict[str, Any] = result["data"] if isinstance(result.get("data"), dict) else {}
+    for ours, theirs in (("specifications", "total_specifications"), ("passed", "passed_specifications"),
+                         ("failed", "failed_specifications")):
+        if isinstance(counts.get(ours), int):
+            found[theirs] = counts[ours]
+
+
 def original_fields(service: str, options: dict[str, Any], outputs: dict[str, str], data: Path) -> dict[str, Any]:
     """The fields the original's worker of ``service`` returned, from the step's options and output paths."""
     main = outputs.get(MAIN_OUTPUT.get(service, ""), next(iter(outputs.values()), None))
@@ -72,7 +81,10 @@ def answer(result: dict[str, Any], service: str, options: dict[str, Any], output
     """Both shapes: ifcflow's ``{success, message, data, outputs}`` (paths relative to the data folder) plus the
     original's fields; ifcflow's win where both name a field."""
     written = result.get("outputs") if isinstance(result.get("outputs"), dict) else outputs
-    return {**original_fields(service, options, written or outputs, data), **public(result, data)}
+    found = original_fields(service, options, written or outputs, data)
+    if service == "ifctester":
+        _counts(found, result)
+    return {**found, **public(result, data)}
 
 
 def public_status(status: RunStatus, data: Path, pipelines: Path | None = None) -> RunStatus:
