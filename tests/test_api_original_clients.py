@@ -417,7 +417,7 @@ def test_ifcflow_demo_fills_examples_with_the_workflows_file_names(env: Env) -> 
     import sys
 
     done = subprocess.run([sys.executable, "-m", "ifcflow", "demo", str(env.data / "examples" / "demo"),
-                           "--original-names"], capture_output=True, text=True, timeout=120)
+                           "--original-names"], capture_output=True, text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     job = env.client.post("/ifctester", json={
         "ifc_filename": "/examples/demo/Building-Architecture.ifc", "ids_filename": "/examples/demo/IDS-example.ids",

@@ -45,9 +45,9 @@ def container(data: Path, path: str) -> str:
 
 def _ifctester(options: dict[str, Any], path: str, found: dict[str, Any]) -> None:
     found["report_type"] = options.get("report_type", "json")
-    if found["report_type"] in ("html", "json", "txt") and os.path.isfile(path):
-        if os.path.getsize(path) <= REPORT_LIMIT:
-            found["report"] = Path(path).read_text(encoding="utf-8", errors="replace")
+    readable = found["report_type"] in ("html", "json", "txt") and os.path.isfile(path)
+    if readable and os.path.getsize(path) <= REPORT_LIMIT:
+        found["report"] = Path(path).read_text(encoding="utf-8", errors="replace")
 
 
 def _counts(found: dict[str, Any], result: dict[str, Any]) -> None:
