@@ -11,8 +11,8 @@ The index lives in Redis: ``ifcflow:cache:<key>`` -> JSON ``{run_id, step, job_i
 output still exists with its recorded size and sha256; the outputs are then hard-linked (copied across file systems)
 into the new step's folder and the step ends ``cached``, naming the run it came from.
 
-Only options marked as input files are hashed: a path hidden in free-form arguments (an IfcPatch recipe's
-``arguments``) is compared as text. ``cache: false`` on a step (or in ``defaults:``) and ``ifcflow run --no-cache``
+Options marked as input files are hashed, and so is every absolute path of an existing file among an IfcPatch
+recipe's ``arguments`` (``MergeProjects``' models; a relative one is compared as text). ``cache: false`` on a step (or in ``defaults:``) and ``ifcflow run --no-cache``
 turn the cache off for those steps; ``IFCFLOW_CACHE=off`` in a worker's environment turns it off on that worker.
 """
 
@@ -76,6 +76,16 @@ def _set(data: Any, path: tuple[str | int, ...], value: str) -> None:
     data[path[-1]] = value
 
 
+def _hash_files(value: Any) -> Any:
+    """Recipe arguments with every absolute path of an existing file replaced by its contents' sha256 (a model
+    ``MergeProjects`` reads changes the key as an input file does)."""
+    if isinstance(value, list):
+        return [_hash_files(v) for v in value]
+    if isinstance(value, str) and value.startswith("/") and os.path.isfile(value):
+        return "sha256:" + sha256(value)
+    return value
+
+
 def key(planned: PlannedStep, options: Options | None = None) -> str | None:
     """The step's cache key, or None when an input is not a readable file (the step then runs, and fails)."""
     options = options or SERVICES[planned.service].options.model_validate(planned.options)
@@ -89,6 +99,8 @@ def key(planned: PlannedStep, options: Options | None = None) -> str | None:
         elif isinstance(marker, OutputFile):
             path = Path(value)
             _set(data, sub, str(path.relative_to(workdir)) if path.is_relative_to(workdir) else value)
+    if planned.service == "ifcpatch" and isinstance(data.get("arguments"), list):
+        data["arguments"] = _hash_files(data["arguments"])
     document = {"service": planned.service, "versions": versions(planned.service), "options": data}
     return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 

@@ -41,6 +41,10 @@ class PipelineError(IfcflowError):
         super().__init__("\n".join([*(str(p) for p in self.problems), head]))
 
 
+class NotAllowed(IfcflowError):
+    """A value a submission over HTTP may not use (a recipe, an argument kind, a host); HTTP 422."""
+
+
 class RedisUnavailable(IfcflowError):
     """The Redis server cannot be reached."""
 

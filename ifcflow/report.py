@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+from collections.abc import Callable
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
@@ -69,10 +70,15 @@ def markdown(status: RunStatus) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_report(status: RunStatus) -> str:
+OutputUrl = Callable[[str, str], str]
+"""``(step id, output name) -> URL`` of an output, for reports served over HTTP (default: a file:// URI)."""
+
+
+def html_report(status: RunStatus, output_url: OutputUrl | None = None) -> str:
     rows = []
     for step_id, step in status.steps.items():
-        outputs = "<br>".join(_link(p, status.out_dir) for p in step.outputs.values() if Path(p).is_file())
+        outputs = "<br>".join(_link(p, status.out_dir, output_url(step_id, name) if output_url else None)
+                              for name, p in step.outputs.items() if Path(p).is_file())
         took = f"{step.duration:.1f} s" if step.duration is not None else ""
         rows.append(f"<tr class='{step.status.value}'><td>{html.escape(step_id)}</td><td>{step.service}</td>"
                     f"<td>{step.status.value}</td><td>{took}</td><td>{html.escape(_detail(step))}</td>"
@@ -86,21 +92,23 @@ def html_report(status: RunStatus) -> str:
             f"<th>time</th><th>detail</th><th>outputs</th></tr>{''.join(rows)}</table></body></html>\n")
 
 
-def _link(path: str, out_dir: str) -> str:
-    """An output as a link (file URI); its text is the path inside the run folder when it is there."""
+def _link(path: str, out_dir: str, href: str | None = None) -> str:
+    """An output as a link (``href``, else its file URI); its text is the path inside the run folder when it is
+    there, else the file name when ``href`` is given (never a server path over HTTP)."""
     target = Path(path)
     try:
         text = str(target.relative_to(out_dir))
     except ValueError:
-        text = path
-    return f"<a href='{html.escape(target.resolve().as_uri())}'>{html.escape(text)}</a>"
+        text = target.name if href else path
+    return f"<a href='{html.escape(href or target.resolve().as_uri())}'>{html.escape(text)}</a>"
 
 
-def render(status: RunStatus, fmt: str) -> str:
+def render(status: RunStatus, fmt: str, output_url: OutputUrl | None = None) -> str:
+    """The report in ``fmt``; ``output_url`` links outputs to URLs (over HTTP) instead of file:// URIs."""
     if fmt == "junit":
         return junit(status)
     if fmt == "markdown":
         return markdown(status)
     if fmt == "html":
-        return html_report(status)
+        return html_report(status, output_url)
     raise ValueError(f"unknown report format {fmt!r}; use one of {', '.join(FORMATS)}")

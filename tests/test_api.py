@@ -83,7 +83,7 @@ def download(env: Env, file_path: str) -> bytes:
     link = env.client.post("/create_download_link", json={"file_path": file_path})
     assert link.status_code == 200, link.text
     token = link.json()["download_token"]
-    assert link.json()["preview_url"].endswith(f"/download/{token}")
+    assert link.json()["preview_url"].endswith(f"/preview/{token}")
     answer = env.client.get(f"/download/{token}")
     assert answer.status_code == 200
     return answer.content
@@ -189,7 +189,7 @@ FAILING = """\
 version: 1
 name: failing
 steps:
-  bad: {uses: ifcpatch, with: {ifc: tiny.ifc, recipe: NoSuchRecipe}}
+  bad: {uses: ifcpatch, with: {ifc: tiny.ifc, recipe: ExtractElements, arguments: ['IfcWall[[[']}}
   after: {uses: ifc2json, needs: [bad], with: {ifc: tiny.ifc}}
 """
 
@@ -200,7 +200,8 @@ def test_skipped_step_reads_canceled_with_reason_and_failed_job_requeues(env: En
     assert started.status_code == 202, started.text
     steps = started.json()["steps"]
     failed = wait_job(env, steps["bad"])
-    assert failed["status"] == "failed" and "NoSuchRecipe" in failed["error"]
+    assert failed["status"] == "failed" and "ExtractElements" in failed["error"], failed
+    assert "Traceback" not in failed["error"] and "Traceback" in failed["traceback"]
     skipped = wait_job(env, steps["after"])
     assert skipped["status"] == "canceled" and skipped["skipped"] is True
     assert "bad" in skipped["reason"]

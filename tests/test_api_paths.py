@@ -167,7 +167,7 @@ def test_schemathesis_finds_no_server_error_or_schema_violation(env: Env, tmp_pa
     done = subprocess.run(
         [sys.executable, "-m", "schemathesis.cli", "run", f"{env.api.url}/openapi.json", "--checks", "all",
          "--exclude-checks", "positive_data_acceptance", "--max-examples", "10", "--header", f"X-API-Key: {KEY}",
-         "--exclude-path-regex", "/events$", "--seed", "1", "--no-color", "--request-timeout", "20",
+         "--exclude-path-regex", "/events$|^/revit/execute$", "--seed", "1", "--no-color", "--request-timeout", "20",
          "--phases", "examples,coverage,fuzzing", "--workers", "1"],
         capture_output=True, text=True, timeout=240, cwd=tmp_path)  # its cache folder goes there
     report = done.stdout + done.stderr

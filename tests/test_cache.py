@@ -159,3 +159,19 @@ def test_the_original_job_status_has_a_word_for_every_step_state() -> None:
     from ifcflow.api.jobs import RQ_WORDS
 
     assert set(RQ_WORDS) == set(StepState) and RQ_WORDS[StepState.CACHED] == "finished"
+
+
+def test_a_model_named_in_recipe_arguments_is_part_of_the_key(tmp_path: Path) -> None:
+    """MergeProjects reads the models in its arguments: changing one must change the key (not a stale hit)."""
+    tiny_model(tmp_path / "a.ifc")
+    other = tiny_model(tmp_path / "b.ifc")
+    pipeline = write_pipeline(tmp_path, f"""
+version: 1
+name: merge
+steps:
+  merge: {{uses: ifcpatch, with: {{ifc: a.ifc, recipe: MergeProjects, arguments: [["{other}"]]}}}}
+""")
+    planned = plan(document.load(pipeline), out_root=tmp_path / "runs").steps[0]
+    before = cache.key(planned)
+    tiny_model(other, walls=4)
+    assert cache.key(planned) != before

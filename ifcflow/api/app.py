@@ -16,15 +16,18 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import connection, reconcile
-from ..errors import IfcflowError, PipelineError, RunNotFound
+from ..errors import IfcflowError, NotAllowed, PipelineError, RunNotFound
 from ..webhooks import WebhookRejected
 from . import (
     answers,
     batches,
+    downloads,
     events,
+    fetch,
     health,
     jobs,
     original,
+    preview,
     runs,
     schedules,
     ui,
@@ -61,6 +64,10 @@ def _errors(app: FastAPI) -> None:
         detail = [{"loc": ["body", _scrub(request, p.file), p.line, p.col], "msg": _scrub(request, str(p)),
                    "type": "pipeline"} for p in exc.problems]
         return JSONResponse({"detail": detail}, status_code=422)
+
+    @app.exception_handler(NotAllowed)
+    async def not_allowed(request: Request, exc: NotAllowed) -> JSONResponse:
+        return JSONResponse({"detail": [{"loc": ["body"], "msg": str(exc), "type": "not_allowed"}]}, status_code=422)
 
     @app.exception_handler(UnsafePath)
     async def unsafe(request: Request, exc: UnsafePath) -> JSONResponse:
@@ -139,8 +146,9 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.conn = client
     _errors(app)
-    for module in (health, original, jobs, uploads, runs, events, batches, schedules):
+    for module in (health, original, jobs, uploads, downloads, preview, fetch, runs, events, batches, schedules):
         app.include_router(module.router, responses=answers.of_router(module.router))  # every error answer documented
+    app.include_router(preview.keyed, responses=answers.of_router(preview.keyed))
     ui.install(app)  # the web page under /ui (issue 11)
     app.include_router(uibatches.router)
     app.include_router(uischedules.router)

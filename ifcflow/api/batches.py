@@ -145,7 +145,7 @@ def _probe(settings: Settings, doc: document.Document, first: dict[str, str], ro
     bound = copy.copy(doc)
     bound.inputs = {**doc.inputs, **first}
     probe: Plan = make_plan(bound, run_id="probe", out_root=settings.runs)
-    submission.check_inside(probe, roots, settings.output)
+    submission.check_inside(probe, roots, settings.output, settings=settings)
 
 
 def _label(settings: Settings, sub: batch.SubRun) -> str:

@@ -16,10 +16,11 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from ..status import RunStatus
+from . import results
 from .auth import require_key
 from .runs import reader_for
 
@@ -83,7 +84,12 @@ async def stream(request: Request, read: Callable[[], D], seen_as: Callable[[D],
 async def events(request: Request, run_id: str) -> StreamingResponse:
     """Server-Sent Events: ``status`` (the status document) on every change, then ``end`` (the final one)."""
     reader = await run_in_threadpool(reader_for, request.app.state.conn, run_id)
-    return respond(stream(request, reader.read, fingerprint, request.app.state.settings.events_interval))
+    settings = request.app.state.settings
+
+    def read() -> RunStatus:  # as GET /runs/{id}: no server path
+        return results.public_status(reader.read(), settings.data, settings.pipelines)
+
+    return respond(stream(request, read, fingerprint, settings.events_interval))
 
 
 def respond(frames: AsyncIterator[bytes]) -> StreamingResponse:

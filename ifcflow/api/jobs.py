@@ -4,6 +4,7 @@ step job (pipeline steps included): RQ's status words, with ifcflow's truth abou
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
@@ -16,7 +17,7 @@ from rq.job import Job
 from .. import control, store
 from ..states import StepState
 from ..status import StatusReader, StepStatus
-from . import submission
+from . import results, submission
 from .auth import require_key
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["original"])
@@ -35,6 +36,7 @@ class JobStatusResponse(BaseModel):
     status: str
     result: dict[str, Any] | None = None
     error: str | None = None
+    traceback: str | None = None
     progress: dict[str, Any] | None = None
     execution_time_seconds: float | None = None
     created_at: datetime | None = None
@@ -69,8 +71,11 @@ def _parse(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-def _step_answer(job: Job, step: StepStatus, notes: list[str]) -> JobStatusResponse:
+def _step_answer(job: Job, step: StepStatus, notes: list[str], data: Path,
+                 options: dict[str, Any]) -> JobStatusResponse:
     result = step.result
+    if result is not None:
+        result = results.answer(result, step.service, options, step.outputs, data)
     if result is not None and notes:
         result = dict(result)
         result["message"] = (f"{result.get('message', '')} (accepted but not honoured by ifcflow: "
@@ -82,8 +87,9 @@ def _step_answer(job: Job, step: StepStatus, notes: list[str]) -> JobStatusRespo
         execution_time_seconds=step.duration if step.ended_at else None,
         run_id=job.meta.get("ifcflow_run"), step=job.meta.get("ifcflow_step"),
     )
-    if step.status == StepState.FAILED:
-        answer.error = step.traceback or step.error
+    if step.status == StepState.FAILED:  # the clean message, as /runs/{id} gives it; the traceback on its own
+        answer.error = results.public(step.error or "failed", data)
+        answer.traceback = results.public(step.traceback, data) if step.traceback else None
     if step.status in (StepState.SKIPPED, StepState.CANCELED):
         answer.skipped = step.status == StepState.SKIPPED
         answer.reason = step.error
@@ -105,21 +111,23 @@ def _plain_answer(job: Job) -> JobStatusResponse:
     return answer
 
 
-def read(conn: Redis, job_id: str) -> JobStatusResponse:
+def read(conn: Redis, job_id: str, data: Path) -> JobStatusResponse:
     job = _fetch(conn, job_id)
     run_id, step_id = job.meta.get("ifcflow_run"), job.meta.get("ifcflow_step")
     if not run_id or not step_id:
         return _plain_answer(job)
     reader = StatusReader(conn, run_id)
     status = reader.read(with_traceback=True)
-    return _step_answer(job, status.steps[step_id], submission.notes_of(reader.record))
+    options = next((s.options for s in reader.plan.steps if s.id == step_id), {})
+    return _step_answer(job, status.steps[step_id], submission.notes_of(reader.record), data, options)
 
 
 @router.get("/jobs/{job_id}/status", response_model=None, responses={200: {"model": JobStatusResponse}})
 def job_status(request: Request, job_id: str) -> JSONResponse:
     """A job's status in the original shape; a step skipped because an upstream step failed reads
     ``"status": "canceled"``, ``"skipped": true`` and the reason."""
-    return JSONResponse(read(request.app.state.conn, job_id).model_dump(mode="json", exclude_none=True))
+    answer = read(request.app.state.conn, job_id, request.app.state.settings.data)
+    return JSONResponse(answer.model_dump(mode="json", exclude_none=True))
 
 
 @router.post("/jobs/{job_id}/requeue", response_model=Requeued)

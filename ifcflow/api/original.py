@@ -7,7 +7,8 @@ planned and enqueued through the normal document -> plan -> enqueue path; its ou
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
+import os
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
@@ -15,9 +16,19 @@ from pydantic import BaseModel
 
 from . import paths, recipes, submission
 from .auth import require_key
-from .requests import (IFC2JSONRequest, IfcClashRequest, IfcConvertRequest, IfcCsvImportRequest, IfcCsvRequest,
-                       IfcDiffRequest, IfcPatchListRecipesRequest, IfcPatchRequest, IfcQtoRequest, IfcTesterRequest,
-                       Original)
+from .requests import (
+    IFC2JSONRequest,
+    IfcClashRequest,
+    IfcConvertRequest,
+    IfcCsvImportRequest,
+    IfcCsvRequest,
+    IfcDiffRequest,
+    IfcPatchListRecipesRequest,
+    IfcPatchRequest,
+    IfcQtoRequest,
+    IfcTesterRequest,
+    Original,
+)
 from .settings import Settings
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["original"])
@@ -38,11 +49,27 @@ def _input(settings: Settings, field: str, name: str) -> str:
     return str(path)
 
 
-def _outputs(body: Original, fields: tuple[str, ...]) -> None:
+def _outputs(settings: Settings, body: Original, fields: tuple[str, ...], kind: str) -> tuple[Path, dict[str, str]]:
+    """The folder the outputs go to (``output/<kind>/`` unless the client named another with the original's
+    ``/output/...`` or ``/uploads/...`` form) and each output field's name relative to it."""
+    folder = Path(os.path.realpath(settings.output / kind))
+    names: dict[str, str] = {}
     for field in fields:
         value = getattr(body, field)
-        if isinstance(value, str):
+        if not isinstance(value, str):
+            continue
+        mapped = paths.container(settings.data, value, field)
+        if mapped is None:
             paths.relative(value, field)
+            continue
+        if not any(paths.contained(root, mapped) for root in (settings.output, settings.uploads)):
+            raise paths.UnsafePath(f"{field}: {value!r}: outputs are written under /output/... (or over an upload "
+                                   "in /uploads/...), never into /examples/")
+        if mapped.parent == folder or folder in mapped.parents:
+            names[field] = str(mapped.relative_to(folder))
+        else:
+            folder, names[field] = mapped.parent, mapped.name
+    return folder, names
 
 
 def submit(request: Request, body: Original, name: str, service: str, kind: str, inputs: tuple[str, ...],
@@ -50,10 +77,10 @@ def submit(request: Request, body: Original, name: str, service: str, kind: str,
     """Check ``body``, plan a one-step run of ``service`` writing into ``output/<kind>/``, enqueue it."""
     settings: Settings = request.app.state.settings
     chosen = body.options() if options is None else options
-    _outputs(body, outputs)
+    folder, names = _outputs(settings, body, outputs, kind)
+    chosen.update(names)
     for field in inputs:
         chosen[field] = _input(settings, field, getattr(body, field))
-    folder = settings.output / kind
     plan = submission.one_step(settings, name, service, chosen, folder)
     submission.start(request.app.state.conn, settings, plan, body.webhook, body.ignored())
     return {"job_id": plan.steps[0].job_id}
@@ -134,3 +161,11 @@ def patch_recipes(body: IfcPatchListRecipesRequest = Body(default_factory=IfcPat
     """IfcPatch's built-in recipes with their parameters (answers at once; no worker needed)."""
     return recipes.listing(body.include_builtin, body.include_custom)
 
+
+
+@router.post("/revit/execute", status_code=501, response_model=None,
+             responses={501: {"description": "ifcflow has no Revit worker"}})
+def revit_execute() -> None:
+    """The original's Revit endpoint needs a Windows worker running Autodesk Revit, which ifcflow does not have."""
+    raise HTTPException(501, "POST /revit/execute needs a Windows worker running Autodesk Revit; ifcflow has none "
+                        "(export IFC from Revit and upload it with POST /upload/ifc instead)")

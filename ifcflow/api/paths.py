@@ -12,8 +12,9 @@ from urllib.parse import unquote
 
 from ..errors import IfcflowError
 
-CONTAINER_PREFIXES = ("/uploads/", "/output/")
-"""The original system's containers mounted the data folder's parts at these absolute paths."""
+CONTAINER_PREFIXES = ("/uploads/", "/output/", "/examples/")
+"""The original system's containers mounted the data folder's parts at these absolute paths; ifcflow maps each
+onto the same-named folder of the data folder (``/examples/x`` -> ``<data>/examples/x``)."""
 
 
 class UnsafePath(IfcflowError):
@@ -75,11 +76,29 @@ def check_within(roots: tuple[Path, ...], path: str, what: str) -> bool:
     return False
 
 
+def container(data: Path, name: str, what: str = "path") -> Path | None:
+    """The original's absolute ``/uploads/x``, ``/output/<kind>/x`` or ``/examples/x`` inside ``data``; None when
+    ``name`` has none of those prefixes (any other absolute name is refused by :func:`relative`)."""
+    if name.startswith(CONTAINER_PREFIXES):
+        return inside(data, name[1:], what)
+    return None
+
+
 def input_file(uploads: Path, name: str, what: str = "input") -> Path:
-    """An input named as in the original system: a name in ``uploads/`` (``/uploads/<name>`` accepted)."""
-    if name.startswith("/uploads/"):
-        name = name[len("/uploads/"):]
-    return inside(uploads, name, what)
+    """An input named as in the original system: a name in ``uploads/``, or ``/uploads/x``, ``/output/...``,
+    ``/examples/x`` (the data folder's parts, as the original's containers mounted them)."""
+    mapped = container(uploads.parent, name, what)
+    return mapped if mapped is not None else inside(uploads, name, what)
+
+
+def shown(data: Path, path: str | Path) -> str:
+    """``path`` relative to the data folder (``output/ids/r.html``); a path outside it by its file name only, so an
+    HTTP answer never carries an absolute server path."""
+    base = os.path.realpath(data)
+    target = os.path.realpath(path)
+    if target.startswith(base.rstrip("/") + "/"):
+        return os.path.relpath(target, base)
+    return PurePosixPath(str(path)).name
 
 
 def data_file(data: Path, name: str, what: str = "file_path") -> Path:

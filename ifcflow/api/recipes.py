@@ -1,4 +1,6 @@
-"""IfcPatch's built-in recipes, listed from their source (no ifcopenshell import in the API process)."""
+"""IfcPatch's recipes as the original lists them: IfcPatch's built-in ones (from their source, no ifcopenshell
+import in the API process), ifcflow's own (``workers/recipes/``) and a server folder of further custom recipes
+(``IFCFLOW_PATCH_RECIPES``: ``<Name>.py`` files defining a ``Patcher`` class; loaded only from there)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,10 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
+
+from .. import patchargs
+
+FOLDER_ENV = "IFCFLOW_PATCH_RECIPES"
 
 
 def _folder() -> Path | None:
@@ -54,7 +60,44 @@ def builtin() -> tuple[dict[str, Any], ...]:
     return tuple(r for r in found if r is not None)
 
 
+def folder() -> Path | None:
+    """The server's folder of further custom recipes (``IFCFLOW_PATCH_RECIPES``), when set and present."""
+    import os
+
+    value = os.environ.get(FOLDER_ENV, "").strip()
+    return Path(value) if value and Path(value).is_dir() else None
+
+
+def folder_recipes() -> list[dict[str, Any]]:
+    """The recipes of the server folder (``<Name>.py`` with a ``Patcher`` class), ifcflow's own names excluded."""
+    place = folder()
+    if place is None:
+        return []
+    found = []
+    for path in sorted(place.glob("*.py")):
+        if path.stem.startswith("_") or path.stem in patchargs.CUSTOM or not path.stem.isidentifier():
+            continue
+        described = _describe(path)
+        if described is not None:
+            found.append({**described, "is_custom": True})
+    return found
+
+
+def own() -> list[dict[str, Any]]:
+    """ifcflow's own recipes (the original system's custom ones, re-written), with their parameters."""
+    return [{"name": name, "description": text, "is_custom": True, "output_type": None,
+             "parameters": [{"name": p.name, "type": p.kind, "required": p.default is None,
+                             "default": p.default, "description": p.description} for p in params]}
+            for name, (text, params) in patchargs.CUSTOM.items()]
+
+
+def known(name: str) -> bool:
+    return name in patchargs.CUSTOM or any(r["name"] == name for r in (*builtin(), *folder_recipes()))
+
+
 def listing(include_builtin: bool, include_custom: bool) -> dict[str, Any]:
-    """The original's answer; ifcflow has no custom recipes (custom_count 0)."""
-    recipes = [dict(r) for r in builtin()] if include_builtin else []
-    return {"recipes": recipes, "total_count": len(recipes), "builtin_count": len(recipes), "custom_count": 0}
+    """The original's answer: built-in and custom recipes with their parameters."""
+    built = [dict(r) for r in builtin()] if include_builtin else []
+    custom = [*own(), *folder_recipes()] if include_custom else []
+    return {"recipes": built + custom, "total_count": len(built) + len(custom), "builtin_count": len(built),
+            "custom_count": len(custom)}

@@ -210,7 +210,11 @@ class IfcPatchRequest(Original):
     output_file: str
     recipe: str
     arguments: list[Any] = []
-    use_custom: bool = False
+    use_custom: bool = Field(False, description="the original's switch to its custom recipes; ifcflow finds built-in "
+                             "and custom recipes by name, so it has no effect")
+
+    def ignored(self) -> list[str]:
+        return [name for name in super().ignored() if name != "use_custom"]
 
 
 class IfcPatchListRecipesRequest(BaseModel):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote
 
 import yaml
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, Response
@@ -16,7 +17,7 @@ from .. import control, store
 from ..errors import RunNotFound
 from ..report import render
 from ..status import RunStatus, StatusReader
-from . import paths, submission
+from . import paths, results, submission
 from .auth import require_key
 from .problems import unprocessable
 from .settings import Settings
@@ -144,8 +145,10 @@ def list_runs(request: Request, offset: int = Query(0, ge=0, le=MAX_OFFSET),
 
 @router.get("/runs/{run_id}", response_model=RunStatus)
 def run_status(request: Request, run_id: str) -> RunStatus:
-    """The run's status document (as ``ifcflow status --json``)."""
-    return reader_for(request.app.state.conn, run_id).read(with_traceback=True)
+    """The run's status document (as ``ifcflow status --json``; paths relative to the data folder)."""
+    settings: Settings = request.app.state.settings
+    status = reader_for(request.app.state.conn, run_id).read(with_traceback=True)
+    return results.public_status(status, settings.data, settings.pipelines)
 
 
 @router.post("/runs/{run_id}/cancel", response_model=Canceled)
@@ -178,7 +181,13 @@ MEDIA = {"junit": "application/xml", "markdown": "text/markdown; charset=utf-8",
 def report(request: Request, run_id: str, format: Literal["junit", "markdown", "html"] = "junit") -> Response:
     """JUnit XML, Markdown or a standalone HTML page of the run."""
     status = reader_for(request.app.state.conn, run_id).read()
-    return Response(render(status, format), media_type=MEDIA[format])
+    base = str(request.base_url).rstrip("/")
+
+    def output_url(step: str, name: str) -> str:
+        return f"{base}/runs/{quote(run_id, safe='')}/outputs/{quote(step, safe='')}/{quote(name, safe='')}"
+
+    text = results.public(render(status, format, output_url), request.app.state.settings.data)
+    return Response(text, media_type=MEDIA[format])
 
 
 @router.get("/runs/{run_id}/outputs/{step}/{name}", response_class=FileResponse)

@@ -68,6 +68,8 @@ class Settings:
     api_keys: tuple[str, ...] = ()
     allow_nets: tuple[Network, ...] = ()
     webhook_allow: tuple[str, ...] = ()
+    download_allow: tuple[str, ...] = ()
+    """Hosts ``POST /download-from-url`` may fetch from (``IFCFLOW_DOWNLOAD_ALLOW``; empty: the endpoint is off)."""
     webhook_secret: str | None = None
     max_upload: int = MAX_UPLOAD
     allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS
@@ -85,12 +87,18 @@ class Settings:
         return self.data / "output"
 
     @property
+    def examples(self) -> Path:
+        """Sample files clients name as ``/examples/x`` (read-only for jobs; fill it with ``ifcflow demo`` or by
+        hand)."""
+        return self.data / "examples"
+
+    @property
     def runs(self) -> Path:
         """Where pipelines submitted over HTTP write: ``<data>/output/runs/<run_id>/<step>/``."""
         return self.output / "runs"
 
     def prepare(self) -> None:
-        for folder in (self.uploads, self.output, self.runs):
+        for folder in (self.uploads, self.output, self.runs, self.examples):
             folder.mkdir(parents=True, exist_ok=True)
 
     @classmethod
@@ -112,6 +120,7 @@ class Settings:
             api_keys=keys,
             allow_nets=parse_networks(_split(env.get("IFCFLOW_API_ALLOW_NETS")), "IFCFLOW_API_ALLOW_NETS"),
             webhook_allow=tuple(_split(env.get("IFCFLOW_WEBHOOK_ALLOW"))),
+            download_allow=tuple(_split(env.get("IFCFLOW_DOWNLOAD_ALLOW"))),
             webhook_secret=env.get("IFCFLOW_WEBHOOK_SECRET") or None,
             max_upload=max_upload,
             allowed_hosts=allowed_hosts(env, bind),

@@ -11,18 +11,18 @@ from __future__ import annotations
 import json
 import secrets
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from redis import Redis
 
-from .. import document, enqueue, source
-from ..errors import IfcflowError, PipelineError
+from .. import document, enqueue, patchargs, source
+from ..errors import IfcflowError, NotAllowed, PipelineError
 from ..plan import Plan, PlannedStep
 from ..plan import plan as make_plan
 from ..services import SERVICES
-from ..services.base import InputFile, file_options
 from .. import webhooks as webhook
+from ..services.base import InputFile, OutputFile, Selector, file_options
 from . import paths
 from .settings import Settings
 
@@ -57,17 +57,95 @@ def plan_document(settings: Settings, doc: document.Document, roots: tuple[Path,
     planned = make_plan(doc, run_id=new_run_id(doc.pipeline.name), out_root=out_root)
     if folder is not None:
         planned = relocate(planned, folder)
-    check_inside(planned, roots, settings.output, inputs=folder is None)  # before any input file is opened
+    planned = resolve_arguments(settings, planned, roots)
+    writable = (settings.output,) if folder is None else (settings.output, settings.uploads)
+    check_inside(planned, roots, writable, inputs=folder is None, settings=settings)  # before any input file is opened
     problems = document.check_inputs(doc)
     if problems:
         raise PipelineError(problems)
     return planned
 
 
-def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path, inputs: bool = True) -> None:
-    """Refuse a plan reading outside ``roots`` (unless ``inputs`` were vetted already) or writing outside
-    ``output``."""
+def _resolver(settings: Settings, roots: tuple[Path, ...], workdir: str, strict: bool) -> patchargs.Resolver:
+    """Path arguments of a recipe: inputs inside ``roots`` (names in uploads/, the original's /uploads/, /output/,
+    /examples/ prefixes, or absolute inside), output folders inside the step's folder or output/. ``strict``: the
+    value must already be the resolved absolute path (a plan that is not rewritten, e.g. a batch's)."""
+
+    def same(value: str, found: str, where: str) -> str:
+        if strict and found != value:
+            raise paths.UnsafePath(f"{where}: {value!r} must be a path inside the data folder given as "
+                                   "${{ inputs.x }} or ${{ steps.s.outputs.x }} here")
+        return found
+
+    def input_file(value: str, where: str) -> str:
+        if PurePosixPath(value).is_absolute() and paths.container(settings.data, value, where) is None:
+            if not paths.check_within(roots, value, where):
+                raise paths.UnsafePath(f"{where}: {value!r} is outside the data folder; upload the file and name it "
+                                       "relative to uploads/ (or as /uploads/x, /output/..., /examples/x)")
+            return same(value, value, where)
+        found = str(paths.input_file(settings.uploads, value, where))
+        if not paths.check_within(roots, found, where):
+            raise paths.UnsafePath(f"{where}: {value!r} is outside the data folder")
+        return same(value, found, where)
+
+    def output_dir(value: str, where: str) -> str:
+        base = Path(workdir)
+        if value in (".", workdir):
+            found = str(base)
+        elif PurePosixPath(value).is_absolute() and paths.check_within((settings.output,), value, where):
+            found = value
+        else:
+            mapped = paths.container(settings.data, value, where)
+            found = str(mapped if mapped is not None else paths.inside(base, value, where))
+        if not paths.check_within((settings.output,), found, where):
+            raise paths.UnsafePath(f"{where}: {value!r} is outside the data folder's output/; name a folder "
+                                   "relative to the step's output folder")
+        return same(value, found, where)
+
+    return patchargs.Resolver(input_file, output_dir)
+
+
+def free_options(settings: Settings, step: PlannedStep, roots: tuple[Path, ...], strict: bool) -> dict[str, Any]:
+    """The step's options with every free option that can name a path or a host vetted (allow-listed over HTTP);
+    today only IfcPatch's ``arguments`` are free (every other path option is a marked file, vetted by
+    :func:`check_inside`)."""
+    service = SERVICES[step.service]
+    marked = {name for name, info in service.options.model_fields.items()
+              if any(isinstance(m, (InputFile, OutputFile, Selector)) for m in info.metadata)}
+    unknown = patchargs.unknown_options(step.service, step.options, marked)
+    if unknown:
+        raise NotAllowed(f"steps.{step.id}: option(s) {', '.join(unknown)} of service {step.service} are not allowed "
+                         "over HTTP (not known to name no path or host); run the pipeline from the terminal")
+    if step.service != "ifcpatch":
+        return step.options
+    where = f"steps.{step.id}.with.arguments"
+    options = dict(step.options)
+    options["arguments"] = patchargs.vet(str(options["recipe"]), list(options.get("arguments") or []),
+                                         _resolver(settings, roots, step.workdir, strict), where, custom_kinds(settings))
+    return options
+
+
+def custom_kinds(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """The server folder's own recipes (IFCFLOW_PATCH_RECIPES), each argument a plain value."""
+    from . import recipes
+
+    return {r["name"]: tuple(patchargs.TEXT for _ in r["parameters"]) for r in recipes.folder_recipes()}
+
+
+def resolve_arguments(settings: Settings, plan: Plan, roots: tuple[Path, ...]) -> Plan:
+    """``plan`` with the path arguments of its recipes resolved inside the data folder (refused otherwise)."""
+    steps = [s.model_copy(update={"options": free_options(settings, s, roots, strict=False)}) for s in plan.steps]
+    return plan.model_copy(update={"steps": steps})
+
+
+def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path | tuple[Path, ...], inputs: bool = True,
+                 settings: Settings | None = None) -> None:
+    """Refuse a plan reading outside ``roots`` (unless ``inputs`` were vetted already), writing outside ``output``
+    or using a recipe (or recipe argument) not allowed over HTTP."""
+    writable = output if isinstance(output, tuple) else (output,)
     for step in plan.steps:
+        if settings is not None:
+            free_options(settings, step, roots, strict=True)
         options = SERVICES[step.service].options.model_validate(step.options) if inputs else None
         for sub, marker, value in file_options(options) if options is not None else []:
             where = f"steps.{step.id}.with.{'.'.join(str(s) for s in sub)}"
@@ -76,7 +154,7 @@ def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path, inputs: bool
                     raise paths.UnsafePath(f"{where}: {value!r} is outside the data folder; upload the file "
                                            "(POST /upload/...) and name it relative to uploads/")
         for name, path in step.outputs.items():
-            if not paths.check_within((output,), path, f"steps.{step.id} output {name}"):
+            if not paths.check_within(writable, path, f"steps.{step.id} output {name}"):
                 raise paths.UnsafePath(f"steps.{step.id} output {name}: {path!r} is outside the data folder")
 
 

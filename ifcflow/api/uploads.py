@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import IO, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import FileResponse
 from pydantic import BaseModel
 from python_multipart.multipart import MultipartParser, parse_options_header
 
@@ -34,6 +33,7 @@ TOKEN_TTL = 30 * 60
 class Uploaded(BaseModel):
     message: str
     file_path: str
+    original_filename: str
     filename: str
     size: int
 
@@ -158,7 +158,7 @@ async def upload(request: Request, file_type: str) -> Uploaded:
         raise
     os.replace(received.temp, target)
     return Uploaded(message=f"{file_type.upper()} file {name} uploaded successfully", file_path=f"/uploads/{name}",
-                    filename=name, size=received.size)
+                    original_filename=received.filename or name, filename=name, size=received.size)
 
 
 def token_key(token: str) -> str:
@@ -175,18 +175,5 @@ def create_download_link(request: Request, body: DownloadRequest) -> DownloadLin
     token = secrets.token_urlsafe(32)
     request.app.state.conn.set(token_key(token), str(path), ex=TOKEN_TTL)
     base = os.environ.get("IFCFLOW_PUBLIC_URL") or str(request.base_url)
-    return DownloadLink(download_token=token, preview_url=f"{base.rstrip('/')}/download/{token}",
+    return DownloadLink(download_token=token, preview_url=f"{base.rstrip('/')}/preview/{token}",
                         expiry=datetime.now(timezone.utc) + timedelta(seconds=TOKEN_TTL))
-
-
-@router.get("/download/{token}", response_class=FileResponse)
-def download(request: Request, token: str) -> FileResponse:
-    """The file behind a download token (404 when unknown or expired)."""
-    settings: Settings = request.app.state.settings
-    raw = request.app.state.conn.get(token_key(token))
-    if raw is None:
-        raise HTTPException(404, "Invalid or expired download token")
-    path = Path(raw.decode())
-    if not paths.contained(settings.data, path) or not path.is_file():
-        raise HTTPException(404, "File not found")
-    return FileResponse(path, filename=path.name)

@@ -25,10 +25,20 @@ def schema(output: Path | None) -> None:
 
 @cli.command()
 @click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
-def demo(folder: Path) -> None:
+@click.option("--original-names", is_flag=True, help="also write the files the original system's example workflows "
+              "name (Building-Architecture.ifc, IDS-example.ids): fill the server's examples/ folder with "
+              "`ifcflow demo DATA/examples --original-names`")
+def demo(folder: Path, original_names: bool) -> None:
     """Write the example models and IDS used by the committed pipelines into FOLDER."""
+    import shutil
+
     from ..demo import write_demo
 
     folder.mkdir(parents=True, exist_ok=True)
-    for name, path in write_demo(folder).items():
+    written = write_demo(folder)
+    if original_names:
+        for stem, name in (("arch", "Building-Architecture.ifc"), ("rules", "IDS-example.ids")):
+            if stem in written:
+                written[name] = Path(shutil.copyfile(written[stem], folder / name))
+    for name, path in written.items():
         click.echo(f"{name}: {path}")

@@ -103,9 +103,11 @@
     const outputs = Object.entries(step.outputs || {})
       .filter(([name]) => done ? !(step.result && step.result.outputs) || name in step.result.outputs
                                : step.status === "failed" && written(id, name, step))
-      .map(([name, path]) =>
+      .flatMap(([name, path]) => [
         el("a", {href: outputUrl(id, name), download: fileName(path), title: path, "data-output": `${id}/${name}`},
-           `${name}: ${fileName(path)}`));
+           `${name}: ${fileName(path)}`),
+        el("a", {href: `${outputUrl(id, name)}/preview`, target: "_blank", rel: "noopener", class: "sub",
+                 "data-preview": `${id}/${name}`}, " preview")]);
     cells.push(el("td", {class: "outputs"}, outputs));
     return el("tr", {id: `step-${id}`, "data-step": id, "data-state": step.status}, cells);
   }

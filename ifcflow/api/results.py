@@ -1,0 +1,96 @@
+"""A step's result as an HTTP client reads it: the original system's fields next to ifcflow's, and never an
+absolute server path.
+
+The original's workers returned ``output_path`` (every service; ``/output/<kind>/<name>`` as its containers
+mounted the data folder) and per-service fields (ifctester: ``report``, the report's text; ifcpatch:
+``output_filename``, ``recipe``, ...). ifcflow returns ``{success, message, data, outputs}``. Over HTTP both are
+given: the original's fields in the container form its clients send back (``/output/ids/test.html``), ifcflow's
+paths relative to the data folder (``output/ids/test.html``); ``POST /create_download_link`` takes either.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..status import RunStatus
+from . import paths
+
+MAIN_OUTPUT = {"ifcconvert": "model", "ifccsv": "table", "ifccsv-import": "model", "ifcclash": "report",
+               "ifctester": "report", "ifcdiff": "diff", "ifc2json": "json", "ifc5d": "model", "ifcpatch": "model"}
+"""The output the original's ``output_path`` named, per service."""
+REPORT_LIMIT = 5_000_000
+"""ifctester's ``report`` text is included up to this size (bytes); larger reports are read by download."""
+
+
+def public(value: Any, data: Path) -> Any:
+    """``value`` with every absolute path inside the data folder made relative to it (``output/...``)."""
+    roots = sorted({str(data).rstrip("/") + "/", os.path.realpath(data).rstrip("/") + "/"}, key=len, reverse=True)
+    if isinstance(value, str):
+        for root in roots:
+            value = value.replace(root, "")
+        return value
+    if isinstance(value, dict):
+        return {k: public(v, data) for k, v in value.items()}
+    if isinstance(value, list):
+        return [public(v, data) for v in value]
+    return value
+
+
+def container(data: Path, path: str) -> str:
+    """The original's form of a file in the data folder: ``/output/ids/test.html``."""
+    return "/" + paths.shown(data, path)
+
+
+def _ifctester(options: dict[str, Any], path: str, found: dict[str, Any]) -> None:
+    found["report_type"] = options.get("report_type", "json")
+    readable = found["report_type"] in ("html", "json", "txt") and os.path.isfile(path)
+    if readable and os.path.getsize(path) <= REPORT_LIMIT:
+        found["report"] = Path(path).read_text(encoding="utf-8", errors="replace")
+
+
+def _counts(found: dict[str, Any], result: dict[str, Any]) -> None:
+    """ifctester's counts under the original's names."""
+    counts: dict[str, Any] = result["data"] if isinstance(result.get("data"), dict) else {}
+    for ours, theirs in (("specifications", "total_specifications"), ("passed", "passed_specifications"),
+                         ("failed", "failed_specifications")):
+        if isinstance(counts.get(ours), int):
+            found[theirs] = counts[ours]
+
+
+def original_fields(service: str, options: dict[str, Any], outputs: dict[str, str], data: Path) -> dict[str, Any]:
+    """The fields the original's worker of ``service`` returned, from the step's options and output paths."""
+    main = outputs.get(MAIN_OUTPUT.get(service, ""), next(iter(outputs.values()), None))
+    if main is None:
+        return {}
+    found: dict[str, Any] = {"output_path": container(data, main), "output_filename": os.path.basename(main),
+                             "storage": "filesystem"}
+    if service == "ifctester":
+        _ifctester(options, main, found)
+    elif service == "ifcpatch":
+        found["recipe"] = options.get("recipe")
+        found["arguments"] = public(options.get("arguments", []), data)
+        if options.get("ifc"):
+            found["input_file"] = container(data, str(options["ifc"]))
+    return found
+
+
+def answer(result: dict[str, Any], service: str, options: dict[str, Any], outputs: dict[str, str],
+           data: Path) -> dict[str, Any]:
+    """Both shapes: ifcflow's ``{success, message, data, outputs}`` (paths relative to the data folder) plus the
+    original's fields; ifcflow's win where both name a field."""
+    written = result.get("outputs") if isinstance(result.get("outputs"), dict) else outputs
+    found = original_fields(service, options, written or outputs, data)
+    if service == "ifctester":
+        _counts(found, result)
+    return {**found, **public(result, data)}
+
+
+def public_status(status: RunStatus, data: Path, pipelines: Path | None = None) -> RunStatus:
+    """A run's status document as served over HTTP: paths relative to the data folder (a committed pipeline's file
+    by its name in the pipelines folder)."""
+    doc = public(status.model_dump(mode="json"), data)
+    if pipelines is not None and isinstance(doc.get("file"), str):
+        doc["file"] = public(doc["file"], pipelines)
+    return RunStatus.model_validate(doc)
