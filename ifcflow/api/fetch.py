@@ -21,11 +21,11 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..webhooks import host_allowed
 from . import paths
 from .auth import require_key
 from .problems import unprocessable
 from .settings import Settings
-from .webhook import host_allowed
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["files"])
 HOPS = 5
