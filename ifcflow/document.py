@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from . import expressions, graph, source
+from . import expressions, graph, limits, source
 from .errors import PipelineError, Problem
 from .services import SERVICES
 from .spec import STEP_MODELS, Pipeline
@@ -56,6 +56,7 @@ def from_source(src: source.Source, path: Path, overrides: dict[str, str] | None
     """Check a parsed document; ``src`` may also be built from data (the HTTP API's one-step requests)."""
     if not isinstance(src.data, dict):
         raise PipelineError([src.problem((), "a pipeline file must be a mapping with 'version', 'name' and 'steps'")])
+    _check_size(src)
     src.problems += [src.problem(where, f"{written} is not an expression (single braces) — did you mean "
                                  f"\"{meant}\"? Quote the value.")
                      for where, written, meant in expressions.single_braces(src.data)]
@@ -103,6 +104,18 @@ def rebind(doc: Document, overrides: dict[str, str]) -> Document:
     if found:
         raise PipelineError(found)
     return bound
+
+
+def _check_size(src: source.Source) -> None:
+    """Refuse a pipeline with more steps than the cap before anything else is checked (the checks, the plan and
+    the run's records all grow with the steps)."""
+    steps = src.data.get("steps")
+    cap = limits.max_steps()
+    if isinstance(steps, dict) and len(steps) > cap:
+        raise PipelineError([src.problem(("steps",), f"the pipeline has {len(steps):,} steps; at most {cap:,} are "
+                                         f"allowed ({limits.MAX_STEPS_ENV}). Split it into smaller pipelines, or "
+                                         f"raise {limits.MAX_STEPS_ENV} where it runs (for HTTP submissions: on "
+                                         "the server)", at_key=True)])
 
 
 def _check_valid_steps(src: source.Source, path: Path, overrides: dict[str, str]) -> list[Problem]:
