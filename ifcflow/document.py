@@ -156,7 +156,7 @@ def _check_graph(doc: Document) -> list[Problem]:
     found: list[Problem] = []
     steps = doc.pipeline.steps
     for step_id, step in steps.items():
-        deps: list[str] = []
+        deps: dict[str, None] = {}  # ordered and O(1) to look up: a step may need thousands
         for index, need in enumerate(step.needs):
             where = ("steps", step_id, "needs", index)
             if need == step_id:
@@ -164,16 +164,16 @@ def _check_graph(doc: Document) -> list[Problem]:
             elif need not in steps:
                 found.append(doc.source.problem(where, f"step '{step_id}' needs unknown step '{need}'"
                                                 f"{suggest(need, steps)}"))
-            elif need not in deps:
-                deps.append(need)
+            else:
+                deps.setdefault(need)
         raw_with = doc.source.data["steps"][step_id].get("with") or {}
         for sub, body in expressions.references(raw_with, ("steps", step_id, "with")):
             problem, dep = _check_reference(doc, step_id, sub, body)
             if problem:
                 found.append(problem)
-            elif dep and dep not in deps:
-                deps.append(dep)
-        doc.edges[step_id] = deps
+            elif dep:
+                deps.setdefault(dep)
+        doc.edges[step_id] = list(deps)
     for loop in graph.cycles(doc.edges):
         first = loop[0]
         found.append(doc.source.problem(("steps", first), "dependency cycle: " + " -> ".join(loop)
