@@ -66,3 +66,23 @@ def test_a_held_failure_chain_runs_or_skips_under_plain_rq_workers(conn: Redis, 
     assert result.terminal
 
 
+
+
+def test_a_retry_holds_its_failure_steps_behind_a_hold_of_its_own(conn: Redis, tmp_path: Path) -> None:
+    """Retrying the failed first step re-runs the chain: its held steps wait on the retry's own hold gate (the
+    first one may have expired with the run) and are released again by the reconciler."""
+    from ifcflow import control
+
+    tiny_model(tmp_path / "tiny.ifc", walls=1)
+    (tmp_path / "p.yaml").write_text(failure_chain(4, first_fails=True))
+    planned = plan.plan(document.load(tmp_path / "p.yaml"), out_root=tmp_path / "runs")
+    enqueue.submit(conn, planned)
+    work(conn)
+    assert control.retry(conn, planned.run_id, step="s0") == ["s0", "s1", "s2", "s3"]
+    hold = store.gate_id(planned.run_id, "retry1-hold")
+    assert conn.smembers(f"rq:job:{hold}:dependents") == {f"{planned.run_id}-s2".encode(), f"{planned.run_id}-s3".encode()}
+    work(conn)
+    result = status.read(conn, planned.run_id)
+    assert {sid: s.status.value for sid, s in result.steps.items()} == {
+        "s0": "failed", "s1": "succeeded", "s2": "succeeded", "s3": "succeeded"}
+    assert result.terminal and result.steps["s3"].attempt == 1
