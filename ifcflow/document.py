@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import expressions, graph, source
+from . import expressions, graph, limits, source
 from .errors import PipelineError, Problem
 from .services import SERVICES
 from .spec import STEP_ID_PATTERN, STEP_MODELS, Pipeline
@@ -58,6 +58,7 @@ def from_source(src: source.Source, path: Path, overrides: dict[str, str] | None
     """Check a parsed document; ``src`` may also be built from data (the HTTP API's one-step requests)."""
     if not isinstance(src.data, dict):
         raise PipelineError([src.problem((), "a pipeline file must be a mapping with 'version', 'name' and 'steps'")])
+    _check_size(src)
     src.problems += [src.problem(where, f"{written} is not an expression (single braces) — did you mean "
                                  f"\"{meant}\"? Quote the value.")
                      for where, written, meant in expressions.single_braces(src.data)]
@@ -103,6 +104,18 @@ def rebind(doc: Document, overrides: dict[str, str]) -> Document:
     if found:
         raise PipelineError(found)
     return bound
+
+
+def _check_size(src: source.Source) -> None:
+    """Refuse a pipeline with more steps than the cap before anything else is checked (the checks, the plan and
+    the run's records all grow with the steps)."""
+    steps = src.data.get("steps")
+    cap = limits.max_steps()
+    if isinstance(steps, dict) and len(steps) > cap:
+        raise PipelineError([src.problem(("steps",), f"the pipeline has {len(steps):,} steps; at most {cap:,} are "
+                                         f"allowed ({limits.MAX_STEPS_ENV}). Split it into smaller pipelines, or "
+                                         f"raise {limits.MAX_STEPS_ENV} where it runs (for HTTP submissions: on "
+                                         "the server)", at_key=True)])
 
 
 def _check_valid_steps(src: source.Source, path: Path, overrides: dict[str, str]) -> list[Problem]:
@@ -184,24 +197,24 @@ def _check_graph(src: source.Source, shape: _Shape) -> tuple[list[Problem], dict
     edges: dict[str, list[str]] = {}
     steps = shape.steps
     for step_id, (_uses, needs) in steps.items():
-        deps: list[str] = []
+        deps: dict[str, None] = {}  # ordered and O(1) to look up: a step may need thousands
         for index, need in needs:
             where = ("steps", step_id, "needs", index)
             if need == step_id:
                 found.append(src.problem(where, f"step '{step_id}' cannot need itself"))
             elif need not in steps:
                 found.append(src.problem(where, f"step '{step_id}' needs unknown step '{need}'{suggest(need, steps)}"))
-            elif need not in deps:
-                deps.append(need)
+            else:
+                deps.setdefault(need)
         raw_step = src.data["steps"][step_id]
         raw_with = (raw_step.get("with") if isinstance(raw_step, dict) else None) or {}
         for sub, body in expressions.references(raw_with, ("steps", step_id, "with")):
             problem, dep = _check_reference(src, shape, step_id, sub, body)
             if problem:
                 found.append(problem)
-            elif dep and dep not in deps:
-                deps.append(dep)
-        edges[step_id] = deps
+            elif dep:
+                deps.setdefault(dep)
+        edges[step_id] = list(deps)
     for loop in graph.cycles(edges):
         found.append(src.problem(("steps", loop[0]), "dependency cycle: " + " -> ".join(loop)
                                  + "; remove one of these needs or references", at_key=True))

@@ -18,9 +18,12 @@ from rq import Queue, Retry
 from rq.job import Dependency, Job, JobStatus
 from rq.utils import now
 
-from . import graph, rqstore, store
+from . import policy, rqstore, store
 from .errors import RunExists
 from .plan import Plan, PlannedStep
+
+DECIDES = "ifcflow_decides"
+"""Job meta flag: a held step needs this one, so its end must be seen by the reconciler at once."""
 
 
 def gate() -> None:  # pragma: no cover - never executed: the gate is released by the client
@@ -54,23 +57,25 @@ def submit_many(conn: Redis, plans: list[Plan], ttl: int = store.DEFAULT_TTL, *,
     opened with :func:`open_gate`. ``record`` adds fields to every run record, ``extra`` its own writes (e.g. the
     batch record) to the same transaction."""
     queues: dict[str, Queue] = {}
-    made: list[tuple[Plan, Job, list[Job]]] = []
+    made: list[tuple[Plan, list[Job], list[Job]]] = []  # (plan, [start gate, hold?], step jobs)
     for plan in plans:
         steps = [s for s in plan.steps if only is None or s.id in only]
-        start = Job.create(gate, id=store.gate_id(plan.run_id, gate_name), connection=conn,
-                           status=JobStatus.CREATED, origin="default", result_ttl=ttl, failure_ttl=ttl,
-                           description=f"{plan.pipeline}: {gate_name} gate of run {plan.run_id}")
+        start = _gate(conn, plan, gate_name, ttl)
+        wiring = Wiring(plan)
+        hold = _gate(conn, plan, f"{gate_name}-hold", ttl) if wiring.held & {s.id for s in steps} else None
         jobs = []
         for step in steps:
             queue = queues.setdefault(step.queue, Queue(step.queue, connection=conn))
+            options = job_options(plan, step, ttl, start.id, only, wiring=wiring, hold=hold.id if hold else None)
             jobs.append(queue.create_job(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
-                                         status=JobStatus.DEFERRED, **job_options(plan, step, ttl, start.id, only)))
-        made.append((plan, start, jobs))
+                                         status=JobStatus.DEFERRED, **options))
+        made.append((plan, [start, *([hold] if hold else [])], jobs))
     with conn.pipeline(transaction=True) as pipe:
         if only is None:  # a new run never overwrites an existing one (or its jobs)
             _refuse_existing(pipe, [plan.run_id for plan, _, _ in made])
-        for plan, start, jobs in made:
-            start.save(pipeline=pipe)
+        for plan, gates, jobs in made:
+            for gate_job in gates:
+                gate_job.save(pipeline=pipe)
             if only is None:
                 store.save_run(pipe, plan, ttl, record)
             for job in jobs:
@@ -85,12 +90,19 @@ def submit_many(conn: Redis, plans: list[Plan], ttl: int = store.DEFAULT_TTL, *,
         except WatchError:
             raise RunExists(", ".join(plan.run_id for plan, _, _ in made)) from None
     try:
-        for _, start, _ in made[:release]:
-            open_gate(conn, start)
+        for _, gates, _ in made[:release]:
+            open_gate(conn, gates[0])
     except BaseException:
-        for plan, start, jobs in made:
-            rollback(conn, plan.run_id if only is None else None, [start.id, *(j.id for j in jobs)])
+        for plan, gates, jobs in made:
+            rollback(conn, plan.run_id if only is None else None, [*(g.id for g in gates), *(j.id for j in jobs)])
         raise
+
+
+def _gate(conn: Redis, plan: Plan, name: str, ttl: int) -> Job:
+    """A gate job (never run): ``start`` is opened once the run is written, a ``-hold`` never."""
+    return Job.create(gate, id=store.gate_id(plan.run_id, name), connection=conn, status=JobStatus.CREATED,
+                      origin="default", result_ttl=ttl, failure_ttl=ttl,
+                      description=f"{plan.pipeline}: {name} gate of run {plan.run_id}")
 
 
 def open_gate(conn: Redis, start: Job) -> None:
@@ -131,21 +143,41 @@ def _refuse_existing(pipe: RedisPipeline, run_ids: list[str]) -> None:
     pipe.multi()
 
 
-def job_options(plan: Plan, step: PlannedStep, ttl: int, start: str, only: set[str] | None = None) -> dict[str, Any]:
+class Wiring:
+    """What every step of one plan waits for in RQ, computed once per plan (linear in steps and needs).
+
+    A step waits for its needs (or, without needs, for the gate); each need is one RQ dependency, so a chain of
+    n steps keeps n dependency records, not n²/2. A :func:`~ifcflow.policy.held` ``failure()`` step (one whose
+    condition depends on steps above its needs) also waits on the run's *hold*, a gate never opened: RQ never
+    starts it, the reconciler releases or skips it once every step its condition depends on ended. The needs of
+    held steps are marked (``meta["ifcflow_decides"]``) so their job reconciles the run as soon as it ends, also
+    under a plain ``rq worker``.
+    """
+
+    def __init__(self, plan: Plan):
+        self.by_id = {s.id: s for s in plan.steps}
+        self.held = {s.id for s in plan.steps if policy.held(s, self.by_id)}
+        self.decides = {n for sid in self.held for n in self.by_id[sid].needs}
+
+
+def job_options(plan: Plan, step: PlannedStep, ttl: int, start: str, only: set[str] | None = None, *,
+                wiring: Wiring | None = None, hold: str | None = None) -> dict[str, Any]:
     """The RQ options of a step's job: what it waits for, its timeout, retries and records.
 
-    A step waits for its needs (or, without needs, for the gate). A ``failure()`` step waits for every step
-    upstream of it: its condition is decided only once all of them ended, so RQ must not start it before. In a
-    retry (``only``) a step waits for the gate, its re-enqueued needs and its needs that are not re-run (RQ
-    counts those as met once finished; one still running holds it back).
+    A step waits for its needs (or, without needs, for the gate), a held step also for ``hold`` (see
+    :class:`Wiring`). In a retry (``only``) a step waits for the gate, its re-enqueued needs and its needs that
+    are not re-run (RQ counts those as met once finished; one still running holds it back).
     """
-    needs = graph.ancestors(plan.edges, step.id) if step.condition == "failure()" else step.needs
-    if only is None:
-        parents = [plan.step(n).job_id for n in needs] or [start]
-    else:
-        parents = [start, *(plan.step(n).job_id for n in needs)]
-    tolerant = step.condition != "success()" or any(plan.step(n).on_failure == "continue" for n in step.needs)
+    wiring = wiring or Wiring(plan)
+    needs = [wiring.by_id[n].job_id for n in step.needs]
+    parents = [start, *needs] if only is not None else (needs or [start])
+    if step.id in wiring.held and hold:
+        parents.append(hold)
+    tolerant = step.condition != "success()" or any(wiring.by_id[n].on_failure == "continue" for n in step.needs)
     retry = Retry(max=step.attempts - 1, interval=step.backoff or 0) if step.attempts > 1 else None
+    meta: dict[str, Any] = {"ifcflow_run": plan.run_id, "ifcflow_step": step.id}
+    if step.id in wiring.decides:
+        meta[DECIDES] = True
     return {
         "job_id": step.job_id,
         "depends_on": Dependency(parents, allow_failure=tolerant),
@@ -154,7 +186,7 @@ def job_options(plan: Plan, step: PlannedStep, ttl: int, start: str, only: set[s
         "failure_ttl": ttl,
         "retry": retry,
         "description": f"{plan.pipeline}/{step.id} ({step.service}) run {plan.run_id}",
-        "meta": {"ifcflow_run": plan.run_id, "ifcflow_step": step.id},
+        "meta": meta,
     }
 
 

@@ -7,8 +7,11 @@ The rules (GitHub-Actions-like):
 - ``failure()``: once every need ended, true when any upstream step (transitively) failed; false only once every
   upstream step ended (a need can end early, skipped, while a step above it is still running);
 - ``always()``: runs once every need ended, whatever happened;
-- a step that must run although a need was skipped or canceled is *released*: RQ never enqueues it by itself
-  (for ``failure()``, RQ waits for every upstream step, so one skipped anywhere upstream calls for a release).
+- a step that must run although a need was skipped or canceled is *released*: RQ never enqueues it by itself;
+- a *held* step (:func:`held`: a ``failure()`` step with a step above its needs) is never started by RQ at all:
+  RQ waits only for a step's needs (one dependency per need, so a long chain costs linear memory), which would
+  start it while a step further up may still fail; it also waits on a gate that is never opened, and is released
+  here once its condition is decided.
 """
 
 from __future__ import annotations
@@ -38,34 +41,41 @@ class Decision:
     reason: str = ""
 
 
+def held(step: StepLike, by_id: Mapping[str, StepLike]) -> bool:
+    """Whether RQ must never start ``step`` by itself: a ``failure()`` step one of whose needs has needs (then a
+    step above its needs may still be running when they all ended). A ``failure()`` step whose needs need nothing
+    waits in RQ for them, which are all its upstream steps, and decides its condition when it starts."""
+    return step.condition == "failure()" and any(by_id[n].needs for n in step.needs if n in by_id)
+
+
 def _failed_upstream(step: StepLike, by_id: Mapping[str, StepLike],
-                     states: Mapping[str, StepState]) -> tuple[str | None, bool]:
-    """(the first step upstream of ``step`` that failed, transitively, or None; whether every upstream step ended)."""
+                     states: Mapping[str, StepState]) -> tuple[bool, bool]:
+    """(whether a step upstream of ``step`` failed, transitively; whether every upstream step ended)."""
     seen: set[str] = set()
     todo = list(step.needs)
-    culprit, ended = None, True
+    failed, ended = False, True
     while todo:
-        need = todo.pop(0)
+        need = todo.pop()
         if need in seen:
             continue
         seen.add(need)
         state = states.get(need, StepState.PENDING)
-        if state == StepState.FAILED and culprit is None:
-            culprit = need
+        failed = failed or state == StepState.FAILED
         ended = ended and state.terminal
         todo.extend(by_id[need].needs if need in by_id else ())
-    return culprit, ended
+    return failed, ended
 
 
 def verdict(step: StepLike, by_id: Mapping[str, StepLike], states: Mapping[str, StepState],
-            causes: Mapping[str, str]) -> tuple[str, str]:
-    """``("run"|"skip"|"wait", reason)`` for a step that has not started, from the states of its needs."""
+            causes: Mapping[str, str], upstream: tuple[bool, bool] | None = None) -> tuple[str, str]:
+    """``("run"|"skip"|"wait", reason)`` for a step that has not started, from the states of its needs.
+    ``upstream`` is what :func:`_failed_upstream` would answer, when the caller knows it already."""
     needs = [(n, states.get(n, StepState.PENDING)) for n in step.needs]
     ended = all(s.terminal for _, s in needs)
     if step.condition == "always()":
         return ("run", "") if ended else ("wait", "")
     if step.condition == "failure()":
-        culprit, everything_ended = _failed_upstream(step, by_id, states)
+        culprit, everything_ended = upstream if upstream is not None else _failed_upstream(step, by_id, states)
         if culprit and ended:
             return "run", ""
         if not everything_ended:  # a step further up may still fail (needs can end early, skipped)
@@ -81,40 +91,40 @@ def verdict(step: StepLike, by_id: Mapping[str, StepLike], states: Mapping[str, 
     return ("run", "") if ended else ("wait", "")
 
 
-def _waits_on(step: StepLike, by_id: Mapping[str, StepLike]) -> set[str]:
-    """The steps RQ waits for before it starts ``step``: its needs, or for ``failure()`` every step upstream."""
-    if step.condition != "failure()":
-        return set(step.needs)
-    found: set[str] = set()
-    todo = list(step.needs)
-    while todo:
-        need = todo.pop()
-        if need not in found:
-            found.add(need)
-            todo.extend(by_id[need].needs if need in by_id else ())
-    return found
-
-
 def decide(steps: Sequence[StepLike], states: Mapping[str, StepState], causes: Mapping[str, str],
            lost: frozenset[str] = frozenset()) -> list[Decision]:
     """Decisions for every step still pending, cascading in topological order (``steps`` must be in it).
 
     ``lost`` names steps whose RQ job vanished: RQ will never enqueue their dependents, so one that must run is
-    released like the dependents of skipped and canceled steps.
+    released like the dependents of skipped and canceled steps. One pass over the steps and their needs: what is
+    upstream of each step (a failure, whether all ended) is carried along, not walked again per step.
     """
     by_id = {s.id: s for s in steps}
     states = dict(states)
     causes = dict(causes)
+    above: dict[str, tuple[bool, bool]] = {}  # step -> (it or a step above it failed, it and all above ended)
+
+    def upstream(step: StepLike) -> tuple[bool, bool]:
+        marks = [above.get(n) or _alone(states.get(n)) for n in step.needs]
+        return any(failed for failed, _ in marks), all(ended for _, ended in marks)
+
     decisions: list[Decision] = []
     for step in steps:
-        if states.get(step.id) not in (StepState.PENDING, None):
-            continue
-        action, reason = verdict(step, by_id, states, causes)
-        if action == "skip":
-            states[step.id] = StepState.SKIPPED
-            causes[step.id] = reason
-            decisions.append(Decision(step.id, "skip", reason))
-        elif action == "run" and any(states.get(n) in (StepState.SKIPPED, StepState.CANCELED) or n in lost
-                                     for n in _waits_on(step, by_id)):
-            decisions.append(Decision(step.id, "release"))
+        if states.get(step.id) in (StepState.PENDING, None):
+            action, reason = verdict(step, by_id, states, causes, upstream(step))
+            if action == "skip":
+                states[step.id] = StepState.SKIPPED
+                causes[step.id] = reason
+                decisions.append(Decision(step.id, "skip", reason))
+            elif action == "run" and (held(step, by_id) or any(
+                    states.get(n) in (StepState.SKIPPED, StepState.CANCELED) or n in lost for n in step.needs)):
+                decisions.append(Decision(step.id, "release"))
+        failed, ended = upstream(step)
+        own = _alone(states.get(step.id))
+        above[step.id] = (own[0] or failed, own[1] and ended)
     return decisions
+
+
+def _alone(state: StepState | None) -> tuple[bool, bool]:
+    state = state or StepState.PENDING
+    return state == StepState.FAILED, state.terminal

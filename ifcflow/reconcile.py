@@ -133,8 +133,9 @@ def apply(conn: Redis, plan: Plan, decisions: list[policy.Decision]) -> bool:
     """Carry out skip and release decisions; True when a job was canceled or released."""
     store.record_steps(conn, plan.run_id, {d.step: ("skipped", d.reason) for d in decisions if d.action == "skip"})
     changed = False
+    jobs = {s.id: s.job_id for s in plan.steps}  # (Plan.step is a search: a cascade may decide every step)
     for decision in decisions:
-        job_id = plan.step(decision.step).job_id
+        job_id = jobs[decision.step]
         if decision.action == "skip":
             changed |= rqstore.cancel_waiting(conn, job_id)
         elif decision.action == "release" and rqstore.job_status(conn, job_id) == "deferred":

@@ -128,11 +128,23 @@ def syntax_hint(text: str, line: int, col: int, detail: str = "") -> str:
     return hint + caret
 
 
+def _events(text: str) -> Any:
+    """The parser's events, by libyaml when PyYAML has it; a document libyaml refuses is parsed by PyYAML's own
+    parser (whose errors, with their marks, are the ones reported)."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return list(yaml.parse(text, Loader=fast))
+        except yaml.YAMLError:
+            pass
+    return yaml.parse(text, Loader=yaml.SafeLoader)
+
+
 def _check_depth(text: str, file: str) -> None:
     """Refuse a document nested deeper than ``MAX_DEPTH`` before composing it (PyYAML's composer recurses per
     level: ``[[[[...`` would end in a RecursionError). The parser's events are read iteratively."""
     depth = 0
-    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+    for event in _events(text):
         if isinstance(event, yaml.CollectionStartEvent):
             depth += 1
             if depth > MAX_DEPTH:
@@ -142,6 +154,19 @@ def _check_depth(text: str, file: str) -> None:
                                              "levels deep; pipelines need a few levels: write it out plainly")])
         elif isinstance(event, yaml.CollectionEndEvent):
             depth -= 1
+
+
+def _compose(text: str) -> yaml.Node | None:
+    """The document's node tree: by libyaml when PyYAML has it (the same nodes and marks, several times faster:
+    most of checking a big pipeline is parsing it); a document libyaml refuses is parsed again by PyYAML's own
+    parser, whose errors (and the hints above) are the ones reported."""
+    fast = getattr(yaml, "CSafeLoader", None)
+    if fast is not None:
+        try:
+            return yaml.compose(text, Loader=fast)
+        except yaml.YAMLError:
+            pass
+    return yaml.compose(text, Loader=yaml.SafeLoader)
 
 
 def load(text: str | bytes, file: str) -> Source:
@@ -159,7 +184,7 @@ def load(text: str | bytes, file: str) -> Source:
         raise PipelineError([Problem(file, line, 1, "file contains a NUL byte; pipeline files must be text")])
     try:
         _check_depth(text, file)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = _compose(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)

@@ -87,9 +87,11 @@ def gate_id(run_id: str, name: str = "start") -> str:
 
 
 def gate_ids(conn: Redis, run_id: str) -> list[str]:
-    """Job ids of a run's start gate and of the gate of every retry."""
+    """Job ids of a run's start gate and of the gate of every retry, each followed by its hold (a gate never
+    opened, which held ``failure()`` steps wait on: see :class:`ifcflow.enqueue.Wiring`; absent in most runs)."""
     retries = int(conn.hget(run_key(run_id), "retries") or 0)
-    return [gate_id(run_id), *(gate_id(run_id, f"retry{n}") for n in range(1, retries + 1))]
+    names = ["start", *(f"retry{n}" for n in range(1, retries + 1))]
+    return [gate_id(run_id, name + hold) for name in names for hold in ("", "-hold")]
 
 
 def delete_run(conn: Redis, run_id: str) -> None:

@@ -27,6 +27,7 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from ifcflow import cache, durations, policy, reconcile, store
+from ifcflow.enqueue import DECIDES
 from ifcflow.errors import StepError
 from ifcflow.plan import PlannedStep
 from ifcflow.services import SERVICES, Options
@@ -95,7 +96,7 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
     cache_key = cache.key(planned, options) if job is not None and planned.cache and cache.enabled() else None
     if job is not None and cache_key and (hit := cache.serve(job.connection, cache_key, planned)) is not None:
         job.connection.hset(job.key, cache.MARK, hit["cached_from"]["run_id"])
-        if job.connection.hlen(store.steps_key(run_id)):
+        if _decides(job, run_id):
             _release_waiting(job, planned, run_id)
         return hit  # an identical step succeeded before and its outputs are intact: they are linked in, not made
     partial = workdir / f".partial-{job.id if job else 'local'}-{os.getpid()}"
@@ -120,7 +121,7 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
     _publish(partial, workdir)
     shutil.rmtree(partial, ignore_errors=True)
     progress(1, 1, "done", force=True)
-    if job is not None and job.connection.hlen(store.steps_key(run_id)):
+    if job is not None and _decides(job, run_id):
         _release_waiting(job, planned, run_id)
     written = {name: path for name, path in planned.outputs.items() if Path(path).exists()}
     result = {"success": True, "message": outcome.message, "data": outcome.data, "outputs": written}
@@ -141,9 +142,9 @@ def _publish(partial: Path, workdir: Path) -> None:
 def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
     """Evaluate the step's condition against its needs now; record and return the reason to skip, if any.
 
-    RQ starts a step only once every step its condition depends on ended (see
-    :func:`ifcflow.enqueue.job_options`), so the condition is decided here; a step released by a need that is
-    still recording its own end waits for that (at most :data:`UNDECIDED_WAIT`). Should it stay undecided, the
+    RQ starts a step only once every step its condition depends on ended (the reconciler releases held
+    ``failure()`` steps: :class:`ifcflow.enqueue.Wiring`), so the condition is decided here; a step released by a
+    need that is still recording its own end waits for that (at most :data:`UNDECIDED_WAIT`). Should it stay undecided, the
     step fails with a plain reason rather than run on a guess or block its worker.
     """
     reader = StatusReader(job.connection, run_id)
@@ -168,8 +169,14 @@ def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
     return reason
 
 
+def _decides(job: Job, run_id: str) -> bool:
+    """Whether this step's end may decide waiting steps RQ will not start: some steps were skipped or canceled,
+    or a held ``failure()`` step needs this one (:class:`ifcflow.enqueue.Wiring`)."""
+    return bool((job.meta or {}).get(DECIDES)) or bool(job.connection.hlen(store.steps_key(run_id)))
+
+
 def _release_waiting(job: Job, planned: PlannedStep, run_id: str) -> None:
-    """Some steps were skipped or canceled: release dependents that must run anyway (RQ never will)."""
+    """Release (or skip) dependents RQ never starts by itself, with this step counted as succeeded."""
     try:
         reconcile.run(job.connection, run_id, ended={planned.id: StepState.SUCCEEDED})
     except Exception:

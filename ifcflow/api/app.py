@@ -26,6 +26,7 @@ from . import (
     fetch,
     health,
     jobs,
+    limits,
     original,
     preview,
     runs,
@@ -154,4 +155,5 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     app.include_router(uischedules.router)
     if keyed:
         install_docs(app)
+    limits.install(app)  # body size, steps per pipeline, runs per batch (IFCFLOW_MAX_*)
     return app

@@ -26,7 +26,7 @@ from ..batch_status import BatchStatus
 from ..errors import IfcflowError, PipelineError
 from ..plan import Plan
 from ..plan import plan as make_plan
-from . import events, paths, submission
+from . import events, limits, paths, submission
 from .auth import require_key
 from .problems import unprocessable
 from .runs import MAX_OFFSET, MEDIA, RunRequest, pipeline_source
@@ -45,7 +45,8 @@ class BatchRequest(BaseModel):
     inputs: dict[str, str] = Field(default_factory=dict, description="input overrides: names in uploads/")
     each: dict[str, str] = Field(default_factory=dict, description="input -> glob relative to uploads/ (e.g. "
                                  "'project/**/*.ifc'): one run per matching file, the product for several")
-    max_runs: int = Field(batch.DEFAULT_MAX_RUNS, ge=1, le=100_000, description="refuse a bigger batch (422)")
+    max_runs: int = Field(batch.DEFAULT_MAX_RUNS, ge=1, le=100_000, description=(
+        "refuse a bigger batch (422); at most the server's IFCFLOW_MAX_BATCH_RUNS (default 1,000)"))
 
 
 class BatchStarted(BaseModel):
@@ -160,8 +161,22 @@ def _label(settings: Settings, sub: batch.SubRun) -> str:
     return ", ".join(f"{name}={shown(path)}" for name, path in sub.inputs.items())
 
 
-def plan_batch(settings: Settings, body: BatchRequest) -> tuple[batch.BatchRecord, list[Plan]]:
-    """Check the pipeline, vet every path and glob, and plan the batch (nothing written to Redis)."""
+def _max_runs(body: BatchRequest, cap: int) -> int:
+    """``max_runs`` as asked (422 above the server's cap), else the default within the cap."""
+    if "max_runs" not in body.model_fields_set:
+        return min(body.max_runs, cap)
+    if body.max_runs > cap:
+        raise unprocessable(f"max_runs is {body.max_runs:,}; this server allows at most {cap:,} runs per batch "
+                            f"({limits.MAX_BATCH_RUNS_ENV}). Ask for fewer (narrow the globs), or ask the "
+                            f"server's operator to raise {limits.MAX_BATCH_RUNS_ENV}", "max_runs")
+    return body.max_runs
+
+
+def plan_batch(settings: Settings, body: BatchRequest,
+               cap: int = limits.MAX_BATCH_RUNS) -> tuple[batch.BatchRecord, list[Plan]]:
+    """Check the pipeline, vet every path and glob, and plan the batch (nothing written to Redis); ``max_runs``
+    may be at most ``cap``."""
+    max_runs = _max_runs(body, cap)
     asked_for = RunRequest(pipeline=body.pipeline, file=body.file, webhook=None)
     text, base, name, roots = pipeline_source(settings, asked_for)
     overrides = {key: str(paths.input_file(settings.uploads, value, f"inputs.{key}"))
@@ -170,7 +185,7 @@ def plan_batch(settings: Settings, body: BatchRequest) -> tuple[batch.BatchRecor
         doc = document.parse(text, base / name, overrides, check_files=False)
         asked, every = _patterns(settings, body, doc, roots)
         _probe(settings, doc, _first_files(settings, every, body, roots), roots)
-        return batch.prepare(doc, asked, settings.runs, max_runs=body.max_runs, ttl=settings.ttl)
+        return batch.prepare(doc, asked, settings.runs, max_runs=max_runs, ttl=settings.ttl)
     except ValueError as exc:  # a path the OS cannot take (NUL byte)
         raise paths.UnsafePath(f"pipeline: a path cannot be used ({exc}); use plain file names") from None
     except (PipelineError, paths.UnsafePath):
@@ -185,7 +200,7 @@ def start_batch(request: Request, body: BatchRequest) -> BatchStarted:
     all-or-nothing submission. A bad pipeline or a glob matching nothing is a 422, a hostile glob a 400: nothing is
     written to Redis."""
     settings: Settings = request.app.state.settings
-    record, plans = plan_batch(settings, body)
+    record, plans = plan_batch(settings, body, request.app.state.limits.max_batch_runs)
     batch.submit(request.app.state.conn, record, plans)
     request.app.state.conn.sadd(WATCHED_BATCHES, record.batch_id)  # released as runs end, even by plain rq workers
     return BatchStarted(batch_id=record.batch_id, status_url=f"/batches/{record.batch_id}",
