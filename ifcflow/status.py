@@ -58,6 +58,11 @@ class StepStatus(BaseModel):
     traceback: str | None = None
     expired: bool = Field(default=False, description="its RQ job expired after the run ended; state as recorded")
 
+    @property
+    def message(self) -> str | None:
+        """Why it failed, was skipped or canceled; else its result's summary ("3 clashes in 1 clash set")."""
+        return self.error or (str((self.result or {}).get("message") or "") or None)
+
 
 class RunStatus(BaseModel):
     """The JSON status document: a stable contract, also served by the HTTP API."""
@@ -75,6 +80,12 @@ class RunStatus(BaseModel):
     @property
     def terminal(self) -> bool:
         return self.status.terminal
+
+    @property
+    def outputs(self) -> dict[str, dict[str, str]]:
+        """step id -> output name -> path, of the steps that succeeded (or were served from the cache)."""
+        return {step_id: step.outputs for step_id, step in self.steps.items()
+                if step.status in (StepState.SUCCEEDED, StepState.CACHED)}
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:

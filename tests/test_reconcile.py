@@ -17,7 +17,9 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
-from ifcflow import control, enqueue, events, lock, plan, reconcile, rqstore, runner, status, store
+from ifcflow import control, enqueue, events, lock, reconcile, rqstore, runner, status, store
+from ifcflow.plan import new_run_id
+from ifcflow.plan import plan as make_plan
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.errors import IfcflowError, RunExists
 from ifcflow.states import RunState, StepState
@@ -245,7 +247,7 @@ def test_retry_waits_for_needs_that_are_still_running(conn: Redis, folder: Path)
     (folder / "x.ifc").write_text("being exported")
     from ifcflow import document
 
-    planned = plan.plan(document.load(write_pipeline(folder, RETRY_NEEDS), check_files=False), out_root=folder / "runs")
+    planned = make_plan(document.load(write_pipeline(folder, RETRY_NEEDS), check_files=False), out_root=folder / "runs")
     enqueue.submit(conn, planned)
     work(conn, ("default",))  # x fails; d is skipped; y still waits on its queue
     first = status.read(conn, planned.run_id)
@@ -309,7 +311,7 @@ def test_run_ids_are_unique_and_never_overwritten(conn: Redis, folder: Path) -> 
     from datetime import datetime, timezone
 
     now = datetime.now(timezone.utc)
-    ids = {plan.new_run_id("p", now) for _ in range(10_000)}
+    ids = {new_run_id("p", now) for _ in range(10_000)}
     assert len(ids) == 10_000
     path = write_pipeline(folder, ONE)
     first = runner.start(conn, path, out=folder / "runs")

@@ -9,6 +9,7 @@ import click
 
 from .. import batch, connection
 from . import batch as batch_cli
+from ..client import Run
 from ..errors import IfcflowError
 from ..status import StatusReader
 from .app import cli, finish, follow, record, redis_from, redis_option
@@ -72,12 +73,10 @@ def reconcile_command(run_ids: tuple[str, ...], redis_url: str | None, forever: 
 def cancel(run_id: str, redis_url: str | None) -> None:
     """Stop a run (or every run of a batch): running steps are stopped, waiting ones canceled, partial outputs
     removed."""
-    from ..control import cancel as do_cancel
-
     conn = redis_from(redis_url)
     if batch.exists(conn, run_id):
         return batch_cli.cancel(conn, run_id)
-    steps = do_cancel(conn, run_id)
+    steps = Run(run_id, conn).cancel()
     click.echo(f"canceled {len(steps)} step(s) of run {run_id}" + (f": {', '.join(steps)}" if steps else ""))
 
 
@@ -89,12 +88,10 @@ def cancel(run_id: str, redis_url: str | None) -> None:
 def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool) -> None:
     """Re-run a run's failed, skipped and canceled steps in the same run, keeping what succeeded (of a batch: in
     each failed or canceled run)."""
-    from ..control import retry as do_retry
-
     conn = redis_from(redis_url)
     if batch.exists(conn, run_id) and step is None:
         return batch_cli.retry(conn, run_id, wait)
-    steps = do_retry(conn, run_id, step)
+    steps = Run(run_id, conn).retry(step)
     click.echo(f"re-enqueued {len(steps)} step(s): {', '.join(steps)}" if steps
                else "nothing to retry: no failed, skipped or canceled step, or they are still running")
     if wait:
