@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 from redis import Redis
 
-from . import batch as batches
+from . import batch_record as batches
 from .states import RunState, StepState
 from .status import StatusReader
 

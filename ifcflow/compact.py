@@ -1,7 +1,7 @@
 """Trimming what a finished run keeps in Redis to what status and reports read (rq 3.0 storage).
 
 RQ keeps each job's result in a stream (``rq:results:<job id>``); a Redis stream costs about 4.7 KB even for one
-small entry, more than everything else a finished step keeps. When a run ends (:func:`ifcflow.store.finish_run`,
+small entry, more than everything else a finished step keeps. When a run ends (:func:`ifcflow.reconcile.end`,
 once per run), every *finished* job of it is compacted:
 
 - its latest return value moves into the job hash's ``result`` field (RQ's own earlier place for it, which

@@ -31,6 +31,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 
 from . import events, policy, rqstore, store
+from .compact import compact
 from .errors import RunNotFound
 from .lock import RunLock, dirty_key
 from .plan import Plan
@@ -175,6 +176,7 @@ def end(conn: Redis, reader: StatusReader, status: RunStatus) -> bool:
     final = {sid: {"status": s.status.value, "error": s.error} for sid, s in status.steps.items()}
     if not store.finish_run(conn, run_id, ttl, final):
         return False
+    compact(conn, run_id)  # only what status and reports read is kept
     rqstore.expire_jobs(conn, [s.job_id for s in reader.plan.steps] + store.gate_ids(conn, run_id), ttl)
     events.run_ended(conn, status)
     store.forget_live(conn, run_id)

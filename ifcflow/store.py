@@ -57,7 +57,8 @@ def save_run(conn: Redis | RedisPipeline, plan: Plan, ttl: int = DEFAULT_TTL,
 
 
 def finish_run(conn: Redis, run_id: str, ttl: int, final: dict[str, dict[str, str | None]]) -> bool:
-    """Mark the run ended (``ended_at``, ``final`` step states); True for the one caller that did it.
+    """Mark the run ended (``ended_at``, ``final`` step states); True for the one caller that did it (which then
+    compacts the run's jobs: :func:`ifcflow.compact.compact`).
 
     Its records then expire, ``ttl`` seconds from now (the caller lets its jobs and gates expire with them). A
     retry makes the run live again (:func:`revive` removes ``ended_at``), so it can end once more.
@@ -65,9 +66,6 @@ def finish_run(conn: Redis, run_id: str, ttl: int, final: dict[str, dict[str, st
     if not conn.hsetnx(run_key(run_id), "ended_at", time.time()):
         return False
     conn.hset(run_key(run_id), "final", json.dumps(final))
-    from .compact import compact
-
-    compact(conn, run_id)  # only what status and reports read is kept
     conn.expire(run_key(run_id), ttl)
     conn.expire(steps_key(run_id), ttl)
     return True
