@@ -37,8 +37,18 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from .client import Batch, Cluster, Run, local, plan, submit, submit_batch, validate
-from .errors import (EmbeddedRedisError, IfcflowError, PipelineError, Problem, RedisLost, RedisUnavailable,
-                     RunExists, RunNotFound, RunTimeout, StepError)
+from .errors import (
+    EmbeddedRedisError,
+    IfcflowError,
+    PipelineError,
+    Problem,
+    RedisLost,
+    RedisUnavailable,
+    RunExists,
+    RunNotFound,
+    RunTimeout,
+    StepError,
+)
 from .states import RunState, StepState
 
 if TYPE_CHECKING:

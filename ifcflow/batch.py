@@ -25,7 +25,7 @@ import itertools
 import os
 import secrets
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from redis import Redis
@@ -34,8 +34,20 @@ from rq import Worker
 from rq.job import Job
 
 from . import document, enqueue, store
-from .batch_record import (BATCHES, BatchNotFound, BatchRecord, Control, Strict, SubRun, TemplateStep,  # noqa: F401
-                           ended_key, exists, key, load, sub_run_id)
+from .batch_record import (  # noqa: F401
+    BATCHES,
+    BatchNotFound,
+    BatchRecord,
+    Control,
+    Strict,
+    SubRun,
+    TemplateStep,
+    ended_key,
+    exists,
+    key,
+    load,
+    sub_run_id,
+)
 from .errors import IfcflowError
 from .plan import Plan, plan
 
@@ -43,7 +55,7 @@ DEFAULT_MAX_RUNS = 1000
 
 
 def new_batch_id(pipeline: str, now: datetime | None = None) -> str:
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     return f"{pipeline}-{stamp}-b{secrets.token_hex(4)}"
 
 
@@ -105,7 +117,7 @@ def prepare(doc: document.Document, each: dict[str, str], out_root: str | Path =
     if not patterns:
         raise IfcflowError("a batch needs --each NAME=GLOB or 'for_each:' in the pipeline")
     combos = expand(patterns, max_runs)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     batch_id = batch_id or new_batch_id(doc.pipeline.name, now)
     root = Path(out_root) / batch_id
     plans, runs = [], []
@@ -189,8 +201,8 @@ def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0)
     release a sub-run twice nor skip one. ``repair`` reads unfinished sub-runs with the (repairing) status reader.
     Reads only the small ``control`` part of the batch record: it runs after every job of a batch.
     """
-    from .batch_status import run_states
     from . import reconcile
+    from .batch_status import run_states
 
     lock, token = f"{key(batch_id)}:lock", secrets.token_hex(8)
     deadline = time.monotonic() + wait

@@ -23,7 +23,7 @@ import hashlib
 import json
 import os
 import shutil
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -59,7 +59,7 @@ def sha256(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def versions(service: str) -> dict[str, str]:
     found = {}
     for dist in ("ifcflow", *LIBRARIES.get(service, ("ifcopenshell",))):

@@ -25,7 +25,7 @@ import logging
 import os
 import time
 import urllib.request
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -74,7 +74,7 @@ def _key(name: str, what: str) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 def check_cron(cron: str) -> None:
@@ -95,7 +95,7 @@ def add(conn: Redis, spec: ScheduleSpec, replace: bool = False) -> ScheduleSpec:
     if spec.webhook and not spec.webhook.startswith(("http://", "https://")):
         raise IfcflowError(f"--webhook {spec.webhook!r} must be an http:// or https:// URL")
     document.load(spec.pipeline, spec.inputs, check_files=False)
-    spec = spec.model_copy(update={"created_at": spec.created_at or datetime.now(timezone.utc).isoformat()})
+    spec = spec.model_copy(update={"created_at": spec.created_at or datetime.now(UTC).isoformat()})
     if not conn.hsetnx(SCHEDULES, spec.name, spec.model_dump_json()) and not replace:
         raise IfcflowError(f"a schedule named '{spec.name}' exists; remove it first (ifcflow schedule remove "
                            f"{spec.name}) or choose another name")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -92,7 +92,7 @@ def _seconds(start: str | None, end: str | None) -> float | None:
     if not start:
         return None
     begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    finish = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else datetime.now(timezone.utc)
+    finish = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else datetime.now(UTC)
     return round((finish - begin).total_seconds(), 3)
 
 

@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +19,10 @@ from rq.job import Job
 from rq.registry import StartedJobRegistry
 
 from ifcflow import control, enqueue, events, lock, reconcile, rqstore, runner, status, store
-from ifcflow.plan import new_run_id
-from ifcflow.plan import plan as make_plan
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.errors import IfcflowError, RunExists
+from ifcflow.plan import new_run_id
+from ifcflow.plan import plan as make_plan
 from ifcflow.states import RunState, StepState
 
 from .conftest import work
@@ -308,9 +309,9 @@ def test_a_lock_is_released_only_by_its_owner(conn: Redis) -> None:
 
 
 def test_run_ids_are_unique_and_never_overwritten(conn: Redis, folder: Path) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     ids = {new_run_id("p", now) for _ in range(10_000)}
     assert len(ids) == 10_000
     path = write_pipeline(folder, ONE)

@@ -16,8 +16,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import StreamingResponse
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 
 from ..status import RunStatus
 from .auth import require_key

@@ -15,9 +15,19 @@ from pydantic import BaseModel
 
 from . import paths, recipes, submission
 from .auth import require_key
-from .requests import (IFC2JSONRequest, IfcClashRequest, IfcConvertRequest, IfcCsvImportRequest, IfcCsvRequest,
-                       IfcDiffRequest, IfcPatchListRecipesRequest, IfcPatchRequest, IfcQtoRequest, IfcTesterRequest,
-                       Original)
+from .requests import (
+    IFC2JSONRequest,
+    IfcClashRequest,
+    IfcConvertRequest,
+    IfcCsvImportRequest,
+    IfcCsvRequest,
+    IfcDiffRequest,
+    IfcPatchListRecipesRequest,
+    IfcPatchRequest,
+    IfcQtoRequest,
+    IfcTesterRequest,
+    Original,
+)
 from .settings import Settings
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["original"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ NOTES = "notes"
 
 def new_run_id(name: str) -> str:
     """``<name>-<UTC yyyymmdd-HHMMSS>-<12 hex>``: sortable, and unique at thousands of submissions a second."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{name}-{stamp}-{secrets.token_hex(6)}"
 
 

@@ -9,11 +9,11 @@ from pathlib import Path
 import click
 
 from .. import batch, connection, document, live, runfolder, store
-from . import batch as batch_cli
 from ..client import Run
 from ..errors import IfcflowError
 from ..plan import plan as make_plan
 from ..status import RunStatus, StatusReader
+from . import batch as batch_cli
 from .app import EXIT, cli, err, follow, parse_inputs, redis_from, redis_option
 
 out_option = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=runfolder.DEFAULT_ROOT,

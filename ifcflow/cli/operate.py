@@ -8,10 +8,10 @@ from typing import Any
 import click
 
 from .. import batch, connection
-from . import batch as batch_cli
 from ..client import Run
 from ..errors import IfcflowError
 from ..status import StatusReader
+from . import batch as batch_cli
 from .app import cli, finish, follow, record, redis_from, redis_option
 
 
