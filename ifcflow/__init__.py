@@ -52,7 +52,7 @@ from .errors import (
 from .states import RunState, StepState
 
 if TYPE_CHECKING:
-    from .batch import BatchNotFound
+    from .batch_record import BatchNotFound
     from .batch_status import BatchRun, BatchStatus
     from .plan import Plan, PlannedStep
     from .status import RunStatus, StepStatus
@@ -72,15 +72,16 @@ __all__ = [
     "RunExists", "RunTimeout", "BatchNotFound", "StepError",
 ]
 
-_LAZY = {  # name -> module (relative to this package): imported on first access (pydantic, redis, rq)
-    "Plan": "plan", "PlannedStep": "plan", "RunStatus": "status", "StepStatus": "status",
-    "BatchStatus": "batch_status", "BatchRun": "batch_status", "BatchNotFound": "batch",
+_LAZY = {  # name -> module: imported on first access (pydantic, redis, rq)
+    "Plan": "ifcflow.plan", "PlannedStep": "ifcflow.plan", "RunStatus": "ifcflow.status",
+    "StepStatus": "ifcflow.status", "BatchStatus": "ifcflow.batch_status", "BatchRun": "ifcflow.batch_status",
+    "BatchNotFound": "ifcflow.batch_record",
 }
 
 
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
-        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        value = getattr(importlib.import_module(_LAZY[name]), name)
         globals()[name] = value
         return value
     raise AttributeError(f"module 'ifcflow' has no attribute {name!r}")
@@ -91,9 +92,9 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """Keeps the public functions when a submodule of the same name is imported (``ifcflow/plan.py``,
-    ``ifcflow/local.py``): the import system sets ``ifcflow.<submodule>`` on this package after loading one.
-    Internal code imports those modules with ``from .plan import ...``, which reads ``sys.modules``."""
+    """Keeps the public functions when a submodule of the same name is imported (in the flat layout, the
+    modules ``plan`` and ``local``): the import system sets ``ifcflow.<submodule>`` on this package after loading
+    one. Internal code imports modules with ``from .<module> import ...``, which reads ``sys.modules``."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if isinstance(value, types.ModuleType) and callable(self.__dict__.get(name)):
