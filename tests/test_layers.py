@@ -6,6 +6,7 @@
 
       entry points   ifcflow.api, ifcflow.cli, ifcflow.__main__      HTTP API, command line
       public API     ifcflow (``__init__``), ifcflow.client          what scripts and notebooks import
+      operations     ifcflow.operations                              the worker process, queues, workers, prune
       batches        ifcflow.batches                                 batches, schedules
       standalone     ifcflow.standalone                              private Redis, local workers, demo models
       views          ifcflow.views                                   terminal view, reports, RQ Dashboard
@@ -28,6 +29,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "ifcflow"
 LAYERS: list[tuple[str, tuple[str, ...]]] = [  # top first
     ("entry points", ("ifcflow.api", "ifcflow.cli", "ifcflow.__main__")),
     ("public API", ("ifcflow", "ifcflow.client")),
+    ("operations", ("ifcflow.operations",)),
     ("batches", ("ifcflow.batches",)),
     ("standalone", ("ifcflow.standalone",)),
     ("views", ("ifcflow.views",)),
