@@ -19,8 +19,9 @@ from rq.job import Dependency, Job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ifcflow import document, enqueue, plan  # noqa: E402
+from ifcflow import document, enqueue  # noqa: E402
 from ifcflow.embedded import EmbeddedRedis  # noqa: E402
+from ifcflow.plan import plan as make_plan  # noqa: E402
 from ifcflow.status import StatusReader  # noqa: E402
 from ifcflow.worker import make_worker, preload  # noqa: E402
 from tests.factories import tiny_model  # noqa: E402
@@ -56,7 +57,7 @@ def raw_chain(conn: Redis, edges: dict[str, list[str]], prefix: str) -> list[str
 def handoff(conn: Redis, folder: Path, steps: int = 40) -> tuple[float, float]:
     """Mean gap (ms) between a step's end and its child's start: ifcflow vs raw RQ, one forking worker each."""
     doc = document.load(chain_yaml(folder, steps))
-    planned = plan.plan(doc, out_root=folder / "runs")
+    planned = make_plan(doc, out_root=folder / "runs")
     enqueue.submit(conn, planned)
     make_worker(conn, ["default"]).work(burst=True, logging_level="ERROR")
     jobs = [Job.fetch(s.job_id, connection=conn) for s in planned.steps]
@@ -70,7 +71,7 @@ def handoff(conn: Redis, folder: Path, steps: int = 40) -> tuple[float, float]:
 
 def enqueue_and_status(conn: Redis, folder: Path, steps: int = 1000) -> dict[str, float]:
     doc = document.load(chain_yaml(folder, steps, extra_edges=True))
-    planned = plan.plan(doc, out_root=folder / "runs")
+    planned = make_plan(doc, out_root=folder / "runs")
     start = time.perf_counter()
     enqueue.submit(conn, planned)
     ours = time.perf_counter() - start

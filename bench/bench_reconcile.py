@@ -16,9 +16,10 @@ from redis import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_core import chain_yaml  # noqa: E402
-from ifcflow import document, enqueue, plan, reconcile  # noqa: E402
+from ifcflow import document, enqueue, reconcile  # noqa: E402
 from ifcflow.embedded import EmbeddedRedis  # noqa: E402
 from ifcflow.lock import RunLock  # noqa: E402
+from ifcflow.plan import plan as make_plan  # noqa: E402
 from ifcflow.status import StatusReader  # noqa: E402
 from tests.factories import tiny_model  # noqa: E402
 
@@ -38,7 +39,7 @@ def main() -> None:
         folder = Path(tmp)
         tiny_model(folder / "tiny.ifc", walls=1)
         conn = Redis.from_url(server.url)
-        planned = plan.plan(document.load(chain_yaml(folder, 1000, extra_edges=True)), out_root=folder / "runs")
+        planned = make_plan(document.load(chain_yaml(folder, 1000, extra_edges=True)), out_root=folder / "runs")
         enqueue.submit(conn, planned)
         reader = StatusReader(conn, planned.run_id)
         reader.read()

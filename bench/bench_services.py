@@ -30,9 +30,10 @@ from rq.job import Job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ifcflow import document, enqueue, plan  # noqa: E402
+from ifcflow import document, enqueue  # noqa: E402
 from ifcflow.demo import write_demo  # noqa: E402
 from ifcflow.embedded import EmbeddedRedis  # noqa: E402
+from ifcflow.plan import plan as make_plan  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IFC = Path(__file__).resolve().parent.parent.parent / "shared" / "ifc"
@@ -178,7 +179,7 @@ def step_run(server: EmbeddedRedis, folder: Path, service: str, model: str, ids_
     pipeline = folder / f"{service}-{model}.yaml"
     pipeline.write_text(f"version: 1\nname: bench\nsteps:\n  s: {{uses: {service}, timeout: {int(LIMIT)}, "
                         f"with: {with_block}}}\n")
-    planned = plan.plan(document.load(pipeline), out_root=folder / "runs")
+    planned = make_plan(document.load(pipeline), out_root=folder / "runs")
     enqueue.submit(conn, planned)
     cmd = [sys.executable, "-c", WRAPPER, sys.executable, "-m", "ifcflow", "worker", "--burst", "--redis",
            server.url, "--preload", service, "--quiet"]

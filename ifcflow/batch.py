@@ -28,7 +28,7 @@ import os
 import secrets
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
@@ -134,7 +134,7 @@ def exists(conn: Redis, batch_id: str) -> bool:
 
 
 def new_batch_id(pipeline: str, now: datetime | None = None) -> str:
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     return f"{pipeline}-{stamp}-b{secrets.token_hex(4)}"
 
 
@@ -196,7 +196,7 @@ def prepare(doc: document.Document, each: dict[str, str], out_root: str | Path =
     if not patterns:
         raise IfcflowError("a batch needs --each NAME=GLOB or 'for_each:' in the pipeline")
     combos = expand(patterns, max_runs)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     batch_id = batch_id or new_batch_id(doc.pipeline.name, now)
     root = Path(out_root) / batch_id
     plans, runs = [], []

@@ -11,7 +11,7 @@ ended so, and ``succeeded`` only when every sub-run succeeded.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from pydantic import BaseModel, Field
 from redis import Redis
@@ -63,7 +63,7 @@ def read(conn: Redis, batch_id: str, errors: bool = True) -> BatchStatus:
     record = batches.load(conn, batch_id)
     raw = conn.hmget(batches.key(batch_id), "released", "canceled")
     rows = batches.run_rows(conn, batch_id, record.steps, [r.run_id for r in record.runs])
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     runs = []
     for sub in record.runs:
         row: RunRow = rows[sub.run_id]

@@ -12,8 +12,9 @@ output still exists with its recorded size and sha256; the outputs are then hard
 into the new step's folder and the step ends ``cached``, naming the run it came from.
 
 Options marked as input files are hashed, and so is every absolute path of an existing file among an IfcPatch
-recipe's ``arguments`` (``MergeProjects``' models; a relative one is compared as text). ``cache: false`` on a step (or in ``defaults:``) and ``ifcflow run --no-cache``
-turn the cache off for those steps; ``IFCFLOW_CACHE=off`` in a worker's environment turns it off on that worker.
+recipe's ``arguments`` (``MergeProjects``' models; a relative one is compared as text). ``cache: false`` on a
+step (or in ``defaults:``) and ``ifcflow run --no-cache`` turn the cache off for those
+steps; ``IFCFLOW_CACHE=off`` in a worker's environment turns it off on that worker.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import hashlib
 import json
 import os
 import shutil
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,7 @@ def sha256(path: str | Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-@lru_cache(maxsize=None)
+@cache
 def versions(service: str) -> dict[str, str]:
     found = {}
     for dist in ("ifcflow", *LIBRARIES.get(service, ("ifcopenshell",))):

@@ -27,7 +27,6 @@ from rq.serializers import DefaultSerializer
 from . import store
 from .errors import RunNotFound
 
-
 _UNUSED = ("group_id", "success_callback_name", "failure_callback_name", "stopped_callback_name", "last_heartbeat",
            "enqueue_at_front", "allow_dependency_failures", "dependency_id", "dependency_ids")
 """Job hash fields nothing reads once a job finished (RQ restores a job without them)."""

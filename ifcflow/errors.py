@@ -97,3 +97,15 @@ class StepError(IfcflowError):
     def __init__(self, message: str, *, keep_outputs: bool = False):
         super().__init__(message)
         self.keep_outputs = keep_outputs
+
+
+class RunTimeout(IfcflowError):
+    """Waiting for a run (or batch) ended before it did; the run goes on. ``status`` is the last status read."""
+
+    exit_code = 1
+
+    def __init__(self, run_id: str, timeout: float, status: object = None):
+        super().__init__(f"run {run_id} did not end within {timeout:g} s; it goes on. Wait again, or stop it with "
+                         f"ifcflow cancel {run_id}")
+        self.run_id = run_id
+        self.status = status

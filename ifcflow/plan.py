@@ -7,7 +7,7 @@ from one job to the next.
 from __future__ import annotations
 
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePath
 from typing import Any
 
@@ -64,7 +64,7 @@ def new_run_id(pipeline: str, now: datetime | None = None) -> str:
     """``<pipeline>-<UTC yyyymmdd-HHMMSS>-<12 hex>``: sortable, a valid RQ job id prefix, and 48 random bits per
     second (100 runs of one pipeline in one second collide with odds of about 2 in 10^11; a collision is refused
     at submit, never overwritten)."""
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%d-%H%M%S")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%d-%H%M%S")
     return f"{pipeline}-{stamp}-{secrets.token_hex(6)}"
 
 
@@ -77,7 +77,7 @@ def plan(doc: Document, run_id: str | None = None, out_root: str | Path = "ifcfl
     """Expand ``doc`` into a :class:`Plan` for run ``run_id``; outputs go to ``out_root/run_id/step/``.
     ``cache=False`` (``--no-cache``) runs every step even when an identical one ran before."""
     pipeline = doc.pipeline
-    now = now or datetime.now(timezone.utc)
+    now = now or datetime.now(UTC)
     run_id = run_id or new_run_id(pipeline.name, now)
     run_dir = (Path(out_root) / run_id).resolve()
     planned: dict[str, PlannedStep] = {}

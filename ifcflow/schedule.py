@@ -22,7 +22,7 @@ import json
 import logging
 import os
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,7 +75,7 @@ def _key(name: str, what: str) -> str:
 
 
 def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+    return datetime.fromtimestamp(ts, UTC).isoformat()
 
 
 SECONDS_LAST = ("6 fields put seconds LAST here (croniter: minute hour day month weekday second), unlike "
@@ -119,7 +119,7 @@ def add(conn: Redis, spec: ScheduleSpec, replace: bool = False) -> ScheduleSpec:
     if spec.webhook:
         webhooks.check_url(spec.webhook, None if spec.webhook_allow is None else tuple(spec.webhook_allow))
     document.load(spec.pipeline, spec.inputs, check_files=False)
-    spec = spec.model_copy(update={"created_at": spec.created_at or datetime.now(timezone.utc).isoformat()})
+    spec = spec.model_copy(update={"created_at": spec.created_at or datetime.now(UTC).isoformat()})
     if not conn.hsetnx(SCHEDULES, spec.name, spec.model_dump_json()) and not replace:
         raise IfcflowError(f"a schedule named '{spec.name}' exists; remove it first (ifcflow schedule remove "
                            f"{spec.name}) or choose another name")

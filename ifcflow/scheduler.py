@@ -15,6 +15,7 @@ own tools list it) and each schedule's next tick (``CronJob``, croniter, local t
 from __future__ import annotations
 
 import logging
+
 from redis import Redis
 from redis.exceptions import RedisError
 from rq.cron import CronJob, CronScheduler

@@ -178,7 +178,7 @@ def load(text: str | bytes, file: str) -> Source:
         try:
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise PipelineError([Problem(file, 1, 1, f"file is not UTF-8 text ({exc.reason} at byte {exc.start})")])
+            raise PipelineError([Problem(file, 1, 1, f"file is not UTF-8 text ({exc.reason} at byte {exc.start})")]) from None
     if "\x00" in text:
         line = text.count("\n", 0, text.index("\x00")) + 1
         raise PipelineError([Problem(file, line, 1, "file contains a NUL byte; pipeline files must be text")])

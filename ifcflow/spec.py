@@ -99,7 +99,7 @@ if TYPE_CHECKING:
         uses: str
         with_: Options
 else:
-    Step = Annotated[Union[tuple(STEP_MODELS.values())], Field(discriminator="uses")]
+    Step = Annotated[Union[tuple(STEP_MODELS.values())], Field(discriminator="uses")]  # noqa: UP007 - a Union built from a tuple
 
 
 class Pipeline(Strict):

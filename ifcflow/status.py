@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -61,6 +61,11 @@ class StepStatus(BaseModel):
     detail: str | None = Field(default=None, description="what the read noticed that no record says yet: the "
                                "step's worker stopped answering, or no worker listens on its queue (and what to do)")
 
+    @property
+    def message(self) -> str | None:
+        """Why it failed, was skipped or canceled; else its result's summary ("3 clashes in 1 clash set")."""
+        return self.error or (str((self.result or {}).get("message") or "") or None)
+
 
 class RunStatus(BaseModel):
     """The JSON status document: a stable contract, also served by the HTTP API."""
@@ -79,12 +84,18 @@ class RunStatus(BaseModel):
     def terminal(self) -> bool:
         return self.status.terminal
 
+    @property
+    def outputs(self) -> dict[str, dict[str, str]]:
+        """step id -> output name -> path, of the steps that succeeded (or were served from the cache)."""
+        return {step_id: step.outputs for step_id, step in self.steps.items()
+                if step.status in (StepState.SUCCEEDED, StepState.CACHED)}
+
 
 def _seconds(start: str | None, end: str | None) -> float | None:
     if not start:
         return None
     begin = datetime.fromisoformat(start.replace("Z", "+00:00"))
-    finish = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else datetime.now(timezone.utc)
+    finish = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else datetime.now(UTC)
     return round((finish - begin).total_seconds(), 3)
 
 

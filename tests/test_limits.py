@@ -64,9 +64,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[httpx.Cli
     data = tmp_path_factory.mktemp("limits") / "data"
     tiny_model(data / "uploads" / "tiny.ifc", walls=1)
     settings = {"IFCFLOW_MAX_STEPS": "1600", "IFCFLOW_MAX_BODY": str(MAX_BODY), "IFCFLOW_MAX_BATCH_RUNS": "10"}
-    with EmbeddedRedis() as server, ApiServer(server.url, data, settings, workers=0) as api:
-        with httpx.Client(base_url=api.url, timeout=60) as client:
-            yield client, Redis.from_url(server.url), data
+    with EmbeddedRedis() as server, ApiServer(server.url, data, settings, workers=0) as api, \
+            httpx.Client(base_url=api.url, timeout=60) as client:
+        yield client, Redis.from_url(server.url), data
 
 
 def test_a_1500_step_failure_chain_over_http_costs_linear_redis_memory(

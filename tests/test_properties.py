@@ -11,7 +11,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis import Redis
@@ -73,7 +72,7 @@ def expected(steps: list[dict[str, object]]) -> dict[str, str]:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=dags())
 def test_random_dags_end_consistently(steps: list[dict[str, object]], redis_server: EmbeddedRedis,
-                                      tmp_path_factory: "object") -> None:
+                                      tmp_path_factory: object) -> None:
     folder: Path = tmp_path_factory.mktemp("dag")  # type: ignore[attr-defined]
     tiny_model(folder / "m.ifc", walls=1)
     lines = ["version: 1", "name: random", "steps:"]
@@ -117,7 +116,7 @@ def forked(redis_server: EmbeddedRedis, conn: Redis) -> Iterator[Workers]:
 @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(steps=dags(most=20))
 def test_random_dags_on_forked_workers(steps: list[dict[str, object]], redis_server: EmbeddedRedis,
-                                       forked: Workers, tmp_path_factory: "object") -> None:
+                                       forked: Workers, tmp_path_factory: object) -> None:
     folder: Path = tmp_path_factory.mktemp("dag")  # type: ignore[attr-defined]
     tiny_model(folder / "m.ifc", walls=1)
     wall_name_ids(folder / "rules.ids")

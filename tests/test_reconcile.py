@@ -8,6 +8,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,11 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
-from ifcflow import control, enqueue, events, lock, plan, reconcile, rqstore, runner, status, store
+from ifcflow import control, enqueue, events, lock, reconcile, rqstore, runner, status, store
 from ifcflow.embedded import EmbeddedRedis
 from ifcflow.errors import IfcflowError, RunExists
+from ifcflow.plan import new_run_id
+from ifcflow.plan import plan as make_plan
 from ifcflow.states import RunState, StepState
 
 from .conftest import work
@@ -245,7 +248,7 @@ def test_retry_waits_for_needs_that_are_still_running(conn: Redis, folder: Path)
     (folder / "x.ifc").write_text("being exported")
     from ifcflow import document
 
-    planned = plan.plan(document.load(write_pipeline(folder, RETRY_NEEDS), check_files=False), out_root=folder / "runs")
+    planned = make_plan(document.load(write_pipeline(folder, RETRY_NEEDS), check_files=False), out_root=folder / "runs")
     enqueue.submit(conn, planned)
     work(conn, ("default",))  # x fails; d is skipped; y still waits on its queue
     first = status.read(conn, planned.run_id)
@@ -306,10 +309,10 @@ def test_a_lock_is_released_only_by_its_owner(conn: Redis) -> None:
 
 
 def test_run_ids_are_unique_and_never_overwritten(conn: Redis, folder: Path) -> None:
-    from datetime import datetime, timezone
+    from datetime import datetime
 
-    now = datetime.now(timezone.utc)
-    ids = {plan.new_run_id("p", now) for _ in range(10_000)}
+    now = datetime.now(UTC)
+    ids = {new_run_id("p", now) for _ in range(10_000)}
     assert len(ids) == 10_000
     path = write_pipeline(folder, ONE)
     first = runner.start(conn, path, out=folder / "runs")

@@ -22,8 +22,8 @@ from ifcflow.errors import RunNotFound
 from ifcflow.states import RunState, StepState
 
 from .conftest import work
-from .processes import kill_tree
 from .factories import tiny_model, write_pipeline
+from .processes import kill_tree
 
 PIPELINE = """\
     version: 1

@@ -22,8 +22,8 @@ from ifcflow.embedded import EmbeddedRedis
 from ifcflow.states import RunState, StepState
 
 from .conftest import run_pipeline, shared_ifc, work
-from .processes import kill_tree
 from .factories import tiny_model, wall_name_ids, write_pipeline
+from .processes import kill_tree
 
 
 @pytest.fixture()

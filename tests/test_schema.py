@@ -15,7 +15,7 @@ SCHEMA = ROOT / "schemas" / "pipeline.schema.json"
 
 
 def test_schema_file_is_in_sync() -> None:
-    assert SCHEMA.read_text() == render(), "schemas/pipeline.schema.json is stale: run `ifcflow schema --output schemas/pipeline.schema.json`"
+    assert SCHEMA.read_text() == render(), "schemas/pipeline.schema.json is stale: run `ifcflow schema --output schemas/pipeline.schema.json`"  # noqa: E501
 
 
 def test_committed_pipelines_validate_against_schema() -> None:

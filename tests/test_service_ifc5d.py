@@ -19,7 +19,6 @@ from redis import Redis
 from ifcflow import document
 from ifcflow.errors import PipelineError
 from ifcflow.services.ifc5d import QtoOptions
-from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
 from tests.factories import walls_model
 from tests.helpers import succeeded

@@ -157,7 +157,7 @@ def test_invalid_ids_is_caught_before_enqueue(folder: Path) -> None:
 
 
 def test_input_override_must_be_declared(folder: Path) -> None:
-    path = write_pipeline(folder, "version: 1\nname: x\ninputs: {arch: arch.ifc}\nsteps: {a: {uses: ifcpatch, with: {ifc: '${{ inputs.arch }}', recipe: Optimise}}}\n")
+    path = write_pipeline(folder, "version: 1\nname: x\ninputs: {arch: arch.ifc}\nsteps: {a: {uses: ifcpatch, with: {ifc: '${{ inputs.arch }}', recipe: Optimise}}}\n")  # noqa: E501
     with pytest.raises(PipelineError, match="-i arc=.*: input 'arc' is not declared"):
         document.load(path, {"arc": "x.ifc"})
     assert document.load(path, {"arch": str(folder / "arch.ifc")}).inputs["arch"] == str(folder / "arch.ifc")

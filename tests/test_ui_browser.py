@@ -17,7 +17,7 @@ from ifcflow.embedded import EmbeddedRedis
 
 from .apiserver import ApiServer
 from .conftest import ROOT
-from .factories import tiny_model, walls_model, wall_name_ids
+from .factories import tiny_model, wall_name_ids, walls_model
 
 KEY = "ui-test-key"
 ARTIFACTS = ROOT / "test-artifacts"

@@ -24,7 +24,6 @@ from ifcflow.embedded import EmbeddedRedis
 from ifcflow.plan import plan
 from ifcflow.states import RunState
 from ifcflow.status import StatusReader
-from tests.conftest import work
 from tests.factories import tiny_model, write_pipeline
 
 PIPELINE = """\

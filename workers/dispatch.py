@@ -21,7 +21,7 @@ from ifcflow.services import SERVICES
 from ifcflow.services.base import JOB_FUNC
 from workers.runtime import Outcome, Progress, execute
 
-assert JOB_FUNC == f"{__name__}.run"
+assert f"{__name__}.run" == JOB_FUNC
 
 
 def run(step: dict[str, Any], run_id: str) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from ifcflow.services import SERVICES, Options
 from ifcflow.states import StepState
 from ifcflow.status import StatusReader
 
-O = TypeVar("O", bound=Options)
+O = TypeVar("O", bound=Options)  # noqa: E741 - O for Options, as in the signatures
 UNDECIDED_WAIT = 10.0
 """Seconds a step whose condition is not decided yet waits for its needs' ends to be recorded, then fails."""
 

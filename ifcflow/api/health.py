@@ -9,7 +9,6 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
 
-
 router = APIRouter(tags=["original"])
 
 ORIGINAL_QUEUES = ("ifcconvert", "ifcclash", "ifccsv", "ifctester", "ifcdiff", "ifc5d", "ifc2json", "ifcpatch",

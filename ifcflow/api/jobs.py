@@ -3,7 +3,7 @@ step job (pipeline steps included): RQ's status words, with ifcflow's truth abou
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +64,7 @@ def _fetch(conn: Redis, job_id: str) -> Job:
 
 
 def _utc(value: datetime | None) -> datetime | None:
-    return value.replace(tzinfo=timezone.utc) if value is not None and value.tzinfo is None else value
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 def _parse(value: str | None) -> datetime | None:

@@ -14,10 +14,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 
 from .. import schedule
+from .. import webhooks as webhook
 from ..errors import IfcflowError
 from ..schedule import Fire, ScheduleSpec
 from ..spec import NAME_PATTERN
-from .. import webhooks as webhook
 from . import paths
 from .auth import require_key
 from .batches import vet_glob
@@ -77,7 +77,8 @@ def _spec(settings: Settings, body: ScheduleRequest) -> ScheduleSpec:
         vet_glob((settings.data,), each[key], f"each.{key}")
     hook = webhook.check_url(body.webhook, settings.webhook_allow) if body.webhook else None
     return ScheduleSpec(name=body.name, pipeline=str(pipeline), cron=body.cron, inputs=inputs, each=each,
-                        webhook=hook, webhook_allow=list(settings.webhook_allow), overlap=body.overlap, out=str(settings.runs), ttl=settings.ttl)
+                        webhook=hook, webhook_allow=list(settings.webhook_allow), overlap=body.overlap,
+                        out=str(settings.runs), ttl=settings.ttl)
 
 
 @router.get("/schedules", response_model=list[ScheduleInfo])

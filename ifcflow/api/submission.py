@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from redis import Redis
 
 from .. import document, enqueue, patchargs, source
+from .. import webhooks as webhook
 from ..errors import IfcflowError, NotAllowed, PipelineError
 from ..plan import Plan, PlannedStep
 from ..plan import plan as make_plan
 from ..services import SERVICES
-from .. import webhooks as webhook
 from ..services.base import InputFile, OutputFile, Selector, file_options
 from . import paths
 from .settings import Settings
@@ -32,7 +32,7 @@ NOTES = "notes"
 
 def new_run_id(name: str) -> str:
     """``<name>-<UTC yyyymmdd-HHMMSS>-<12 hex>``: sortable, and unique at thousands of submissions a second."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     return f"{name}-{stamp}-{secrets.token_hex(6)}"
 
 

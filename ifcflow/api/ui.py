@@ -8,7 +8,7 @@ calls them directly (events, cancel, retry, outputs, reports).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -92,7 +92,7 @@ def logout() -> Response:
 def age(iso: str | None, now: datetime | None = None) -> str:
     if not iso:
         return ""
-    seconds = ((now or datetime.now(timezone.utc)) - datetime.fromisoformat(iso.replace("Z", "+00:00"))).total_seconds()
+    seconds = ((now or datetime.now(UTC)) - datetime.fromisoformat(iso.replace("Z", "+00:00"))).total_seconds()
     if seconds < 45:
         return "just now"
     if seconds < 3600:
@@ -109,7 +109,7 @@ def duration(status: RunStatus) -> str:
         return ""
     end = status.ended_at or (max(ends) if status.terminal and ends else None)
     begin = datetime.fromisoformat(min(starts).replace("Z", "+00:00"))
-    finish = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else datetime.now(timezone.utc)
+    finish = datetime.fromisoformat(end.replace("Z", "+00:00")) if end else datetime.now(UTC)
     seconds = max((finish - begin).total_seconds(), 0.0)
     return f"{seconds:.1f} s" if seconds < 60 else f"{int(seconds // 60)} min {round(seconds % 60)} s"
 

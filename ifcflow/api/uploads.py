@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -176,4 +176,4 @@ def create_download_link(request: Request, body: DownloadRequest) -> DownloadLin
     request.app.state.conn.set(token_key(token), str(path), ex=TOKEN_TTL)
     base = os.environ.get("IFCFLOW_PUBLIC_URL") or str(request.base_url)
     return DownloadLink(download_token=token, preview_url=f"{base.rstrip('/')}/preview/{token}",
-                        expiry=datetime.now(timezone.utc) + timedelta(seconds=TOKEN_TTL))
+                        expiry=datetime.now(UTC) + timedelta(seconds=TOKEN_TTL))

@@ -7,7 +7,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -190,7 +190,7 @@ def retry_local(out: Path, kept: BatchStatus, workers: int | None, as_json: bool
         return
     doc = document.load(kept.file, check_files=False)  # re-read: the file may have been fixed since
     runs = [r for r in kept.runs if r.run_id in chosen]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     plans = [plan(document.rebind(doc, r.inputs), run_id=r.run_id, out_root=kept.out_dir, now=now) for r in runs]
     record = batch.BatchRecord(
         batch_id=kept.batch_id, pipeline=kept.pipeline, file=kept.file, created_at=kept.created_at,

@@ -10,10 +10,11 @@ import click
 from rich.console import Console
 
 from .. import batch, connection, document, live, runfolder, store
-from . import batch as batch_cli
+from ..client import Run
 from ..errors import IfcflowError
 from ..plan import plan as make_plan
 from ..status import RunStatus, StatusReader
+from . import batch as batch_cli
 from .app import EXIT, cli, err, follow, parse_inputs, redis_from, redis_option
 
 out_option = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=runfolder.DEFAULT_ROOT,
@@ -22,9 +23,7 @@ out_option = click.option("--out", type=click.Path(file_okay=False, path_type=Pa
 
 def recorded(redis_url: str | None, out: Path, run_id: str, with_traceback: bool = False) -> RunStatus:
     """A run's status: from Redis when one is configured, else from its run folder's status.json."""
-    if connection.configured_url(redis_url) is None:
-        return runfolder.read_status(out, run_id)
-    return StatusReader(redis_from(redis_url), run_id).read(with_traceback)
+    return Run(run_id, redis_url, out=out).status(with_traceback)
 
 
 @cli.command()
@@ -93,13 +92,11 @@ def status(run_id: str, redis_url: str | None, as_json: bool, watch: bool, with_
 @out_option
 def report(run_id: str, redis_url: str | None, fmt: str, output: Path | None, out: Path) -> None:
     """Write a run's (or a batch's) report as JUnit XML (for CI), Markdown (for pull requests) or HTML."""
-    from ..report import render
-
     if connection.configured_url(redis_url) is not None and batch.exists(redis_from(redis_url), run_id):
         return batch_cli.report(redis_from(redis_url), run_id, fmt, output)
     if connection.configured_url(redis_url) is None and (kept := batch_cli.recorded(out, run_id)) is not None:
         return batch_cli.report(None, run_id, fmt, output, kept=kept, out=out)
-    text = render(recorded(redis_url, out, run_id, with_traceback=True), fmt)
+    text = Run(run_id, redis_url, out=out).report(fmt)
     if output:
         output.write_text(text, encoding="utf-8")
     else:

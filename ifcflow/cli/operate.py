@@ -9,9 +9,10 @@ from typing import Any
 import click
 
 from .. import batch, connection, runfolder
-from . import batch as batch_cli
+from ..client import Run
 from ..errors import IfcflowError
 from ..status import StatusReader
+from . import batch as batch_cli
 from .app import SECONDS, WHOLE_SECONDS, cli, finish, follow, record, redis_from, redis_option
 
 
@@ -74,12 +75,10 @@ def reconcile_command(run_ids: tuple[str, ...], redis_url: str | None, forever: 
 def cancel(run_id: str, redis_url: str | None) -> None:
     """Stop a run (or every run of a batch): running steps are stopped, waiting ones canceled, partial outputs
     removed."""
-    from ..control import cancel as do_cancel
-
     conn = redis_from(redis_url)
     if batch.exists(conn, run_id):
         return batch_cli.cancel(conn, run_id)
-    steps = do_cancel(conn, run_id)
+    steps = Run(run_id, conn).cancel()
     click.echo(f"canceled {len(steps)} step(s) of run {run_id}" + (f": {', '.join(steps)}" if steps else ""))
 
 
@@ -95,8 +94,6 @@ def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool, out:
     """Re-run a run's failed, skipped and canceled steps in the same run, keeping what succeeded (of a batch: in
     each failed or canceled run). Without Redis, a local batch's failed and canceled runs run again locally, from
     the start (the private Redis that ran them is gone)."""
-    from ..control import retry as do_retry
-
     if connection.configured_url(redis_url) is None and step is None \
             and (kept := batch_cli.recorded(out, run_id)) is not None:
         return batch_cli.retry_local(out, kept, workers, as_json=False)
@@ -112,7 +109,7 @@ def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool, out:
     conn = redis_from(redis_url)
     if batch.exists(conn, run_id) and step is None:
         return batch_cli.retry(conn, run_id, wait)
-    steps = do_retry(conn, run_id, step)
+    steps = Run(run_id, conn).retry(step)
     click.echo(f"re-enqueued {len(steps)} step(s): {', '.join(steps)}" if steps
                else "nothing to retry: no failed, skipped or canceled step, or they are still running")
     if wait:

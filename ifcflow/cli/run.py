@@ -19,7 +19,19 @@ from ..errors import IfcflowError
 from ..plan import Plan
 from ..plan import plan as make_plan
 from ..status import RunStatus, StatusReader
-from .app import SECONDS, WHOLE_SECONDS, cli, cluster, finish, follow, parse_inputs, record, redis_option, report_specs, write_reports
+from .app import (
+    SECONDS,
+    WHOLE_SECONDS,
+    cli,
+    cluster,
+    finish,
+    follow,
+    parse_inputs,
+    record,
+    redis_option,
+    report_specs,
+    write_reports,
+)
 
 
 @cli.command()
@@ -52,8 +64,8 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
     """Check FILE, plan it, enqueue it and (by default) wait for it with a live view.
 
     With --each (or 'for_each:' in FILE) it is a batch: one run per matching file, under one batch id."""
-    from .. import enqueue
     from .. import webhooks as hooks
+    from ..client import submit
 
     specs = report_specs(reports)
     fields = {hooks.FIELD: hooks.check_url(webhook, None)} if webhook else None
@@ -75,7 +87,7 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
     services = sorted({step.service for step in planned.steps})
     workers = workers or min(len(planned.steps), os.cpu_count() or 1)
     with signals_interrupt(), cluster(url, workers, Path(planned.out_dir) / "workers.log", services) as (conn, health):
-        enqueue.submit(conn, planned, ttl=ttl, record=fields)
+        submit(planned, redis=conn, ttl=ttl, record=fields)
         if webhook:
             conn.sadd(hooks.WATCHED, planned.run_id)  # an API server's watcher observes a detached run's end
         if detach:
