@@ -135,7 +135,12 @@ def engine(url: str) -> Engine:
             return found
         target = engine_url(url)
         if target.startswith("sqlite:///"):
-            Path(target[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+            folder = Path(target[len("sqlite:///"):]).parent
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise HistoryUnavailable(f"cannot create the folder of the history database {folder}: {exc}; "
+                                         f"fix the folder or set {ENV}") from None
             made = create_engine(target, connect_args={"timeout": 30})
             event.listen(made, "connect", _sqlite_pragmas)
         else:

@@ -1,0 +1,215 @@
+"""The history database (issue 19): runs, lineage and audit outlive Redis, on SQLite and on real PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from redis import Redis
+from sqlalchemy.exc import SQLAlchemyError
+
+from ifcflow import control, history, lineage, outbox, runner, status
+from ifcflow.cli import cli
+
+from .conftest import work
+from .factories import tiny_model, walls_model, write_pipeline
+
+PG_ADMIN = os.environ.get("IFCFLOW_TEST_PG", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+COORDINATION = """\
+    version: 1
+    name: coordination
+    inputs: {arch: arch.ifc, mep: mep.ifc}
+    steps:
+      walls: {uses: ifcpatch, with: {ifc: "${{ inputs.arch }}", recipe: ExtractElements, arguments: [IfcWall]}}
+      clash:
+        uses: ifcclash
+        with:
+          clash_sets: [{name: walls-vs-mep, a: [{file: "${{ steps.walls.outputs.model }}"}],
+                        b: [{file: "${{ inputs.mep }}"}]}]
+          output: clashes.json
+      json: {uses: ifc2json, with: {ifc: "${{ steps.walls.outputs.model }}"}}
+    """
+FAILING = """\
+    version: 1
+    name: failing
+    steps:
+      bad: {uses: ifcpatch, with: {ifc: tiny.ifc, recipe: NoSuchRecipe}}
+    """
+
+
+def _pg_admin() -> Any:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        return psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as exc:
+        pytest.skip(f"no PostgreSQL at {PG_ADMIN}: {exc}")
+
+
+class Database:
+    """A private database: a SQLite file, or a PostgreSQL database with a random name (dropped at the end)."""
+
+    def __init__(self, kind: str, tmp_path: Path):
+        self.kind = kind
+        self.name = f"ifcflow_hist_{uuid.uuid4().hex[:12]}"
+        if kind == "sqlite":
+            self.url = f"sqlite:///{tmp_path / 'db' / 'history.sqlite'}"
+        else:
+            self.url = PG_ADMIN.rsplit("/", 1)[0] + "/" + self.name
+            self.create()
+
+    def create(self) -> None:
+        if self.kind == "postgresql":
+            with _pg_admin() as admin:
+                admin.execute(f'CREATE DATABASE "{self.name}"')
+
+    def drop(self) -> None:
+        history.dispose(self.url)
+        if self.kind == "postgresql":
+            with _pg_admin() as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    database = Database(request.param, tmp_path)
+    try:
+        yield database
+    finally:
+        database.drop()
+
+
+def _coordination(folder: Path) -> Path:
+    walls_model(folder / "arch.ifc", walls=3)
+    walls_model(folder / "mep.ifc", walls=2, spacing=5.0)
+    return write_pipeline(folder, COORDINATION)
+
+
+def _run(conn: Redis, pipeline: Path, out: Path) -> status.RunStatus:
+    planned = runner.start(conn, pipeline, out=out)
+    work(conn)
+    return status.read(conn, planned.run_id)
+
+
+def _cli(*args: str, url: str) -> Any:
+    result = CliRunner().invoke(cli, list(args), env={history.ENV: url, "IFCFLOW_REDIS_URL": ""},
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def test_history_and_lineage_outlive_redis(conn: Redis, db: Database, tmp_path: Path) -> None:
+    pipeline = _coordination(tmp_path)
+    first = _run(conn, pipeline, tmp_path / "runs")
+    first_arch = outbox.describe(tmp_path / "arch.ifc")
+    walls_model(tmp_path / "arch.ifc", walls=4, spacing=2.0)  # revision B of the architecture model
+    second = _run(conn, pipeline, tmp_path / "runs")
+    assert first.status.value == second.status.value == "succeeded", (first, second)
+    second_arch = outbox.describe(tmp_path / "arch.ifc")
+    assert first_arch and second_arch and first_arch["sha256"] != second_arch["sha256"]
+
+    assert outbox.drain(conn, db.url) > 0
+    conn.flushall()  # Redis gone: the history stays
+
+    listed = json.loads(_cli("history", "--json", url=db.url))
+    assert [r["run_id"] for r in listed["runs"]] == [second.run_id, first.run_id]
+    assert all(r["state"] == "succeeded" and r["actor"].startswith("local:") for r in listed["runs"])
+    assert listed["runs"][0]["inputs"]["arch"]["sha256"] == second_arch["sha256"]
+    assert {s["step_id"]: s["state"] for s in listed["runs"][0]["steps"]} == {
+        "walls": "succeeded", "clash": "succeeded", "json": "succeeded"}
+
+    report = second.steps["clash"].outputs["report"]
+    up = json.loads(_cli("lineage", report, "--up", "--format", "json", url=db.url))
+    shas = {f["sha256"] for f in up["files"]}
+    assert second_arch["sha256"] in shas and first_arch["sha256"] not in shas
+    assert {(s["run_id"], s["step"]) for s in up["steps"]} == {(second.run_id, "clash"), (second.run_id, "walls")}
+
+    down = lineage.lineage(db.url, second_arch["sha256"], "down")
+    derived = {p for f in down["files"] for p in f["paths"]}
+    assert report in derived and second.steps["json"].outputs["json"] in derived
+    assert first.steps["clash"].outputs["report"] not in derived
+    graph = _cli("lineage", second_arch["sha256"], "--format", "mermaid", url=db.url)
+    assert graph.startswith("flowchart LR") and "clash (ifcclash)" in graph
+
+
+def test_cancel_and_retry_are_audited_with_their_actors(conn: Redis, db: Database, tmp_path: Path) -> None:
+    tiny_model(tmp_path / "tiny.ifc")
+    failing = write_pipeline(tmp_path, FAILING)
+    with outbox.acting("api:key#1"):
+        failed = _run(conn, failing, tmp_path / "runs")
+    assert failed.status.value == "failed"
+    with outbox.acting("api:key#2"):
+        assert control.retry(conn, failed.run_id) == ["bad"]
+    work(conn)
+    waiting = runner.start(conn, _coordination(tmp_path), out=tmp_path / "runs")
+    with outbox.acting("schedule:nightly", schedule="nightly"):
+        control.cancel(conn, waiting.run_id, wait=1.0)
+    outbox.drain(conn, db.url)
+    conn.flushall()
+
+    events = {(e["event"], e["run_id"]): e for e in json.loads(_cli("audit", "--json", url=db.url))}
+    assert events[("submit", failed.run_id)]["actor"] == "api:key#1"
+    assert events[("retry", failed.run_id)]["actor"] == "api:key#2"
+    assert events[("retry", failed.run_id)]["detail"]["steps"] == ["bad"]
+    assert events[("cancel", waiting.run_id)]["actor"] == "schedule:nightly"
+    assert events[("cancel", waiting.run_id)]["schedule"] == "nightly"
+    runs = {r["run_id"]: r for r in lineage.runs_list(db.url)}
+    assert runs[waiting.run_id]["state"] == "canceled"
+    assert runs[failed.run_id]["state"] == "failed" and runs[failed.run_id]["actor"] == "api:key#1"
+
+
+def test_database_down_during_a_run_loses_nothing(conn: Redis, db: Database, tmp_path: Path) -> None:
+    pipeline = _coordination(tmp_path)
+    first = _run(conn, pipeline, tmp_path / "runs")
+    outbox.drain(conn, db.url)
+    blocker = tmp_path / "db"
+    if db.kind == "sqlite":  # the database's folder cannot be opened: a file is in its way
+        history.dispose(db.url)
+        (blocker / "history.sqlite").unlink()
+        for extra in blocker.iterdir():
+            extra.unlink()
+        blocker.rmdir()
+        blocker.write_text("not a folder")
+    else:
+        db.drop()
+
+    second = _run(conn, pipeline, tmp_path / "runs")  # the database is down: the run runs all the same
+    assert second.status.value == "succeeded"
+    assert outbox.settle(conn, db.url) == 0 and outbox.behind(conn) > 0
+    with pytest.raises((history.HistoryUnavailable, SQLAlchemyError)):
+        outbox.drain(conn, db.url)
+
+    if db.kind == "sqlite":
+        blocker.unlink()
+    else:
+        db.create()
+    assert outbox.settle(conn, db.url) > 0 and outbox.behind(conn) == 0
+    conn.flushall()
+    runs = {r["run_id"]: r for r in lineage.runs_list(db.url)}
+    assert second.run_id in runs and runs[second.run_id]["state"] == "succeeded"
+    assert {s["step_id"] for s in runs[second.run_id]["steps"]} == {"walls", "clash", "json"}
+    up = lineage.lineage(db.url, second.steps["clash"].outputs["report"], "up")
+    assert {s["step"] for s in up["steps"]} == {"clash", "walls"}
+    assert first.run_id not in runs or db.kind == "postgresql"  # the recreated PostgreSQL database starts empty
+
+
+def test_records_applied_twice_are_stored_once(db: Database) -> None:
+    run = {"kind": "run", "run_id": "r1", "at": 2.0, "state": "succeeded", "ended_at": 2.0}
+    submit = {"kind": "run", "run_id": "r1", "at": 1.0, "pipeline": "p", "state": "queued", "created_at": 1.0}
+    step = {"kind": "step", "run_id": "r1", "step_id": "s", "at": 1.5, "service": "ifcpatch", "state": "succeeded",
+            "inputs": [{"path": "/m/a.ifc", "sha256": "a" * 64, "size": 1}],
+            "outputs": [{"path": "/m/b.ifc", "sha256": "b" * 64, "size": 2}]}
+    event = {"kind": "audit", "key": "submit:r1", "event": "submit", "actor": "me", "at": 1.0}
+    history.apply(db.url, [run, step, event])
+    history.apply(db.url, [submit, step, event, run])  # older records arrive late, newer ones again
+    [row] = lineage.runs_list(db.url)
+    assert (row["pipeline"], row["state"], row["created_at"], row["ended_at"]) == ("p", "succeeded", 1.0, 2.0)
+    assert len(row["steps"]) == 1 and len(lineage.audit_list(db.url)) == 1
+    doc = lineage.lineage(db.url, "b" * 64, "up")
+    assert len(doc["edges"]) == 2 and len(doc["files"]) == 2
