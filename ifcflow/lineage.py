@@ -69,9 +69,10 @@ def _step(row: dict[str, Any]) -> dict[str, Any]:
 
 def starts(url: str, target: str) -> list[str]:
     """The sha256 values ``target`` names: a sha256 itself, else every version recorded at that path."""
-    if SHA256.match(target):
-        return [target]
     with history.engine(url).connect() as conn:
+        if SHA256.match(target):
+            return [target] if conn.execute(select(files.c.id).where(files.c.sha256 == target).limit(1)).first() \
+                else []
         return sorted({sha for (sha,) in conn.execute(select(files.c.sha256).where(files.c.path == target))})
 
 
@@ -161,6 +162,15 @@ def audit_list(url: str, *, since: float | None = None, event: str | None = None
     for row in rows:
         row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
     return rows
+
+
+def runs_using(url: str, sha: str, limit: int = 100) -> list[str]:
+    """Runs that read a file with this sha256 (as a run input or a step input), newest first."""
+    as_input = select(edges.c.run_id).where(edges.c.sha256 == sha, edges.c.role == "input")
+    query = select(runs.c.run_id).where(runs.c.run_id.in_(as_input) | runs.c.inputs.contains(f'"{sha}"')).order_by(
+        runs.c.created_at.desc()).limit(limit)
+    with history.engine(url).connect() as conn:
+        return [run_id for (run_id,) in conn.execute(query)]
 
 
 def ago(seconds: float) -> float:

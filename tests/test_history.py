@@ -213,3 +213,55 @@ def test_records_applied_twice_are_stored_once(db: Database) -> None:
     assert len(row["steps"]) == 1 and len(lineage.audit_list(db.url)) == 1
     doc = lineage.lineage(db.url, "b" * 64, "up")
     assert len(doc["edges"]) == 2 and len(doc["files"]) == 2
+
+
+def test_http_history_lineage_audit_and_known_uploads(conn: Redis, db: Database, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastapi.testclient import TestClient
+
+    from ifcflow.api.app import create_app
+    from ifcflow.api.settings import Settings
+
+    monkeypatch.setenv(history.ENV, db.url)
+    monkeypatch.setattr(outbox, "_url", None)  # the app configures this process's database: undone at the end
+    client = TestClient(create_app(Settings(data=tmp_path / "data", redis_url="unused", api_keys=("k1", "k2")),
+                                   conn=conn), headers={"X-API-Key": "k2"})
+    models = tmp_path / "models"
+    models.mkdir()
+    walls_model(models / "arch.ifc", walls=3)
+    walls_model(models / "mep.ifc", walls=2)
+    first = client.post("/upload/ifc", files={"file": ("arch.ifc", (models / "arch.ifc").read_bytes())}).json()
+    assert first["known"] is False and first["sha256"] == outbox.describe(models / "arch.ifc")["sha256"]
+    client.post("/upload/ifc", files={"file": ("mep.ifc", (models / "mep.ifc").read_bytes())})
+    started = client.post("/runs", json={"pipeline": COORDINATION.replace("\n    ", "\n").strip() + "\n",
+                                         "inputs": {"arch": "arch.ifc", "mep": "mep.ifc"}})
+    assert started.status_code == 202, started.text
+    run_id = started.json()["run_id"]
+    work(conn)
+    assert client.get("/history").json()["behind"] == 0  # the run's end drained into the server's database
+    conn.flushall()
+
+    listed = client.get("/history", params={"pipeline": "coordination", "since": "1d"}).json()
+    [run] = listed["runs"]
+    assert (run["run_id"], run["state"], run["actor"]) == (run_id, "succeeded", "api:key#2")
+    assert run["inputs"]["arch"]["path"] == "uploads/arch.ifc" and listed["behind"] == 0
+    report = f"output/runs/{run_id}/clash/clashes.json"
+    up = client.get(f"/lineage/{report}", params={"direction": "up"}).json()
+    paths = {p for f in up["files"] for p in f["paths"]}
+    assert {"uploads/arch.ifc", "uploads/mep.ifc", report} <= paths
+    assert not any(p.startswith("/") for p in paths)  # named relative to the data folder
+    down = client.get(f"/lineage/{first['sha256']}", params={"direction": "down"}).json()
+    assert report in {p for f in down["files"] for p in f["paths"]}
+    events = client.get("/audit", params={"run_id": run_id}).json()["events"]
+    assert [(e["event"], e["actor"]) for e in events] == [("submit", "api:key#2")]
+    again = client.post("/upload/ifc", files={"file": ("copy.ifc", (models / "arch.ifc").read_bytes())}).json()
+    assert again["known"] is True and again["runs"] == [run_id]
+
+    assert client.get("/history", params={"since": "forever"}).status_code == 422
+    assert client.get("/history", params={"state": "bogus"}).status_code == 422
+    assert client.get("/history", params={"limit": 0}).status_code == 422
+    assert client.get("/lineage/uploads/..%2F..%2Fetc/passwd").status_code in (400, 404)
+    assert client.get("/lineage/" + "0" * 64).status_code == 404
+    assert client.get("/lineage/" + "0" * 64, params={"depth": 1000}).status_code == 422
+    assert client.get("/audit", params={"event": "DROP TABLE"}).status_code == 422
+    assert client.get("/history", headers={"X-API-Key": "nope"}).status_code == 403

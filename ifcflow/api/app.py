@@ -14,7 +14,7 @@ from redis.exceptions import RedisError
 
 from .. import connection, reconcile
 from ..errors import IfcflowError, PipelineError, RunNotFound
-from . import batches, events, health, jobs, original, runs, schedules, ui, uploads
+from . import batches, events, health, history, jobs, original, runs, schedules, ui, uploads
 from .paths import UnsafePath
 from .settings import Settings
 from .watcher import Watcher
@@ -92,4 +92,5 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     for module in (health, original, jobs, uploads, runs, events, batches, schedules):
         app.include_router(module.router)
     ui.install(app)  # the web page under /ui (issue 11)
+    history.install(app, settings)  # GET /history, /lineage, /audit; the actor of each request (issue 19)
     return app
