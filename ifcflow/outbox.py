@@ -154,7 +154,9 @@ def step_succeeded(run_id: str, planned: PlannedStep, result: Mapping[str, Any],
             "outputs": outputs}
 
 
-LOSSES = (("died", "worker-lost"), ("lost", "job-lost"), ("timed out", "killed"))
+LOSSES = (("died", "worker-lost"), ("lost", "job-lost"), ("terminated unexpectedly", "killed"),
+          ("timed out", "killed"))
+"""Step errors that make an audit event: (text in the error, event)."""
 
 
 def run_finished(conn: Redis, status: RunStatus) -> list[dict[str, Any]]:
@@ -171,12 +173,13 @@ def run_finished(conn: Redis, status: RunStatus) -> list[dict[str, Any]]:
                         "service": step.service, "state": step.status.value, "worker": step.worker,
                         "started_at": _epoch(step.started_at), "ended_at": _epoch(step.ended_at),
                         "duration": step.duration, "error": step.error})
-        for error in [*step.errors, step.error or ""]:
+        for error in [step.error or "", *step.errors]:  # one event per step and attempt
             event = next((name for needle, name in LOSSES if needle in error.lower()), None)
             if event:
                 records.append(audit(event, run_id=status.run_id, who=step.worker or "reconciler",
-                                     key=f"{event}:{status.run_id}:{step_id}:{error[:120]}",
+                                     key=f"{event}:{status.run_id}:{step_id}:{step.started_at or step.ended_at}",
                                      detail={"step": step_id, "error": error, "worker": step.worker}))
+                break
     return records
 
 

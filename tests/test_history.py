@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from redis import Redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from ifcflow import control, history, lineage, outbox, runner, status
+from ifcflow import control, history, lineage, outbox, runner, status, store
 from ifcflow.cli import cli
 
 from .conftest import work
@@ -265,3 +265,64 @@ def test_http_history_lineage_audit_and_known_uploads(conn: Redis, db: Database,
     assert client.get("/lineage/" + "0" * 64, params={"depth": 1000}).status_code == 422
     assert client.get("/audit", params={"event": "DROP TABLE"}).status_code == 422
     assert client.get("/history", headers={"X-API-Key": "nope"}).status_code == 403
+
+
+def test_killed_work_horse_is_audited(conn: Redis, db: Database, tmp_path: Path, redis_server: Any) -> None:
+    import signal
+    import time
+
+    import psutil
+
+    from .test_reliability import Workers, slow_pipeline, wait_for
+
+    tiny_model(tmp_path / "arch.ifc")
+    planned = runner.start(conn, slow_pipeline(tmp_path), out=tmp_path / "runs")
+    reader = status.StatusReader(conn, planned.run_id)
+    workers = Workers(redis_server.url)
+    try:
+        wait_for(reader, lambda s: s.steps["clash"].status.value == "running")
+        time.sleep(0.5)
+        horse = max(psutil.Process(workers.procs[0].pid).children(), key=lambda p: p.create_time())
+        horse.send_signal(signal.SIGKILL)
+        result = wait_for(reader, lambda s: s.terminal)
+        deadline = time.monotonic() + 60  # the worker announces the run's end (its run-end hooks ran)
+        while conn.sismember(store.LIVE, planned.run_id) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        workers.stop()
+    outbox.drain(conn, db.url)
+    [killed] = lineage.audit_list(db.url, event="killed")
+    assert killed["run_id"] == planned.run_id and killed["detail"]["step"] == "clash"
+    assert killed["actor"] == (result.steps["clash"].worker or "reconciler") and "signal 9" in killed["detail"]["error"]
+    [run] = lineage.runs_list(db.url)
+    assert run["state"] == "failed"
+    assert {s["step_id"]: s["state"] for s in run["steps"]} == {"clash": "failed", "after": "skipped"}
+
+
+def test_local_run_records_history_that_the_cli_reads_after_prune(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    pipeline = _coordination(tmp_path)
+    out = tmp_path / "runs"
+    env = {k: v for k, v in os.environ.items() if k not in ("IFCFLOW_REDIS_URL", history.ENV)}
+    done = subprocess.run([sys.executable, "-m", "ifcflow", "run", str(pipeline), "--out", str(out), "--json"],
+                          env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+    run_id = json.loads(done.stdout)["run_id"]
+    assert (out / "history.sqlite").is_file()  # the private Redis is gone; its outbox was drained first
+
+    def cli_out(*args: str) -> str:
+        ran = subprocess.run([sys.executable, "-m", "ifcflow", *args, "--out", str(out)], env=env,
+                             capture_output=True, text=True, timeout=120, check=False)
+        assert ran.returncode == 0, ran.stderr
+        return ran.stdout
+
+    [run] = json.loads(cli_out("history", "--json", "--state", "succeeded", "--since", "1h"))["runs"]
+    assert run["run_id"] == run_id and len(run["steps"]) == 3
+    report = out / run_id / "clash" / "clashes.json"
+    text = cli_out("lineage", str(report), "--up")
+    assert "walls (ifcpatch" in text and "arch.ifc" in text
+    assert "1 runs" in cli_out("history", "prune", "--older-than", "0s", "--yes")
+    assert json.loads(cli_out("history", "--json"))["runs"] == []
+    assert "history-prune" in cli_out("audit")
