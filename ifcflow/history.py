@@ -213,8 +213,17 @@ def _upsert(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: tu
         merge[name] = case((and_(newer, new[name].is_not(None)), new[name]), else_=func.coalesce(table.c[name],
                                                                                                  new[name]))
     merge["updated"] = case((newer, new.updated), else_=table.c.updated)
-    for row in rows:
-        conn.execute(stmt.values(**row).on_conflict_do_update(index_elements=list(keys), set_=merge))
+    upsert = stmt.on_conflict_do_update(index_elements=list(keys), set_=merge)
+    rounds: list[dict[tuple[Any, ...], dict[str, Any]]] = []
+    for row in rows:  # one statement may touch a row once: records of the same key go in successive rounds
+        key = tuple(row[k] for k in keys)
+        free = next((r for r in rounds if key not in r), None)
+        if free is None:
+            free = {}
+            rounds.append(free)
+        free[key] = row
+    for batch in rounds:
+        conn.execute(upsert, list(batch.values()))
 
 
 def _insert_new(conn: Connection, table: Table, rows: list[dict[str, Any]], keys: tuple[str, ...]) -> None:
