@@ -165,3 +165,4 @@ def rollback(conn: Redis, run_id: str | None, job_ids: list[str]) -> None:
     rqstore.delete_jobs(conn, list(reversed(job_ids)))
     if run_id is not None:
         store.delete_run(conn, run_id)
+        outbox.withdraw(conn, run_id)

@@ -199,6 +199,20 @@ def record(conn: Redis, records: list[dict[str, Any]]) -> None:
         log.exception("could not write %d history record(s) to the outbox", len(records))
 
 
+_DROP_EMPTY = "if redis.call('XLEN', KEYS[1]) == 0 then return redis.call('DEL', KEYS[1]) end return 0"
+
+
+def withdraw(conn: Redis, run_id: str, scan: int = 10_000) -> int:
+    """Remove a rolled-back submission's records (it never existed) from the newest ``scan`` outbox entries; an
+    outbox left empty is deleted (atomically: a record pushed meanwhile stays). Returns how many were removed."""
+    entries: Any = conn.xrevrange(STREAM, count=scan)
+    ids = [entry_id for entry_id, fields in entries
+           if fields and json.loads(fields[b"r"]).get("run_id") == run_id]
+    removed = int(conn.xdel(STREAM, *ids)) if ids else 0
+    conn.eval(_DROP_EMPTY, 1, STREAM)
+    return removed
+
+
 def behind(conn: Redis) -> int:
     """Records not yet in the database."""
     return int(conn.xlen(STREAM))

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -108,6 +109,10 @@ def run_batch(doc: document.Document, each: dict[str, str], *, url: str | None, 
             batch.cancel(conn, record.batch_id)
             status = batch_status.read(conn, record.batch_id)
         record_batch(conn, status)
+        if url is None or os.environ.get("IFCFLOW_DATABASE_URL"):
+            from .history import drain_local
+
+            drain_local(conn, out)  # before the private Redis goes away (ifcflow history reads it)
         write_reports(conn, status, specs)  # JUnit reads each run's steps: before a private Redis goes
     finish(status, as_json)
 

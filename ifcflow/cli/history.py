@@ -170,7 +170,10 @@ def audit_command(since: str | None, event: str | None, run_id: str | None, limi
 
 def drain_local(conn: Any, out: str | Path) -> None:
     """A local run's private Redis ends with the command: move its records into OUT/history.sqlite first."""
+    from .. import reconcile
+
     try:
+        reconcile.sweep(conn)  # runs whose steps all ended are ended (their end recorded) before the drain
         outbox.drain(conn, history.url_for(out))
     except (IfcflowError, Exception) as exc:  # noqa: BLE001 - the run's own result matters more
         err.print(f"[yellow]note:[/] history not recorded ({exc})")
