@@ -134,6 +134,9 @@ def engine(url: str) -> Engine:
         if found is not None:
             return found
         target = engine_url(url)
+        if not target.startswith(("sqlite:///", "postgresql+psycopg://")):
+            raise HistoryUnavailable(f"history database {redact(url)!r} is not supported: give "
+                                     f"{ENV}=postgresql://USER@HOST/DB or sqlite:///PATH")
         if target.startswith("sqlite:///"):
             folder = Path(target[len("sqlite:///"):]).parent
             try:

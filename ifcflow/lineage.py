@@ -11,9 +11,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 from sqlalchemy import Integer, and_, literal, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import Select
 
 from . import history
@@ -24,6 +28,19 @@ Direction = Literal["up", "down", "both"]
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
 MAX_DEPTH = 100
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
+
+
+@contextmanager
+def _connected(url: str) -> Iterator[Connection]:
+    """A connection; a database error on the way is :class:`ifcflow.history.HistoryUnavailable` (one line)."""
+    try:
+        with history.engine(url).connect() as conn:
+            yield conn
+    except SQLAlchemyError as exc:
+        history.dispose(url)
+        raise history.HistoryUnavailable(f"history database {history.redact(url)} failed: "
+                                         f"{(str(exc).splitlines() or [type(exc).__name__])[0]}; check that it "
+                                         "is running, then try again") from None
 
 
 def since_seconds(text: str) -> float:
@@ -45,7 +62,7 @@ def runs_list(url: str, *, pipeline: str | None = None, since: float | None = No
         query = query.where(runs.c.created_at >= since)
     if state:
         query = query.where(runs.c.state == state)
-    with history.engine(url).connect() as conn:
+    with _connected(url) as conn:
         found = [dict(row._mapping) for row in conn.execute(query)]
         ids = [row["run_id"] for row in found]
         step_rows: Any = conn.execute(select(steps).where(steps.c.run_id.in_(ids)).order_by(steps.c.run_id,
@@ -69,7 +86,7 @@ def _step(row: dict[str, Any]) -> dict[str, Any]:
 
 def starts(url: str, target: str) -> list[str]:
     """The sha256 values ``target`` names: a sha256 itself, else every version recorded at that path."""
-    with history.engine(url).connect() as conn:
+    with _connected(url) as conn:
         if SHA256.match(target):
             return [target] if conn.execute(select(files.c.id).where(files.c.sha256 == target).limit(1)).first() \
                 else []
@@ -101,7 +118,7 @@ def lineage(url: str, target: str, direction: Direction = "both", depth: int = 2
         raise IfcflowError(f"'{target}' is not in the history: give a sha256, or the path of a file that a "
                            "recorded run read or wrote (ifcflow history lists the runs)")
     links: set[tuple[str, str, str, str]] = set()
-    with history.engine(url).connect() as conn:
+    with _connected(url) as conn:
         for way in (("up", "down") if direction == "both" else (direction,)):
             found = {sha: d for sha, d in conn.execute(_walk(way, shas, depth))}
             role = "output" if way == "up" else "input"
@@ -157,7 +174,7 @@ def audit_list(url: str, *, since: float | None = None, event: str | None = None
         query = query.where(audit.c.event == event)
     if run_id:
         query = query.where(audit.c.run_id == run_id)
-    with history.engine(url).connect() as conn:
+    with _connected(url) as conn:
         rows = [dict(row._mapping) for row in conn.execute(query)]
     for row in rows:
         row["detail"] = json.loads(row["detail"]) if row["detail"] else {}
@@ -169,7 +186,7 @@ def runs_using(url: str, sha: str, limit: int = 100) -> list[str]:
     as_input = select(edges.c.run_id).where(edges.c.sha256 == sha, edges.c.role == "input")
     query = select(runs.c.run_id).where(runs.c.run_id.in_(as_input) | runs.c.inputs.contains(f'"{sha}"')).order_by(
         runs.c.created_at.desc()).limit(limit)
-    with history.engine(url).connect() as conn:
+    with _connected(url) as conn:
         return [run_id for (run_id,) in conn.execute(query)]
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from ifcflow import control, history, lineage, outbox, runner, status, store
 from ifcflow.cli import cli
+from ifcflow.errors import IfcflowError
 
 from .conftest import work
 from .factories import tiny_model, walls_model, write_pipeline
@@ -326,3 +327,16 @@ def test_local_run_records_history_that_the_cli_reads_after_prune(tmp_path: Path
     assert "1 runs" in cli_out("history", "prune", "--older-than", "0s", "--yes")
     assert json.loads(cli_out("history", "--json"))["runs"] == []
     assert "history-prune" in cli_out("audit")
+
+
+def test_unsupported_or_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    runner_ = CliRunner()
+    for url, expected in (("mysql://x@y/z", "is not supported"), ("nonsense", "is not supported"),
+                          ("postgresql://nobody:secret@127.0.0.1:1/none", "not usable")):
+        result = runner_.invoke(cli, ["history", "--out", str(tmp_path)], env={history.ENV: url})
+        assert isinstance(result.exception, history.HistoryUnavailable)  # `ifcflow` prints it as one line, exit 2
+        assert expected in str(result.exception) and "secret" not in str(result.exception), result.exception
+    result = runner_.invoke(cli, ["lineage", "0" * 64, "--out", str(tmp_path)], env={history.ENV: ""})
+    assert isinstance(result.exception, IfcflowError) and "not in the history" in str(result.exception)
+    result = runner_.invoke(cli, ["history", "--since", "soon", "--out", str(tmp_path)], env={history.ENV: ""})
+    assert isinstance(result.exception, IfcflowError) and "not a duration" in str(result.exception)
