@@ -137,7 +137,6 @@ def submitted(plan: Plan) -> list[dict[str, Any]]:
 
 def step_succeeded(run_id: str, planned: PlannedStep, result: Mapping[str, Any], seconds: float) -> dict[str, Any]:
     """A step's record with its input and output files (made in the job, where the files are)."""
-    from .cache import key as cache_key
     from .cache import versions
     from .services import SERVICES
     from .services.base import InputFile, file_options
@@ -148,10 +147,34 @@ def step_succeeded(run_id: str, planned: PlannedStep, result: Mapping[str, Any],
     outputs = [entry for name, path in (result.get("outputs") or {}).items() if (entry := describe(path, name))]
     now = time.time()
     return {"kind": "step", "run_id": run_id, "step_id": planned.id, "at": now, "service": planned.service,
-            "versions": versions(planned.service), "options_hash": cache_key(planned, options),
+            "versions": versions(planned.service), "options_hash": _options_hash(planned, options),
             "state": "cached" if result.get("cached") else "succeeded", "host": socket.gethostname(),
             "started_at": now - seconds, "ended_at": now, "duration": round(seconds, 3), "inputs": inputs,
             "outputs": outputs}
+
+
+def _options_hash(planned: PlannedStep, options: Any) -> str | None:
+    """The step's cache key (:func:`ifcflow.cache.key`), with input hashes remembered while files are unchanged
+    (a step end does not read its inputs twice)."""
+    import copy
+    import hashlib
+
+    from .cache import _set, versions
+    from .services.base import InputFile, OutputFile, file_options
+
+    data = copy.deepcopy(planned.options)
+    workdir = Path(planned.workdir)
+    for sub, marker, value in file_options(options):
+        if isinstance(marker, InputFile):
+            entry = describe(value) if os.path.isfile(value) else None
+            if entry is None:
+                return None
+            _set(data, sub, "sha256:" + entry["sha256"])
+        elif isinstance(marker, OutputFile):
+            path = Path(value)
+            _set(data, sub, str(path.relative_to(workdir)) if path.is_relative_to(workdir) else value)
+    document = {"service": planned.service, "versions": versions(planned.service), "options": data}
+    return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 LOSSES = (("died", "worker-lost"), ("lost", "job-lost"), ("terminated unexpectedly", "killed"),

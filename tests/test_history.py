@@ -340,3 +340,16 @@ def test_unsupported_or_unreachable_database_is_a_clear_error(tmp_path: Path) ->
     assert isinstance(result.exception, IfcflowError) and "not in the history" in str(result.exception)
     result = runner_.invoke(cli, ["history", "--since", "soon", "--out", str(tmp_path)], env={history.ENV: ""})
     assert isinstance(result.exception, IfcflowError) and "not a duration" in str(result.exception)
+
+
+def test_options_hash_is_the_cache_key(tmp_path: Path) -> None:
+    from ifcflow import cache
+    from ifcflow.plan import PlannedStep
+
+    model = tiny_model(tmp_path / "arch.ifc")
+    planned = PlannedStep(id="p", service="ifcpatch", queue="default", func="workers.ifcpatch.run", job_id="j",
+                          needs=[], timeout=60, workdir=str(tmp_path),
+                          options={"ifc": str(model), "recipe": "Optimise", "output": str(tmp_path / "out.ifc")},
+                          outputs={"model": str(tmp_path / "out.ifc")})
+    record = outbox.step_succeeded("r", planned, {"outputs": {}}, 1.0)
+    assert record["options_hash"] == cache.key(planned) and record["inputs"][0]["sha256"] == cache.sha256(model)
