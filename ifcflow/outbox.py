@@ -52,7 +52,7 @@ CLAIM_IDLE_MS = 60_000
 BATCH = 500
 log = logging.getLogger(__name__)
 _actor: contextvars.ContextVar[tuple[str, str | None] | None] = contextvars.ContextVar("ifcflow_actor", default=None)
-_url: str | None = None
+_urls: dict[int, str] = {}
 _warned = 0.0
 
 
@@ -287,21 +287,24 @@ def _read(conn: Redis, consumer: str, start: str) -> list[tuple[bytes, dict[byte
     return [(entry_id, fields) for entry_id, fields in (read[0][1] if read else []) if fields]
 
 
-def configure(url: str | None) -> None:
-    """The database this process drains into (the API server: its data folder's; None: ``$IFCFLOW_DATABASE_URL``
-    or nothing)."""
-    global _url
-    _url = url
+def configure(conn: Redis, url: str | None) -> None:
+    """Drain what is recorded through ``conn`` into ``url`` (the API server: its data folder's database; None:
+    ``$IFCFLOW_DATABASE_URL`` or nothing). Per connection, so servers in one process keep their databases apart."""
+    if url is None:
+        _urls.pop(id(conn), None)
+    else:
+        _urls[id(conn)] = url
 
 
-def configured() -> str | None:
-    return _url or os.environ.get("IFCFLOW_DATABASE_URL", "").strip() or None
+def configured(conn: Redis | None = None) -> str | None:
+    return (_urls.get(id(conn)) if conn is not None else None) or os.environ.get("IFCFLOW_DATABASE_URL",
+                                                                                 "").strip() or None
 
 
 def settle(conn: Redis, url: str | None = None) -> int:
     """Drain into ``url`` (or the configured database) now; failures are logged; returns how many."""
     global _warned
-    target = url or configured()
+    target = url or configured(conn)
     if target is None:
         return 0
     try:

@@ -31,7 +31,7 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@#-]{0,199}$"
 
 def install(app: FastAPI, settings: Settings) -> None:
     """Routes, the actor of each request, and this server's history database (where its reconcile loop drains)."""
-    outbox.configure(history.url_for(settings.data))
+    outbox.configure(app.state.conn, history.url_for(settings.data))
     app.include_router(router)
     app.add_middleware(Actor, keys=settings.api_keys)
 
