@@ -353,3 +353,21 @@ def test_options_hash_is_the_cache_key(tmp_path: Path) -> None:
                           outputs={"model": str(tmp_path / "out.ifc")})
     record = outbox.step_succeeded("r", planned, {"outputs": {}}, 1.0)
     assert record["options_hash"] == cache.key(planned) and record["inputs"][0]["sha256"] == cache.sha256(model)
+
+
+def test_schedule_fire_is_audited_and_its_run_names_the_schedule(conn: Redis, tmp_path: Path) -> None:
+    from ifcflow import schedule
+
+    tiny_model(tmp_path / "tiny.ifc")
+    pipeline = write_pipeline(tmp_path, FAILING.replace("tiny.ifc", str(tmp_path / "tiny.ifc")))
+    spec = schedule.ScheduleSpec(name="nightly", pipeline=str(pipeline), cron="0 2 * * *", out=str(tmp_path / "runs"))
+    fired = schedule.fire(conn, spec, 1_800_000_000.0)
+    assert fired.outcome == "started"
+    url = f"sqlite:///{tmp_path / 'history.sqlite'}"
+    outbox.drain(conn, url)
+    [run] = lineage.runs_list(url)
+    assert (run["run_id"], run["actor"], run["schedule"]) == (fired.id, "schedule:nightly", "nightly")
+    events = {e["event"]: e for e in lineage.audit_list(url)}
+    assert events["schedule-fire"]["actor"] == "schedule:nightly" and events["schedule-fire"]["run_id"] == fired.id
+    assert events["submit"]["actor"] == "schedule:nightly"
+    history.dispose(url)
