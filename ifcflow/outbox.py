@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -253,7 +254,7 @@ def drain(conn: Redis, url: str, limit: int | None = None) -> int:
     """Move outbox records into the database at ``url``; returns how many. Raises when the database fails (the
     records stay in the outbox)."""
     _group(conn)
-    consumer = f"{socket.gethostname()}:{os.getpid()}"
+    consumer = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
     done = 0
     while limit is None or done < limit:
         entries = _read(conn, consumer, "0")  # what this drainer read before and could not write

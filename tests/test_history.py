@@ -371,3 +371,33 @@ def test_schedule_fire_is_audited_and_its_run_names_the_schedule(conn: Redis, tm
     assert events["schedule-fire"]["actor"] == "schedule:nightly" and events["schedule-fire"]["run_id"] == fired.id
     assert events["submit"]["actor"] == "schedule:nightly"
     history.dispose(url)
+
+
+def test_concurrent_drainers_neither_lose_nor_duplicate(conn: Redis, db: Database, redis_server: Any) -> None:
+    import threading
+
+    records = [r for i in range(300) for r in (
+        {"kind": "run", "run_id": f"r{i}", "at": float(i), "pipeline": "p", "state": "queued", "created_at": float(i)},
+        {"kind": "run", "run_id": f"r{i}", "at": i + 0.5, "state": "succeeded", "ended_at": i + 0.5},
+        outbox.audit("submit", run_id=f"r{i}", key=f"submit:r{i}"))]
+    outbox.push(conn, records)
+    history.engine(db.url)  # migrated once, before the race (migrating concurrently is tested by use, not here)
+    errors: list[BaseException] = []
+
+    def drain() -> None:
+        try:
+            own = Redis.from_url(redis_server.url)
+            while outbox.behind(own):
+                outbox.drain(own, db.url, limit=50)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=drain) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors and outbox.behind(conn) == 0
+    runs = lineage.runs_list(db.url, limit=1000)
+    assert len(runs) == 300 and all(r["state"] == "succeeded" and r["pipeline"] == "p" for r in runs)
+    assert len(lineage.audit_list(db.url, limit=1000)) == 300
