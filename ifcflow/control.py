@@ -11,7 +11,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from . import enqueue, graph, lifetimes, reconcile, rqstore, store
+from . import enqueue, graph, lifetimes, outbox, reconcile, rqstore, store
 from .errors import IfcflowError
 from .lock import RunLock
 from .states import StepState
@@ -47,6 +47,7 @@ def cancel(conn: Redis, run_id: str, wait: float = 10.0, reason: str = "canceled
             else:
                 rqstore.cancel_waiting(conn, step.job_id)
         store.record_steps(conn, run_id, canceled, overwrite=True)
+        outbox.record(conn, [outbox.audit("cancel", run_id=run_id, detail={"steps": list(canceled), "reason": reason})])
     _await_stopped(conn, stopped, wait)
     for step_id in canceled:
         planned = reader.plan.step(step_id)  # only this job's partial folders: a folder may be shared (HTTP API)
@@ -95,5 +96,6 @@ def retry(conn: Redis, run_id: str, step: str | None = None, ttl: int = store.DE
         lifetimes.revive(conn, run_id, [s.job_id for s in plan.steps])
         attempt = conn.hincrby(store.run_key(run_id), "retries", 1)
         enqueue.submit(conn, plan, ttl=ttl, only=chosen, gate_name=f"retry{attempt}", release=0 if hold else None)
+        outbox.record(conn, [outbox.audit("retry", run_id=run_id, detail={"steps": sorted(chosen), "attempt": attempt})])
     reconcile.run(conn, run_id, plan=plan)  # what was asked for while we held the lock
     return [s.id for s in plan.steps if s.id in chosen]

@@ -18,7 +18,7 @@ from rq import Queue, Retry
 from rq.job import Dependency, Job, JobStatus
 from rq.utils import now
 
-from . import policy, rqstore, store
+from . import outbox, policy, rqstore, store
 from .errors import RunExists
 from .plan import Plan, PlannedStep
 
@@ -78,6 +78,7 @@ def submit_many(conn: Redis, plans: list[Plan], ttl: int = store.DEFAULT_TTL, *,
                 gate_job.save(pipeline=pipe)
             if only is None:
                 store.save_run(pipe, plan, ttl, record)
+                outbox.push(pipe, outbox.submitted(plan))  # history: recorded with the run, or not at all
             for job in jobs:
                 job.register_dependency(pipeline=pipe)
                 job.save(pipeline=pipe)
@@ -123,6 +124,7 @@ def _submit_one(conn: Redis, plan: Plan, step: PlannedStep, ttl: int, record: di
     with conn.pipeline(transaction=True) as pipe:
         _refuse_existing(pipe, [plan.run_id])
         store.save_run(pipe, plan, ttl, record)
+        outbox.push(pipe, outbox.submitted(plan))
         job.save(pipeline=pipe)
         queue.push_job_id(job.id, pipeline=pipe)
         pipe.sadd(queue.redis_queues_keys, queue.key)
@@ -195,3 +197,4 @@ def rollback(conn: Redis, run_id: str | None, job_ids: list[str]) -> None:
     rqstore.delete_jobs(conn, list(reversed(job_ids)))
     if run_id is not None:
         store.delete_run(conn, run_id)
+        outbox.withdraw(conn, run_id)

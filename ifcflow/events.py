@@ -26,15 +26,18 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
 if TYPE_CHECKING:
+    from .plan import PlannedStep
     from .status import RunStatus
 
 RunEndCallback = Callable[[Redis, "RunStatus"], None]
-HOOK_MODULES: tuple[str, ...] = ()
+StepEndCallback = Callable[[Redis, str, "PlannedStep", dict[str, Any], float], None]
+TickCallback = Callable[[Redis], None]
+HOOK_MODULES: tuple[str, ...] = ("ifcflow.outbox",)
 """Modules that register run-end callbacks when imported (loaded before the first run end is announced)."""
 
 log = logging.getLogger(__name__)
@@ -95,3 +98,41 @@ def run_ended(conn: Redis, status: RunStatus) -> None:
             callback(conn, status)
         except Exception:  # noqa: BLE001 - one hook's failure must not hide the others
             log.exception("run-end hook %s failed for run %s", getattr(callback, "__name__", callback), status.run_id)
+
+
+_step_callbacks: list[StepEndCallback] = []
+_tick_callbacks: list[TickCallback] = []
+
+
+def on_step_end(callback: StepEndCallback) -> StepEndCallback:
+    """Register ``callback(conn, run_id, planned_step, result, seconds)``: called in a step's job when the step
+    succeeded (or was served from the cache), before RQ records its end (at least once: a retried job calls it
+    again). Same rules as :func:`on_run_end`."""
+    if callback not in _step_callbacks:
+        _step_callbacks.append(callback)
+    return callback
+
+
+def step_ended(conn: Redis, run_id: str, step: PlannedStep, result: dict[str, Any], seconds: float) -> None:
+    _load_hook_modules()
+    for callback in list(_step_callbacks):
+        try:
+            callback(conn, run_id, step, result, seconds)
+        except Exception:  # noqa: BLE001 - bookkeeping never fails a step
+            log.exception("step-end hook %s failed for run %s", getattr(callback, "__name__", callback), run_id)
+
+
+def on_tick(callback: TickCallback) -> TickCallback:
+    """Register ``callback(conn)``: called by the reconcile loop once per interval (in one process per Redis)."""
+    if callback not in _tick_callbacks:
+        _tick_callbacks.append(callback)
+    return callback
+
+
+def ticked(conn: Redis) -> None:
+    _load_hook_modules()
+    for callback in list(_tick_callbacks):
+        try:
+            callback(conn)
+        except Exception:  # noqa: BLE001
+            log.exception("tick hook %s failed", getattr(callback, "__name__", callback))

@@ -216,6 +216,7 @@ def loop(conn: Redis, interval: float = INTERVAL, stop_event: threading.Event | 
         try:
             if claim_tick(conn, interval):
                 sweep(conn)
+            events.ticked(conn)  # every looping process (e.g. drains the history outbox when it has a database)
         except RedisError as exc:
             log.warning("reconcile pass failed (Redis: %s); retrying in %.0f s", exc, interval)
         except Exception:  # noqa: BLE001 - keep looping: a background thread must not die silently

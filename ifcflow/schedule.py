@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from redis import Redis
 from rq.exceptions import StopRequested
 
-from . import batch, document, runner, store, webhooks
+from . import batch, document, outbox, runner, store, webhooks
 from .errors import IfcflowError
 from .spec import NAME_PATTERN
 
@@ -258,7 +258,8 @@ def fire(conn: Redis, spec: ScheduleSpec, tick: float, *, overlap: bool = True) 
                       reason=f"previous {busy.kind} {busy.id} has not ended (overlap: skip)")
     else:
         try:
-            started, kind = _start(conn, spec)
+            with outbox.acting(f"schedule:{spec.name}", schedule=spec.name):
+                started, kind = _start(conn, spec)
             result = Fire(tick=_iso(tick), at=_iso(now), outcome="started", id=started, kind=kind)
             conn.set(_key(spec.name, "live"), result.model_dump_json(), ex=spec.ttl)  # until it ends
         except StopRequested:  # the scheduler is asked to stop (SIGTERM): not a failure of this fire
@@ -266,6 +267,9 @@ def fire(conn: Redis, spec: ScheduleSpec, tick: float, *, overlap: bool = True) 
         except Exception as exc:  # a broken file fails this fire, never the scheduler
             reason = str(exc) if isinstance(exc, IfcflowError) else f"{type(exc).__name__}: {exc}"
             result = Fire(tick=_iso(tick), at=_iso(now), outcome="failed", reason=reason)
+    outbox.record(conn, [outbox.audit("schedule-fire", run_id=result.id if result.kind == "run" else None,
+                                      batch_id=result.id if result.kind == "batch" else None,
+                                      who=f"schedule:{spec.name}", schedule=spec.name, detail=result.model_dump())])
     with conn.pipeline() as pipe:
         pipe.lpush(_key(spec.name, "history"), result.model_dump_json())
         pipe.ltrim(_key(spec.name, "history"), 0, HISTORY - 1)

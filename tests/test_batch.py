@@ -204,7 +204,7 @@ def test_local_batch_end_to_end_records_and_reports(folder: Path) -> None:
     assert done.returncode == 0, done.stderr
     suites = ET.parse(folder / "r.xml").getroot().findall("testsuite")
     assert [s.get("name") for s in suites] == ["ifcflow.each[models/a.ifc]", "ifcflow.each[models/b.ifc]"]
-    [batch_folder] = (folder / "runs").iterdir()
+    [batch_folder] = [p for p in (folder / "runs").iterdir() if p.is_dir()]  # history.sqlite beside
     shown = _cli("status", batch_folder.name, "--out", "runs", "--json", cwd=folder)
     assert shown.returncode == 0, shown.stderr
     doc = batch_status.BatchStatus.model_validate_json(shown.stdout)

@@ -49,7 +49,7 @@ def cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess
 def test_a_finished_local_run_can_be_looked_at(folder: Path) -> None:
     done = cli("run", str(write_pipeline(folder, DIAMOND)), cwd=folder)
     assert done.returncode == 0, done.stderr
-    (run_dir,) = (folder / "ifcflow-runs").iterdir()
+    (run_dir,) = [p for p in (folder / "ifcflow-runs").iterdir() if p.is_dir()]
     recorded = status.RunStatus.model_validate_json((run_dir / "status.json").read_text())
     assert recorded.status == RunState.SUCCEEDED and recorded.run_id == run_dir.name
     shown = cli("status", run_dir.name, "--json", cwd=folder)  # default run folders: ./ifcflow-runs
@@ -70,7 +70,7 @@ def test_workers_log_holds_each_jobs_start_and_end_and_no_traceback(folder: Path
     for attempt in range(3):  # the scheduler traceback came in about half of the runs
         done = cli("run", str(write_pipeline(folder, DIAMOND)), "--out", str(folder / f"runs{attempt}"))
         assert done.returncode == 0, done.stderr
-        (run_dir,) = (folder / f"runs{attempt}").iterdir()
+        (run_dir,) = [p for p in (folder / f"runs{attempt}").iterdir() if p.is_dir()]
         log = (run_dir / "workers.log").read_text(errors="replace")
         assert "Traceback" not in log, log
         for step in ("top", "left", "right", "bottom"):
@@ -95,7 +95,7 @@ def test_timeout_cancels_a_local_run_properly(tmp_path: Path) -> None:
     (tmp_path / "fzk.ifc").symlink_to(shared_ifc("AC20-FZK-Haus.ifc"))
     done = cli("run", str(write_pipeline(tmp_path, SLOW)), "--out", str(tmp_path / "runs"), "--timeout", "4s")
     assert done.returncode == 1, done.stderr
-    (run_dir,) = (tmp_path / "runs").iterdir()
+    (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     document = json.loads((run_dir / "status.json").read_text())
     assert document["status"] == "canceled" and document["reason"] == "timeout", document
     steps = document["steps"]
@@ -162,7 +162,7 @@ def test_killing_ifcflow_run_leaves_no_process_behind(tmp_path: Path, sig: signa
 def _wait_for_run_dir(root: Path, timeout: float = 60.0) -> list[Path]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        found = list(root.iterdir()) if root.is_dir() else []
+        found = [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
         if found:
             return found
         time.sleep(0.05)

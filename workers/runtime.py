@@ -26,7 +26,7 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from ifcflow import cache, durations, policy, reconcile, store
+from ifcflow import cache, durations, events, policy, reconcile, store
 from ifcflow.enqueue import DECIDES
 from ifcflow.errors import StepError
 from ifcflow.plan import PlannedStep
@@ -83,6 +83,7 @@ def step(body: Body) -> Callable[..., dict[str, Any]]:
 
 def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = None) -> dict[str, Any]:
     job = job or get_current_job()
+    began = time.monotonic()
     if job is not None and job.connection.hexists(store.run_key(run_id), "canceled"):
         store.record_steps(job.connection, run_id, {planned.id: ("canceled", "canceled by user")})
         return {"success": False, "canceled": True, "message": "canceled by user", "data": {}, "outputs": {}}
@@ -98,6 +99,7 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
         job.connection.hset(job.key, cache.MARK, hit["cached_from"]["run_id"])
         if _decides(job, run_id):
             _release_waiting(job, planned, run_id)
+        events.step_ended(job.connection, run_id, planned, hit, time.monotonic() - began)
         return hit  # an identical step succeeded before and its outputs are intact: they are linked in, not made
     partial = workdir / f".partial-{job.id if job else 'local'}-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
@@ -127,6 +129,8 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
     result = {"success": True, "message": outcome.message, "data": outcome.data, "outputs": written}
     if job is not None and cache_key:
         cache.remember(job.connection, cache_key, planned, run_id, result)
+    if job is not None:
+        events.step_ended(job.connection, run_id, planned, result, time.monotonic() - began)
     return result
 
 

@@ -25,6 +25,7 @@ from . import (
     events,
     fetch,
     health,
+    history,
     jobs,
     limits,
     original,
@@ -156,4 +157,5 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     if keyed:
         install_docs(app)
     limits.install(app)  # body size, steps per pipeline, runs per batch (IFCFLOW_MAX_*)
+    history.install(app, settings)  # GET /history, /lineage, /audit; the actor of each request (issue 19)
     return app

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from . import paths
@@ -36,6 +36,9 @@ class Uploaded(BaseModel):
     original_filename: str
     filename: str
     size: int
+    sha256: str | None = None
+    known: bool | None = Field(None, description="the history knows these contents (in the runs listed)")
+    runs: list[str] | None = None
 
 
 class DownloadLink(BaseModel):
@@ -157,8 +160,11 @@ async def upload(request: Request, file_type: str) -> Uploaded:
         received.discard()
         raise
     os.replace(received.temp, target)
+    from .history import upload_facts  # dedupe: already known contents say so (issue 19)
+
     return Uploaded(message=f"{file_type.upper()} file {name} uploaded successfully", file_path=f"/uploads/{name}",
-                    original_filename=received.filename or name, filename=name, size=received.size)
+                    original_filename=received.filename or name, filename=name, size=received.size,
+                    **await upload_facts(request, target))
 
 
 def token_key(token: str) -> str:

@@ -9,7 +9,7 @@ import click
 from redis.exceptions import RedisError
 
 from ..errors import IfcflowError
-from . import dashboard, inspect, operate, run, schedule, serve, services, tools  # noqa: F401  (each module registers its commands)
+from . import dashboard, history, inspect, operate, run, schedule, serve, services, tools  # noqa: F401  (each module registers its commands)
 from .app import cli, err
 
 __all__ = ["cli", "main"]

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -98,7 +99,6 @@ def run_batch(doc: document.Document, each: dict[str, str], *, url: str | None, 
               as_json: bool, timeout: float | None, workers: int | None, ttl: int, max_runs: int, window: int,
               cache: bool, specs: list[tuple[str, Path]]) -> None:
     """``ifcflow run FILE --each NAME=GLOB``: plan every sub-run, submit them at once, follow the batch."""
-    import os
 
     record, plans = batch.prepare(doc, each, out, max_runs=max_runs, ttl=ttl, window=window, cache=cache)
     if url is None and detach:
@@ -119,6 +119,10 @@ def run_batch(doc: document.Document, each: dict[str, str], *, url: str | None, 
             batch.cancel(conn, record.batch_id)
             status = batch_status.read(conn, record.batch_id)
         record_batch(conn, status)
+        if url is None or os.environ.get("IFCFLOW_DATABASE_URL"):
+            from .history import drain_local
+
+            drain_local(conn, out)  # before the private Redis goes away (ifcflow history reads it)
         write_reports(conn, status, specs)  # JUnit reads each run's steps: before a private Redis goes
     finish(status, as_json)
 
@@ -182,7 +186,6 @@ def retry_local(out: Path, kept: BatchStatus, workers: int | None, as_json: bool
     """``ifcflow retry BATCH`` without Redis: the private Redis that knew which steps succeeded is gone, so the
     failed and canceled sub-runs run again from the start, locally, in their own run ids and folders; the batch's
     record (batch.json and their status.json) is updated and the whole batch shown, as a retry with Redis does."""
-    import os
 
     chosen = batchfolder.to_retry(kept)
     if not chosen:

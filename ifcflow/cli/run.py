@@ -110,6 +110,10 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
                 record(abandon(conn, reader, "interrupted"), "interrupted")
             raise
         record(status, reason)
+        if url is None or os.environ.get("IFCFLOW_DATABASE_URL"):
+            from .history import drain_local
+
+            drain_local(conn, out)  # before the private Redis goes away (ifcflow history reads it)
         if webhook and url is None:  # the private Redis and its workers end with this command: deliver first
             hooks.await_delivery(conn, planned.run_id, timeout=60)
     write_reports(status, specs)
