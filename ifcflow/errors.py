@@ -93,3 +93,7 @@ class StepError(IfcflowError):
     def __init__(self, message: str, *, keep_outputs: bool = False):
         super().__init__(message)
         self.keep_outputs = keep_outputs
+
+
+class StorageError(IfcflowError):
+    """The object store is unreachable, refuses the credentials, or an object is missing or not what was pinned."""

@@ -11,7 +11,7 @@ from .. import batch, connection
 from . import batch as batch_cli
 from ..errors import IfcflowError
 from ..status import StatusReader
-from .app import cli, finish, follow, record, redis_from, redis_option
+from .app import cli, finish, follow, record, redis_from, redis_option, storage_option
 
 
 @cli.command()
@@ -21,10 +21,14 @@ from .app import cli, finish, follow, record, redis_from, redis_option
 @click.option("--name", default=None, help="worker name (default: RQ's)")
 @click.option("--quiet", is_flag=True, help="log warnings only")
 @click.option("--preload", default="", metavar="SERVICES", help="comma-separated services to import up front [all]")
+@storage_option
 def worker(queues: tuple[str, ...], redis_url: str | None, burst: bool, name: str | None, quiet: bool,
-           preload: str) -> None:
+           preload: str, storage_url: str | None) -> None:
     """Run an RQ worker for QUEUES (default: all ifcflow queues), with ifcopenshell preloaded."""
+    from .. import storage
     from ..worker import run_worker
+
+    storage.select(storage_url)  # an unreachable store or wrong credentials: one line, exit 2
 
     url = connection.configured_url(redis_url)
     if not url:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 from redis import Redis
@@ -19,7 +20,22 @@ from ..errors import IfcflowError
 from ..plan import Plan
 from ..plan import plan as make_plan
 from ..status import RunStatus, StatusReader
-from .app import cli, cluster, finish, follow, parse_inputs, record, redis_option, report_specs, write_reports
+
+if TYPE_CHECKING:
+    from ..storage import Storage
+
+from .app import (
+    cli,
+    cluster,
+    finish,
+    follow,
+    parse_inputs,
+    record,
+    redis_option,
+    report_specs,
+    storage_option,
+    write_reports,
+)
 
 
 @cli.command()
@@ -45,9 +61,10 @@ from .app import cli, cluster, finish, follow, parse_inputs, record, redis_optio
               help="refuse a batch with more runs than this")
 @click.option("--window", type=int, default=0, help="a batch's runs released at a time [2 x workers, at least 2]")
 @click.option("--no-cache", "no_cache", is_flag=True, help="run every step, even when an identical one ran before")
+@storage_option
 def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, detach: bool, as_json: bool,
         timeout: float | None, workers: int | None, ttl: int, reports: tuple[str, ...], webhook: str | None,
-        each: tuple[str, ...], max_runs: int, window: int, no_cache: bool) -> None:
+        each: tuple[str, ...], max_runs: int, window: int, no_cache: bool, storage_url: str | None) -> None:
     """Check FILE, plan it, enqueue it and (by default) wait for it with a live view.
 
     With --each (or 'for_each:' in FILE) it is a batch: one run per matching file, under one batch id."""
@@ -62,12 +79,19 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
         if webhook:
             raise IfcflowError("--webhook notifies the end of one run; a batch has no webhook yet (follow it with "
                                "ifcflow status BATCH --watch, or schedule it with ifcflow schedule add --webhook)")
+        from ..storage import configured
         from .batch import run_batch
+
+        if configured(storage_url).remote:
+            raise IfcflowError("batches do not use object storage yet: run each file with ifcflow run --storage, "
+                               "or run the batch with a local folder (unset IFCFLOW_STORAGE)")
 
         run_batch(doc, batch.parse_each(each), url=url, out=out, detach=detach, as_json=as_json, timeout=timeout,
                   workers=workers, ttl=ttl, max_runs=max_runs, window=window, cache=not no_cache, specs=specs)
         return
     planned = make_plan(doc, out_root=out, cache=not no_cache)
+    files = _store_inputs(storage_url, planned)  # a remote store: inputs uploaded and pinned first
+    fields = {**(fields or {}), **files[1]} if files else fields
     if url is None and detach:
         raise IfcflowError("--detach needs a shared Redis (--redis URL or IFCFLOW_REDIS_URL): a private one "
                            "ends with the command")
@@ -96,10 +120,24 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
                 record(abandon(conn, reader, "interrupted"), "interrupted")
             raise
         record(status, reason)
+        if files and click.get_current_context().get_parameter_source("out") != click.core.ParameterSource.DEFAULT:
+            from ..staging import download_outputs
+
+            download_outputs(files[0], planned)  # --out given: the outputs come home when the run ends
         if webhook and url is None:  # the private Redis and its workers end with this command: deliver first
             hooks.await_delivery(conn, planned.run_id, timeout=60)
     write_reports(status, specs)
     finish(status, as_json)
+
+
+def _store_inputs(storage_url: str | None, planned: Plan) -> tuple[Storage, dict[str, str]] | None:
+    """With a remote store (``--storage s3://...`` or $IFCFLOW_STORAGE): upload the local input files (skipped
+    when that sha256 is stored already) and return the store and the run record field pinning them."""
+    from ..staging import pin_inputs
+    from ..storage import select
+
+    chosen = select(storage_url)
+    return (chosen, pin_inputs(chosen, planned)) if chosen.remote else None
 
 
 def abandon(conn: Redis, reader: StatusReader, reason: str, wait: float = 10.0) -> RunStatus:

@@ -1,0 +1,145 @@
+"""Object storage against a real S3 server (SeaweedFS ``weed mini``): keys, transfers, pins, the worker cache,
+a store that goes away mid-upload, and one-line start-up errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ifcflow import document, staging
+from ifcflow.demo import write_demo
+from ifcflow.errors import StepError, StorageError
+from ifcflow.plan import plan
+from ifcflow.storage import LocalStorage, S3Storage, UnsafeKey, configured, object_key
+from tests.s3server import SeaweedS3, s3_env, s3_server  # noqa: F401  (fixtures)
+from tests.servers import free_port
+
+
+@pytest.mark.parametrize("bad", ["../x", "a/../../b", "/etc/passwd", "a\\b", "s3://other/x", "", " ", "a/./b",
+                                 "a\x00b", "..", "."])
+def test_keys_are_only_built_from_vetted_relative_names(bad: str) -> None:
+    with pytest.raises(UnsafeKey):
+        object_key("uploads", bad)
+    with pytest.raises(UnsafeKey):
+        LocalStorage("/tmp").path(bad)
+
+
+def test_good_keys() -> None:
+    assert object_key("runs", "r-1", "glb/model.glb") == "runs/r-1/glb/model.glb"
+    assert S3Storage("b", "team/x").full("uploads/a.ifc") == "team/x/uploads/a.ifc"
+
+
+def test_put_get_head_and_pinned_versions(s3_env: dict[str, str], tmp_path: Path) -> None:
+    store = configured()
+    assert isinstance(store, S3Storage) and store.url == s3_env["IFCFLOW_STORAGE"]
+    first, second = tmp_path / "v1.ifc", tmp_path / "v2.ifc"
+    first.write_bytes(b"ISO-10303-21; first")
+    second.write_bytes(b"ISO-10303-21; second, longer")
+    one = store.put(first, "uploads/arch.ifc")
+    two = store.put(second, "uploads/arch.ifc")  # a re-upload: a new version of the same key
+    assert one.version_id and two.version_id and one.version_id != two.version_id
+    assert store.head("uploads/arch.ifc") == two
+    got = store.get("uploads/arch.ifc", tmp_path / "back.ifc", version_id=one.version_id, sha256=one.sha256)
+    assert (tmp_path / "back.ifc").read_bytes() == first.read_bytes() and got.sha256 == one.sha256
+    with pytest.raises(StorageError, match="not the pinned object"):  # the key now holds other contents
+        store.get("uploads/arch.ifc", tmp_path / "bad.ifc", sha256=one.sha256)
+    assert not (tmp_path / "bad.ifc").exists() and not list(tmp_path.glob(".bad.ifc.*"))
+    assert store.head("uploads/missing.ifc") is None
+
+
+def test_a_model_used_by_three_steps_is_downloaded_once(s3_env: dict[str, str], tmp_path: Path) -> None:
+    store = configured()
+    assert isinstance(store, S3Storage)
+    model = tmp_path / "m.ifc"
+    model.write_bytes(os.urandom(300_000))
+    stored = store.put(model, "uploads/m.ifc")
+    cache = staging.WorkerCache(tmp_path / "cache", limit=10**9)
+    paths = {cache.fetch(store, "uploads/m.ifc") for _ in range(3)}  # sha256 from HEAD, then the cache
+    assert len(paths) == 1 and paths.pop().read_bytes() == model.read_bytes()
+    assert store.requests["get"] == 1
+    assert cache.fetch(store, "uploads/m.ifc", stored.sha256, stored.version_id).is_file()
+    assert store.requests["get"] == 1
+    other = tmp_path / "o.ifc"
+    other.write_bytes(os.urandom(300_000))
+    store.put(other, "uploads/o.ifc")
+    small = staging.WorkerCache(tmp_path / "cache", limit=400_000)  # room for one: least recently used goes
+    small.fetch(store, "uploads/o.ifc")
+    assert [p.name for p in small.objects.iterdir()] == [staging.sha256_file(other)]
+
+
+def _planned_json_step(folder: Path) -> tuple[object, object]:
+    write_demo(folder / "models")
+    pipeline = folder / "p.yaml"
+    pipeline.write_text("version: 1\nname: one\ninputs: {model: models/arch.ifc}\n"
+                        "steps:\n  json: {uses: ifc2json, with: {ifc: '${{ inputs.model }}', output: model.json}}\n")
+    planned = plan(document.load(pipeline), out_root=folder / "runs")
+    return planned, planned.steps[0]
+
+
+def test_store_stopped_while_a_step_uploads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step fails naming the cause, nothing partial is listed; once the store is back the retry succeeds."""
+    from workers import ifc2json
+    from workers.runtime import execute
+
+    server = SeaweedS3(tmp_path / "s3")
+    server.start()
+    try:
+        for name, value in server.env("fault").items():
+            monkeypatch.setenv(name, value)
+        store = S3Storage(server.bucket, "fault", server.endpoint)
+        planned, step = _planned_json_step(tmp_path / "submit")
+        field = staging.pin_inputs(store, planned)[staging.FIELD]  # type: ignore[arg-type]
+        files = staging.from_field(field, store, staging.WorkerCache(tmp_path / "worker", 10**9))
+
+        def body_then_store_stops(options, outputs, progress):  # type: ignore[no-untyped-def]
+            outcome = ifc2json.body(options, outputs, progress)
+            server.stop()  # the output is written; now the store goes away before it is uploaded
+            return outcome
+
+        with pytest.raises(StepError, match=r"output json could not be stored: uploading to s3://ifcflow-test/"
+                                            r"fault/runs/.*/json/model\.json failed"):
+            execute(body_then_store_stops, step, planned.run_id, files=files)  # type: ignore[arg-type]
+        server.start()
+        assert store.list(f"runs/{planned.run_id}") == []  # nothing partial listed
+        result = execute(ifc2json.body, step, planned.run_id, files=files)  # type: ignore[arg-type]
+        assert result["success"] and result["outputs"] == {"json": step.outputs["json"]}  # type: ignore[attr-defined]
+        assert store.list(f"runs/{planned.run_id}") == [f"runs/{planned.run_id}/json/model.json"]
+        assert not list((tmp_path / "worker" / "steps").iterdir())  # the worker's step folders are removed
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("command", ["worker", "serve"])
+def test_unreachable_store_is_one_line_at_start(command: str, tmp_path: Path) -> None:
+    env = {**os.environ, "IFCFLOW_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "k",
+           "AWS_SECRET_ACCESS_KEY": "s", "IFCFLOW_REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run([sys.executable, "-m", "ifcflow", command, "--storage", "s3://nowhere/x"], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "reaching s3://nowhere/x failed" in lines[0] and "IFCFLOW_S3_ENDPOINT" in lines[0]
+
+
+def test_wrong_credentials_are_one_line_at_start(s3_server: SeaweedS3, tmp_path: Path) -> None:
+    env = {**os.environ, **s3_server.env(), "AWS_SECRET_ACCESS_KEY": "wrong", "IFCFLOW_REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run([sys.executable, "-m", "ifcflow", "worker"], env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "reaching s3://ifcflow-test/t failed: 403" in done.stderr
+
+
+def test_pins_record_sha256_and_version(s3_env: dict[str, str], tmp_path: Path) -> None:
+    store = configured()
+    planned, _ = _planned_json_step(tmp_path)
+    field = json.loads(staging.pin_inputs(store, planned)[staging.FIELD])  # type: ignore[arg-type]
+    (pin,) = field["pins"].values()
+    assert pin["sha256"] == staging.sha256_file(tmp_path / "models" / "arch.ifc") and pin["version_id"]
+    assert pin["key"] == f"inputs/{pin['sha256']}/arch.ifc"
+    puts = store.requests["put"]  # type: ignore[attr-defined]
+    staging.pin_inputs(store, planned)  # the same sha256 is stored already: not uploaded again
+    assert store.requests["put"] == puts  # type: ignore[attr-defined]
