@@ -94,14 +94,14 @@ def pin_inputs(storage: Storage, plan: Plan, keys: dict[str, str] | None = None)
 
 
 def download_outputs(storage: Storage, plan: Plan) -> list[Path]:
-    """Fetch every stored output of the run to its path in the plan (``ifcflow run --out``)."""
+    """Fetch every file the run's steps stored to its place in the run folder (``ifcflow run --out``)."""
+    run_dir = Path(plan.out_dir)
+    prefix = object_key("runs", run_dir.name)
     got = []
-    for step in plan.steps:
-        for path in step.outputs.values():
-            key = output_key(plan.out_dir, path)
-            if storage.head(key) is not None:
-                storage.get(key, Path(path))
-                got.append(Path(path))
+    for key in storage.list(prefix):
+        target = run_dir / key[len(prefix) + 1:]
+        storage.get(key, target)
+        got.append(target)
     return got
 
 
@@ -184,14 +184,19 @@ class RunFiles:
         return planned.model_copy(update={"workdir": str(workdir), "options": data, "outputs": outputs})
 
     def upload(self, local: PlannedStep, planned: PlannedStep) -> dict[str, StoredObject]:
-        """Upload the step's written outputs; the result is recorded only after every one is complete."""
+        """Upload every file the step wrote (its named outputs and side files such as an obj's mtl); the result
+        is recorded only after every one is complete. Returns the named outputs' objects."""
+        workdir = Path(local.workdir)
+        names = {Path(path): name for name, path in local.outputs.items()}
         stored = {}
-        for name, path in local.outputs.items():
-            if Path(path).is_file():
-                try:
-                    stored[name] = self.storage.put(Path(path), self.key_of(planned.outputs[name])[0])
-                except StorageError as exc:
-                    raise StepError(f"output {name} could not be stored: {exc}") from None
+        for path in sorted(p for p in workdir.rglob("*") if p.is_file()):
+            key = self.key_of(str(Path(planned.workdir) / path.relative_to(workdir)))[0]
+            try:
+                obj = self.storage.put(path, key)
+            except StorageError as exc:
+                raise StepError(f"output {names.get(path, path.name)} could not be stored: {exc}") from None
+            if path in names:
+                stored[names[path]] = obj
         return stored
 
 

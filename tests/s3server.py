@@ -78,6 +78,8 @@ class SeaweedS3:
                                           retries={"max_attempts": 1}, connect_timeout=2, read_timeout=10))
 
     def wait_ready(self, timeout: float = 90.0) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
         deadline = time.monotonic() + timeout
         last: Exception | None = None
         while time.monotonic() < deadline:
@@ -93,7 +95,7 @@ class SeaweedS3:
                 client.put_object(Bucket=self.bucket, Key="probe/ready", Body=b"ok")
                 client.delete_object(Bucket=self.bucket, Key="probe/ready")
                 return
-            except Exception as exc:  # not up yet
+            except (OSError, BotoCoreError, ClientError) as exc:  # not up yet
                 last = exc
                 time.sleep(0.3)
         raise AssertionError(f"weed mini did not serve S3 within {timeout:.0f}s: {last}")
@@ -124,4 +126,3 @@ def s3_env(s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch, request: pytes
     return env
 
 
-__all__ = ["SeaweedS3", "s3_server", "s3_env"]

@@ -16,7 +16,7 @@ from ifcflow.demo import write_demo
 from ifcflow.errors import StepError, StorageError
 from ifcflow.plan import plan
 from ifcflow.storage import LocalStorage, S3Storage, UnsafeKey, configured, object_key
-from tests.s3server import SeaweedS3, s3_env, s3_server  # noqa: F401  (fixtures)
+from tests.s3server import SeaweedS3
 from tests.servers import free_port
 
 
@@ -119,7 +119,7 @@ def test_unreachable_store_is_one_line_at_start(command: str, tmp_path: Path) ->
     env = {**os.environ, "IFCFLOW_S3_ENDPOINT": f"http://127.0.0.1:{free_port()}", "AWS_ACCESS_KEY_ID": "k",
            "AWS_SECRET_ACCESS_KEY": "s", "IFCFLOW_REDIS_URL": "redis://127.0.0.1:1/0"}
     done = subprocess.run([sys.executable, "-m", "ifcflow", command, "--storage", "s3://nowhere/x"], env=env,
-                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+                          cwd=tmp_path, check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "reaching s3://nowhere/x failed" in lines[0] and "IFCFLOW_S3_ENDPOINT" in lines[0]
@@ -127,7 +127,7 @@ def test_unreachable_store_is_one_line_at_start(command: str, tmp_path: Path) ->
 
 def test_wrong_credentials_are_one_line_at_start(s3_server: SeaweedS3, tmp_path: Path) -> None:
     env = {**os.environ, **s3_server.env(), "AWS_SECRET_ACCESS_KEY": "wrong", "IFCFLOW_REDIS_URL": "redis://127.0.0.1:1/0"}
-    done = subprocess.run([sys.executable, "-m", "ifcflow", "worker"], env=env, cwd=tmp_path, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "ifcflow", "worker"], env=env, cwd=tmp_path, check=False, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "reaching s3://ifcflow-test/t failed: 403" in done.stderr
