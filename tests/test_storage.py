@@ -143,3 +143,43 @@ def test_pins_record_sha256_and_version(s3_env: dict[str, str], tmp_path: Path) 
     puts = store.requests["put"]  # type: ignore[attr-defined]
     staging.pin_inputs(store, planned)  # the same sha256 is stored already: not uploaded again
     assert store.requests["put"] == puts  # type: ignore[attr-defined]
+
+
+def test_a_reupload_does_not_change_a_pinned_run(s3_env: dict[str, str], tmp_path: Path) -> None:
+    store = configured()
+    planned, step = _planned_json_step(tmp_path)
+    model = tmp_path / "models" / "arch.ifc"
+    uploaded = store.put(model, "uploads/arch.ifc")  # as an HTTP upload stores it
+    field = staging.pin_inputs(store, planned, keys={str(model): "uploads/arch.ifc"})[staging.FIELD]  # type: ignore[arg-type]
+    changed = tmp_path / "changed.ifc"
+    changed.write_bytes(model.read_bytes().replace(b"FILE_DESCRIPTION", b"FILE_DESCRIPTION ", 1))
+    store.put(changed, "uploads/arch.ifc")  # a re-upload while the run waits or is retried
+    files = staging.from_field(field, store, staging.WorkerCache(tmp_path / "worker", 10**9))
+    local = files.localize(step, tmp_path / "step")  # type: ignore[arg-type]
+    assert Path(local.options["ifc"]).read_bytes() == model.read_bytes()
+    assert json.loads(field)["pins"][str(model)]["version_id"] == uploaded.version_id
+
+
+def test_cache_serves_a_step_from_stored_objects(s3_env: dict[str, str], conn: object, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two runs of one step through RQ with S3 storage: the second is cached; its output is a server-side copy
+    of the first's object, not a new computation."""
+    from ifcflow import enqueue, status
+    from tests.conftest import work
+
+    monkeypatch.setenv("IFCFLOW_CACHE", "on")
+    monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "worker"))
+    store = configured()
+    runs = []
+    for _ in range(2):
+        planned, _step = _planned_json_step(tmp_path)
+        enqueue.submit(conn, planned, record=staging.pin_inputs(store, planned))  # type: ignore[arg-type]
+        work(conn)  # type: ignore[arg-type]
+        runs.append(status.read(conn, planned.run_id))  # type: ignore[arg-type]
+    first, second = runs
+    assert first.status == "succeeded" and second.status == "succeeded"
+    assert second.steps["json"].status == "cached"
+    keys = [f"runs/{r.run_id}/json/model.json" for r in runs]
+    heads = [store.head(k) for k in keys]
+    assert heads[0] is not None and heads[1] is not None and heads[0].sha256 == heads[1].sha256
+    assert not (tmp_path / "runs").exists()  # nothing written at the plan's paths: only in the store
