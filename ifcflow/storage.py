@@ -12,6 +12,7 @@ version id), ``copy``, ``check``. Keys are only ever built by :func:`object_key`
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import shutil
@@ -21,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from .errors import StorageError
 
-BOTO_ERRORS = (BotoCoreError, ClientError)
+BOTO_ERRORS = (BotoCoreError, ClientError, S3UploadFailedError)
 
 ENV = "IFCFLOW_STORAGE"
 ENDPOINT_ENV = "IFCFLOW_S3_ENDPOINT"
@@ -187,7 +189,7 @@ class S3Storage(Storage):
         key = object_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _fail(self, what: str, key: str | None, exc: BotoCoreError | ClientError) -> StorageError:
+    def _fail(self, what: str, key: str | None, exc: BotoCoreError | ClientError | S3UploadFailedError) -> StorageError:
         where = self.describe(key) if key else self.url
         detail = _reason(exc)
         return StorageError(f"{what} {where} failed: {detail} (endpoint {self.endpoint or 'AWS'}; check "
@@ -215,7 +217,9 @@ class S3Storage(Storage):
 
         sha256 = sha256 or sha256_file(source)
         self.requests["put"] += 1
-        extra = {"ChecksumAlgorithm": "SHA256", "Metadata": {"sha256": sha256}}
+        # the checksum we computed (the server verifies it; botocore need not hash the file again for it)
+        checksum = base64.b64encode(bytes.fromhex(sha256)).decode()
+        extra = {"ChecksumSHA256": checksum, "Metadata": {"sha256": sha256}}
         try:
             self.s3.upload_file(str(source), self.bucket, self.full(key), ExtraArgs=extra,
                                 Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, use_threads=False))
@@ -288,7 +292,7 @@ def _version(answer: dict[str, Any]) -> str | None:
     return None if version in (None, "null") else str(version)
 
 
-def _reason(exc: BotoCoreError | ClientError) -> str:
+def _reason(exc: BotoCoreError | ClientError | S3UploadFailedError) -> str:
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")

@@ -50,6 +50,9 @@ def test_put_get_head_and_pinned_versions(s3_env: dict[str, str], tmp_path: Path
         store.get("uploads/arch.ifc", tmp_path / "bad.ifc", sha256=one.sha256)
     assert not (tmp_path / "bad.ifc").exists() and not list(tmp_path.glob(".bad.ifc.*"))
     assert store.head("uploads/missing.ifc") is None
+    with pytest.raises(StorageError, match="uploading to .*/uploads/wrong.ifc failed"):  # the server checks the sha256
+        store.put(first, "uploads/wrong.ifc", sha256="0" * 64)
+    assert store.head("uploads/wrong.ifc") is None
 
 
 def test_a_model_used_by_three_steps_is_downloaded_once(s3_env: dict[str, str], tmp_path: Path) -> None:
