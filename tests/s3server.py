@@ -38,13 +38,14 @@ class SeaweedS3:
 
     folder: Path
     bucket: str = BUCKET
+    ip: str = "127.0.0.1"
     port: int = 0
     process: subprocess.Popen[bytes] | None = None
     ports: list[int] = field(default_factory=list)
 
     @property
     def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.ip}:{self.port}"
 
     def env(self, prefix: str = "t") -> dict[str, str]:
         return {"IFCFLOW_S3_ENDPOINT": self.endpoint, "AWS_ACCESS_KEY_ID": ACCESS_KEY,
@@ -61,7 +62,7 @@ class SeaweedS3:
         data = self.folder / "data"
         data.mkdir(parents=True, exist_ok=True)
         s3, master, volume, filer = self.ports
-        args = [binary, "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1", f"-s3.port={s3}",
+        args = [binary, "mini", f"-dir={data}", f"-ip={self.ip}", f"-ip.bind={self.ip}", f"-s3.port={s3}",
                 f"-master.port={master}", f"-volume.port={volume}", f"-filer.port={filer}", "-webdav=false",
                 "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0"]
         env = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY}

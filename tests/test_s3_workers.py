@@ -8,16 +8,17 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from redis import Redis
 
 from ifcflow.demo import write_demo
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.embedded import EmbeddedRedis, find_server
 from tests.conftest import run_pipeline
 from tests.s3server import SeaweedS3
-from tests.servers import spawn, stop
+from tests.servers import free_port, spawn, stop
 
 PIPELINE = """version: 1
 name: spread
@@ -43,7 +44,7 @@ def _quantities(path: Path) -> bytes:
         return {k: strip(v) for k, v in value.items() if k != "id"} if isinstance(value, dict) else value
 
     model = ifcopenshell.open(str(path))
-    found = {e.GlobalId: strip(ifcopenshell.util.element.get_psets(e, qtos_only=True))
+    found = {e.GlobalId: strip(ifcopenshell.util.element.get_psets(e, qtos_only=True))  # type: ignore[arg-type]
              for e in model.by_type("IfcElement")}
     return json.dumps(found, sort_keys=True).encode()
 
@@ -63,6 +64,14 @@ def _files(root: Path) -> dict[str, bytes]:
 
 def test_two_workers_without_a_shared_disk(s3_server: SeaweedS3, redis_server: EmbeddedRedis, conn: Redis,
                                            tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    env = {**s3_server.env("two-workers"), "IFCFLOW_REDIS_URL": redis_server.url}
+    spread(tmp_path, conn, monkeypatch, env, {"a": [], "b": []})
+
+
+def spread(tmp_path: Path, conn: Redis, monkeypatch: pytest.MonkeyPatch, env: dict[str, str],
+           prefixes: dict[str, list[str]]) -> None:
+    """Run PIPELINE locally (the reference), then with ``env``'s S3 store on two workers started with
+    ``prefixes[name] + [python, -m, ifcflow, worker, ...]``; compare."""
     submitter = tmp_path / "submitter"
     write_demo(submitter / "models")
     (submitter / "spread.yaml").write_text(PIPELINE)
@@ -71,13 +80,12 @@ def test_two_workers_without_a_shared_disk(s3_server: SeaweedS3, redis_server: E
     assert local.status == "succeeded", local
     conn.flushdb()
 
-    env = {**s3_server.env("two-hosts"), "IFCFLOW_REDIS_URL": redis_server.url}
     workers = {}
     for name, queues in (("a", ["ifcconvert"]), ("b", ["ifc5d", "ifc2json"])):
         home = tmp_path / f"host-{name}"
         home.mkdir()
-        workers[name] = spawn([sys.executable, "-m", "ifcflow", "worker", *queues, "--name", f"host-{name}"],
-                              tmp_path / f"worker-{name}.log", cwd=home,
+        workers[name] = spawn([*prefixes[name], sys.executable, "-m", "ifcflow", "worker", *queues, "--name",
+                               f"host-{name}"], tmp_path / f"worker-{name}.log", cwd=home,
                               env={**env, "IFCFLOW_WORKER_CACHE": str(home / "cache"), "HOME": str(home)})
     try:
         done = subprocess.run([sys.executable, "-m", "ifcflow", "run", "spread.yaml", "--out", str(tmp_path / "s3-runs"),
@@ -103,3 +111,61 @@ def test_two_workers_without_a_shared_disk(s3_server: SeaweedS3, redis_server: E
     assert len(cache_a) == 2  # the input model (obj, svg) and qto's model (glb): three steps, two downloads
     assert not list((tmp_path / "host-a" / "cache" / "steps").iterdir())
     assert not (tmp_path / "host-a" / "ifcflow-runs").exists() and not (tmp_path / "host-b" / "ifcflow-runs").exists()
+
+
+def _sh(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True, timeout=30)
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[tuple[str, dict[str, list[str]]]]:
+    """Two network namespaces, each linked by a veth pair to a bridge on this host at 10.<n>.0.1/24: what runs in
+    them reaches this host only over that link (their 127.0.0.1 is their own). Skipped where not permitted."""
+    tag = f"{os.getpid() % 10000}"
+    net = f"10.{200 + os.getpid() % 50}.{os.getpid() % 250}"
+    bridge, names = f"ifcbr{tag}", {"a": f"ifcflow-{tag}-a", "b": f"ifcflow-{tag}-b"}
+    try:
+        _sh("ip", "link", "add", bridge, "type", "bridge")
+    except (OSError, subprocess.CalledProcessError) as exc:
+        pytest.skip(f"network namespaces are not available here ({exc}); test_two_workers_without_a_shared_disk "
+                    "covers separate folders")
+    try:
+        _sh("ip", "addr", "add", f"{net}.1/24", "dev", bridge)
+        _sh("ip", "link", "set", bridge, "up")
+        for index, (name, ns) in enumerate(names.items(), start=2):
+            _sh("ip", "netns", "add", ns)
+            _sh("ip", "link", "add", f"if{tag}{name}h", "type", "veth", "peer", "name", f"if{tag}{name}n")
+            _sh("ip", "link", "set", f"if{tag}{name}n", "netns", ns)
+            _sh("ip", "link", "set", f"if{tag}{name}h", "master", bridge)
+            _sh("ip", "link", "set", f"if{tag}{name}h", "up")
+            _sh("ip", "netns", "exec", ns, "ip", "addr", "add", f"{net}.{index}/24", "dev", f"if{tag}{name}n")
+            _sh("ip", "netns", "exec", ns, "ip", "link", "set", f"if{tag}{name}n", "up")
+            _sh("ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+        yield f"{net}.1", {name: ["ip", "netns", "exec", ns] for name, ns in names.items()}
+    finally:
+        for name, ns in names.items():
+            subprocess.run(["ip", "link", "del", f"if{tag}{name}h"], check=False, capture_output=True)
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], check=False, capture_output=True)
+
+
+def test_two_hosts_in_network_namespaces(two_hosts: tuple[str, dict[str, list[str]]], conn: Redis, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The workers run in namespaces of their own and reach Redis and S3 only over their link to this host."""
+    address, prefixes = two_hosts
+    port = free_port()
+    redis_log = tmp_path / "redis.log"
+    redis = spawn([find_server(), "--bind", address, "--port", str(port), "--save", "", "--appendonly", "no",
+                   "--protected-mode", "no", "--dir", str(tmp_path)], redis_log)
+    server = SeaweedS3(tmp_path / "s3", ip=address)
+    try:
+        server.start()
+        env = {**server.env("netns"), "IFCFLOW_REDIS_URL": f"redis://{address}:{port}/0"}
+        code = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=2)"
+        probe = subprocess.run([*prefixes["a"], sys.executable, "-c", code], check=False, capture_output=True,
+                               timeout=30)
+        assert probe.returncode != 0  # inside a namespace, this host's loopback is out of reach
+        spread(tmp_path, conn, monkeypatch, env, prefixes)
+    finally:
+        server.stop()
+        stop(redis)
