@@ -151,7 +151,8 @@ def two_hosts() -> Iterator[tuple[str, dict[str, list[str]]]]:
 
 def test_two_hosts_in_network_namespaces(two_hosts: tuple[str, dict[str, list[str]]], conn: Redis, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
-    """The workers run in namespaces of their own and reach Redis and S3 only over their link to this host."""
+    """The workers run in network namespaces of their own and reach Redis and S3 only over their link to this host;
+    in their mount namespaces the submitter's folders are empty."""
     address, prefixes = two_hosts
     port = free_port()
     redis_log = tmp_path / "redis.log"
@@ -165,7 +166,15 @@ def test_two_hosts_in_network_namespaces(two_hosts: tuple[str, dict[str, list[st
         probe = subprocess.run([*prefixes["a"], sys.executable, "-c", code], check=False, capture_output=True,
                                timeout=30)
         assert probe.returncode != 0  # inside a namespace, this host's loopback is out of reach
-        spread(tmp_path, conn, monkeypatch, env, prefixes)
+        # and a mount namespace each in which the submitter's folders (models, run folders) are empty: a worker
+        # that opened a plan path instead of the store would find nothing there, and what it wrote would be lost
+        hidden = [tmp_path / "submitter", tmp_path / "s3-runs", tmp_path / "local-runs"]
+        for folder in hidden:
+            folder.mkdir(exist_ok=True)
+        mounts = " && ".join(f"mount -t tmpfs none {folder}" for folder in hidden)
+        private = {name: [*prefix, "unshare", "--mount", "--propagation", "private", "sh", "-c",
+                          f'{mounts} && exec "$@"', "sh"] for name, prefix in prefixes.items()}
+        spread(tmp_path, conn, monkeypatch, env, private)
     finally:
         server.stop()
         stop(redis)
