@@ -176,7 +176,10 @@ class RunFiles:
                 cached = self.cache.fetch(self.storage, key, sha, version)
                 local = folder / "in" / str(index) / Path(value).name
                 local.parent.mkdir(parents=True, exist_ok=True)
-                os.link(cached, local)  # the step keeps its copy even if the cache evicts the object
+                try:
+                    os.link(cached, local)  # the step keeps its copy even if the cache evicts the object
+                except FileNotFoundError:  # evicted by another worker process sharing the cache just now
+                    os.link(self.cache.fetch(self.storage, key, sha, version), local)
                 _set(data, sub, str(local))
             elif isinstance(marker, OutputFile):
                 _set(data, sub, str(workdir / Path(value).relative_to(planned.workdir)))
@@ -188,16 +191,29 @@ class RunFiles:
         is recorded only after every one is complete. Returns the named outputs' objects."""
         workdir = Path(local.workdir)
         names = {Path(path): name for name, path in local.outputs.items()}
-        stored = {}
+        stored: dict[str, StoredObject] = {}
+        done: list[StoredObject] = []
         for path in sorted(p for p in workdir.rglob("*") if p.is_file()):
             key = self.key_of(str(Path(planned.workdir) / path.relative_to(workdir)))[0]
             try:
                 obj = self.storage.put(path, key)
             except StorageError as exc:
+                self._discard([o.key for o in done])
                 raise StepError(f"output {names.get(path, path.name)} could not be stored: {exc}") from None
+            done.append(obj)
             if path in names:
                 stored[names[path]] = obj
         return stored
+
+
+    def _discard(self, keys: list[str]) -> None:
+        """Best effort: remove what this attempt stored before one upload failed, so the step leaves no partial
+        set of outputs (the store may be down; a retry overwrites them anyway)."""
+        for key in keys:
+            try:
+                self.storage.delete(key)
+            except StorageError:
+                pass
 
 
 def _set(data: Any, path: tuple[str | int, ...], value: str) -> None:

@@ -97,6 +97,9 @@ class Storage:
     def list(self, prefix: str) -> list[str]:
         raise NotImplementedError
 
+    def delete(self, key: str) -> None:
+        raise NotImplementedError
+
     def describe(self, key: str) -> str:
         return f"{self.url.rstrip('/')}/{key}"
 
@@ -147,6 +150,9 @@ class LocalStorage(Storage):
 
     def copy(self, source_key: str, target_key: str) -> StoredObject:
         return self.put(self.path(source_key), target_key)
+
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
 
     def list(self, prefix: str) -> list[str]:
         base = self.root / object_key(prefix)
@@ -277,6 +283,13 @@ class S3Storage(Storage):
             raise self._fail("listing", prefix, exc) from None
         cut = len(self.prefix) + 1 if self.prefix else 0
         return sorted(k[cut:] for k in keys)
+
+    def delete(self, key: str) -> None:
+        """Delete the key's current object (a versioned bucket keeps older versions: pinned runs still read them)."""
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=self.full(key))
+        except BOTO_ERRORS as exc:
+            raise self._fail("deleting", key, exc) from None
 
     def presign(self, key: str, expires: int = 1800, public: bool = True) -> str:
         """A presigned GET; signed for ``IFCFLOW_S3_PUBLIC_ENDPOINT`` when set (SigV4 signs the host)."""
