@@ -11,6 +11,10 @@ The index lives in Redis: ``ifcflow:cache:<key>`` -> JSON ``{run_id, step, job_i
 output still exists with its recorded size and sha256; the outputs are then hard-linked (copied across file systems)
 into the new step's folder and the step ends ``cached``, naming the run it came from.
 
+With object storage (:mod:`ifcflow.staging`) the key is computed on the worker's local copies (the same contents,
+so the same key) and an entry's outputs also name their keys: a hit is then checked with HEADs (size and sha256) and
+served by server-side copies to the new run's keys, on any host.
+
 Only options marked as input files are hashed: a path hidden in free-form arguments (an IfcPatch recipe's
 ``arguments``) is compared as text. ``cache: false`` on a step (or in ``defaults:``) and ``ifcflow run --no-cache``
 turn the cache off for those steps; ``IFCFLOW_CACHE=off`` in a worker's environment turns it off on that worker.

@@ -186,3 +186,23 @@ def test_cache_serves_a_step_from_stored_objects(s3_env: dict[str, str], conn: o
     heads = [store.head(k) for k in keys]
     assert heads[0] is not None and heads[1] is not None and heads[0].sha256 == heads[1].sha256
     assert not (tmp_path / "runs").exists()  # nothing written at the plan's paths: only in the store
+
+
+def test_ifcflow_run_with_a_private_redis_and_s3(s3_env: dict[str, str], tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ifcflow run --storage s3://...` without a Redis: its local workers use the store too; --out brings the
+    outputs home."""
+    _planned_json_step(tmp_path)
+    storage = s3_env.pop("IFCFLOW_STORAGE")
+    monkeypatch.delenv("IFCFLOW_STORAGE")
+    monkeypatch.delenv("IFCFLOW_REDIS_URL", raising=False)
+    monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "worker"))
+    done = subprocess.run([sys.executable, "-m", "ifcflow", "run", "p.yaml", "--storage", storage, "--out", "home",
+                           "--json"], cwd=tmp_path, check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    run_id = json.loads(done.stdout)["run_id"]
+    output = tmp_path / "home" / run_id / "json" / "model.json"
+    assert json.loads(output.read_text())  # downloaded, whole
+    assert list((tmp_path / "worker" / "objects").iterdir())  # the local worker fetched through its cache
+    listed = configured(storage).list(f"runs/{run_id}")
+    assert listed == [f"runs/{run_id}/json/model.json"]
