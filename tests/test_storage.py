@@ -206,3 +206,22 @@ def test_ifcflow_run_with_a_private_redis_and_s3(s3_env: dict[str, str], tmp_pat
     assert list((tmp_path / "worker" / "objects").iterdir())  # the local worker fetched through its cache
     listed = configured(storage).list(f"runs/{run_id}")
     assert listed == [f"runs/{run_id}/json/model.json"]
+
+
+def test_presigned_download_links(s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A presigned GET works without credentials; with IFCFLOW_S3_PUBLIC_ENDPOINT it is signed for that host."""
+    import urllib.request
+
+    store = configured()
+    assert isinstance(store, S3Storage)
+    source = tmp_path / "a.glb"
+    source.write_bytes(b"glTF" + os.urandom(1000))
+    store.put(source, "output/converted/a.glb")
+    url = store.presign("output/converted/a.glb", expires=60)
+    with urllib.request.urlopen(url, timeout=10) as answer:
+        assert answer.read() == source.read_bytes()
+    monkeypatch.setenv("IFCFLOW_S3_PUBLIC_ENDPOINT", s3_env["IFCFLOW_S3_ENDPOINT"].replace("127.0.0.1", "localhost"))
+    public = store.presign("output/converted/a.glb", expires=60)
+    assert public.startswith(s3_env["IFCFLOW_S3_ENDPOINT"].replace("127.0.0.1", "localhost") + "/")
+    with urllib.request.urlopen(public, timeout=10) as answer:  # the signature covers the public host
+        assert answer.read() == source.read_bytes()
