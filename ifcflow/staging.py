@@ -1,12 +1,13 @@
 """Moving a step's files between the store and a worker (the S3 path; a local folder needs none of it).
 
-A run kept in S3 carries a ``storage`` field in its record (JSON ``{url, out_dir, pins}``), written at submit:
+A run kept in S3 carries a ``storage`` field in its record (JSON ``{url, out_dir, pins, root}``), written at submit:
 
 - ``pins``: every input file outside the run folder, by its path in the plan -> ``{key, sha256, size,
   version_id}`` as uploaded (or found) at submit. A later re-upload of that key does not change the run: the worker
   asks for the pinned version (versioned bucket) and checks the sha256 either way.
 - outputs: a plan path inside the run folder ``<out>/<run_id>/<step>/<name>`` is the key
-  ``runs/<run_id>/<step>/<name>``.
+  ``runs/<run_id>/<step>/<name>``; with a ``root`` (a server's data folder), any other path below it is the key of
+  its path relative to it (``output/converted/arch.glb``, the original system's keys).
 
 On the worker (:class:`RunFiles`), a step's inputs are fetched into a worker-local LRU cache keyed by sha256
 (``IFCFLOW_WORKER_CACHE``, bounded by ``IFCFLOW_WORKER_CACHE_SIZE``), hard-linked into a private step folder, and
@@ -53,13 +54,15 @@ def size_limit(text: str | None) -> int:
         raise StorageError(f"{CACHE_SIZE_ENV}={text!r}: give a size such as 10G or 500M") from None
 
 
-def output_key(out_dir: str, path: str) -> str:
-    """The key of a plan path inside the run folder: ``runs/<run_id>/<step>/<name>``."""
+def output_key(out_dir: str, path: str, root: str | None = None) -> str:
+    """The key of a plan path inside the run folder (``runs/<run_id>/<step>/<name>``) or else below ``root``."""
     run_dir = Path(out_dir)
     target = Path(path)
-    if not target.is_relative_to(run_dir):
-        raise StorageError(f"{path} is neither an input pinned at submit nor inside the run folder {out_dir}")
-    return object_key("runs", run_dir.name, str(target.relative_to(run_dir)))
+    if target.is_relative_to(run_dir):
+        return object_key("runs", run_dir.name, str(target.relative_to(run_dir)))
+    if root and target.is_relative_to(root):
+        return object_key(str(target.relative_to(root)))
+    raise StorageError(f"{path} is neither an input pinned at submit nor inside the run folder {out_dir}")
 
 
 def input_paths(plan: Plan) -> list[str]:
@@ -73,9 +76,11 @@ def input_paths(plan: Plan) -> list[str]:
     return found
 
 
-def pin_inputs(storage: Storage, plan: Plan, keys: dict[str, str] | None = None) -> dict[str, str]:
+def pin_inputs(storage: Storage, plan: Plan, keys: dict[str, str] | None = None,
+               root: str | None = None) -> dict[str, str]:
     """Upload the plan's local input files (skipped when that sha256 is already stored) and return the run record
-    field that pins them. ``keys`` names objects already in the store (an HTTP upload) by plan path."""
+    field that pins them. ``keys`` names objects already in the store (an HTTP upload) by plan path; ``root`` (a
+    server's data folder) maps outputs outside the run folder to keys relative to it."""
     pins: dict[str, dict[str, Any]] = {}
     for path in input_paths(plan):
         if keys and path in keys:
@@ -90,7 +95,7 @@ def pin_inputs(storage: Storage, plan: Plan, keys: dict[str, str] | None = None)
             found = storage.head(key)
             stored = found if found is not None and found.sha256 == sha else storage.put(Path(path), key, sha)
         pins[path] = {"key": stored.key, "sha256": stored.sha256, "size": stored.size, "version_id": stored.version_id}
-    return {FIELD: json.dumps({"url": storage.url, "out_dir": plan.out_dir, "pins": pins})}
+    return {FIELD: json.dumps({"url": storage.url, "out_dir": plan.out_dir, "pins": pins, "root": root})}
 
 
 def download_outputs(storage: Storage, plan: Plan) -> list[Path]:
@@ -157,13 +162,15 @@ class RunFiles:
     out_dir: str
     pins: dict[str, dict[str, Any]]
     cache: WorkerCache
+    root: str | None = None
+    """A server's data folder: plan paths below it (outside the run folder) are keys relative to it."""
 
     def key_of(self, path: str) -> tuple[str, str | None, str | None]:
         """(key, pinned sha256, pinned version id) of a plan path."""
         pin = self.pins.get(path)
         if pin is not None:
             return pin["key"], pin["sha256"], pin.get("version_id")
-        return output_key(self.out_dir, path), None, None
+        return output_key(self.out_dir, path, self.root), None, None
 
     def localize(self, planned: PlannedStep, folder: Path) -> PlannedStep:
         """The step with its inputs fetched into ``folder/in`` and its outputs under ``folder/out``."""
@@ -235,7 +242,7 @@ def from_field(raw: str, storage: Storage | None = None, cache: WorkerCache | No
     if storage.url != record["url"]:
         raise StepError(f"this run keeps its files in {record['url']} but this worker's storage is {storage.url}; "
                         f"start the worker with --storage {record['url']} (or set IFCFLOW_STORAGE)")
-    return RunFiles(storage, record["out_dir"], record["pins"], cache or WorkerCache.configured())
+    return RunFiles(storage, record["out_dir"], record["pins"], cache or WorkerCache.configured(), record.get("root"))
 
 
 def step_folder(files: RunFiles, job_id: str) -> Path:

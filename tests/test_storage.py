@@ -225,3 +225,15 @@ def test_presigned_download_links(s3_env: dict[str, str], tmp_path: Path, monkey
     assert public.startswith(s3_env["IFCFLOW_S3_ENDPOINT"].replace("127.0.0.1", "localhost") + "/")
     with urllib.request.urlopen(public, timeout=10) as answer:  # the signature covers the public host
         assert answer.read() == source.read_bytes()
+
+
+def test_keys_of_plan_paths(tmp_path: Path) -> None:
+    files = staging.RunFiles(LocalStorage(tmp_path), "/data/output/runs/r1", {"/data/uploads/a.ifc": {
+        "key": "uploads/a.ifc", "sha256": "0" * 64, "version_id": "v1"}}, staging.WorkerCache(tmp_path, 1), "/data")
+    assert files.key_of("/data/uploads/a.ifc") == ("uploads/a.ifc", "0" * 64, "v1")
+    assert files.key_of("/data/output/runs/r1/glb/m.glb")[0] == "runs/r1/glb/m.glb"
+    assert files.key_of("/data/output/converted/m.glb")[0] == "output/converted/m.glb"  # the original's keys
+    with pytest.raises(StorageError, match="neither an input pinned at submit nor inside the run folder"):
+        files.key_of("/elsewhere/m.glb")
+    with pytest.raises(UnsafeKey):
+        files.key_of("/data/output/../../etc/passwd")
