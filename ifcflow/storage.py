@@ -205,6 +205,9 @@ class S3Storage(Storage):
         try:
             self.s3.head_bucket(Bucket=self.bucket)
         except BOTO_ERRORS as exc:
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+                raise StorageError(f"bucket {self.bucket!r} does not exist on {self.endpoint or 'AWS'}; create it "
+                                   f"(aws s3 mb s3://{self.bucket}, or the server's own tool) or fix {ENV}") from None
             raise self._fail("reaching", None, exc) from None
 
     def head(self, key: str) -> StoredObject | None:

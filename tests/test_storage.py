@@ -237,3 +237,11 @@ def test_keys_of_plan_paths(tmp_path: Path) -> None:
         files.key_of("/elsewhere/m.glb")
     with pytest.raises(UnsafeKey):
         files.key_of("/data/output/../../etc/passwd")
+
+
+def test_a_missing_bucket_is_one_line_at_start(s3_server: SeaweedS3, tmp_path: Path) -> None:
+    env = {**os.environ, **s3_server.env(), "IFCFLOW_REDIS_URL": "redis://127.0.0.1:1/0"}
+    done = subprocess.run([sys.executable, "-m", "ifcflow", "worker", "--storage", "s3://no-such-bucket/x"], env=env,
+                          cwd=tmp_path, check=False, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "bucket 'no-such-bucket' does not exist" in done.stderr
