@@ -245,3 +245,28 @@ def test_a_missing_bucket_is_one_line_at_start(s3_server: SeaweedS3, tmp_path: P
                           cwd=tmp_path, check=False, capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert "bucket 'no-such-bucket' does not exist" in done.stderr
+
+
+def test_a_batch_with_s3(s3_env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`ifcflow run --each` with a remote store: every sub-run is pinned and
+    runs on the store, and --out brings every sub-run's outputs home."""
+    _planned_json_step(tmp_path)
+    (tmp_path / "copies").mkdir()
+    for name in ("one", "two"):
+        (tmp_path / "copies" / f"{name}.ifc").write_bytes((tmp_path / "models" / "arch.ifc").read_bytes())
+    storage = s3_env.pop("IFCFLOW_STORAGE")
+    monkeypatch.delenv("IFCFLOW_STORAGE")
+    monkeypatch.delenv("IFCFLOW_REDIS_URL", raising=False)
+    monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "worker"))
+    done = subprocess.run([sys.executable, "-m", "ifcflow", "run", "p.yaml", "--each", "model=copies/*.ifc",
+                           "--storage", storage, "--out", "home", "--json", "--workers", "1"], cwd=tmp_path,
+                          check=False, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(done.stdout)
+    runs = [run["run_id"] for run in document["runs"]]
+    assert len(runs) == 2
+    for run_id in runs:
+        assert json.loads((tmp_path / "home" / document["batch_id"] / run_id / "json" / "model.json").read_text())
+    stored_inputs = configured(storage).list("inputs")
+    assert len(stored_inputs) == 2  # same contents, two names: inputs/<sha256>/one.ifc and .../two.ifc
+    assert len(list((tmp_path / "worker" / "objects").iterdir())) == 1  # one worker, one download of that sha256

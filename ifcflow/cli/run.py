@@ -79,15 +79,14 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
         if webhook:
             raise IfcflowError("--webhook notifies the end of one run; a batch has no webhook yet (follow it with "
                                "ifcflow status BATCH --watch, or schedule it with ifcflow schedule add --webhook)")
-        from ..storage import configured
+        from ..storage import select
         from .batch import run_batch
 
-        if configured(storage_url).remote:
-            raise IfcflowError("batches do not use object storage yet: run each file with ifcflow run --storage, "
-                               "or run the batch with a local folder (unset IFCFLOW_STORAGE)")
+        remote = select(storage_url)
 
         run_batch(doc, batch.parse_each(each), url=url, out=out, detach=detach, as_json=as_json, timeout=timeout,
-                  workers=workers, ttl=ttl, max_runs=max_runs, window=window, cache=not no_cache, specs=specs)
+                  workers=workers, ttl=ttl, max_runs=max_runs, window=window, cache=not no_cache, specs=specs,
+                  storage=remote if remote.remote else None, download=_out_given())
         return
     planned = make_plan(doc, out_root=out, cache=not no_cache)
     files = _store_inputs(storage_url, planned)  # a remote store: inputs uploaded and pinned first
@@ -120,7 +119,7 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
                 record(abandon(conn, reader, "interrupted"), "interrupted")
             raise
         record(status, reason)
-        if files and click.get_current_context().get_parameter_source("out") != click.core.ParameterSource.DEFAULT:
+        if files and _out_given():
             from ..staging import download_outputs
 
             download_outputs(files[0], planned)  # --out given: the outputs come home when the run ends
@@ -128,6 +127,11 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
             hooks.await_delivery(conn, planned.run_id, timeout=60)
     write_reports(status, specs)
     finish(status, as_json)
+
+
+def _out_given() -> bool:
+    """Whether --out was given (with a remote store, outputs are then downloaded when the run ends)."""
+    return click.get_current_context().get_parameter_source("out") != click.core.ParameterSource.DEFAULT
 
 
 def _store_inputs(storage_url: str | None, planned: Plan) -> tuple[Storage, dict[str, str]] | None:
