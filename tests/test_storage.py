@@ -270,3 +270,23 @@ def test_a_batch_with_s3(s3_env: dict[str, str], tmp_path: Path, monkeypatch: py
     stored_inputs = configured(storage).list("inputs")
     assert len(stored_inputs) == 2  # same contents, two names: inputs/<sha256>/one.ifc and .../two.ifc
     assert len(list((tmp_path / "worker" / "objects").iterdir())) == 1  # one worker, one download of that sha256
+
+
+def test_scheduled_fires_honour_the_store(s3_env: dict[str, str], conn: object, tmp_path: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """A schedule fired by a scheduler with IFCFLOW_STORAGE=s3://... pins its run's inputs; the run's output is
+    stored, not written at the plan's path."""
+    from ifcflow import schedule, status
+    from tests.conftest import work
+
+    monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "worker"))
+    _planned_json_step(tmp_path)
+    spec = schedule.ScheduleSpec(name="nightly", pipeline=str(tmp_path / "p.yaml"), cron="0 2 * * *",
+                                 out=str(tmp_path / "runs"))
+    schedule.add(conn, spec)  # type: ignore[arg-type]
+    fired = schedule.fire(conn, schedule.get(conn, "nightly"), 0.0)  # type: ignore[arg-type]
+    assert fired.outcome == "started", fired
+    work(conn)  # type: ignore[arg-type]
+    assert status.read(conn, fired.id).status == "succeeded"  # type: ignore[arg-type]
+    assert configured().list(f"runs/{fired.id}") == [f"runs/{fired.id}/json/model.json"]
+    assert not (tmp_path / "runs" / fired.id / "json").exists()
