@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from redis import Redis
@@ -22,6 +23,8 @@ def start(conn: Redis, file: str | Path, inputs: dict[str, str] | None = None, o
 
 def pins(plans: list[Plan]) -> dict[str, dict[str, str]]:
     """Per run id, the run record field pinning its inputs in the configured remote store ({} for a folder)."""
+    if not os.environ.get("IFCFLOW_STORAGE", "").strip():  # a folder by default: paths used in place (no boto3)
+        return {}
     from .staging import pin_inputs
     from .storage import configured
 

@@ -79,14 +79,13 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
         if webhook:
             raise IfcflowError("--webhook notifies the end of one run; a batch has no webhook yet (follow it with "
                                "ifcflow status BATCH --watch, or schedule it with ifcflow schedule add --webhook)")
-        from ..storage import select
         from .batch import run_batch
 
-        remote = select(storage_url)
+        remote = _selected(storage_url)
 
         run_batch(doc, batch.parse_each(each), url=url, out=out, detach=detach, as_json=as_json, timeout=timeout,
                   workers=workers, ttl=ttl, max_runs=max_runs, window=window, cache=not no_cache, specs=specs,
-                  storage=remote if remote.remote else None, download=_out_given())
+                  storage=remote, download=_out_given())
         return
     planned = make_plan(doc, out_root=out, cache=not no_cache)
     files = _store_inputs(storage_url, planned)  # a remote store: inputs uploaded and pinned first
@@ -138,10 +137,20 @@ def _store_inputs(storage_url: str | None, planned: Plan) -> tuple[Storage, dict
     """With a remote store (``--storage s3://...`` or $IFCFLOW_STORAGE): upload the local input files (skipped
     when that sha256 is stored already) and return the store and the run record field pinning them."""
     from ..staging import pin_inputs
+
+    chosen = _selected(storage_url)
+    return (chosen, pin_inputs(chosen, planned)) if chosen is not None else None
+
+
+def _selected(storage_url: str | None) -> Storage | None:
+    """The remote store chosen by --storage or $IFCFLOW_STORAGE (checked: one line if unreachable), else None.
+    boto3 is imported only then (it adds ~0.2 s to every command)."""
+    if not (storage_url or os.environ.get("IFCFLOW_STORAGE", "").strip()):
+        return None
     from ..storage import select
 
     chosen = select(storage_url)
-    return (chosen, pin_inputs(chosen, planned)) if chosen.remote else None
+    return chosen if chosen.remote else None
 
 
 def abandon(conn: Redis, reader: StatusReader, reason: str, wait: float = 10.0) -> RunStatus:
