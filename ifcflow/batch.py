@@ -234,8 +234,9 @@ def window_size(conn: Redis, window: int) -> int:
     return window or max(2, 2 * Worker.count(connection=conn))
 
 
-def submit(conn: Redis, record: BatchRecord, plans: list[Plan]) -> None:
-    """Every sub-run and the batch record in one transaction; the first window of sub-runs is released."""
+def submit(conn: Redis, record: BatchRecord, plans: list[Plan], fields: dict[str, dict[str, str]] | None = None) -> None:
+    """Every sub-run and the batch record in one transaction; the first window of sub-runs is released.
+    ``fields`` adds fields to sub-runs' records, by run id (their object-storage pins, see ifcflow.staging)."""
     release = min(window_size(conn, record.window), len(plans))
     control = Control(batch_id=record.batch_id, total=len(record.runs), window=record.window, ttl=record.ttl,
                       steps=record.steps)
@@ -246,7 +247,8 @@ def submit(conn: Redis, record: BatchRecord, plans: list[Plan]) -> None:
                                                  "control": control.model_dump_json(), "created_at": created})
         pipe.zadd(BATCHES, {record.batch_id: created})
         for sub in record.runs:
-            pipe.hset(store.run_key(sub.run_id), "batch", record.batch_id)
+            added = {"batch": record.batch_id, **(fields or {}).get(sub.run_id, {})}
+            pipe.hset(store.run_key(sub.run_id), mapping=added)  # type: ignore[arg-type]
 
     try:
         enqueue.submit_many(conn, plans, record.ttl, release=release, extra=write)

@@ -15,6 +15,10 @@ Options marked as input files are hashed, and so is every absolute path of an ex
 recipe's ``arguments`` (``MergeProjects``' models; a relative one is compared as text). ``cache: false`` on a
 step (or in ``defaults:``) and ``ifcflow run --no-cache`` turn the cache off for those
 steps; ``IFCFLOW_CACHE=off`` in a worker's environment turns it off on that worker.
+
+With object storage (:mod:`ifcflow.staging`) the key is computed on the worker's local copies (the same contents,
+so the same key) and an entry's outputs also name their keys: a hit is then checked with HEADs (size and sha256) and
+served by server-side copies to the new run's keys, on any host.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import shutil
 from functools import cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from redis import Redis
 
@@ -35,6 +39,10 @@ from . import store
 from .plan import PlannedStep
 from .services import SERVICES, Options
 from .services.base import InputFile, OutputFile, file_options
+
+if TYPE_CHECKING:
+    from .staging import RunFiles
+    from .storage import StoredObject
 
 PREFIX = "ifcflow:cache:"
 MARK = "ifcflow_cached"
@@ -132,24 +140,49 @@ def _link(source: Path, target: Path) -> None:
     os.replace(temp, target)
 
 
-def serve(conn: Redis, cache_key: str, planned: PlannedStep) -> dict[str, Any] | None:
+def serve(conn: Redis, cache_key: str, planned: PlannedStep, files: RunFiles | None = None) -> dict[str, Any] | None:
     """The step's result when an identical step succeeded earlier and its outputs are intact (they are linked
-    into this step's folder), else None."""
+    into this step's folder, or copied to its keys in the store), else None."""
     entry = lookup(conn, cache_key)
-    if entry is None or not set(entry["outputs"]) <= set(planned.outputs) or not _intact(entry["outputs"]):
+    if entry is None or not set(entry["outputs"]) <= set(planned.outputs):
         return None
-    for name, recorded in entry["outputs"].items():
-        if Path(recorded["path"]) != Path(planned.outputs[name]):
-            _link(Path(recorded["path"]), Path(planned.outputs[name]))
+    if files is not None:
+        if not _stored_intact(files, entry["outputs"]):
+            return None
+        for name, recorded in entry["outputs"].items():
+            target = files.key_of(planned.outputs[name])[0]
+            if recorded["key"] != target:
+                files.storage.copy(recorded["key"], target)
+    else:
+        if not _intact(entry["outputs"]):
+            return None
+        for name, recorded in entry["outputs"].items():
+            if Path(recorded["path"]) != Path(planned.outputs[name]):
+                _link(Path(recorded["path"]), Path(planned.outputs[name]))
     origin = {"run_id": entry["run_id"], "step": entry["step"], "job_id": entry["job_id"]}
     return {"success": True, "cached": True, "cached_from": origin, "message": entry["message"],
             "data": entry["data"], "outputs": {name: planned.outputs[name] for name in entry["outputs"]}}
 
 
-def remember(conn: Redis, cache_key: str, planned: PlannedStep, run_id: str, result: dict[str, Any]) -> None:
-    """Index a succeeded step's outputs (their sizes and hashes) under its key, for the run's retention time."""
-    outputs = {name: {"path": path, "size": os.path.getsize(path), "sha256": sha256(path)}
-               for name, path in result["outputs"].items()}
+def _stored_intact(files: RunFiles, outputs: dict[str, dict[str, Any]]) -> bool:
+    """Every recorded output is still in the store with its recorded sha256 (entries of local runs are not)."""
+    for entry in outputs.values():
+        found = files.storage.head(entry["key"]) if "key" in entry else None
+        if found is None or found.sha256 != entry["sha256"] or found.size != entry["size"]:
+            return False
+    return True
+
+
+def remember(conn: Redis, cache_key: str, planned: PlannedStep, run_id: str, result: dict[str, Any],
+             stored: dict[str, StoredObject] | None = None) -> None:
+    """Index a succeeded step's outputs (their sizes and hashes; their keys when ``stored`` in object storage)
+    under its key, for the run's retention time."""
+    if stored is not None:
+        outputs = {name: {"path": result["outputs"][name], "key": obj.key, "size": obj.size, "sha256": obj.sha256}
+                   for name, obj in stored.items()}
+    else:
+        outputs = {name: {"path": path, "size": os.path.getsize(path), "sha256": sha256(path)}
+                   for name, path in result["outputs"].items()}
     entry = {"run_id": run_id, "step": planned.id, "job_id": planned.job_id, "message": result["message"],
              "data": result["data"], "outputs": outputs}
     ttl = int(conn.hget(store.run_key(run_id), "ttl") or store.DEFAULT_TTL)

@@ -109,3 +109,7 @@ class RunTimeout(IfcflowError):
                          f"ifcflow cancel {run_id}")
         self.run_id = run_id
         self.status = status
+
+
+class StorageError(IfcflowError):
+    """The object store is unreachable, refuses the credentials, or an object is missing or not what was pinned."""

@@ -238,7 +238,7 @@ def _start(conn: Redis, spec: ScheduleSpec) -> tuple[str, Literal["run", "batch"
     doc = document.load(spec.pipeline, spec.inputs, check_files=not spec.each)
     if spec.each or doc.pipeline.for_each:
         record, plans = batch.prepare(doc, spec.each, spec.out, ttl=spec.ttl)
-        batch.submit(conn, record, plans)
+        batch.submit(conn, record, plans, runner.pins(plans))  # (pinned in a remote store when configured)
         return record.batch_id, "batch"
     return runner.start(conn, spec.pipeline, spec.inputs, out=spec.out, ttl=spec.ttl).run_id, "run"
 

@@ -15,6 +15,7 @@ from ifcflow.embedded import EmbeddedRedis
 from ifcflow.services import QUEUES
 
 from . import processes
+from .s3server import s3_env, s3_server  # noqa: F401  (fixtures: a real S3 server, SeaweedFS)
 
 # Tests count step executions: identical steps (the same recipe on the same model) must run each time. The cache
 # is switched on by the tests about it (tests/test_cache.py), for in-process and forked workers alike.

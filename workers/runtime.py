@@ -26,9 +26,9 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from ifcflow import cache, durations, events, policy, reconcile, store
+from ifcflow import cache, durations, events, policy, reconcile, staging, store
 from ifcflow.enqueue import DECIDES
-from ifcflow.errors import StepError
+from ifcflow.errors import StepError, StorageError
 from ifcflow.plan import PlannedStep
 from ifcflow.services import SERVICES, Options
 from ifcflow.states import StepState
@@ -81,7 +81,8 @@ def step(body: Body) -> Callable[..., dict[str, Any]]:
     return run
 
 
-def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = None) -> dict[str, Any]:
+def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = None,
+            files: staging.RunFiles | None = None) -> dict[str, Any]:
     job = job or get_current_job()
     began = time.monotonic()
     if job is not None and job.connection.hexists(store.run_key(run_id), "canceled"):
@@ -91,11 +92,34 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
         skipped = _skip_reason(job, planned, run_id)
         if skipped:
             return {"success": False, "skipped": True, "message": skipped, "data": {}, "outputs": {}}
+    folder, local = None, planned
+    try:  # a run kept in object storage: the step runs on a private local copy of its files (see ifcflow.staging)
+        files = files or (staging.for_run(job.connection, run_id) if job is not None else None)
+        if files is not None:
+            folder = staging.step_folder(files, planned.job_id)
+            local = files.localize(planned, folder)
+    except (StorageError, StepError, OSError) as exc:  # store unreachable, input missing: fail with the cause
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+        error = StepError(f"could not fetch the step's inputs: {exc}")
+        if job is not None:
+            _failed(job, planned, run_id, error)
+        raise error from None
+    try:
+        return _execute(body, local, planned, run_id, job, files, began)
+    finally:
+        if folder is not None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _execute(body: Body, planned: PlannedStep, logical: PlannedStep, run_id: str, job: Job | None,
+             files: staging.RunFiles | None, began: float) -> dict[str, Any]:
+    """Run the step on ``planned`` (local paths); ``logical`` is the plan's step (the same unless ``files``)."""
     options = SERVICES[planned.service].options.model_validate(planned.options)
     workdir = Path(planned.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     cache_key = cache.key(planned, options) if job is not None and planned.cache and cache.enabled() else None
-    if job is not None and cache_key and (hit := cache.serve(job.connection, cache_key, planned)) is not None:
+    if job is not None and cache_key and (hit := cache.serve(job.connection, cache_key, logical, files)) is not None:
         job.connection.hset(job.key, cache.MARK, hit["cached_from"]["run_id"])
         if _decides(job, run_id):
             _release_waiting(job, planned, run_id)
@@ -113,9 +137,14 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
             outcome = body(options, temp, progress)
         except JobTimeoutException:
             raise StepError(f"timed out after {durations.format(planned.timeout)}") from None
+        if files is not None:
+            _publish(partial, workdir)
+            stored = files.upload(planned, logical)  # every output complete in the store before the result
     except BaseException as exc:
         if isinstance(exc, StepError) and exc.keep_outputs:
             _publish(partial, workdir)
+            if files is not None:
+                files.upload(planned, logical)
         shutil.rmtree(partial, ignore_errors=True)
         if job is not None:
             _failed(job, planned, run_id, exc)
@@ -125,10 +154,13 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
     progress(1, 1, "done", force=True)
     if job is not None and _decides(job, run_id):
         _release_waiting(job, planned, run_id)
-    written = {name: path for name, path in planned.outputs.items() if Path(path).exists()}
+    if files is not None:
+        written = {name: logical.outputs[name] for name in stored}
+    else:
+        written = {name: path for name, path in planned.outputs.items() if Path(path).exists()}
     result = {"success": True, "message": outcome.message, "data": outcome.data, "outputs": written}
     if job is not None and cache_key:
-        cache.remember(job.connection, cache_key, planned, run_id, result)
+        cache.remember(job.connection, cache_key, logical, run_id, result, stored if files is not None else None)
     if job is not None:
         events.step_ended(job.connection, run_id, planned, result, time.monotonic() - began)
     return result

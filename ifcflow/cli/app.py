@@ -21,6 +21,10 @@ from ..status import RunStatus, StatusReader, wait
 EXIT = {RunState.SUCCEEDED: 0, RunState.SUCCEEDED_WITH_FAILURES: 3, RunState.FAILED: 1, RunState.CANCELED: 1}
 redis_option = click.option("--redis", "redis_url", metavar="URL", envvar=connection.ENV,
                             help="Redis server (default: $IFCFLOW_REDIS_URL; `run` starts a private one if unset)")
+storage_option = click.option(
+    "--storage", "storage_url", metavar="FOLDER|s3://BUCKET/PREFIX", default=None,
+    help="where files live (default: $IFCFLOW_STORAGE, else paths are used in place); s3:// needs "
+         "$IFCFLOW_S3_ENDPOINT (unless AWS) and the AWS credential variables")
 err = Console(stderr=True, highlight=False, soft_wrap=True)  # a long path stays on one line (CI logs)
 
 

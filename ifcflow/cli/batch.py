@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from redis import Redis
@@ -30,6 +30,9 @@ from ..batch_status import BatchStatus
 from ..errors import IfcflowError
 from ..plan import plan
 from .app import EXIT, cli, cluster, err, redis_from, redis_option
+
+if TYPE_CHECKING:
+    from ..storage import Storage
 
 
 class BatchView:
@@ -97,17 +100,24 @@ def write_reports(conn: Redis, status: BatchStatus, specs: list[tuple[str, Path]
 
 def run_batch(doc: document.Document, each: dict[str, str], *, url: str | None, out: Path, detach: bool,
               as_json: bool, timeout: float | None, workers: int | None, ttl: int, max_runs: int, window: int,
-              cache: bool, specs: list[tuple[str, Path]]) -> None:
-    """``ifcflow run FILE --each NAME=GLOB``: plan every sub-run, submit them at once, follow the batch."""
+              cache: bool, specs: list[tuple[str, Path]], storage: Storage | None = None,
+              download: bool = False) -> None:
+    """``ifcflow run FILE --each NAME=GLOB``: plan every sub-run, submit them at once, follow the batch. With a
+    remote ``storage`` every sub-run's inputs are uploaded (each sha256 once) and pinned first; ``download``
+    brings every sub-run's stored files into the batch folder when it ends."""
+    import os
+
+    from ..staging import download_outputs, pin_inputs
 
     record, plans = batch.prepare(doc, each, out, max_runs=max_runs, ttl=ttl, window=window, cache=cache)
+    fields = {plan.run_id: pin_inputs(storage, plan) for plan in plans} if storage is not None else None
     if url is None and detach:
         raise IfcflowError("--detach needs a shared Redis (--redis URL or IFCFLOW_REDIS_URL): a private one "
                            "ends with the command")
     services = sorted({step.service for step in plans[0].steps})
     count = workers or os.cpu_count() or 1
     with cluster(url, count, Path(record.out_dir) / "workers.log", services) as (conn, health):
-        batch.submit(conn, record, plans)
+        batch.submit(conn, record, plans, fields)
         err.print(f"batch {record.batch_id}: {len(plans)} runs of {record.pipeline} "
                   f"({', '.join(f'{k}={v}' for k, v in record.each.items())})", highlight=False)
         if detach:
@@ -124,6 +134,9 @@ def run_batch(doc: document.Document, each: dict[str, str], *, url: str | None, 
 
             drain_local(conn, out)  # before the private Redis goes away (ifcflow history reads it)
         write_reports(conn, status, specs)  # JUnit reads each run's steps: before a private Redis goes
+        if storage is not None and download:
+            for plan in plans:
+                download_outputs(storage, plan)
     finish(status, as_json)
 
 

@@ -13,7 +13,7 @@ from ..client import Run
 from ..errors import IfcflowError
 from ..status import StatusReader
 from . import batch as batch_cli
-from .app import SECONDS, WHOLE_SECONDS, cli, finish, follow, record, redis_from, redis_option
+from .app import SECONDS, WHOLE_SECONDS, cli, finish, follow, record, redis_from, redis_option, storage_option
 
 
 @cli.command()
@@ -23,10 +23,14 @@ from .app import SECONDS, WHOLE_SECONDS, cli, finish, follow, record, redis_from
 @click.option("--name", default=None, help="worker name (default: RQ's)")
 @click.option("--quiet", is_flag=True, help="log warnings only")
 @click.option("--preload", default="", metavar="SERVICES", help="comma-separated services to import up front [all]")
+@storage_option
 def worker(queues: tuple[str, ...], redis_url: str | None, burst: bool, name: str | None, quiet: bool,
-           preload: str) -> None:
+           preload: str, storage_url: str | None) -> None:
     """Run an RQ worker for QUEUES (default: all ifcflow queues), with ifcopenshell preloaded."""
+    from .. import storage
     from ..worker import run_worker
+
+    storage.select(storage_url)  # an unreachable store or wrong credentials: one line, exit 2
 
     url = connection.configured_url(redis_url)
     if not url:

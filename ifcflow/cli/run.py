@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 import click
 from redis import Redis
@@ -19,6 +20,10 @@ from ..errors import IfcflowError
 from ..plan import Plan
 from ..plan import plan as make_plan
 from ..status import RunStatus, StatusReader
+
+if TYPE_CHECKING:
+    from ..storage import Storage
+
 from .app import (
     SECONDS,
     WHOLE_SECONDS,
@@ -30,6 +35,7 @@ from .app import (
     record,
     redis_option,
     report_specs,
+    storage_option,
     write_reports,
 )
 
@@ -58,9 +64,10 @@ from .app import (
               help="refuse a batch with more runs than this")
 @click.option("--window", type=int, default=0, help="a batch's runs released at a time [2 x workers, at least 2]")
 @click.option("--no-cache", "no_cache", is_flag=True, help="run every step, even when an identical one ran before")
+@storage_option
 def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, detach: bool, as_json: bool,
         timeout: float | None, workers: int | None, ttl: int, reports: tuple[str, ...], webhook: str | None,
-        each: tuple[str, ...], max_runs: int, window: int, no_cache: bool) -> None:
+        each: tuple[str, ...], max_runs: int, window: int, no_cache: bool, storage_url: str | None) -> None:
     """Check FILE, plan it, enqueue it and (by default) wait for it with a live view.
 
     With --each (or 'for_each:' in FILE) it is a batch: one run per matching file, under one batch id."""
@@ -77,10 +84,15 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
                                "ifcflow status BATCH --watch, or schedule it with ifcflow schedule add --webhook)")
         from .batch import run_batch
 
+        remote = _selected(storage_url)
+
         run_batch(doc, batch.parse_each(each), url=url, out=out, detach=detach, as_json=as_json, timeout=timeout,
-                  workers=workers, ttl=ttl, max_runs=max_runs, window=window, cache=not no_cache, specs=specs)
+                  workers=workers, ttl=ttl, max_runs=max_runs, window=window, cache=not no_cache, specs=specs,
+                  storage=remote, download=_out_given())
         return
     planned = make_plan(doc, out_root=out, cache=not no_cache)
+    files = _store_inputs(storage_url, planned)  # a remote store: inputs uploaded and pinned first
+    fields = {**(fields or {}), **files[1]} if files else fields
     if url is None and detach:
         raise IfcflowError("--detach needs a shared Redis (--redis URL or IFCFLOW_REDIS_URL): a private one "
                            "ends with the command")
@@ -114,10 +126,39 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
             from .history import drain_local
 
             drain_local(conn, out)  # before the private Redis goes away (ifcflow history reads it)
+        if files and _out_given():
+            from ..staging import download_outputs
+
+            download_outputs(files[0], planned)  # --out given: the outputs come home when the run ends
         if webhook and url is None:  # the private Redis and its workers end with this command: deliver first
             hooks.await_delivery(conn, planned.run_id, timeout=60)
     write_reports(status, specs)
     finish(status, as_json)
+
+
+def _out_given() -> bool:
+    """Whether --out was given (with a remote store, outputs are then downloaded when the run ends)."""
+    return click.get_current_context().get_parameter_source("out") != click.core.ParameterSource.DEFAULT
+
+
+def _store_inputs(storage_url: str | None, planned: Plan) -> tuple[Storage, dict[str, str]] | None:
+    """With a remote store (``--storage s3://...`` or $IFCFLOW_STORAGE): upload the local input files (skipped
+    when that sha256 is stored already) and return the store and the run record field pinning them."""
+    from ..staging import pin_inputs
+
+    chosen = _selected(storage_url)
+    return (chosen, pin_inputs(chosen, planned)) if chosen is not None else None
+
+
+def _selected(storage_url: str | None) -> Storage | None:
+    """The remote store chosen by --storage or $IFCFLOW_STORAGE (checked: one line if unreachable), else None.
+    boto3 is imported only then (it adds ~0.2 s to every command)."""
+    if not (storage_url or os.environ.get("IFCFLOW_STORAGE", "").strip()):
+        return None
+    from ..storage import select
+
+    chosen = select(storage_url)
+    return chosen if chosen.remote else None
 
 
 def abandon(conn: Redis, reader: StatusReader, reason: str, wait: float = 10.0) -> RunStatus:

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import IfcflowError
-from .app import cli, redis_option
+from .app import cli, redis_option, storage_option
 
 
 @cli.command()
@@ -19,9 +19,15 @@ from .app import cli, redis_option
 @redis_option
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(host: str, port: int, data: Path | None, redis_url: str | None, log_level: str) -> None:
+@storage_option
+def serve(host: str, port: int, data: Path | None, redis_url: str | None, log_level: str,
+          storage_url: str | None) -> None:
     """Serve the HTTP API: the original IFC Pipeline endpoints, /runs, events and webhooks (docs at /docs)."""
     import uvicorn
+
+    from .. import storage
+
+    storage.select(storage_url)  # an unreachable store or wrong credentials: one line, exit 2
 
     from ..api.app import create_app
     from ..api.settings import Settings, loopback

@@ -1,0 +1,96 @@
+"""Object storage through ifcflow's own code (``ifcflow.storage``, ``ifcflow.staging``) on a real SeaweedFS.
+
+- 100 MB up (``S3Storage.put``: sha256 pass, one PUT with ChecksumSHA256, HEAD) and down (``S3Storage.get``:
+  streamed into a temporary file with the sha256 checked, renamed), best of 3.
+- Staging overhead of a glb step on the largest real models: fetch of the input into an empty worker cache plus the
+  upload of the outputs, against the step's own time.
+
+    python -m bench.bench_storage
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from ifcflow import staging
+from ifcflow.document import load
+from ifcflow.plan import plan
+from ifcflow.storage import S3Storage
+from tests.s3server import SeaweedS3
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "ifc"
+MB = 1_000_000
+
+
+def transfer(store: S3Storage, folder: Path) -> None:
+    big = folder / "big.bin"
+    big.write_bytes(os.urandom(100 * MB))
+    up, down = [], []
+    for n in range(3):
+        start = time.perf_counter()
+        store.put(big, f"bench/big-{n}.bin")
+        up.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        store.get(f"bench/big-{n}.bin", folder / "back.bin")
+        down.append(time.perf_counter() - start)
+    print(f"100 MB up:   best {min(up):.2f} s = {100 / min(up):.0f} MB/s (all: {', '.join(f'{t:.2f}' for t in up)})")
+    print(f"100 MB down: best {min(down):.2f} s = {100 / min(down):.0f} MB/s (all: {', '.join(f'{t:.2f}' for t in down)})")
+
+
+def staging_overhead(store: S3Storage, folder: Path, model: Path) -> None:
+    from workers import ifcconvert
+    from workers.runtime import execute
+
+    pipeline = folder / f"{model.stem}.yaml"
+    pipeline.write_text(f"version: 1\nname: glb\ninputs: {{model: {model}}}\n"
+                        "steps:\n  glb: {uses: ifcconvert, with: {input: '${{ inputs.model }}', output: model.glb}}\n")
+    planned = plan(load(pipeline), out_root=folder / "runs")
+    field = staging.pin_inputs(store, planned)[staging.FIELD]
+    files = staging.from_field(field, store, staging.WorkerCache(folder / f"cache-{model.stem}", 10**10))
+    times: dict[str, float] = {}
+    original_localize, original_upload = files.localize, files.upload
+
+    def localize(*args, **kwargs):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return original_localize(*args, **kwargs)
+        finally:
+            times["fetch"] = time.perf_counter() - start
+
+    def upload(*args, **kwargs):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        try:
+            return original_upload(*args, **kwargs)
+        finally:
+            times["upload"] = time.perf_counter() - start
+
+    files.localize, files.upload = localize, upload  # type: ignore[method-assign]
+    start = time.perf_counter()
+    execute(ifcconvert.body, planned.steps[0], planned.run_id, files=files)
+    total = time.perf_counter() - start
+    staging_time = times["fetch"] + times["upload"]
+    print(f"{model.name} ({model.stat().st_size / MB:.1f} MB) glb: step {total:.2f} s, fetch {times['fetch']:.3f} s, "
+          f"upload {times['upload']:.3f} s = {100 * staging_time / total:.1f} % of the step")
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as temp:
+        folder = Path(temp)
+        server = SeaweedS3(folder / "s3")
+        server.start()
+        try:
+            os.environ.update({k: v for k, v in server.env().items() if k != "IFCFLOW_STORAGE"})
+            store = S3Storage(server.bucket, "bench", server.endpoint)
+            transfer(store, folder)
+            for name in ("AC20-FZK-Haus.ifc", "duplex.ifc"):
+                if (SHARED / name).exists():
+                    staging_overhead(store, folder, SHARED / name)
+        finally:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
