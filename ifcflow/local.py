@@ -34,7 +34,6 @@ class LocalCluster:
         return self.redis.url
 
     def __enter__(self) -> LocalCluster:
-        self.redis.start()
         log = subprocess.DEVNULL
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
@@ -43,10 +42,12 @@ class LocalCluster:
         try:
             for index in range(self.count):
                 self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "ifcflow", "worker", "--redis", self.url, "--quiet",
-                     "--name", f"local-{os.getpid()}-{index}", "--preload", ",".join(self.preload)],
+                    [sys.executable, "-m", "ifcflow.localworker", self.url, f"local-{os.getpid()}-{index}",
+                     ",".join(self.preload)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
                 ))
+            self.redis.launch()  # while the workers import ifcopenshell; they wait for it (ifcflow.localworker)
+            self.redis.wait_ready()
         except BaseException:
             self.stop()
             raise
@@ -96,14 +97,40 @@ def _kill_group(pgid: int) -> None:
 
 
 def _await_groups(pgids: list[int], timeout: float) -> None:
-    """Wait until no process of these process groups is left (or ``timeout`` passes)."""
+    """Wait until no live process of these process groups is left (or ``timeout`` passes).
+
+    A zombie counts as gone: it runs no code and holds no connection. Orphaned members (RQ's scheduler process,
+    whose worker was killed) are reaped by PID 1, which in containers and micro-VMs can take over a second.
+    """
     deadline = time.monotonic() + timeout
     pending = set(pgids)
     while pending and time.monotonic() < deadline:
-        for pgid in list(pending):
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
-                pending.discard(pgid)
+        pending = _live_groups(pending)
         if pending:
             time.sleep(0.02)
+
+
+def _live_groups(pgids: set[int]) -> set[int]:
+    """Those of ``pgids`` that still have a process that is not a zombie."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        live = set()
+        for pgid in pgids:
+            try:
+                os.killpg(pgid, 0)
+                live.add(pgid)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return live
+    live = set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        state, pgid = fields[0], int(fields[2])  # after "pid (comm)": state, ppid, pgrp
+        if pgid in pgids and state not in ("Z", "X"):
+            live.add(pgid)
+    return live
