@@ -14,7 +14,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from . import lifeline
+from redis import Redis
+from redis.exceptions import RedisError
+
+from . import changes, lifeline
 from .embedded import EmbeddedRedis
 from .errors import EmbeddedRedisError
 
@@ -28,6 +31,7 @@ class LocalCluster:
         self.preload = preload or []
         self.redis = EmbeddedRedis(die_with_parent=True)
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.names = [f"local-{os.getpid()}-{index}" for index in range(self.count)]
 
     @property
     def url(self) -> str:
@@ -40,10 +44,9 @@ class LocalCluster:
             log = self.log_file.open("ab")  # type: ignore[assignment]
         env = {**os.environ, lifeline.ENV: str(os.getpid())}  # workers, horses, scheduler die with this process
         try:
-            for index in range(self.count):
+            for name in self.names:
                 self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "ifcflow.localworker", self.url, f"local-{os.getpid()}-{index}",
-                     ",".join(self.preload)],
+                    [sys.executable, "-m", "ifcflow.localworker", self.url, name, ",".join(self.preload)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
                 ))
             self.redis.launch()  # while the workers import ifcopenshell; they wait for it (ifcflow.localworker)
@@ -84,8 +87,23 @@ class LocalCluster:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop(grace=0.5 if kind is KeyboardInterrupt else 3.0)
 
-    def finished(self) -> None:
-        """The run ended: nothing is left to finish, stop at once."""
+    def finished(self, settle: float = 5.0) -> None:
+        """The run ended: stop at once, as soon as no worker is still handling a job's end (logging it,
+        reconciling: ``ifcflow run`` may see the last step end first), at most ``settle`` seconds."""
+        keys = [f"rq:worker:{name}" for name, proc in zip(self.names, self.processes) if proc.poll() is None]
+        deadline = time.monotonic() + settle
+        try:
+            client = Redis(unix_socket_path=str(self.redis.socket), socket_timeout=settle)
+            with client.pipeline(transaction=False) as pipe:
+                while time.monotonic() < deadline:
+                    for key in keys:
+                        pipe.hexists(key, changes.BUSY_FIELD)
+                    if not any(pipe.execute()):
+                        break
+                    time.sleep(0.005)
+            client.close()
+        except RedisError:
+            pass
         self.stop(grace=0)
 
 

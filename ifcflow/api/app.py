@@ -32,6 +32,7 @@ from . import (
     uischedules,
     uploads,
 )
+from .feed import Feed
 from .guard import Guard
 from .paths import UnsafePath
 from .problems import public
@@ -127,6 +128,7 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
         finally:
             stop.set()
             watcher.stop()
+            app.state.feed.stop()
 
     app = FastAPI(title="ifcflow", version="0.1.0", lifespan=lifespan, description=(
         "Pipelines of IfcOpenShell tools on RQ. The original IFC Pipeline gateway's endpoints, unchanged, plus "
@@ -135,6 +137,7 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     app.add_middleware(Guard, allowed_hosts=settings.allowed_hosts)  # foreign Host, cross-site writes
     app.state.settings = settings
     app.state.conn = client
+    app.state.feed = Feed(client)  # run changes announced on pub/sub, fanned out to the event streams
     _errors(app)
     for module in (health, original, jobs, uploads, runs, events, batches, schedules):
         app.include_router(module.router, responses=answers.of_router(module.router))  # every error answer documented
