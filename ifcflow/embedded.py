@@ -92,6 +92,10 @@ def _versions(binaries: list[str]) -> dict[str, tuple[int, ...]]:
     return versions
 
 
+HASH_MAX_VALUE = 1024
+"""Largest field value kept in a compact hash encoding (Redis's default is 64 bytes); see bench/README.md."""
+
+
 class EmbeddedRedis:
     """``with EmbeddedRedis() as server: server.url`` -- a throwaway redis-server on a unix socket."""
 
@@ -116,7 +120,10 @@ class EmbeddedRedis:
         self.binary = self.binary or find_server()
         args = [self.binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700",
                 "--save", "", "--appendonly", "no", "--dir", str(self.folder), "--daemonize", "no",
-                "--loglevel", "warning", "--logfile", str(self.folder / "redis.log")]
+                "--loglevel", "warning", "--logfile", str(self.folder / "redis.log"),
+                # a run record (its compressed plan) and a finished job (result, meta) hold values of a few hundred
+                # bytes: small hashes stay compact (listpack) instead of a hash table, a third less per finished run
+                "--hash-max-ziplist-value", str(HASH_MAX_VALUE)]
         self.process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.PIPE, start_new_session=True,
                                         preexec_fn=lifeline.die_with_parent if self.die_with_parent else None)

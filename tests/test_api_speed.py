@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+from redis import Redis
 
 from ifcflow.api import session
 from ifcflow.api.app import create_app
@@ -33,3 +34,13 @@ def test_the_page_session_passes_the_key_check_without_a_dependency_override(tmp
         assert asyncio.run(get({"X-API-Key": KEY})) == 200
         assert asyncio.run(get({}, {session.COOKIE: session.issue(KEY)})) == 200
         assert asyncio.run(get({}, {session.COOKIE: session.issue("not-a-key")})) == 401
+
+
+def test_a_private_redis_keeps_run_records_and_finished_jobs_compact() -> None:
+    """A run record holds its compressed plan (hundreds of bytes), a finished job its result and meta: with
+    Redis's default (values up to 64 bytes) such hashes become hash tables, about 1.3 KB each instead of ~0.7."""
+    with EmbeddedRedis() as server:
+        conn = Redis.from_url(server.url)
+        conn.hset("ifcflow:run:x", mapping={"plan": "z:" + "A" * 600, "ttl": "604800", "created_at": "1.5"})
+        assert conn.object("encoding", "ifcflow:run:x") in (b"listpack", b"ziplist")
+        conn.close()
