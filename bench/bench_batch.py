@@ -113,6 +113,37 @@ def memory_per_job(folder: Path, files: int = 50) -> float:
     return used / (3 * len(record.runs))
 
 
+def memory_per_run(folder: Path, files: int = 100) -> tuple[float, dict[str, float]]:
+    """Redis bytes per finished one-step run of a ``files``-file batch, and MEMORY USAGE per run by key kind."""
+    import re
+
+    from rq import SimpleWorker
+
+    from ifcflow.worker import IfcflowWorker
+
+    class InProcess(IfcflowWorker, SimpleWorker):
+        pass
+
+    os.environ["IFCFLOW_CACHE"] = "off"
+    (folder / "one.yaml").write_text(ONE)
+    with EmbeddedRedis() as server:
+        conn = Redis.from_url(server.url)
+        base = int(conn.info("memory")["used_memory"])
+        record = batch.start(conn, folder / "one.yaml", each={"arch": str(folder / "many/*.ifc")},
+                             out=folder / "runs-runmem")
+        InProcess(list(QUEUES), connection=conn).work(burst=True, logging_level="WARNING")
+        batch.advance(conn, record.batch_id)
+        done = batch_status.read(conn, record.batch_id)
+        assert done.counts["succeeded"] == len(record.runs), done.counts
+        used = int(conn.info("memory")["used_memory"]) - base
+        kinds: dict[str, float] = {}
+        for key in conn.scan_iter(count=1000):
+            kind = re.sub(r"[0-9a-f]{12}[-\w]*|\d{8}-\d{6}\S*", "*", key.decode())
+            kinds[kind] = kinds.get(kind, 0) + (conn.memory_usage(key) or 0) / len(record.runs)
+    del os.environ["IFCFLOW_CACHE"]
+    return used / len(record.runs), dict(sorted(kinds.items(), key=lambda item: -item[1]))
+
+
 def workers(url: str, count: int = 2, cache: bool = True) -> list[subprocess.Popen[bytes]]:
     """``count`` forked ifcflow workers, returned once all registered (start-up is not measured)."""
     from rq import Worker
@@ -224,7 +255,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--skip-xargs", action="store_true")
-    parser.add_argument("--only", choices=["enqueue", "memory", "throughput", "coordination", "hash", "fairness"], default=None)
+    parser.add_argument("--only", choices=["enqueue", "memory", "runmem", "throughput", "coordination", "hash", "fairness"], default=None)
     parser.add_argument("--no-per-file-xargs", action="store_true", help="skip xargs -n 1 (minutes at 500 files)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -234,6 +265,11 @@ def main() -> None:
             with EmbeddedRedis() as server:
                 print("enqueue + status:", enqueue_and_status(Redis.from_url(server.url), folder, args.files),
                       flush=True)
+        if args.only in (None, "runmem"):
+            per_run, kinds = memory_per_run(folder)
+            print(f"memory per finished one-step run (100-file batch): {per_run:.0f} B (used_memory delta); "
+                  "MEMORY USAGE per run by key: " + ", ".join(f"{k} {v:.0f}" for k, v in kinds.items() if v >= 20),
+                  flush=True)
         if args.only in (None, "memory"):
             print(f"memory per finished job: {memory_per_job(folder):.0f} B", flush=True)
         if args.only in (None, "throughput"):

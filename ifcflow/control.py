@@ -11,7 +11,7 @@ from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from . import enqueue, graph, lifetimes, outbox, reconcile, rqstore, store
+from . import changes, enqueue, graph, lifetimes, outbox, reconcile, rqstore, store
 from .errors import IfcflowError
 from .lock import RunLock
 from .states import StepState
@@ -48,6 +48,7 @@ def cancel(conn: Redis, run_id: str, wait: float = 10.0, reason: str = "canceled
                 rqstore.cancel_waiting(conn, step.job_id)
         store.record_steps(conn, run_id, canceled, overwrite=True)
         outbox.record(conn, [outbox.audit("cancel", run_id=run_id, detail={"steps": list(canceled), "reason": reason})])
+    changes.publish(conn, run_id)
     _await_stopped(conn, stopped, wait)
     for step_id in canceled:
         planned = reader.plan.step(step_id)  # only this job's partial folders: a folder may be shared (HTTP API)

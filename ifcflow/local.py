@@ -14,7 +14,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from . import lifeline
+from redis import Redis
+from redis.exceptions import RedisError
+
+from . import changes, lifeline
 from .embedded import EmbeddedRedis
 from .errors import EmbeddedRedisError
 
@@ -28,25 +31,26 @@ class LocalCluster:
         self.preload = preload or []
         self.redis = EmbeddedRedis(die_with_parent=True)
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.names = [f"local-{os.getpid()}-{index}" for index in range(self.count)]
 
     @property
     def url(self) -> str:
         return self.redis.url
 
     def __enter__(self) -> LocalCluster:
-        self.redis.start()
         log = subprocess.DEVNULL
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             log = self.log_file.open("ab")  # type: ignore[assignment]
         env = {**os.environ, lifeline.ENV: str(os.getpid())}  # workers, horses, scheduler die with this process
         try:
-            for index in range(self.count):
+            for name in self.names:
                 self.processes.append(subprocess.Popen(
-                    [sys.executable, "-m", "ifcflow", "worker", "--redis", self.url, "--quiet",
-                     "--name", f"local-{os.getpid()}-{index}", "--preload", ",".join(self.preload)],
+                    [sys.executable, "-m", "ifcflow.localworker", self.url, name, ",".join(self.preload)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
                 ))
+            self.redis.launch()  # while the workers import ifcopenshell; they wait for it (ifcflow.localworker)
+            self.redis.wait_ready()
         except BaseException:
             self.stop()
             raise
@@ -83,8 +87,23 @@ class LocalCluster:
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop(grace=0.5 if kind is KeyboardInterrupt else 3.0)
 
-    def finished(self) -> None:
-        """The run ended: nothing is left to finish, stop at once."""
+    def finished(self, settle: float = 5.0) -> None:
+        """The run ended: stop at once, as soon as no worker is still handling a job's end (logging it,
+        reconciling: ``ifcflow run`` may see the last step end first), at most ``settle`` seconds."""
+        keys = [f"rq:worker:{name}" for name, proc in zip(self.names, self.processes) if proc.poll() is None]
+        deadline = time.monotonic() + settle
+        try:
+            client = Redis(unix_socket_path=str(self.redis.socket), socket_timeout=settle)
+            with client.pipeline(transaction=False) as pipe:
+                while time.monotonic() < deadline:
+                    for key in keys:
+                        pipe.hexists(key, changes.BUSY_FIELD)
+                    if not any(pipe.execute()):
+                        break
+                    time.sleep(0.005)
+            client.close()
+        except RedisError:
+            pass
         self.stop(grace=0)
 
 
@@ -96,14 +115,40 @@ def _kill_group(pgid: int) -> None:
 
 
 def _await_groups(pgids: list[int], timeout: float) -> None:
-    """Wait until no process of these process groups is left (or ``timeout`` passes)."""
+    """Wait until no live process of these process groups is left (or ``timeout`` passes).
+
+    A zombie counts as gone: it runs no code and holds no connection. Orphaned members (RQ's scheduler process,
+    whose worker was killed) are reaped by PID 1, which in containers and micro-VMs can take over a second.
+    """
     deadline = time.monotonic() + timeout
     pending = set(pgids)
     while pending and time.monotonic() < deadline:
-        for pgid in list(pending):
-            try:
-                os.killpg(pgid, 0)
-            except (ProcessLookupError, PermissionError):
-                pending.discard(pgid)
+        pending = _live_groups(pending)
         if pending:
             time.sleep(0.02)
+
+
+def _live_groups(pgids: set[int]) -> set[int]:
+    """Those of ``pgids`` that still have a process that is not a zombie."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        live = set()
+        for pgid in pgids:
+            try:
+                os.killpg(pgid, 0)
+                live.add(pgid)
+            except (ProcessLookupError, PermissionError):
+                pass
+        return live
+    live = set()
+    for entry in proc.iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # gone meanwhile
+        state, pgid = fields[0], int(fields[2])  # after "pid (comm)": state, ppid, pgrp
+        if pgid in pgids and state not in ("Z", "X"):
+            live.add(pgid)
+    return live

@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from redis import Redis
 from redis.exceptions import RedisError
 
-from . import events, lifetimes, policy, rqstore, store
+from . import changes, events, lifetimes, policy, rqstore, store
 from .errors import RunNotFound
 from .lock import RunLock, dirty_key
 from .plan import Plan
@@ -94,6 +94,7 @@ def _reader(conn: Redis, run_id: str, plan: Plan | None) -> StatusReader:
 
 def _pass(conn: Redis, reader: StatusReader, ended: Mapping[str, StepState]) -> RunStatus:
     status = reader.fetch()
+    changed = False
     for _ in range(5):  # each repair can make the next one possible (a dead worker's step fails, ...)
         unknown = [sid for sid, s in status.steps.items() if (s.error or "").startswith("unknown RQ job status")]
         if unknown:
@@ -101,9 +102,12 @@ def _pass(conn: Redis, reader: StatusReader, ended: Mapping[str, StepState]) -> 
             return status
         if not repair(conn, reader.plan, status, ended):
             break
+        changed = True
         status = reader.fetch()
     if status.terminal and not ended:
-        end(conn, reader, status)
+        changed |= end(conn, reader, status)
+    if changed:
+        changes.publish(conn, reader.run_id)
     return status
 
 

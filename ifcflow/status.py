@@ -296,8 +296,10 @@ def read(conn: Redis, run_id: str, with_traceback: bool = False) -> RunStatus:
 
 
 def wait(reader: StatusReader, timeout: float | None = None, on_update: Any = None,
-         first_delay: float = 0.05, max_delay: float = 2.0) -> RunStatus:
-    """Poll with exponential backoff (capped at ``max_delay``) until the run ends or ``timeout`` passes."""
+         first_delay: float = 0.05, max_delay: float = 2.0, sleep: Any = time.sleep) -> RunStatus:
+    """Poll with exponential backoff (capped at ``max_delay``) until the run ends or ``timeout`` passes.
+
+    ``sleep(seconds)`` may return early (``ifcflow.changes.Waiter.sleep`` does when the run is announced)."""
     delay = first_delay
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
@@ -306,5 +308,5 @@ def wait(reader: StatusReader, timeout: float | None = None, on_update: Any = No
             on_update(status)
         if status.terminal or (deadline is not None and time.monotonic() >= deadline):
             return status
-        time.sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
+        sleep(delay if deadline is None else max(0.0, min(delay, deadline - time.monotonic())))
         delay = min(delay * 1.25, max_delay)

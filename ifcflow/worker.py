@@ -23,7 +23,7 @@ from redis.exceptions import RedisError
 from rq import Worker
 from rq.job import Job, JobStatus
 
-from . import reconcile, rqstore
+from . import changes, reconcile, rqstore
 from .services import QUEUES, SERVICES
 
 JOB_MONITORING_INTERVAL = 5
@@ -95,16 +95,32 @@ class IfcflowWorker(Worker):
         self.stop_asked = True  # RQ raises StopRequested when idle and sets _stop_requested only when busy
         super().request_stop(signum, frame)
 
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        super().prepare_job_execution(job, remove_from_intermediate_queue)  # in the horse: the job is started
+        changes.publish(self.connection, (job.meta or {}).get("ifcflow_run"))
+
+    def handle_job_success(self, job: Job, queue: Any, started_job_registry: Any, execution: Any) -> None:
+        super().handle_job_success(job, queue, started_job_registry, execution)  # in the horse: the step ended
+        changes.publish(self.connection, (job.meta or {}).get("ifcflow_run"))
+
     def execute_job(self, job: Job, queue: Any) -> None:
         meta = job.meta or {}
         what = f"job {job.id}" + (f" (run {meta['ifcflow_run']})" if meta.get("ifcflow_run") else "")
         started = time.monotonic()
         jobs_log.info("%s started on queue %s", what, job.origin)
+        try:
+            self.connection.hset(self.key, changes.BUSY_FIELD, job.id)
+        except RedisError:
+            pass  # RQ's own bookkeeping below meets the same error and handles it
         self.current = (job, queue)
         super().execute_job(job, queue)
         self.current = None
-        if self.is_horse:
-            return
+        if not self.is_horse:
+            self._ended(job, what, started)
+
+    def _ended(self, job: Job, what: str, started: float) -> None:
+        """In the worker, once the job's horse ended: log it, reconcile its run, announce the change."""
+        meta = job.meta or {}
         try:
             state = job.get_status(refresh=True)
         except Exception:  # Redis gone: say what we know
@@ -118,6 +134,11 @@ class IfcflowWorker(Worker):
         except Exception:  # the job's end is recorded; the periodic pass retries the repairs
             log.exception("could not reconcile after job %s", job.id)
         self._advance_batch(job)
+        changes.publish(self.connection, meta.get("ifcflow_run"))
+        try:
+            self.connection.hdel(self.key, changes.BUSY_FIELD)
+        except RedisError:
+            pass
 
     def _advance_batch(self, job: Job) -> None:
         """A job of a batch's sub-run ended: release the batch's next sub-runs if that run ended."""
@@ -141,6 +162,7 @@ class IfcflowWorker(Worker):
                 log.exception("could not record the error of job %s", job.id)
         super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string,
                                    execution=execution)
+        changes.publish(self.connection, (job.meta or {}).get("ifcflow_run"))
 
     def stop_horse(self) -> tuple[Job, Any] | None:
         """Kill a work horse left running after the worker lost Redis, and wait for it; returns its job."""

@@ -174,3 +174,17 @@ def test_duplicate_input_flags_are_refused(folder: Path) -> None:
     done = cli("validate", str(path), "-i", f"arch={folder / 'arch.ifc'}", "-i", "arch=b.ifc")
     assert done.returncode == 2
     assert "input 'arch' is given twice" in done.stderr
+
+
+def test_clean_up_does_not_wait_for_zombies_to_be_reaped() -> None:
+    """An orphaned zombie (RQ's scheduler after its worker was killed) is reaped by PID 1 whenever it gets to it
+    (over a second in containers); it runs nothing, so the local clean-up must not wait for it."""
+    from ifcflow.local import _await_groups
+
+    zombie = subprocess.Popen(["true"], start_new_session=True)  # never waited for below: a zombie of ours
+    while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:
+        time.sleep(0.01)
+    began = time.monotonic()
+    _await_groups([zombie.pid], timeout=30.0)
+    assert time.monotonic() - began < 10.0, "waited for a zombie as if it still ran"
+    zombie.wait()

@@ -38,6 +38,7 @@ from . import (
     uploads,
 )
 from .docs import install as install_docs
+from .feed import Feed
 from .guard import Guard
 from .paths import UnsafePath
 from .problems import public
@@ -137,6 +138,7 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
         finally:
             stop.set()
             watcher.stop()
+            app.state.feed.stop()
 
     keyed = bool(settings.api_keys)  # then /docs and /openapi.json need the key like the rest (api/docs.py)
     app = FastAPI(title="ifcflow", version="0.1.0", lifespan=lifespan, docs_url=None if keyed else "/docs",
@@ -147,6 +149,7 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     app.add_middleware(Guard, allowed_hosts=settings.allowed_hosts)  # foreign Host, cross-site writes
     app.state.settings = settings
     app.state.conn = client
+    app.state.feed = Feed(client)  # run changes announced on pub/sub, fanned out to the event streams
     _errors(app)
     for module in (health, original, jobs, uploads, downloads, preview, fetch, runs, events, batches, schedules):
         app.include_router(module.router, responses=answers.of_router(module.router))  # every error answer documented

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+from collections.abc import Callable
 
 from fastapi import HTTPException, Request, Security
 from fastapi.security import APIKeyHeader
@@ -38,6 +39,9 @@ def _allowed_address(settings: Settings, host: str | None) -> bool:
 async def require_key(request: Request, key: str | None = Security(header)) -> None:
     settings: Settings = request.app.state.settings
     if not settings.api_keys:
+        return
+    also: Callable[[Request], bool] | None = getattr(request.app.state, "also_authenticated", None)
+    if also is not None and also(request):  # the web page's session cookie (ifcflow.api.ui)
         return
     if key is None:
         if _allowed_address(settings, request.client.host if request.client else None):

@@ -280,4 +280,5 @@ async def batch_events(request: Request, batch_id: str) -> StreamingResponse:
     def read() -> BatchStatus:
         return batch_status.read(conn, batch_id)
 
-    return events.respond(events.stream(request, read, fingerprint, request.app.state.settings.events_interval))
+    return events.respond(events.stream(request, f"batch:{batch_id}", read, fingerprint,
+                                        request.app.state.settings.events_interval))

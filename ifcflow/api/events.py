@@ -1,17 +1,15 @@
 """``GET /runs/{run_id}/events``: Server-Sent Events, not polling, for clients (``stream`` serves batches too).
 
-One loop per connection reads the run's status (one Redis round trip, a server-side script) every
-``events_interval`` (50 ms; at least twice the read's own time, so a 1,000-step run costs a connection at most a
-third of a core) and sends a ``status`` event whenever the document changed (step states, progress,
-attempts; not the running steps' ever-growing durations), then ``end`` with the final document. A comment line
-every 15 s keeps proxies from closing an idle stream.
+The server's event feed (:mod:`ifcflow.api.feed`) re-reads a run's status (one Redis round trip, a server-side
+script) when a worker announces a change of it on Redis pub/sub, or every few seconds when nothing was announced;
+every connection that follows the same run shares that read. A connection gets a ``status`` event whenever the
+document changed (step states, progress, attempts; not the running steps' ever-growing durations), then ``end``
+with the final document. A comment line every 15 s keeps proxies from closing an idle stream.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Protocol, TypeVar
 
@@ -22,6 +20,7 @@ from fastapi.responses import StreamingResponse
 from ..status import RunStatus
 from . import results
 from .auth import require_key
+from .feed import Feed
 from .runs import reader_for
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["runs"])
@@ -53,30 +52,29 @@ class Document(Protocol):
 D = TypeVar("D", bound=Document)
 
 
-async def stream(request: Request, read: Callable[[], D], seen_as: Callable[[D], str],
+async def stream(request: Request, key: str, read: Callable[[], D], seen_as: Callable[[D], str],
                  interval: float) -> AsyncIterator[bytes]:
-    """``status`` whenever ``seen_as(read())`` changes, then ``end``; ``read`` runs in the thread pool."""
-    last = None
-    quiet_since = time.monotonic()
-    yield b"retry: 1000\n\n"
-    while True:
-        began = time.monotonic()
-        status = await run_in_threadpool(read)
-        spent = time.monotonic() - began
-        seen = seen_as(status)
-        if seen != last:
-            last = seen
-            quiet_since = time.monotonic()
-            yield frame("status", status.model_dump_json())
-        if status.terminal:
-            yield frame("end", status.model_dump_json())
-            return
-        if time.monotonic() - quiet_since > KEEPALIVE:
-            quiet_since = time.monotonic()
-            yield b": keep-alive\n\n"
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(max(interval, 2 * spent))  # a big run's read (25 ms at 1,000 steps) costs at most 1/3
+    """``status`` whenever ``seen_as(read())`` changes, then ``end``; ``key`` names what is followed (a run id,
+    ``batch:<id>``), so connections following the same thing share one read per change."""
+    feed: Feed = request.app.state.feed
+    topic = feed.join(key, read, seen_as, interval)
+    try:
+        yield b"retry: 1000\n\n"
+        seen = 0
+        while True:
+            got = await topic.next(seen, KEEPALIVE)
+            if got is None:
+                if await request.is_disconnected():
+                    return
+                yield b": keep-alive\n\n"
+                continue
+            seen, (status, text) = got
+            yield frame("status", text)
+            if status.terminal:
+                yield frame("end", text)
+                return
+    finally:
+        feed.leave(topic)
 
 
 @router.get("/runs/{run_id}/events", response_class=StreamingResponse,
@@ -89,7 +87,7 @@ async def events(request: Request, run_id: str) -> StreamingResponse:
     def read() -> RunStatus:  # as GET /runs/{id}: no server path
         return results.public_status(reader.read(), settings.data, settings.pipelines)
 
-    return respond(stream(request, read, fingerprint, settings.events_interval))
+    return respond(stream(request, run_id, read, fingerprint, settings.events_interval))
 
 
 def respond(frames: AsyncIterator[bytes]) -> StreamingResponse:

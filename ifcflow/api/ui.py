@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, FastAPI, Form, Request, Security
+from fastapi import APIRouter, FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
@@ -198,14 +198,12 @@ async def start_run(request: Request) -> Response:
     return new_form(request, outcome.pipeline, 422, outcome.problems, outcome.error, outcome.picked, outcome.fields)
 
 
-async def key_or_session(request: Request, key: str | None = Security(auth.header)) -> None:
-    """The API's key check, also passed by the page's session cookie. A cookie-authenticated request that
+def session_ok(request: Request) -> bool:
+    """The API's key check is also passed by the page's session cookie. A cookie-authenticated request that
     changes something must come from this site (``Origin``, when the browser sends it, names this host); the
     cookie is ``SameSite=Strict`` besides."""
     cookie = request.cookies.get(session.COOKIE)
-    if cookie and session.valid(cookie, settings_of(request).api_keys) and same_site(request):
-        return
-    await auth.require_key(request, key)
+    return bool(cookie and session.valid(cookie, settings_of(request).api_keys) and same_site(request))
 
 
 def same_site(request: Request) -> bool:
@@ -217,7 +215,7 @@ def same_site(request: Request) -> bool:
 
 def install(app: FastAPI) -> None:
     """Serve the page under ``/ui`` (``/`` redirects there) and let the API accept the page's session cookie."""
-    app.dependency_overrides[auth.require_key] = key_or_session
+    app.state.also_authenticated = session_ok  # not a dependency override: FastAPI re-analyses those per request
     app.include_router(router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=str(HERE / "static")), name="ui-static")
 

@@ -14,6 +14,7 @@ from redis.exceptions import RedisError
 from rich.console import Console
 
 from .. import connection, live
+from ..changes import Waiter
 from ..errors import IfcflowError, RedisLost
 from ..states import RunState
 from ..status import RunStatus, StatusReader, wait
@@ -126,7 +127,11 @@ def follow(reader: StatusReader, timeout: float | None, quiet: bool,
                 if not status.terminal:
                     health()
 
-            return wait(reader, timeout=timeout, on_update=update)
+            waiter = Waiter(reader.conn, reader.run_id)  # wake when a worker announces a change of this run
+            try:
+                return wait(reader, timeout=timeout, on_update=update, sleep=waiter.sleep)
+            finally:
+                waiter.close()
     except RedisError as exc:
         raise RedisLost(reader.run_id, str(exc)) from None
 

@@ -1,0 +1,132 @@
+"""Live events: 200 concurrent SSE clients on one run -- server CPU while idle, event latency after a step ends.
+
+A one-step run is submitted with no worker (it waits in its queue); ``--clients`` connections follow
+``/runs/{id}/events`` until each got its first status; the server's CPU (user + system of its process) is
+measured over ``--idle`` seconds; then one worker starts, the step runs and ends, and each client's latency is the
+time it received the status showing the step ended minus the step's ``ended_at``. With ``--baseline DIR`` (a
+checkout of another revision) the same is measured for that tree's server and worker in the same session.
+Run: ``python -m bench.bench_sse [--clients 200] [--idle 5] [--baseline DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from ifcflow.embedded import EmbeddedRedis  # noqa: E402
+from tests.apiserver import ApiServer  # noqa: E402
+from tests.factories import tiny_model  # noqa: E402
+
+KEY = "bench-key"
+ONE = """\
+version: 1
+name: one
+inputs: {model: tiny.ifc}
+steps:
+  a: {uses: ifcpatch, with: {ifc: "${{ inputs.model }}", recipe: Optimise}}
+"""
+
+
+def epoch(stamp: str) -> float:
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+async def follow(client: httpx.AsyncClient, run_id: str, first: asyncio.Event, ready: list[int],
+                 total: int, received: list[float]) -> None:
+    async with client.stream("GET", f"/runs/{run_id}/events", timeout=300) as stream:
+        event, counted = None, False
+        lines: list[tuple[float, str]] = []
+        async for line in stream.aiter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event == "status":
+                if not counted:
+                    counted = True
+                    ready[0] += 1
+                    if ready[0] == total:
+                        first.set()
+                lines.append((time.time(), line))  # parsed at the end: the client's own work stays off the clock
+            elif event == "end":
+                break
+    for at, line in lines:
+        step = json.loads(line[6:])["steps"]["a"]
+        if step["status"] == "succeeded":
+            received.append(at - epoch(step["ended_at"]))
+            return
+
+
+async def measure(api: ApiServer, clients: int, idle: float) -> dict[str, float]:
+    limits = httpx.Limits(max_connections=clients + 10, max_keepalive_connections=clients + 10)
+    async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": KEY}, limits=limits, timeout=60) as client:
+        with (api.data.parent / "tiny.ifc").open("rb") as handle:
+            (await client.post("/upload/ifc", files={"file": ("tiny.ifc", handle)})).raise_for_status()
+        started = await client.post("/runs", json={"file": "one.yaml", "inputs": {"model": "tiny.ifc"}})
+        started.raise_for_status()
+        run_id = started.json()["run_id"]
+        first, ready, received = asyncio.Event(), [0], []
+        tasks = [asyncio.create_task(follow(client, run_id, first, ready, clients, received)) for _ in range(clients)]
+        await asyncio.wait_for(first.wait(), 120)
+        server = psutil.Process(api.processes[0].pid)
+        await asyncio.sleep(1.0)
+        before, began = server.cpu_times(), time.monotonic()
+        await asyncio.sleep(idle)
+        after, wall = server.cpu_times(), time.monotonic() - began
+        cpu = (after.user + after.system - before.user - before.system) / wall
+        api.start_workers(1)
+        await asyncio.wait_for(asyncio.gather(*tasks), 180)
+    latencies = sorted(received)
+    return {"idle_cpu": cpu, "p50": statistics.median(latencies), "min": latencies[0],
+            "p95": latencies[max(0, int(len(latencies) * 0.95) - 1)], "max": latencies[-1], "n": len(latencies)}
+
+
+def run_tree(tree: Path, folder: Path, clients: int, idle: float) -> dict[str, float]:
+    env = {"IFCFLOW_API_KEYS": KEY, "IFCFLOW_PIPELINES": str(folder / "pipelines"), "PYTHONPATH": str(tree)}
+    old = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = str(tree)  # the worker started later inherits it
+    try:
+        with EmbeddedRedis() as redis, ApiServer(redis.url, folder / f"data-{tree.name}", env, workers=0) as api:
+            return asyncio.run(measure(api, clients, idle))
+    finally:
+        if old is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = old
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--clients", type=int, default=200)
+    parser.add_argument("--idle", type=float, default=5.0)
+    parser.add_argument("--baseline", type=Path, default=None)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        os.chdir(folder)  # python -m puts the current folder first on sys.path: it must not be a checkout
+        (folder / "pipelines").mkdir()
+        (folder / "pipelines" / "one.yaml").write_text(ONE)
+        tiny_model(folder / "tiny.ifc")
+        trees = {"this tree": ROOT} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
+        for name, tree in trees.items():
+            got = run_tree(tree, folder, args.clients, args.idle)
+            print(f"{name:10s} {args.clients} clients: server CPU idle {got['idle_cpu'] * 100:.1f} % of a core; "
+                  f"event after step end p50 {got['p50'] * 1000:.0f} ms, p95 {got['p95'] * 1000:.0f} ms, "
+                  f"min {got['min'] * 1000:.0f} ms, max {got['max'] * 1000:.0f} ms ({got['n']:.0f} events)")
+    print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+
+
+if __name__ == "__main__":
+    main()
