@@ -38,6 +38,7 @@ import ifcopenshell.geom
 import ifcopenshell.util.selector
 from ifcclash.ifcclash import Clasher, ClashSettings
 from rq import get_current_job
+from rq.timeouts import JobTimeoutException
 
 from ifcflow import cache, store
 from ifcflow.plan import Plan
@@ -212,6 +213,9 @@ def produce(group: Group, progress: Progress) -> bool:
     temp = group.glb().with_name(group.glb().name + ".tmp")
     try:
         _, written = ifcconvert.convert(convert_options, model, temp, progress, notes, on_shape=keep)
+    except JobTimeoutException:  # the step's own time is up: no fallback, no failed mark
+        temp.unlink(missing_ok=True)
+        raise
     except Exception:
         LOG.exception("shared geometry pass over %s failed; the steps run alone", group.model)
         temp.unlink(missing_ok=True)
@@ -225,6 +229,8 @@ def produce(group: Group, progress: Progress) -> bool:
         clasher.clash_sets = [ifcclash.clash_set_dict(cs, options) for cs in options.clash_sets]
         try:
             ifcclash.run_clash_sets(clasher, progress)
+        except JobTimeoutException:
+            raise
         except Exception as exc:  # the clash step runs alone and reports this itself
             LOG.info("clash step %s not shared: %s", step_id, exc)
             continue
