@@ -73,7 +73,8 @@ def build(source: Path, copies: int, target: Path, spacing_m: float = 100.0) -> 
             point = copies * (largest + 1) + k  # a free id after every copy's range
             line = axis_line.search(data)
             assert line is not None
-            moved = line.group(0).replace(f"#{axis.Location.id()}", f"#{point - shift}", 1)
+            name, _, rest = line.group(0).partition("=")
+            moved = name + "=" + re.sub(rf"#{axis.Location.id()}(?!\d)", f"#{point - shift}", rest, count=1)
             part = data[:line.start()] + moved + data[line.end():]
             code = CODE[k // len(CODE)] + CODE[k % len(CODE)]
             part = copy_of(part, code, shift)

@@ -127,3 +127,17 @@ def test_retry_of_one_step_reads_the_shared_products(conn: Redis, tmp_path: Path
     assert Path(again.steps["glb"].outputs["model"]).read_bytes() == glb
     assert clashes(Path(again.steps["clash"].outputs["report"])) == report  # read back: the same file
     assert data(again.steps["clash"])["shared_geometry"]
+
+
+def test_a_bad_clash_set_fails_only_its_step(conn: Redis, tmp_path: Path) -> None:
+    pipeline = write_pipeline(tmp_path, shared_ifc("duplex.ifc"))
+    document = yaml.safe_load(pipeline.read_text())
+    document["steps"]["clash"]["with"]["clash_sets"] = [
+        {"name": "none", "a": [{"file": "model.ifc", "selector": "IfcTendon", "mode": "i"}]}]
+    pipeline.write_text(yaml.safe_dump(document))
+    result = run_pipeline(conn, pipeline, tmp_path / "runs")
+    assert result.steps["glb"].status == StepState.SUCCEEDED, result.steps["glb"].error
+    assert data(result.steps["glb"])["shared_geometry"]
+    clash = result.steps["clash"]
+    assert clash.status == StepState.FAILED
+    assert clash.error is not None and "selects no elements" in clash.error and "Traceback" not in clash.error

@@ -144,13 +144,13 @@ def body(options: ClashOptions, outputs: dict[str, Path], progress: Progress) ->
     """Run the clash sets, then write the report (JSON or BCF) and the optional BCF file."""
     if options.smart_grouping:
         require_sklearn()  # before any work is done
-    models = load_models(options, progress)
+    shared = geometry.clash_shared(progress)  # the run's glb step may have found these clashes already
+    models = {} if shared is not None else load_models(options, progress)  # (a shared pass checked selectors)
     settings = ClashSettings()
     settings.logger = LOG
     settings.output = str(outputs["report"])
     clasher = Clasher(settings)
     clasher.ifcs.update(models)
-    shared = geometry.clash_shared(progress)  # the run's glb step may have found these clashes already
     if shared is not None:
         clasher.clash_sets = shared
     else:
