@@ -84,7 +84,7 @@ def test_generated_models_match_direct_ifcclash(conn: Redis, tmp_path: Path) -> 
     direct = direct_counts(tmp_path, SETS)
     assert direct == EXPECTED
     assert step.result is not None
-    assert step.result["data"] == {"clashes": 6, "clash_sets": direct}
+    assert step.result["data"] == {"clashes": 6, "clash_sets": direct, "shared_geometry": False}
     report = json.loads(Path(step.outputs["report"]).read_text())
     assert {cs["name"]: len(cs["clashes"]) for cs in report} == direct
     pairs = {frozenset((c["a_name"], c["b_name"])) for c in report[0]["clashes"].values()}

@@ -16,6 +16,7 @@ from ifcclash.ifcclash import Clasher, ClashSettings
 from ifcflow.errors import StepError
 from ifcflow.services.ifcclash import ClashOptions, ClashSet, ClashSource
 
+from . import geometry
 from .models import open_ifc
 from .runtime import Outcome, Progress, step
 
@@ -143,14 +144,18 @@ def body(options: ClashOptions, outputs: dict[str, Path], progress: Progress) ->
     """Run the clash sets, then write the report (JSON or BCF) and the optional BCF file."""
     if options.smart_grouping:
         require_sklearn()  # before any work is done
-    models = load_models(options, progress)
+    shared = geometry.clash_shared(progress)  # the run's glb step may have found these clashes already
+    models = {} if shared is not None else load_models(options, progress)  # (a shared pass checked selectors)
     settings = ClashSettings()
     settings.logger = LOG
     settings.output = str(outputs["report"])
     clasher = Clasher(settings)
     clasher.ifcs.update(models)
-    clasher.clash_sets = [clash_set_dict(cs, options) for cs in options.clash_sets]
-    run_clash_sets(clasher, progress)
+    if shared is not None:
+        clasher.clash_sets = shared
+    else:
+        clasher.clash_sets = [clash_set_dict(cs, options) for cs in options.clash_sets]
+        run_clash_sets(clasher, progress)
     groups = smart_group(clasher, options) if options.smart_grouping else None
     sets: list[dict[str, Any]] = [dict(cs) for cs in clasher.clash_sets]
     progress(len(sets), len(sets) + 1, "writing report")
@@ -162,7 +167,7 @@ def body(options: ClashOptions, outputs: dict[str, Path], progress: Progress) ->
         write_bcf(sets, outputs["bcf"])
     counts = {cs["name"]: len(cs.get("clashes", {})) for cs in sets}
     total = sum(counts.values())
-    data: dict[str, Any] = {"clashes": total, "clash_sets": counts}
+    data: dict[str, Any] = {"clashes": total, "clash_sets": counts, "shared_geometry": shared is not None}
     if groups is not None:
         data["smart_groups"] = groups
     listing = ", ".join(f"{name}: {count}" for name, count in counts.items())

@@ -6,6 +6,7 @@ Everything runs in-process through ``ifcopenshell.geom``: the geometry iterator 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from pygltflib import GLTF2, BufferFormat
 from ifcflow.errors import StepError
 from ifcflow.services.ifcconvert import ConvertOptions
 
+from . import geometry
 from .models import open_ifc
 from .runtime import Outcome, Progress, step
 
@@ -114,8 +116,10 @@ def glb_to_gltf(glb: Path, gltf: Path) -> None:
 
 
 def convert(options: ConvertOptions, model: ifcopenshell.file, target: Path, progress: Progress,
-            log: list[str]) -> tuple[int, list[str]]:
-    """Serialize the model's geometry to ``target``; returns (elements written, their ids)."""
+            log: list[str], on_shape: Callable[[Any], None] | None = None) -> tuple[int, list[str]]:
+    """Serialize the model's geometry to ``target``; returns (elements written, their ids).
+
+    ``on_shape`` sees every tessellated shape as well (see :mod:`workers.geometry`: one pass, several steps)."""
     fmt = options.format()
     settings = make_settings(options, fmt, model, log)
     kwargs, wanted = selection(options, model)
@@ -135,6 +139,8 @@ def convert(options: ConvertOptions, model: ifcopenshell.file, target: Path, pro
         while True:
             shape = iterator.get()
             serializer.write(shape)
+            if on_shape is not None:
+                on_shape(shape)
             written.append(f"#{shape.id}")
             progress(iterator.progress(), 100, f"{len(written)} elements converted to {fmt}")
             if not iterator.next():
@@ -170,11 +176,13 @@ def body(options: ConvertOptions, outputs: dict[str, Path], progress: Progress) 
     started = time.monotonic()
     log: list[str] = [f"ifcconvert {Path(options.input).name} -> {outputs['model'].name} ({fmt})"]
     notes: list[str] = []
+    shared = None
     target = outputs["model"]
     if fmt == "gltf":
         target = target.with_name(target.name + ".tmp.glb")
     try:
-        count, written = convert(options, model, target, progress, notes)
+        shared = geometry.convert_shared(options, target, progress, notes)
+        count, written = shared or convert(options, model, target, progress, notes)
         if fmt == "gltf":
             progress(99, 100, "writing text glTF")
             glb_to_gltf(target, outputs["model"])
@@ -202,7 +210,7 @@ def body(options: ConvertOptions, outputs: dict[str, Path], progress: Progress) 
     if count == 0:
         message += "; the output is empty"
     return Outcome(message, {"elements": count, "format": fmt, "without_geometry": len(skipped),
-                             "seconds": round(elapsed, 2)})
+                             "seconds": round(elapsed, 2), "shared_geometry": shared is not None})
 
 
 run = step(body)
