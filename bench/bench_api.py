@@ -27,7 +27,7 @@ from typing import Any
 import httpx
 from redis import Redis
 
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 from tests.apiserver import ApiServer
 from tests.factories import tiny_model
 
@@ -115,7 +115,7 @@ def part_b(root: Path, count: int = 1000) -> dict[str, Any]:
                 break
             time.sleep(1)
         work_wall = time.perf_counter() - start
-        # results per job: the stream's entries, or 1 for a job compacted when its run ended (ifcflow.compact)
+        # results per job: the stream's entries, or 1 for a job compacted when its run ended (ifcflow.engine.compact)
         runs = [redis.xlen(f"rq:results:{j}") or int(bool(redis.hexists(f"rq:job:{j}", "result"))) for j in ids]
         outputs = sum((data / "output" / "json" / f"m{i}.json").is_file() for i in range(count))
         return {"submitted": len(set(ids)), "submit_wall": wall, "finished": states.count("finished"),

@@ -30,11 +30,13 @@ from redis import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ifcflow import batch, batch_status, document, runner  # noqa: E402
-from ifcflow.demo import write_demo  # noqa: E402
-from ifcflow.embedded import EmbeddedRedis  # noqa: E402
+from ifcflow.batches import batch, batch_status
+from ifcflow.engine import runner  # noqa: E402
+from ifcflow.engine.status import StatusReader  # noqa: E402
+from ifcflow.pipeline import document
 from ifcflow.services import QUEUES  # noqa: E402
-from ifcflow.status import StatusReader  # noqa: E402
+from ifcflow.standalone.demo import write_demo  # noqa: E402
+from ifcflow.standalone.embedded import EmbeddedRedis  # noqa: E402
 from tests.factories import tiny_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -92,7 +94,7 @@ def enqueue_and_status(conn: Redis, folder: Path, files: int) -> dict[str, float
 def memory_per_job(folder: Path, files: int = 50) -> float:
     from rq import SimpleWorker
 
-    from ifcflow.worker import IfcflowWorker
+    from ifcflow.operations.worker import IfcflowWorker
 
     class InProcess(IfcflowWorker, SimpleWorker):
         pass
@@ -119,7 +121,7 @@ def memory_per_run(folder: Path, files: int = 100) -> tuple[float, dict[str, flo
 
     from rq import SimpleWorker
 
-    from ifcflow.worker import IfcflowWorker
+    from ifcflow.operations.worker import IfcflowWorker
 
     class InProcess(IfcflowWorker, SimpleWorker):
         pass
@@ -236,7 +238,7 @@ def fairness(folder: Path, files: int = 200) -> dict[str, float]:
 
 def hash_100mb(folder: Path) -> dict[str, float]:
     """The cache's input hash of a 100 MB file: one read pass (the second read comes from the page cache)."""
-    from ifcflow.cache import sha256
+    from ifcflow.engine.cache import sha256
 
     path = folder / "big.bin"
     with path.open("wb") as out:

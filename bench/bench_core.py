@@ -19,11 +19,12 @@ from rq.job import Dependency, Job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ifcflow import document, enqueue  # noqa: E402
-from ifcflow.embedded import EmbeddedRedis  # noqa: E402
-from ifcflow.plan import plan as make_plan  # noqa: E402
-from ifcflow.status import StatusReader  # noqa: E402
-from ifcflow.worker import make_worker, preload  # noqa: E402
+from ifcflow.engine import enqueue  # noqa: E402
+from ifcflow.engine.status import StatusReader  # noqa: E402
+from ifcflow.operations.worker import make_worker, preload  # noqa: E402
+from ifcflow.pipeline import document
+from ifcflow.pipeline.plan import plan as make_plan  # noqa: E402
+from ifcflow.standalone.embedded import EmbeddedRedis  # noqa: E402
 from tests.factories import tiny_model  # noqa: E402
 
 

@@ -25,9 +25,10 @@ from redis import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_services import MODELS, ROOT, WRAPPER, run_group
-from ifcflow import document, enqueue, plan, status
-from ifcflow.embedded import EmbeddedRedis
-from ifcflow.states import StepState
+from ifcflow.engine import enqueue, status
+from ifcflow.engine.states import StepState
+from ifcflow.pipeline import document, plan
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 REPEAT = 2
 PIPELINE = """version: 1

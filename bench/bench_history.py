@@ -23,9 +23,11 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ifcflow import history, lineage, outbox  # noqa: E402
-from ifcflow.embedded import EmbeddedRedis  # noqa: E402
-from ifcflow.plan import PlannedStep  # noqa: E402
+from ifcflow.engine import outbox  # noqa: E402
+from ifcflow.history.database import database as history
+from ifcflow.history.database import lineage
+from ifcflow.pipeline.plan import PlannedStep  # noqa: E402
+from ifcflow.standalone.embedded import EmbeddedRedis  # noqa: E402
 from tests.factories import tiny_model  # noqa: E402
 
 ADMIN = sys.argv[1] if len(sys.argv) > 1 else "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -45,8 +45,9 @@ def measure(shape: str, steps: int) -> dict[str, float]:
     """One pipeline: seconds to check, plan and enqueue; Redis bytes and RQ dependency records it added."""
     from redis import Redis
 
-    from ifcflow import document, enqueue, plan, rqstore
-    from ifcflow.embedded import EmbeddedRedis
+    from ifcflow.engine import enqueue, rqstore
+    from ifcflow.pipeline import document, plan
+    from ifcflow.standalone.embedded import EmbeddedRedis
     from tests.factories import tiny_model
 
     os.environ["IFCFLOW_MAX_STEPS"] = str(steps)

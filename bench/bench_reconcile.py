@@ -16,11 +16,12 @@ from redis import Redis
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.bench_core import chain_yaml  # noqa: E402
-from ifcflow import document, enqueue, reconcile  # noqa: E402
-from ifcflow.embedded import EmbeddedRedis  # noqa: E402
-from ifcflow.lock import RunLock  # noqa: E402
-from ifcflow.plan import plan as make_plan  # noqa: E402
-from ifcflow.status import StatusReader  # noqa: E402
+from ifcflow.engine import enqueue, reconcile  # noqa: E402
+from ifcflow.engine.lock import RunLock  # noqa: E402
+from ifcflow.engine.status import StatusReader  # noqa: E402
+from ifcflow.pipeline import document
+from ifcflow.pipeline.plan import plan as make_plan  # noqa: E402
+from ifcflow.standalone.embedded import EmbeddedRedis  # noqa: E402
 from tests.factories import tiny_model  # noqa: E402
 
 

@@ -30,10 +30,11 @@ from rq.job import Job
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ifcflow import document, enqueue  # noqa: E402
-from ifcflow.demo import write_demo  # noqa: E402
-from ifcflow.embedded import EmbeddedRedis  # noqa: E402
-from ifcflow.plan import plan as make_plan  # noqa: E402
+from ifcflow.engine import enqueue  # noqa: E402
+from ifcflow.pipeline import document
+from ifcflow.pipeline.plan import plan as make_plan  # noqa: E402
+from ifcflow.standalone.demo import write_demo  # noqa: E402
+from ifcflow.standalone.embedded import EmbeddedRedis  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IFC = Path(__file__).resolve().parent.parent.parent / "shared" / "ifc"

@@ -27,7 +27,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from ifcflow.embedded import EmbeddedRedis  # noqa: E402
+from ifcflow.standalone.embedded import EmbeddedRedis  # noqa: E402
 from tests.apiserver import ApiServer  # noqa: E402
 from tests.factories import tiny_model  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Object storage through ifcflow's own code (``ifcflow.storage``, ``ifcflow.staging``) on a real SeaweedFS.
+"""Object storage through ifcflow's own code (``ifcflow.engine.storage``, ``ifcflow.engine.staging``) on a real SeaweedFS.
 
 - 100 MB up (``S3Storage.put``: sha256 pass, one PUT with ChecksumSHA256, HEAD) and down (``S3Storage.get``:
   streamed into a temporary file with the sha256 checked, renamed), best of 3.
@@ -15,10 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from ifcflow import staging
-from ifcflow.document import load
-from ifcflow.plan import plan
-from ifcflow.storage import S3Storage
+from ifcflow.engine import staging
+from ifcflow.engine.storage import S3Storage
+from ifcflow.pipeline.document import load
+from ifcflow.pipeline.plan import plan
 from tests.s3server import SeaweedS3
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "ifc"

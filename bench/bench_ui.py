@@ -18,8 +18,8 @@ from pathlib import Path
 
 import httpx
 
-from ifcflow.demo import write_demo
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.demo import write_demo
+from ifcflow.standalone.embedded import EmbeddedRedis
 from tests.apiserver import ApiServer
 
 RUNS = 8

@@ -37,6 +37,7 @@ import types
 from typing import TYPE_CHECKING, Any
 
 from .client import Batch, Cluster, Run, local, plan, submit, submit_batch, validate
+from .engine.states import RunState, StepState
 from .errors import (
     EmbeddedRedisError,
     IfcflowError,
@@ -49,13 +50,12 @@ from .errors import (
     RunTimeout,
     StepError,
 )
-from .states import RunState, StepState
 
 if TYPE_CHECKING:
-    from .batch import BatchNotFound
-    from .batch_status import BatchRun, BatchStatus
-    from .plan import Plan, PlannedStep
-    from .status import RunStatus, StepStatus
+    from .batches.batch import BatchNotFound
+    from .batches.batch_status import BatchRun, BatchStatus
+    from .engine.status import RunStatus, StepStatus
+    from .pipeline.plan import Plan, PlannedStep
 
 __version__ = "0.1.0"
 
@@ -73,9 +73,9 @@ __all__ = [
 ]
 
 _LAZY = {  # name -> module: imported on first access (pydantic, redis, rq)
-    "Plan": "ifcflow.plan", "PlannedStep": "ifcflow.plan", "RunStatus": "ifcflow.status",
-    "StepStatus": "ifcflow.status", "BatchStatus": "ifcflow.batch_status", "BatchRun": "ifcflow.batch_status",
-    "BatchNotFound": "ifcflow.batch",
+    "Plan": "ifcflow.pipeline.plan", "PlannedStep": "ifcflow.pipeline.plan", "RunStatus": "ifcflow.engine.status",
+    "StepStatus": "ifcflow.engine.status", "BatchStatus": "ifcflow.batches.batch_status", "BatchRun": "ifcflow.batches.batch_status",
+    "BatchNotFound": "ifcflow.batches.batch",
 }
 
 

@@ -26,10 +26,10 @@ from .errors import IfcflowError, PipelineError, Problem, RunTimeout
 if TYPE_CHECKING:
     from redis import Redis
 
-    from .batch_status import BatchStatus
-    from .local import LocalCluster
-    from .plan import Plan
-    from .status import RunStatus
+    from .batches.batch_status import BatchStatus
+    from .engine.status import RunStatus
+    from .pipeline.plan import Plan
+    from .standalone.local import LocalCluster
 
 RedisLike = Union[str, "Redis", None]
 """A Redis URL (``redis://host:6379/0``, ``unix:///path.sock``), a redis-py client, or None for
@@ -42,7 +42,7 @@ TTL = 7 * 86400
 
 
 def _connect(redis: RedisLike) -> Redis:
-    from . import connection
+    from .engine import connection
 
     if redis is not None and not isinstance(redis, str):
         return redis
@@ -80,8 +80,8 @@ def plan(file: PathLike, inputs: Mapping[str, str] | None = None, *, out: PathLi
     >>> [(s.id, s.queue) for s in p.steps]
     [('validate', 'ifctester'), ('clash', 'ifcclash'), ('glb', 'ifcconvert')]
     """
-    from . import document
-    from .plan import plan as make_plan
+    from .pipeline import document
+    from .pipeline.plan import plan as make_plan
 
     return make_plan(document.load(Path(file), dict(inputs or {})), run_id=run_id, out_root=Path(out), cache=cache)
 
@@ -98,8 +98,8 @@ def submit(target: Plan | PathLike, *, redis: RedisLike = None, inputs: Mapping[
     >>> run.wait(timeout=600).status
     <RunState.SUCCEEDED: 'succeeded'>
     """
-    from . import enqueue
-    from .plan import Plan
+    from .engine import enqueue
+    from .pipeline.plan import Plan
 
     planned = target if isinstance(target, Plan) else plan(target, inputs, out=out, cache=cache)
     conn = _connect(redis)
@@ -120,7 +120,7 @@ def submit_batch(file: PathLike, each: Mapping[str, str] | None = None, *, redis
     >>> [(r.label, r.status.value) for r in batch.wait().runs]
     [('models/a.ifc', 'succeeded'), ('models/b.ifc', 'failed')]
     """
-    from . import batch
+    from .batches import batch
 
     conn = _connect(redis)
     record = batch.start(conn, Path(file), dict(inputs or {}), dict(each or {}), out=Path(out), ttl=ttl,
@@ -144,7 +144,7 @@ class Run:
     """
 
     def __init__(self, run_id: str, redis: RedisLike = None, *, out: PathLike = OUT, plan: Plan | None = None):
-        from . import connection
+        from .engine import connection
 
         self.id = run_id
         self.out = Path(out)
@@ -176,10 +176,10 @@ class Run:
         """The run's :class:`RunStatus` now (``.status``, ``.steps[id].status/.message/.error``, ``.outputs``).
 
         Raises :class:`RunNotFound` when Redis has no such run."""
-        from .status import StatusReader
+        from .engine.status import StatusReader
 
         if self._local():
-            from . import runfolder
+            from .engine import runfolder
 
             if self._folder is not None:
                 return runfolder.read_status(self._folder.parent, self.id)
@@ -193,7 +193,7 @@ class Run:
 
         Raises :class:`RunTimeout` (with ``.status``, the last one read) when ``timeout`` seconds pass first;
         the run goes on."""
-        from .status import StatusReader, wait
+        from .engine.status import StatusReader, wait
 
         if self._local():
             return self.status()
@@ -206,20 +206,20 @@ class Run:
     def cancel(self, *, reason: str = "canceled by user", wait: float = 10.0) -> list[str]:
         """Stop running steps, cancel waiting ones, remove their partial outputs; the run ends ``canceled``.
         Returns the steps canceled (``reason`` is their error)."""
-        from .control import cancel
+        from .engine.control import cancel
 
         return cancel(self.redis, self.id, wait=wait, reason=reason)
 
     def retry(self, step: str | None = None, *, ttl: int = TTL) -> list[str]:
         """Re-run the failed, skipped and canceled steps (or ``step``) and what depends on them, in the same run,
         keeping what succeeded. Returns the steps re-enqueued ([] while they still wait or run)."""
-        from .control import retry
+        from .engine.control import retry
 
         return retry(self.redis, self.id, step, ttl=ttl)
 
     def report(self, fmt: str = "markdown") -> str:
         """The run's report: ``"junit"`` (XML for CI), ``"markdown"`` (for pull requests) or ``"html"``."""
-        from .report import render
+        from .views.report import render
 
         return render(self.status(traceback=True), fmt)
 
@@ -248,7 +248,7 @@ class Batch:
 
     def status(self) -> BatchStatus:
         """The :class:`BatchStatus` now: ``.status``, ``.counts`` and a row per sub-run (``.runs``)."""
-        from . import batch_status
+        from .batches import batch_status
 
         return batch_status.read(self.redis, self.id)
 
@@ -260,7 +260,7 @@ class Batch:
              poll: float = 2.0) -> BatchStatus:
         """Poll until every sub-run ended; each poll also repairs unfinished sub-runs and releases the next ones
         (so batches progress with plain ``rq worker``s). Raises :class:`RunTimeout` when ``timeout`` passes."""
-        from . import batch, batch_status
+        from .batches import batch, batch_status
 
         delay, deadline = 0.05, None if timeout is None else time.monotonic() + timeout
         while True:
@@ -277,19 +277,19 @@ class Batch:
 
     def cancel(self) -> list[str]:
         """Cancel every sub-run that has not ended; returns their run ids."""
-        from . import batch
+        from .batches import batch
 
         return batch.cancel(self.redis, self.id)
 
     def retry(self) -> dict[str, list[str]]:
         """Re-run the failed runs' failed, skipped and canceled steps; returns run id -> steps re-enqueued."""
-        from . import batch
+        from .batches import batch
 
         return batch.retry(self.redis, self.id)
 
     def report(self, fmt: str = "markdown") -> str:
         """``"junit"`` (one <testsuite> per file), ``"markdown"`` or ``"html"``."""
-        from . import batch_report
+        from .batches import batch_report
 
         return batch_report.render(self.redis, self.status(), fmt)
 
@@ -298,7 +298,7 @@ class Cluster:
     """A private Redis plus worker processes on this machine (see :func:`local`); gone when the block ends."""
 
     def __init__(self, workers: int | None = None, *, log_file: PathLike | None = None):
-        from .local import LocalCluster
+        from .standalone.local import LocalCluster
 
         self._cluster: LocalCluster = LocalCluster(workers, log_file=Path(log_file) if log_file else None)
         self._redis: Redis | None = None
@@ -317,14 +317,14 @@ class Cluster:
         return self._redis
 
     def __enter__(self) -> Cluster:
-        from . import connection
+        from .engine import connection
 
         self._cluster.__enter__()
         self._redis = connection.connect(self._cluster.url)
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        from . import reconcile
+        from .engine import reconcile
 
         try:
             if kind is None:  # each ended run's end (status.json, hooks) is done before the workers go

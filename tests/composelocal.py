@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from ifcflow.embedded import find_server
+from ifcflow.standalone.embedded import find_server
 
 from .servers import free_port, spawn, stop
 

@@ -10,9 +10,9 @@ import pytest
 from redis import Redis
 from rq import SimpleWorker
 
-from ifcflow import reconcile, runner, status
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.engine import reconcile, runner, status
 from ifcflow.services import QUEUES
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from . import processes
 from .s3server import s3_env, s3_server  # noqa: F401  (fixtures: a real S3 server, SeaweedFS)

@@ -53,8 +53,8 @@ def write_pipeline(folder: Path, text: str, name: str = "pipeline.yaml") -> Path
 
 def new_storey_model(schema: str = "IFC4") -> tuple[ifcopenshell.file, Any, Any]:
     """An empty model in metres: project "P", site "Site" and storey "Ground" (elevation 0), plus the
-    Model/Body/MODEL_VIEW context that ``add_wall`` and ``ifcflow.demo.add_duct`` draw in. Returns (model, body,
-    storey). Unlike ``ifcflow.demo.new_model`` there is no IfcBuilding: tests count the products."""
+    Model/Body/MODEL_VIEW context that ``add_wall`` and ``ifcflow.standalone.demo.add_duct`` draw in. Returns (model, body,
+    storey). Unlike ``ifcflow.standalone.demo.new_model`` there is no IfcBuilding: tests count the products."""
     run = ifcopenshell.api.run
     model = run("project.create_file", version=schema)
     project = run("root.create_entity", model, ifc_class="IfcProject", name="P")
@@ -73,7 +73,7 @@ def new_storey_model(schema: str = "IFC4") -> tuple[ifcopenshell.file, Any, Any]
 def add_wall(model: ifcopenshell.file, body: Any, storey: Any, name: str, x: float = 0.0, y: float = 0.0,
              length: float = 4.0) -> Any:
     """One extruded wall (``length`` x 3 x 0.2 m) along +X from (``x``, ``y``), contained in ``storey``. Without
-    the Pset_WallCommon that ``ifcflow.demo.add_wall`` always adds: tests look at the property sets."""
+    the Pset_WallCommon that ``ifcflow.standalone.demo.add_wall`` always adds: tests look at the property sets."""
     run = ifcopenshell.api.run
     wall = run("root.create_entity", model, ifc_class="IfcWall", name=name)
     shape = run("geometry.add_wall_representation", model, context=body, length=length, height=3, thickness=0.2)

@@ -8,9 +8,10 @@ from typing import Any
 
 from redis import Redis
 
-from ifcflow import document, enqueue, status
-from ifcflow.plan import plan
-from ifcflow.states import StepState
+from ifcflow.engine import enqueue, status
+from ifcflow.engine.states import StepState
+from ifcflow.pipeline import document
+from ifcflow.pipeline.plan import plan
 from tests.conftest import shared_ifc, work
 from tests.factories import walls_model
 

@@ -11,11 +11,11 @@ import httpx
 import pytest
 from redis import Redis
 
-from ifcflow import source
 from ifcflow.api import session
 from ifcflow.api.app import create_app
 from ifcflow.api.settings import Settings
 from ifcflow.errors import PipelineError
+from ifcflow.pipeline import source
 
 KEY = "k"
 

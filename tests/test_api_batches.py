@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 from tests.apiserver import ApiServer, stream_events
 from tests.factories import tiny_model
 from tests.test_api import KEY, TWO_STEPS, Env, env, upload  # noqa: F401  (env: the module's server fixture)

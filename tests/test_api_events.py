@@ -14,7 +14,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 from tests.apiserver import ApiServer, stream_events
 from tests.factories import tiny_model
 

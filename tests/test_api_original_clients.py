@@ -19,7 +19,7 @@ import ifcopenshell.util.element
 import pytest
 from redis import Redis
 
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 from tests.apiserver import ApiServer
 from tests.conftest import shared_ifc
 from tests.factories import tiny_model, wall_name_ids, walls_model

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from redis import Redis
 
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 from tests.apiserver import ApiServer
 from tests.factories import tiny_model, wall_name_ids
 

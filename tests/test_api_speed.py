@@ -11,7 +11,7 @@ from redis import Redis
 from ifcflow.api import session
 from ifcflow.api.app import create_app
 from ifcflow.api.settings import Settings
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 KEY = "speed-key"
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from ifcflow import cli, document
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow import cli
 from ifcflow.errors import PipelineError
+from ifcflow.pipeline import document
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .factories import tiny_model, wall_name_ids
 

@@ -14,14 +14,16 @@ from redis import Redis
 from rich.console import Console
 from rq import SimpleWorker
 
-from ifcflow import batch, batch_status, document, lifetimes, runner
-from ifcflow.batch_report import junit, markdown, table
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.batches import batch, batch_status
+from ifcflow.batches.batch_report import junit, markdown, table
+from ifcflow.engine import lifetimes, runner
+from ifcflow.engine.states import RunState, StepState
+from ifcflow.engine.status import StatusReader
 from ifcflow.errors import IfcflowError, PipelineError
+from ifcflow.operations.worker import IfcflowWorker
+from ifcflow.pipeline import document
 from ifcflow.services import QUEUES
-from ifcflow.states import RunState, StepState
-from ifcflow.status import StatusReader
-from ifcflow.worker import IfcflowWorker
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .factories import tiny_model, wall_name_ids, write_pipeline
 from .test_reliability import Workers
@@ -215,7 +217,7 @@ def test_local_batch_end_to_end_records_and_reports(folder: Path) -> None:
 
 
 def test_prune_removes_finished_batches_with_their_runs(conn: Redis, folder: Path) -> None:
-    from ifcflow import maintenance
+    from ifcflow.operations import maintenance
 
     record = batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/*.ifc"}, out=folder / "runs")
     assert lifetimes.prune_batches(conn, time.time() + 1) == []  # not ended yet: kept
@@ -227,7 +229,7 @@ def test_prune_removes_finished_batches_with_their_runs(conn: Redis, folder: Pat
 
 
 def test_failure_while_opening_gates_leaves_nothing(conn: Redis, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ifcflow import enqueue
+    from ifcflow.engine import enqueue
 
     opened: list[str] = []
 
@@ -292,7 +294,8 @@ def test_a_bad_file_of_a_batch_is_named_as_the_glob_matched_it(folder: Path) -> 
 
 def test_prune_during_a_running_batch_keeps_its_finished_sub_run(conn: Redis, folder: Path) -> None:
     """Issue 15.9: a sub-run that ended keeps its final state for its batch, whatever prune does meanwhile."""
-    from ifcflow import maintenance, reconcile
+    from ifcflow.engine import reconcile
+    from ifcflow.operations import maintenance
 
     record = batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/*.ifc"}, out=folder / "runs",
                          window=1)

@@ -10,10 +10,12 @@ import ifcopenshell
 import pytest
 from redis import Redis
 
-from ifcflow import cache, document, enqueue, report, status
-from ifcflow.live import table
-from ifcflow.plan import plan
-from ifcflow.states import RunState, StepState
+from ifcflow.engine import cache, enqueue, status
+from ifcflow.engine.states import RunState, StepState
+from ifcflow.pipeline import document
+from ifcflow.pipeline.plan import plan
+from ifcflow.views import report
+from ifcflow.views.live import table
 
 from .conftest import work
 from .factories import tiny_model, write_pipeline
@@ -137,7 +139,7 @@ def test_sha256_in_one_pass(tmp_path: Path) -> None:
 
 
 def test_a_batch_shows_its_cached_steps(conn: Redis, folder: Path) -> None:
-    from ifcflow import batch, batch_status
+    from ifcflow.batches import batch, batch_status
 
     from .test_batch import work as work_batch
 

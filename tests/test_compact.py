@@ -8,12 +8,13 @@ from redis import Redis
 from rq import SimpleWorker
 from rq.job import Job
 
-from ifcflow import control, reconcile, report, store
-from ifcflow.compact import compact
-from ifcflow.runner import start
+from ifcflow.engine import control, reconcile, store
+from ifcflow.engine.compact import compact
+from ifcflow.engine.runner import start
+from ifcflow.engine.states import RunState, StepState
+from ifcflow.engine.status import StatusReader
 from ifcflow.services import QUEUES
-from ifcflow.states import RunState, StepState
-from ifcflow.status import StatusReader
+from ifcflow.views import report
 
 from .conftest import work
 from .factories import tiny_model, wall_name_ids, write_pipeline

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from ifcflow import runner
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.engine import runner
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .conftest import work
 from .factories import tiny_model, write_pipeline

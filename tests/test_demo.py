@@ -15,7 +15,7 @@ import pytest
 from ifcclash.ifcclash import Clasher, ClashSettings
 from ifctester import ids
 
-from ifcflow import demo
+from ifcflow.standalone import demo
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +29,7 @@ def _counts(path: Path) -> Counter[str]:
 
 
 def test_importing_the_module_does_not_import_ifcopenshell() -> None:
-    code = "import sys, ifcflow.demo; sys.exit('ifcopenshell' in sys.modules)"
+    code = "import sys, ifcflow.standalone.demo; sys.exit('ifcopenshell' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 
 

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from redis import Redis
 
-from ifcflow import control, status
-from ifcflow.states import StepState
+from ifcflow.engine import control, status
+from ifcflow.engine.states import StepState
 from tests.conftest import run_pipeline, shared_ifc, work
 
 CLASH_SETS = [

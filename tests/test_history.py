@@ -14,9 +14,11 @@ from click.testing import CliRunner
 from redis import Redis
 from sqlalchemy.exc import SQLAlchemyError
 
-from ifcflow import control, history, lineage, outbox, runner, status, store
 from ifcflow.cli import cli
+from ifcflow.engine import control, outbox, runner, status, store
 from ifcflow.errors import IfcflowError
+from ifcflow.history.database import database as history
+from ifcflow.history.database import lineage
 
 from .conftest import work
 from .factories import tiny_model, walls_model, write_pipeline
@@ -343,8 +345,8 @@ def test_unsupported_or_unreachable_database_is_a_clear_error(tmp_path: Path) ->
 
 
 def test_options_hash_is_the_cache_key(tmp_path: Path) -> None:
-    from ifcflow import cache
-    from ifcflow.plan import PlannedStep
+    from ifcflow.engine import cache
+    from ifcflow.pipeline.plan import PlannedStep
 
     model = tiny_model(tmp_path / "arch.ifc")
     planned = PlannedStep(id="p", service="ifcpatch", queue="default", func="workers.ifcpatch.run", job_id="j",
@@ -356,7 +358,7 @@ def test_options_hash_is_the_cache_key(tmp_path: Path) -> None:
 
 
 def test_schedule_fire_is_audited_and_its_run_names_the_schedule(conn: Redis, tmp_path: Path) -> None:
-    from ifcflow import schedule
+    from ifcflow.batches import schedule
 
     tiny_model(tmp_path / "tiny.ifc")
     pipeline = write_pipeline(tmp_path, FAILING.replace("tiny.ifc", str(tmp_path / "tiny.ifc")))

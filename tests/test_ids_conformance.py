@@ -16,7 +16,7 @@ import yaml
 from ifctester import ids
 from redis import Redis
 
-from ifcflow.states import StepState
+from ifcflow.engine.states import StepState
 from tests.conftest import SHARED, run_pipeline
 
 SUITE = SHARED / "ids-testcases"

@@ -12,7 +12,8 @@
       views          ifcflow.views                                   terminal view, reports, RQ Dashboard
       engine         ifcflow.engine                                  runs on RQ: enqueue, status, reconcile, ...
       pipeline       ifcflow.pipeline                                read, check, plan a pipeline: pure, no Redis
-      base           ifcflow.errors, ifcflow.services                errors, service option models
+      base           ifcflow.errors, ifcflow.services,               errors, service option models, the history
+                     ifcflow.history                                 database and lineage queries (no Redis)
 
 The layer check runs on the layout by layer (``ifcflow/pipeline/`` ...); on the older flat layout only the
 circles are checked.
@@ -35,7 +36,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [  # top first
     ("views", ("ifcflow.views",)),
     ("engine", ("ifcflow.engine",)),
     ("pipeline", ("ifcflow.pipeline",)),
-    ("base", ("ifcflow.errors", "ifcflow.services")),
+    ("base", ("ifcflow.errors", "ifcflow.services", "ifcflow.history")),
 ]
 
 

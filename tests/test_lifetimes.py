@@ -1,4 +1,4 @@
-"""Record lifetimes (ifcflow/lifetimes.py) on a real redis-server with real RQ workers: TTL on first end, revive on
+"""Record lifetimes (ifcflow/engine/lifetimes.py) on a real redis-server with real RQ workers: TTL on first end, revive on
 retry, batch end (canceled batches included), the window on a batch retry."""
 
 from __future__ import annotations
@@ -9,17 +9,10 @@ import pytest
 from redis import Redis
 from rq.job import Job
 
-from ifcflow import (
-    batch,
-    batch_status,
-    control,
-    maintenance,
-    rqstore,
-    runner,
-    status,
-    store,
-)
-from ifcflow.states import RunState, StepState
+from ifcflow.batches import batch, batch_status
+from ifcflow.engine import control, rqstore, runner, status, store
+from ifcflow.engine.states import RunState, StepState
+from ifcflow.operations import maintenance
 
 from .conftest import work
 from .factories import tiny_model, wall_name_ids, write_pipeline

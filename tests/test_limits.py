@@ -14,9 +14,10 @@ import httpx
 import pytest
 from redis import Redis
 
-from ifcflow import document, rqstore, store
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.engine import rqstore, store
 from ifcflow.errors import PipelineError
+from ifcflow.pipeline import document
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .apiserver import ApiServer
 from .factories import tiny_model

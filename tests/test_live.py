@@ -9,9 +9,9 @@ from typing import Any
 
 from rich.console import Console
 
-from ifcflow import live
-from ifcflow.states import RunState, StepState
-from ifcflow.status import RunStatus, StepStatus
+from ifcflow.engine.states import RunState, StepState
+from ifcflow.engine.status import RunStatus, StepStatus
+from ifcflow.views import live
 
 LONG = "/builds/group/project/" + "very-long-folder-name/" * 6 + "clashes.json"
 
@@ -68,8 +68,8 @@ def test_the_default_heartbeat_is_at_most_30_seconds() -> None:
 
 
 def test_plan_text_shows_resolved_options_and_mermaid_shows_conditions(tmp_path: Path) -> None:
-    from ifcflow import document
-    from ifcflow.plan import plan
+    from ifcflow.pipeline import document
+    from ifcflow.pipeline.plan import plan
 
     from .factories import tiny_model, write_pipeline
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from ifcflow import status
-from ifcflow.states import RunState, StepState
+from ifcflow.engine import status
+from ifcflow.engine.states import RunState, StepState
 
 from .conftest import shared_ifc
 from .factories import tiny_model, wall_name_ids, write_pipeline
@@ -179,7 +179,7 @@ def test_duplicate_input_flags_are_refused(folder: Path) -> None:
 def test_clean_up_does_not_wait_for_zombies_to_be_reaped() -> None:
     """An orphaned zombie (RQ's scheduler after its worker was killed) is reaped by PID 1 whenever it gets to it
     (over a second in containers); it runs nothing, so the local clean-up must not wait for it."""
-    from ifcflow.local import _await_groups
+    from ifcflow.standalone.local import _await_groups
 
     zombie = subprocess.Popen(["true"], start_new_session=True)  # never waited for below: a zombie of ours
     while psutil.Process(zombie.pid).status() != psutil.STATUS_ZOMBIE:

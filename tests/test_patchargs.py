@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ifcflow import patchargs
 from ifcflow.errors import NotAllowed
+from ifcflow.pipeline import patchargs
 from ifcflow.services import SERVICES
 from ifcflow.services.base import InputFile, OutputFile, Selector
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from ifcflow import document
-from ifcflow.demo import write_demo
-from ifcflow.states import RunState, StepState
+from ifcflow.engine.states import RunState, StepState
+from ifcflow.pipeline import document
+from ifcflow.standalone.demo import write_demo
 
 from .conftest import run_pipeline
 

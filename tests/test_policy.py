@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ifcflow.policy import Decision, decide
-from ifcflow.states import StepState as S
+from ifcflow.engine.policy import Decision, decide
+from ifcflow.engine.states import StepState as S
 
 
 @dataclass

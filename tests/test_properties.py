@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 from redis import Redis
 from rq.registry import DeferredJobRegistry
 
-from ifcflow import runner, status, store
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.engine import runner, status, store
 from ifcflow.services import QUEUES
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .conftest import run_pipeline
 from .factories import tiny_model, wall_name_ids

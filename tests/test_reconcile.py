@@ -18,12 +18,12 @@ from rq import Queue, Worker
 from rq.job import Job
 from rq.registry import StartedJobRegistry
 
-from ifcflow import control, enqueue, events, lock, reconcile, rqstore, runner, status, store
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.engine import control, enqueue, events, lock, reconcile, rqstore, runner, status, store
+from ifcflow.engine.states import RunState, StepState
 from ifcflow.errors import IfcflowError, RunExists
-from ifcflow.plan import new_run_id
-from ifcflow.plan import plan as make_plan
-from ifcflow.states import RunState, StepState
+from ifcflow.pipeline.plan import new_run_id
+from ifcflow.pipeline.plan import plan as make_plan
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .conftest import work
 from .factories import tiny_model, wall_name_ids, write_pipeline
@@ -246,7 +246,7 @@ RETRY_NEEDS = """\
 
 def test_retry_waits_for_needs_that_are_still_running(conn: Redis, folder: Path) -> None:
     (folder / "x.ifc").write_text("being exported")
-    from ifcflow import document
+    from ifcflow.pipeline import document
 
     planned = make_plan(document.load(write_pipeline(folder, RETRY_NEEDS), check_files=False), out_root=folder / "runs")
     enqueue.submit(conn, planned)
@@ -368,7 +368,7 @@ def test_expired_jobs_keep_the_recorded_state_and_nothing_outlives_the_run(conn:
 
 
 def test_prune_reaches_jobs_of_runs_whose_record_is_gone(conn: Redis, folder: Path) -> None:
-    from ifcflow import maintenance
+    from ifcflow.operations import maintenance
 
     planned = runner.start(conn, write_pipeline(folder, RELEASE), out=folder / "runs")
     work(conn)

@@ -16,10 +16,10 @@ import pytest
 from redis import Redis
 from rq import Worker
 
-from ifcflow import runner, status
-from ifcflow.embedded import find_server
+from ifcflow.engine import runner, status
+from ifcflow.engine.states import RunState, StepState
 from ifcflow.errors import RunNotFound
-from ifcflow.states import RunState, StepState
+from ifcflow.standalone.embedded import find_server
 
 from .conftest import work
 from .factories import tiny_model, write_pipeline
@@ -163,7 +163,7 @@ def _poll_until_redis_goes(server: Server, args: list[str]) -> subprocess.Comple
 @pytest.mark.parametrize("command", ["status --watch", "run", "retry --wait"])
 def test_every_polling_command_says_one_line_and_exits_2_when_redis_goes_away(server: Server, folder: Path,
                                                                               command: str) -> None:
-    from ifcflow import control
+    from ifcflow.engine import control
 
     path = write_pipeline(folder, PIPELINE)
     if command == "run":

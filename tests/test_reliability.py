@@ -17,9 +17,9 @@ from redis import Redis
 from rq import Worker
 from rq.job import Job
 
-from ifcflow import control, runner, status
-from ifcflow.embedded import EmbeddedRedis
-from ifcflow.states import RunState, StepState
+from ifcflow.engine import control, runner, status
+from ifcflow.engine.states import RunState, StepState
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .conftest import run_pipeline, shared_ifc, work
 from .factories import tiny_model, wall_name_ids, write_pipeline

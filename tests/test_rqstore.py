@@ -1,4 +1,4 @@
-"""Contract: ifcflow's bulk read of RQ's storage (ifcflow/rqstore.py) agrees field by field with RQ's own
+"""Contract: ifcflow's bulk read of RQ's storage (ifcflow/engine/rqstore.py) agrees field by field with RQ's own
 ``Job.fetch`` / ``Result.fetch_latest`` on every job state. A new RQ release must pass this before the pin moves."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from rq import Queue, Retry, SimpleWorker, Worker
 from rq.job import Job, JobStatus
 from rq.results import Result
 
-from ifcflow import rqstore, status
+from ifcflow.engine import rqstore, status
 
 
 def returns() -> dict[str, Any]:

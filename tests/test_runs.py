@@ -13,10 +13,10 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import DeferredJobRegistry
 
-from ifcflow import reconcile, runner, status, store
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.engine import reconcile, runner, status, store
+from ifcflow.engine.states import RunState, StepState
 from ifcflow.services import QUEUES
-from ifcflow.states import RunState, StepState
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .conftest import run_pipeline, work
 from .factories import tiny_model, wall_name_ids, write_pipeline
@@ -278,9 +278,9 @@ def test_outputs_in_sub_folders_are_published_and_chained(conn: Redis, folder: P
 
 @pytest.mark.parametrize("output", ["/tmp/elsewhere.ifc", "../escape.ifc"])
 def test_outputs_outside_the_run_folder_are_rejected(folder: Path, output: str) -> None:
-    from ifcflow import document
     from ifcflow.errors import PipelineError
-    from ifcflow.plan import plan
+    from ifcflow.pipeline import document
+    from ifcflow.pipeline.plan import plan
 
     doc = document.load(write_pipeline(folder, f"version: 1\nname: x\nsteps:\n  a: {{uses: ifcpatch, with: "
                                                f"{{ifc: arch.ifc, recipe: Optimise, output: '{output}'}}}}\n"))

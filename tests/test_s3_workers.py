@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from ifcflow.demo import write_demo
-from ifcflow.embedded import EmbeddedRedis, find_server
+from ifcflow.standalone.demo import write_demo
+from ifcflow.standalone.embedded import EmbeddedRedis, find_server
 from tests.conftest import run_pipeline
 from tests.s3server import SeaweedS3
 from tests.servers import free_port, spawn, stop

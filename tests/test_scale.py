@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from ifcflow import document, enqueue, plan, rqstore, status, store
+from ifcflow.engine import enqueue, rqstore, status, store
+from ifcflow.pipeline import document, plan
 
 from .conftest import work
 from .factories import tiny_model
@@ -71,7 +72,7 @@ def test_a_held_failure_chain_runs_or_skips_under_plain_rq_workers(conn: Redis, 
 def test_a_retry_holds_its_failure_steps_behind_a_hold_of_its_own(conn: Redis, tmp_path: Path) -> None:
     """Retrying the failed first step re-runs the chain: its held steps wait on the retry's own hold gate (the
     first one may have expired with the run) and are released again by the reconciler."""
-    from ifcflow import control
+    from ifcflow.engine import control
 
     tiny_model(tmp_path / "tiny.ifc", walls=1)
     (tmp_path / "p.yaml").write_text(failure_chain(4, first_fails=True))

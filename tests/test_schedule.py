@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from ifcflow import batch_status, schedule
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.batches import batch_status, schedule
+from ifcflow.batches.scheduler import Scheduler
+from ifcflow.engine.states import RunState
+from ifcflow.engine.status import StatusReader
 from ifcflow.errors import IfcflowError
-from ifcflow.scheduler import Scheduler
-from ifcflow.states import RunState
-from ifcflow.status import StatusReader
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .factories import tiny_model, write_pipeline
 from .test_batch import work  # ifcflow's worker logic in-process: it releases batches' next sub-runs

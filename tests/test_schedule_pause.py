@@ -8,8 +8,8 @@ from pathlib import Path
 
 from redis import Redis
 
-from ifcflow import schedule
-from ifcflow.scheduler import Scheduler
+from ifcflow.batches import schedule
+from ifcflow.batches.scheduler import Scheduler
 
 from .test_schedule import folder, spec
 

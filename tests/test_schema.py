@@ -8,7 +8,7 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-from ifcflow.schema import generate, render
+from ifcflow.pipeline.schema import generate, render
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "schemas" / "pipeline.schema.json"

@@ -15,8 +15,8 @@ import pytest
 import yaml
 from redis import Redis
 
+from ifcflow.engine.states import StepState
 from ifcflow.services.ifc2json import Ifc2JsonOptions
-from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
 from tests.factories import walls_model
 from tests.helpers import assert_bad_inputs_fail, succeeded

@@ -16,8 +16,8 @@ from ifc5d import qto
 from pydantic import ValidationError
 from redis import Redis
 
-from ifcflow import document
 from ifcflow.errors import PipelineError
+from ifcflow.pipeline import document
 from ifcflow.services.ifc5d import QtoOptions
 from tests.conftest import run_pipeline, shared_ifc
 from tests.factories import walls_model

@@ -17,11 +17,11 @@ from ifcclash.ifcclash import Clasher, ClashSettings
 from pydantic import ValidationError
 from redis import Redis
 
-from ifcflow import demo
+from ifcflow.engine.states import StepState
 from ifcflow.errors import PipelineError
 from ifcflow.services import SERVICES
 from ifcflow.services import ifcclash as clash_service
-from ifcflow.states import StepState
+from ifcflow.standalone import demo
 from tests.conftest import run_pipeline, shared_ifc
 from tests.factories import add_wall, new_storey_model
 from tests.helpers import run_unchecked
@@ -235,7 +235,7 @@ def test_a_selector_without_mode_selects_those_elements(conn: Redis, tmp_path: P
 
 
 def test_validate_checks_clash_selectors_against_the_models_schema(tmp_path: Path) -> None:
-    from ifcflow import document
+    from ifcflow.pipeline import document
 
     models(tmp_path)
     with_ = {"clash_sets": [{"name": "s", "a": [{"file": "walls.ifc", "selector": "IfcWalls"}],

@@ -13,9 +13,9 @@ import yaml
 from pygltflib import GLTF2
 from redis import Redis
 
+from ifcflow.engine.states import StepState
 from ifcflow.errors import StepError
 from ifcflow.services.ifcconvert import ConvertOptions
-from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
 from tests.factories import walls_model
 from tests.helpers import assert_bad_inputs_fail, succeeded

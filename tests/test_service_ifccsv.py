@@ -17,8 +17,8 @@ from ifccsv import IfcCsv
 from pydantic import ValidationError
 from redis import Redis
 
+from ifcflow.engine.states import StepState
 from ifcflow.services.ifccsv import CsvExportOptions, CsvImportOptions
-from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
 from tests.factories import walls_model
 from tests.helpers import run_unchecked, succeeded

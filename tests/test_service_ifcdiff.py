@@ -16,8 +16,8 @@ from ifcdiff import IfcDiff
 from pydantic import ValidationError
 from redis import Redis
 
+from ifcflow.engine.states import StepState
 from ifcflow.services.ifcdiff import DiffOptions
-from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
 from tests.factories import add_wall, walls_model
 from tests.helpers import succeeded

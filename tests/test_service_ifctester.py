@@ -11,9 +11,9 @@ import yaml
 from ifctester import ids
 from redis import Redis
 
+from ifcflow.engine.states import StepState
 from ifcflow.errors import PipelineError, StepError
 from ifcflow.services import ifctester as tester_service
-from ifcflow.states import StepState
 from tests.conftest import run_pipeline, shared_ifc
 from tests.factories import walls_model
 from tests.helpers import bad_inputs, run_unchecked

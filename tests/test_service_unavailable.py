@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from ifcflow import report, runner, status
-from ifcflow.embedded import EmbeddedRedis
-from ifcflow.states import RunState, StepState
+from ifcflow.engine import runner, status
+from ifcflow.engine.states import RunState, StepState
+from ifcflow.standalone.embedded import EmbeddedRedis
+from ifcflow.views import report
 
 from .factories import tiny_model, write_pipeline
 from .processes import kill_tree
@@ -97,6 +98,6 @@ def test_plain_rq_worker_names_the_missing_dependency(conn: Redis, tmp_path: Pat
 
 def test_every_service_loads_in_this_install() -> None:
     """Every declared dependency is installed: a fresh install (as CI makes) can run every service."""
-    from ifcflow.worker import preload
+    from ifcflow.operations.worker import preload
 
     assert preload() == {}

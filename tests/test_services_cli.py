@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from click.testing import CliRunner
 
-from ifcflow import catalog
 from ifcflow.cli import cli
+from ifcflow.pipeline import catalog
 from ifcflow.services import SERVICES
 from ifcflow.services.ifcclash import ClashSource
 

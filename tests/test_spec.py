@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from ifcflow import document
 from ifcflow.errors import PipelineError
+from ifcflow.pipeline import document
 
 from .factories import tiny_model, wall_name_ids, write_pipeline
 
@@ -211,7 +211,7 @@ def test_selector_checks_need_no_ifcopenshell_at_import() -> None:
     import subprocess
     import sys
 
-    code = "import ifcflow, ifcflow.document, ifcflow.stepcheck, ifcflow.modelcheck, sys; " \
+    code = "import ifcflow, ifcflow.pipeline.document, ifcflow.pipeline.stepcheck, ifcflow.pipeline.modelcheck, sys; " \
            "assert 'ifcopenshell' not in sys.modules, 'imported'"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
 

@@ -21,7 +21,7 @@ __all__ = ["browser", "pytestmark", "server"]
 
 
 def test_the_run_page_says_no_worker_listens_and_how_to_start_one(server: ApiServer, browser: Any) -> None:
-    from ifcflow.demo import write_demo
+    from ifcflow.standalone.demo import write_demo
 
     write_demo(server.data / "uploads")
     body = {"file": "coordination.yaml", "inputs": {"arch": "arch.ifc", "mep": "mep.ifc", "rules": "rules.ids"}}

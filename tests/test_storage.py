@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from ifcflow import document, staging
-from ifcflow.demo import write_demo
+from ifcflow.engine import staging
+from ifcflow.engine.storage import LocalStorage, S3Storage, UnsafeKey, configured, object_key
 from ifcflow.errors import StepError, StorageError
-from ifcflow.plan import plan
-from ifcflow.storage import LocalStorage, S3Storage, UnsafeKey, configured, object_key
+from ifcflow.pipeline import document
+from ifcflow.pipeline.plan import plan
+from ifcflow.standalone.demo import write_demo
 from tests.s3server import SeaweedS3
 from tests.servers import free_port
 
@@ -167,7 +168,7 @@ def test_cache_serves_a_step_from_stored_objects(s3_env: dict[str, str], conn: o
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     """Two runs of one step through RQ with S3 storage: the second is cached; its output is a server-side copy
     of the first's object, not a new computation."""
-    from ifcflow import enqueue, status
+    from ifcflow.engine import enqueue, status
     from tests.conftest import work
 
     monkeypatch.setenv("IFCFLOW_CACHE", "on")
@@ -276,7 +277,8 @@ def test_scheduled_fires_honour_the_store(s3_env: dict[str, str], conn: object, 
                                           monkeypatch: pytest.MonkeyPatch) -> None:
     """A schedule fired by a scheduler with IFCFLOW_STORAGE=s3://... pins its run's inputs; the run's output is
     stored, not written at the plan's path."""
-    from ifcflow import schedule, status
+    from ifcflow.batches import schedule
+    from ifcflow.engine import status
     from tests.conftest import work
 
     monkeypatch.setenv(staging.CACHE_ENV, str(tmp_path / "worker"))

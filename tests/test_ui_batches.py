@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .apiserver import ApiServer
 from .factories import tiny_model, wall_name_ids, walls_model, write_pipeline

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .apiserver import ApiServer
 from .conftest import ROOT
@@ -214,7 +214,7 @@ def test_invalid_pipeline_shows_line_col_messages(server: ApiServer, browser: An
 
 
 def test_cancel_a_waiting_run_then_retry_it(server: ApiServer, browser: Any) -> None:
-    from ifcflow.demo import write_demo
+    from ifcflow.standalone.demo import write_demo
 
     write_demo(server.data / "uploads")
     headers = {"X-API-Key": KEY}

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .apiserver import ApiServer
 from .conftest import ROOT

@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .apiserver import ApiServer
 from .conftest import ROOT, shared_ifc

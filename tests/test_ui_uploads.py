@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from ifcflow.api.uiforms import save_upload
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .apiserver import ApiServer
 

@@ -18,12 +18,13 @@ import pytest
 from redis import Redis
 from rq import Queue, SimpleWorker
 
-from ifcflow import document, enqueue, reconcile, store
-from ifcflow import webhooks as webhook
-from ifcflow.embedded import EmbeddedRedis
-from ifcflow.plan import plan
-from ifcflow.states import RunState
-from ifcflow.status import StatusReader
+from ifcflow.engine import enqueue, reconcile, store
+from ifcflow.engine import webhooks as webhook
+from ifcflow.engine.states import RunState
+from ifcflow.engine.status import StatusReader
+from ifcflow.pipeline import document
+from ifcflow.pipeline.plan import plan
+from ifcflow.standalone.embedded import EmbeddedRedis
 from tests.factories import tiny_model, write_pipeline
 
 PIPELINE = """\
@@ -79,7 +80,7 @@ def test_one_delivery_per_run_end_when_several_processes_observe_it(conn: Redis,
                                                                      tmp_path: Path) -> None:
     run_id = finished_run(conn, tmp_path)
     assert delivery_jobs(conn) == []  # nobody observed the end yet
-    script = ("import sys; from redis import Redis; from ifcflow import reconcile; "
+    script = ("import sys; from redis import Redis; from ifcflow.engine import reconcile; "
               "reconcile.run(Redis.from_url(sys.argv[1]), sys.argv[2])")
     procs = [subprocess.Popen([sys.executable, "-c", script, redis_server.url, run_id]) for _ in range(6)]
     assert all(p.wait(timeout=60) == 0 for p in procs)

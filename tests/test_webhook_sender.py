@@ -1,4 +1,4 @@
-"""The one webhook sender (ifcflow.webhooks): redirects are never followed and the allow-list is checked on the
+"""The one webhook sender (ifcflow.engine.webhooks): redirects are never followed and the allow-list is checked on the
 address the host resolves to, for run deliveries and schedule notifications alike (issue 15 item 2)."""
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from typing import Any
 import pytest
 from redis import Redis
 
-from ifcflow import schedule, webhooks
+from ifcflow.batches import schedule
+from ifcflow.engine import webhooks
 from ifcflow.errors import IfcflowError
 
 from .factories import write_pipeline

@@ -14,9 +14,9 @@ import pytest
 from redis import Redis
 from rq import Worker
 
-from ifcflow import runner, status
-from ifcflow.embedded import EmbeddedRedis
-from ifcflow.states import RunState, StepState
+from ifcflow.engine import runner, status
+from ifcflow.engine.states import RunState, StepState
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .factories import tiny_model
 from .processes import kill_tree

@@ -11,7 +11,7 @@ from pathlib import Path
 from redis import Redis
 from rq import Worker
 
-from ifcflow.embedded import EmbeddedRedis
+from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .servers import spawn, stop
 

@@ -16,7 +16,7 @@ from typing import Any
 from rq import get_current_job
 
 from ifcflow.errors import StepError
-from ifcflow.plan import PlannedStep
+from ifcflow.pipeline.plan import PlannedStep
 from ifcflow.services import SERVICES
 from ifcflow.services.base import JOB_FUNC
 from workers.runtime import Outcome, Progress, execute

@@ -40,8 +40,8 @@ from ifcclash.ifcclash import Clasher, ClashSettings
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
-from ifcflow import cache, store
-from ifcflow.plan import Plan
+from ifcflow.engine import cache, store
+from ifcflow.pipeline.plan import Plan
 from ifcflow.services.ifcclash import ClashOptions
 from ifcflow.services.ifcconvert import ConvertOptions
 

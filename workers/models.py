@@ -7,8 +7,8 @@ from typing import Any
 
 import ifcopenshell
 
-from ifcflow.checks import check_ifc
 from ifcflow.errors import StepError
+from ifcflow.pipeline.checks import check_ifc
 
 
 def open_ifc(path: str | Path) -> ifcopenshell.file:

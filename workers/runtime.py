@@ -8,7 +8,7 @@ RQ calls ``workers.<service>.run(step=..., run_id=...)``.
 - Progress goes to ``job.meta["progress"]`` (at most a few writes a second).
 - When the step ends badly (final failure, skipped at start) or some steps of the run were skipped, the run is
   reconciled at once from here, with this step's state as it is about to be recorded (see
-  :mod:`ifcflow.reconcile`); ``ifcflow worker`` reconciles again once RQ has recorded it.
+  :mod:`ifcflow.engine.reconcile`); ``ifcflow worker`` reconciles again once RQ has recorded it.
 """
 
 from __future__ import annotations
@@ -26,13 +26,14 @@ from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
-from ifcflow import cache, durations, events, policy, reconcile, staging, store
-from ifcflow.enqueue import DECIDES
+from ifcflow.engine import cache, events, policy, reconcile, staging, store
+from ifcflow.engine.enqueue import DECIDES
+from ifcflow.engine.states import StepState
+from ifcflow.engine.status import StatusReader
 from ifcflow.errors import StepError, StorageError
-from ifcflow.plan import PlannedStep
+from ifcflow.pipeline import durations
+from ifcflow.pipeline.plan import PlannedStep
 from ifcflow.services import SERVICES, Options
-from ifcflow.states import StepState
-from ifcflow.status import StatusReader
 
 O = TypeVar("O", bound=Options)  # noqa: E741 - O for Options, as in the signatures
 UNDECIDED_WAIT = 10.0
@@ -93,7 +94,7 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
         if skipped:
             return {"success": False, "skipped": True, "message": skipped, "data": {}, "outputs": {}}
     folder, local = None, planned
-    try:  # a run kept in object storage: the step runs on a private local copy of its files (see ifcflow.staging)
+    try:  # a run kept in object storage: the step runs on a private local copy of its files (see ifcflow.engine.staging)
         files = files or (staging.for_run(job.connection, run_id) if job is not None else None)
         if files is not None:
             folder = staging.step_folder(files, planned.job_id)
@@ -179,7 +180,7 @@ def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
     """Evaluate the step's condition against its needs now; record and return the reason to skip, if any.
 
     RQ starts a step only once every step its condition depends on ended (the reconciler releases held
-    ``failure()`` steps: :class:`ifcflow.enqueue.Wiring`), so the condition is decided here; a step released by a
+    ``failure()`` steps: :class:`ifcflow.engine.enqueue.Wiring`), so the condition is decided here; a step released by a
     need that is still recording its own end waits for that (at most :data:`UNDECIDED_WAIT`). Should it stay undecided, the
     step fails with a plain reason rather than run on a guess or block its worker.
     """
@@ -207,7 +208,7 @@ def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
 
 def _decides(job: Job, run_id: str) -> bool:
     """Whether this step's end may decide waiting steps RQ will not start: some steps were skipped or canceled,
-    or a held ``failure()`` step needs this one (:class:`ifcflow.enqueue.Wiring`)."""
+    or a held ``failure()`` step needs this one (:class:`ifcflow.engine.enqueue.Wiring`)."""
     return bool((job.meta or {}).get(DECIDES)) or bool(job.connection.hlen(store.steps_key(run_id)))
 
 

@@ -15,9 +15,9 @@ from redis import Redis
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import connection, reconcile
+from ..engine import connection, reconcile
+from ..engine.webhooks import WebhookRejected
 from ..errors import IfcflowError, NotAllowed, PipelineError, RunNotFound
-from ..webhooks import WebhookRejected
 from . import (
     answers,
     batches,

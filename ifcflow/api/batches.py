@@ -1,7 +1,7 @@
 """Batches over HTTP: ``POST /batches`` (one run of a pipeline per file a glob matches) and the batch's status,
 cancel, retry, reports and live events.
 
-The library does the work (:func:`ifcflow.batch.prepare` plans, :func:`ifcflow.batch.submit` enqueues all or
+The library does the work (:func:`ifcflow.batches.batch.prepare` plans, :func:`ifcflow.batches.batch.submit` enqueues all or
 nothing); this module adds what a server must enforce before any file is opened: ``each`` globs are names
 relative to ``uploads/`` (as inputs are), a glob and every file it matches lie in the data folder (symlinks
 followed), every other path the sub-runs read lies in the data folder and every output in ``<data>/output/``.
@@ -21,11 +21,12 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 
-from .. import batch, batch_report, batch_status, document
-from ..batch_status import BatchStatus
+from ..batches import batch, batch_report, batch_status
+from ..batches.batch_status import BatchStatus
 from ..errors import IfcflowError, PipelineError
-from ..plan import Plan
-from ..plan import plan as make_plan
+from ..pipeline import document
+from ..pipeline.plan import Plan
+from ..pipeline.plan import plan as make_plan
 from . import events, limits, paths, submission
 from .auth import require_key
 from .problems import unprocessable

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from ..status import RunStatus
+from ..engine.status import RunStatus
 from . import results
 from .auth import require_key
 from .feed import Feed

@@ -1,6 +1,6 @@
 """What feeds the server's event streams: one pub/sub subscriber per server, one status read per change.
 
-Workers and reconcile passes announce run changes on :data:`ifcflow.changes.CHANNEL`. One thread per API
+Workers and reconcile passes announce run changes on :data:`ifcflow.engine.changes.CHANNEL`. One thread per API
 server listens and pokes the :class:`Topic` of that run (a batch's topic is poked by any run's change). A topic
 is shared by every connection following the same run or batch: one task reads the status (in the thread pool)
 when poked, at most once per ``interval``, and hands each changed document to all of them. With no
@@ -22,7 +22,7 @@ from fastapi.concurrency import run_in_threadpool
 from redis import Redis
 from redis.exceptions import RedisError
 
-from .. import changes
+from ..engine import changes
 
 SAFETY = 5.0
 """Seconds between re-reads of a followed run when nothing was announced."""

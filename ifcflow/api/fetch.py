@@ -21,7 +21,7 @@ import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..webhooks import host_allowed
+from ..engine.webhooks import host_allowed
 from . import paths
 from .auth import require_key
 from .problems import unprocessable

@@ -17,9 +17,11 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .. import history, lineage, outbox
+from ..engine import outbox
+from ..engine.states import RunState
 from ..errors import IfcflowError
-from ..states import RunState
+from ..history import database as history
+from ..history import lineage
 from . import paths
 from .auth import require_key
 from .settings import Settings

@@ -14,9 +14,9 @@ from redis import Redis
 from rq.exceptions import NoSuchJobError
 from rq.job import Job
 
-from .. import control, store
-from ..states import StepState
-from ..status import StatusReader, StepStatus
+from ..engine import control, store
+from ..engine.states import StepState
+from ..engine.status import StatusReader, StepStatus
 from . import results, submission
 from .auth import require_key
 

@@ -1,5 +1,5 @@
 """What one HTTP request may ask of the server: body size (``IFCFLOW_MAX_BODY``), runs per batch
-(``IFCFLOW_MAX_BATCH_RUNS``) and, through :mod:`ifcflow.limits`, steps per pipeline (``IFCFLOW_MAX_STEPS``).
+(``IFCFLOW_MAX_BATCH_RUNS``) and, through :mod:`ifcflow.pipeline.limits`, steps per pipeline (``IFCFLOW_MAX_STEPS``).
 
 :func:`install` reads and checks the three settings when the app is made (a bad value stops ``ifcflow serve``
 with what to write) and adds :class:`BodyLimit`, a plain ASGI middleware: a request whose ``Content-Length``
@@ -18,12 +18,13 @@ from fastapi import FastAPI, HTTPException
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .. import batch, limits
+from ..batches import batch
 from ..errors import IfcflowError
+from ..pipeline import limits
 
 MAX_BODY_ENV = "IFCFLOW_MAX_BODY"
 MAX_BODY = 2 * 1024 * 1024
-"""Default request body limit: 2 MiB, room for the largest pipeline file (1 MiB, :data:`ifcflow.source.MAX_BYTES`)
+"""Default request body limit: 2 MiB, room for the largest pipeline file (1 MiB, :data:`ifcflow.pipeline.source.MAX_BYTES`)
 written out as JSON text."""
 MAX_BATCH_RUNS_ENV = "IFCFLOW_MAX_BATCH_RUNS"
 MAX_BATCH_RUNS = batch.DEFAULT_MAX_RUNS

@@ -10,7 +10,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from .. import patchargs
+from ..pipeline import patchargs
 
 FOLDER_ENV = "IFCFLOW_PATCH_RECIPES"
 

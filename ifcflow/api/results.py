@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..status import RunStatus
+from ..engine.status import RunStatus
 from . import paths
 
 MAIN_OUTPUT = {"ifcconvert": "model", "ifccsv": "table", "ifccsv-import": "model", "ifcclash": "report",

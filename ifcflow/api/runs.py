@@ -13,10 +13,10 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 
-from .. import control, store
+from ..engine import control, store
+from ..engine.status import RunStatus, StatusReader
 from ..errors import RunNotFound
-from ..report import render
-from ..status import RunStatus, StatusReader
+from ..views.report import render
 from . import paths, results, submission
 from .auth import require_key
 from .problems import unprocessable

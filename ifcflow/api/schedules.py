@@ -1,4 +1,4 @@
-"""Schedules over HTTP (``/schedules``), through :mod:`ifcflow.schedule`'s functions (the CLI's too).
+"""Schedules over HTTP (``/schedules``), through :mod:`ifcflow.batches.schedule`'s functions (the CLI's too).
 
 A schedule runs a committed pipeline (a file in the server's pipelines folder) on a cron expression; its inputs
 are names in ``uploads/`` and its ``each`` globs are relative to ``uploads/`` (checked like ``POST /batches``'s;
@@ -13,11 +13,11 @@ from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 
-from .. import schedule
-from .. import webhooks as webhook
+from ..batches import schedule
+from ..batches.schedule import Fire, ScheduleSpec
+from ..engine import webhooks as webhook
 from ..errors import IfcflowError
-from ..schedule import Fire, ScheduleSpec
-from ..spec import NAME_PATTERN
+from ..pipeline.spec import NAME_PATTERN
 from . import paths
 from .auth import require_key
 from .batches import vet_glob

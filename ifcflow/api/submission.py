@@ -16,11 +16,12 @@ from typing import Any
 
 from redis import Redis
 
-from .. import document, enqueue, patchargs, source
-from .. import webhooks as webhook
+from ..engine import enqueue
+from ..engine import webhooks as webhook
 from ..errors import IfcflowError, NotAllowed, PipelineError
-from ..plan import Plan, PlannedStep
-from ..plan import plan as make_plan
+from ..pipeline import document, patchargs, source
+from ..pipeline.plan import Plan, PlannedStep
+from ..pipeline.plan import plan as make_plan
 from ..services import SERVICES
 from ..services.base import InputFile, OutputFile, Selector, file_options
 from . import paths
@@ -211,7 +212,7 @@ def start(conn: Redis, settings: Settings, plan: Plan, hook: str | None = None,
 
 def watch_again(conn: Redis, run_id: str) -> None:
     """A retried run with a webhook is live again: watch it until its next end."""
-    from .. import store
+    from ..engine import store
 
     if conn.hexists(store.run_key(run_id), webhook.FIELD):
         conn.sadd(webhook.WATCHED, run_id)

@@ -18,10 +18,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
-from .. import store
+from ..engine import store
+from ..engine.states import RunState, StepState
+from ..engine.status import RunStatus, StatusReader
 from ..errors import IfcflowError, RunNotFound
-from ..states import RunState, StepState
-from ..status import RunStatus, StatusReader
 from . import auth, dag, formstream, session
 from .uiforms import pipelines_in, start_from_form, uploads_in
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response
 
-from ..states import RunState
+from ..engine.states import RunState
 from . import batches
 from .ui import PREFIX, RECENT, age, conn_of, page, signed_in, to_login
 

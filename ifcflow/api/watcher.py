@@ -1,10 +1,10 @@
 """A background loop of the API server that observes the end of runs with a webhook, and drives batches.
 
-A run's end is recorded by the reconciler (``ifcflow/reconcile.py``; the server also runs its loop); the runs
+A run's end is recorded by the reconciler (``ifcflow/engine/reconcile.py``; the server also runs its loop); the runs
 this server watches (``ifcflow:api:watched``) get a pass every ``interval`` seconds until they end.
 
 A batch submitted over HTTP (``ifcflow:api:watched-batches``) is advanced as ``ifcflow run --each`` advances the
-batches it follows (:func:`ifcflow.batch.advance` with ``repair``): its next sub-runs are released as runs end
+batches it follows (:func:`ifcflow.batches.batch.advance` with ``repair``): its next sub-runs are released as runs end
 even with plain ``rq worker``s (``ifcflow worker``s release them themselves), until the batch ended.
 """
 
@@ -15,9 +15,10 @@ import threading
 
 from redis import Redis
 
-from .. import batch, reconcile
+from ..batches import batch
+from ..engine import reconcile
+from ..engine.webhooks import WATCHED
 from ..errors import RunNotFound
-from ..webhooks import WATCHED
 
 log = logging.getLogger("ifcflow.api")
 WATCHED_BATCHES = "ifcflow:api:watched-batches"

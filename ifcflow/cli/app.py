@@ -13,11 +13,12 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rich.console import Console
 
-from .. import connection, live
-from ..changes import Waiter
+from ..engine import connection
+from ..engine.changes import Waiter
+from ..engine.states import RunState
+from ..engine.status import RunStatus, StatusReader, wait
 from ..errors import IfcflowError, RedisLost
-from ..states import RunState
-from ..status import RunStatus, StatusReader, wait
+from ..views import live
 
 EXIT = {RunState.SUCCEEDED: 0, RunState.SUCCEEDED_WITH_FAILURES: 3, RunState.FAILED: 1, RunState.CANCELED: 1}
 redis_option = click.option("--redis", "redis_url", metavar="URL", envvar=connection.ENV,
@@ -31,7 +32,7 @@ err = Console(stderr=True, highlight=False, soft_wrap=True)  # a long path stays
 
 class Duration(click.ParamType):
     """Seconds (``90``, ``0.5``) or a duration as pipeline files write it (``90s``, ``30m``, ``2h``, ``1h30m``,
-    ``7d``; :mod:`ifcflow.durations`), for every time option of the CLI."""
+    ``7d``; :mod:`ifcflow.pipeline.durations`), for every time option of the CLI."""
 
     name = "duration"
 
@@ -39,7 +40,7 @@ class Duration(click.ParamType):
         self.whole = whole  # whole seconds (--ttl): 0.5 is refused
 
     def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> float:
-        from .. import durations
+        from ..pipeline import durations
 
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return value
@@ -84,7 +85,7 @@ def cli() -> None:
 
 
 def report_specs(reports: tuple[str, ...]) -> list[tuple[str, Path]]:
-    from ..report import FORMATS
+    from ..views.report import FORMATS
 
     specs = []
     for spec in reports:
@@ -97,7 +98,7 @@ def report_specs(reports: tuple[str, ...]) -> list[tuple[str, Path]]:
 
 
 def write_reports(status: RunStatus, specs: list[tuple[str, Path]]) -> None:
-    from ..report import render
+    from ..views.report import render
 
     for fmt, path in specs:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +111,7 @@ def cluster(url: str | None, workers: int, log: Path, services: list[str]) -> It
     if url is not None:
         yield connection.connect(url), lambda: None
         return
-    from ..local import LocalCluster
+    from ..standalone.local import LocalCluster
 
     with LocalCluster(workers, log_file=log, preload=services) as cluster:
         yield connection.connect(cluster.url), cluster.check
@@ -138,7 +139,7 @@ def follow(reader: StatusReader, timeout: float | None, quiet: bool,
 
 def record(status: RunStatus, reason: str | None = None) -> None:
     """Write ``status.json`` into the run folder; a folder this machine cannot write to is only a warning."""
-    from ..runfolder import write_status
+    from ..engine.runfolder import write_status
 
     try:
         write_status(status, reason)

@@ -16,23 +16,16 @@ import click
 from redis import Redis
 from rich.live import Live
 
-from .. import (
-    batch,
-    batch_report,
-    batch_status,
-    batchfolder,
-    connection,
-    document,
-    runfolder,
-    store,
-)
-from ..batch_status import BatchStatus
+from ..batches import batch, batch_report, batch_status, batchfolder
+from ..batches.batch_status import BatchStatus
+from ..engine import connection, runfolder, store
 from ..errors import IfcflowError
-from ..plan import plan
+from ..pipeline import document
+from ..pipeline.plan import plan
 from .app import EXIT, cli, cluster, err, redis_from, redis_option
 
 if TYPE_CHECKING:
-    from ..storage import Storage
+    from ..engine.storage import Storage
 
 
 class BatchView:
@@ -107,7 +100,7 @@ def run_batch(doc: document.Document, each: dict[str, str], *, url: str | None, 
     brings every sub-run's stored files into the batch folder when it ends."""
     import os
 
-    from ..staging import download_outputs, pin_inputs
+    from ..engine.staging import download_outputs, pin_inputs
 
     record, plans = batch.prepare(doc, each, out, max_runs=max_runs, ttl=ttl, window=window, cache=cache)
     fields = {plan.run_id: pin_inputs(storage, plan) for plan in plans} if storage is not None else None
@@ -147,7 +140,7 @@ def record_batch(conn: Redis, status: BatchStatus, into: BatchStatus | None = No
     """Write every sub-run's ``status.json`` and the batch's ``batch.json`` into the batch folder (a local batch's
     private Redis is gone when the command ends); ``into``: the recorded batch whose rows ``status`` replaces (a
     local retry). Returns the batch document written."""
-    from ..status import StatusReader
+    from ..engine.status import StatusReader
     from .app import record
 
     for run in status.runs:

@@ -6,7 +6,7 @@ import logging
 
 import click
 
-from .. import connection
+from ..engine import connection
 from ..errors import IfcflowError
 from .app import cli, err, redis_option
 
@@ -29,7 +29,7 @@ def dashboard(redis_url: str | None, host: str, port: int, username: str | None,
     if username and not password:
         raise IfcflowError("--username needs --password (or RQ_DASHBOARD_PASSWORD)")
     connection.connect(url)
-    from ..dashboard import dashboard_app
+    from ..views.dashboard import dashboard_app
 
     app = dashboard_app(url, username=username, password=password)
     logging.getLogger("werkzeug").setLevel(logging.ERROR)

@@ -1,4 +1,4 @@
-"""``ifcflow history``, ``ifcflow lineage``, ``ifcflow audit``: the history database (see :mod:`ifcflow.history`)."""
+"""``ifcflow history``, ``ifcflow lineage``, ``ifcflow audit``: the history database (see :mod:`ifcflow.history.database`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,10 @@ from typing import Any
 import click
 from rich.table import Table
 
-from .. import connection, history, lineage, outbox
+from ..engine import connection, outbox
 from ..errors import IfcflowError
+from ..history import database as history
+from ..history import lineage
 from .app import cli, err
 
 database_option = click.option("--database", "database", metavar="URL", envvar=history.ENV,
@@ -170,7 +172,7 @@ def audit_command(since: str | None, event: str | None, run_id: str | None, limi
 
 def drain_local(conn: Any, out: str | Path) -> None:
     """A local run's private Redis ends with the command: move its records into OUT/history.sqlite first."""
-    from .. import reconcile
+    from ..engine import reconcile
 
     try:
         reconcile.sweep(conn)  # runs whose steps all ended are ended (their end recorded) before the drain

@@ -9,11 +9,14 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from .. import batch, connection, document, live, runfolder, store
+from ..batches import batch
 from ..client import Run
+from ..engine import connection, runfolder, store
+from ..engine.status import RunStatus, StatusReader
 from ..errors import IfcflowError
-from ..plan import plan as make_plan
-from ..status import RunStatus, StatusReader
+from ..pipeline import document
+from ..pipeline.plan import plan as make_plan
+from ..views import live
 from . import batch as batch_cli
 from .app import EXIT, cli, err, follow, parse_inputs, redis_from, redis_option
 

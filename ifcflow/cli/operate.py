@@ -8,10 +8,11 @@ from typing import Any
 
 import click
 
-from .. import batch, connection, runfolder
+from ..batches import batch
 from ..client import Run
+from ..engine import connection, runfolder
+from ..engine.status import StatusReader
 from ..errors import IfcflowError
-from ..status import StatusReader
 from . import batch as batch_cli
 from .app import SECONDS, WHOLE_SECONDS, cli, finish, follow, record, redis_from, redis_option, storage_option
 
@@ -27,8 +28,8 @@ from .app import SECONDS, WHOLE_SECONDS, cli, finish, follow, record, redis_from
 def worker(queues: tuple[str, ...], redis_url: str | None, burst: bool, name: str | None, quiet: bool,
            preload: str, storage_url: str | None) -> None:
     """Run an RQ worker for QUEUES (default: all ifcflow queues), with ifcopenshell preloaded."""
-    from .. import storage
-    from ..worker import run_worker
+    from ..engine import storage
+    from ..operations.worker import run_worker
 
     storage.select(storage_url)  # an unreachable store or wrong credentials: one line, exit 2
 
@@ -55,7 +56,7 @@ def reconcile_command(run_ids: tuple[str, ...], redis_url: str | None, forever: 
     import signal
     import threading
 
-    from .. import reconcile
+    from ..engine import reconcile
 
     conn = redis_from(redis_url)
     if not forever:
@@ -128,7 +129,7 @@ def retry(run_id: str, redis_url: str | None, step: str | None, wait: bool, out:
 @click.option("--json", "as_json", is_flag=True)
 def queues(redis_url: str | None, to_empty: str | None, as_json: bool) -> None:
     """Queue depths, workers per queue and failed counts (or empty one queue)."""
-    from .. import maintenance
+    from ..operations import maintenance
 
     conn = redis_from(redis_url)
     if to_empty:
@@ -149,7 +150,7 @@ def queues(redis_url: str | None, to_empty: str | None, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def workers(redis_url: str | None, as_json: bool) -> None:
     """Workers connected to this Redis: state, queues, current job, which services each can run."""
-    from .. import maintenance
+    from ..operations import maintenance
 
     rows = maintenance.workers(redis_from(redis_url))
     if as_json:
@@ -178,7 +179,7 @@ def _services(record: dict[str, Any] | None) -> str:
 @click.option("--dry-run", is_flag=True)
 def prune(redis_url: str | None, older_than: float, dry_run: bool) -> None:
     """Delete finished runs (records, jobs, results) older than --older-than."""
-    from .. import maintenance
+    from ..operations import maintenance
 
     pruned = maintenance.prune(redis_from(redis_url), int(older_than), dry_run=dry_run)
     click.echo(f"{'would prune' if dry_run else 'pruned'} {len(pruned)} run(s)" + "".join(f"\n  {r}" for r in pruned))

@@ -15,14 +15,16 @@ from typing import TYPE_CHECKING
 import click
 from redis import Redis
 
-from .. import batch, connection, document, runfolder, store
+from ..batches import batch
+from ..engine import connection, runfolder, store
+from ..engine.status import RunStatus, StatusReader
 from ..errors import IfcflowError
-from ..plan import Plan
-from ..plan import plan as make_plan
-from ..status import RunStatus, StatusReader
+from ..pipeline import document
+from ..pipeline.plan import Plan
+from ..pipeline.plan import plan as make_plan
 
 if TYPE_CHECKING:
-    from ..storage import Storage
+    from ..engine.storage import Storage
 
 from .app import (
     SECONDS,
@@ -71,8 +73,8 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
     """Check FILE, plan it, enqueue it and (by default) wait for it with a live view.
 
     With --each (or 'for_each:' in FILE) it is a batch: one run per matching file, under one batch id."""
-    from .. import webhooks as hooks
     from ..client import submit
+    from ..engine import webhooks as hooks
 
     specs = report_specs(reports)
     fields = {hooks.FIELD: hooks.check_url(webhook, None)} if webhook else None
@@ -112,7 +114,7 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
         try:
             status = follow(reader, timeout, quiet=as_json, health=health)
             if status.terminal:  # the run's end (and its hooks) is done before local workers and Redis go away
-                from .. import reconcile
+                from ..engine import reconcile
 
                 reconcile.run(conn, planned.run_id, plan=planned)
             elif url is None:  # the private Redis and workers end with this command
@@ -127,7 +129,7 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
 
             drain_local(conn, out)  # before the private Redis goes away (ifcflow history reads it)
         if files and _out_given():
-            from ..staging import download_outputs
+            from ..engine.staging import download_outputs
 
             download_outputs(files[0], planned)  # --out given: the outputs come home when the run ends
         if webhook and url is None:  # the private Redis and its workers end with this command: deliver first
@@ -144,7 +146,7 @@ def _out_given() -> bool:
 def _store_inputs(storage_url: str | None, planned: Plan) -> tuple[Storage, dict[str, str]] | None:
     """With a remote store (``--storage s3://...`` or $IFCFLOW_STORAGE): upload the local input files (skipped
     when that sha256 is stored already) and return the store and the run record field pinning them."""
-    from ..staging import pin_inputs
+    from ..engine.staging import pin_inputs
 
     chosen = _selected(storage_url)
     return (chosen, pin_inputs(chosen, planned)) if chosen is not None else None
@@ -155,7 +157,7 @@ def _selected(storage_url: str | None) -> Storage | None:
     boto3 is imported only then (it adds ~0.2 s to every command)."""
     if not (storage_url or os.environ.get("IFCFLOW_STORAGE", "").strip()):
         return None
-    from ..storage import select
+    from ..engine.storage import select
 
     chosen = select(storage_url)
     return chosen if chosen.remote else None
@@ -164,7 +166,7 @@ def _selected(storage_url: str | None) -> Storage | None:
 def abandon(conn: Redis, reader: StatusReader, reason: str, wait: float = 10.0) -> RunStatus:
     """Cancel a run this command cannot follow to its end (steps canceled with ``reason``, partial outputs and
     empty step folders removed) and return its final status."""
-    from ..control import cancel
+    from ..engine.control import cancel
 
     cancel(conn, reader.run_id, wait=wait, reason=reason)
     deadline = time.monotonic() + wait

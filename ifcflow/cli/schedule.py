@@ -9,7 +9,8 @@ from pathlib import Path
 import click
 from pydantic import ValidationError
 
-from .. import batch, schedule, store
+from ..batches import batch, schedule
+from ..engine import store
 from ..errors import IfcflowError
 from .app import SECONDS, WHOLE_SECONDS, cli, parse_inputs, redis_from, redis_option
 
@@ -108,7 +109,7 @@ def scheduler(redis_url: str | None, poll: float, name: str) -> None:
     each stored schedule it skips because it cannot be read or never fires."""
     import logging
 
-    from ..scheduler import Scheduler
+    from ..batches.scheduler import Scheduler
 
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))

@@ -25,7 +25,7 @@ def serve(host: str, port: int, data: Path | None, redis_url: str | None, log_le
     """Serve the HTTP API: the original IFC Pipeline endpoints, /runs, events and webhooks (docs at /docs)."""
     import uvicorn
 
-    from .. import storage
+    from ..engine import storage
 
     storage.select(storage_url)  # an unreachable store or wrong credentials: one line, exit 2
 

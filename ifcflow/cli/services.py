@@ -11,9 +11,9 @@ from .app import cli
 @click.argument("name", required=False)
 def services(name: str | None) -> None:
     """List the services, or show every option of service NAME (type, default, meaning)."""
-    from .. import catalog
+    from ..pipeline import catalog
+    from ..pipeline.validation import suggest
     from ..services import SERVICES
-    from ..validation import suggest
 
     if name is None:
         click.echo(catalog.listing())

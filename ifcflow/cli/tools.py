@@ -14,7 +14,7 @@ from .app import cli
               help="write to this file instead of stdout")
 def schema(output: Path | None) -> None:
     """Print the JSON Schema of pipeline files (checked in as schemas/pipeline.schema.json)."""
-    from ..schema import render
+    from ..pipeline.schema import render
 
     text = render()
     if output:
@@ -32,7 +32,7 @@ def demo(folder: Path, original_names: bool) -> None:
     """Write the example models and IDS used by the committed pipelines into FOLDER."""
     import shutil
 
-    from ..demo import write_demo
+    from ..standalone.demo import write_demo
 
     folder.mkdir(parents=True, exist_ok=True)
     written = write_demo(folder)

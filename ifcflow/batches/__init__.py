@@ -1,0 +1,1 @@
+"""Many runs: batches (one run per matching file) and cron schedules."""

@@ -1,0 +1,88 @@
+"""The per-run lock: one process at a time repairs, cancels or retries a run.
+
+``SET key token NX PX ttl`` takes it; only the holder of the token can release it (a server-side
+compare-and-delete), so a holder that outlived its lease never deletes a lock someone else took since. A caller
+that finds the lock taken can leave a *dirty* mark instead of waiting: the holder runs its pass again before it
+lets go (see :func:`ifcflow.engine.reconcile.run`), so no request is lost.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from types import TracebackType
+
+from redis import Redis
+
+from ..errors import IfcflowError
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return redis.call('EXISTS', KEYS[2])
+end
+return -1
+"""
+LEASE = 60.0
+"""Seconds a lock is held at most when its holder dies (it is released as soon as the holder is done)."""
+
+
+def lock_key(run_id: str) -> str:
+    return f"ifcflow:run:{run_id}:lock"
+
+
+def dirty_key(run_id: str) -> str:
+    return f"ifcflow:run:{run_id}:dirty"
+
+
+class RunLock:
+    """``with RunLock(conn, run_id).held(wait=10, doing="retry"): ...`` or ``acquire()`` / ``release()``."""
+
+    def __init__(self, conn: Redis, run_id: str, lease: float = LEASE):
+        self.conn = conn
+        self.run_id = run_id
+        self.key = lock_key(run_id)
+        self.lease_ms = int(lease * 1000)
+        self.token = secrets.token_hex(16)
+        self.owned = False
+
+    def acquire(self, wait: float = 0.0) -> bool:
+        """Take the lock, waiting up to ``wait`` seconds for its holder to let go."""
+        deadline = time.monotonic() + wait
+        delay = 0.002
+        while True:
+            if self.conn.set(self.key, self.token, nx=True, px=self.lease_ms):
+                self.owned = True
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+            delay = min(delay * 2, 0.1)
+
+    def release(self) -> bool:
+        """Let go (only if still ours). Returns True when someone marked the run dirty meanwhile."""
+        if not self.owned:
+            return False
+        self.owned = False
+        answer = self.conn.eval(_RELEASE, 2, self.key, dirty_key(self.run_id), self.token)
+        return bool(answer == 1)
+
+    def mark_dirty(self) -> None:
+        self.conn.set(dirty_key(self.run_id), 1, px=self.lease_ms)
+
+    def take_dirty(self) -> bool:
+        """Whether the run was marked dirty (clearing the mark)."""
+        return bool(self.conn.delete(dirty_key(self.run_id)))
+
+    def held(self, wait: float, doing: str) -> RunLock:
+        """Context manager form; raises :class:`IfcflowError` when the lock stays taken for ``wait`` seconds."""
+        if not self.acquire(wait):
+            raise IfcflowError(f"run {self.run_id} is busy (another process is repairing, canceling or retrying it); "
+                               f"{doing} again in a few seconds")
+        return self
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.release()  # (a pass asked for meanwhile is left to the caller: cancel and retry reconcile afterwards)

@@ -1,0 +1,254 @@
+"""``ifcflow worker``: RQ's worker, with ifcopenshell and the service modules imported before forking.
+
+A forking RQ worker that has not imported ifcopenshell pays the import in every job; this one imports once. It
+also runs RQ's scheduler (delayed retries), heart-beats often enough that a killed worker is noticed within two
+minutes, reconciles a job's run as soon as the job ended (see :mod:`ifcflow.engine.reconcile`), and sweeps every
+unfinished run periodically (:data:`ifcflow.engine.reconcile.INTERVAL`), so runs progress with no reader at all. Plain
+``rq worker QUEUE --url URL`` runs ifcflow jobs too; then run ``ifcflow reconcile --loop`` beside them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from redis import Redis
+from redis.exceptions import RedisError
+from rq import Worker
+from rq.job import Job, JobStatus
+
+from ..engine import changes, reconcile, rqstore
+from ..services import QUEUES, SERVICES
+
+JOB_MONITORING_INTERVAL = 5
+"""Seconds between heartbeats while a job runs; a job's heartbeat expires 60 s after the last one."""
+WORKER_TTL = 60
+SERVICES_FIELD = "ifcflow_services"
+"""Field of RQ's worker hash where an ``ifcflow worker`` records the services it can run."""
+
+log = logging.getLogger(__name__)
+jobs_log = logging.getLogger("ifcflow.jobs")
+"""One line when a job starts and one when it ends, whatever RQ's own logging level."""
+
+
+def log_jobs() -> None:
+    if not jobs_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        jobs_log.addHandler(handler)
+        jobs_log.setLevel(logging.INFO)
+        jobs_log.propagate = False
+
+
+def preload(services: Sequence[str] = ()) -> dict[str, str]:
+    """Import ifcopenshell and the service modules (all, or just ``services``) once, before forking.
+
+    Returns the services that cannot be imported here, with the reason; their steps fail with that reason in
+    plain words (see :mod:`workers.dispatch`) while the other services run.
+    """
+    import ifcopenshell  # noqa: F401
+
+    import workers.dispatch  # noqa: F401  (the job function of every step)
+
+    unavailable = {}
+    for service in (SERVICES[name] for name in (services or SERVICES) if name in SERVICES):
+        module = service.func.rsplit(".", 1)[0]
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            unavailable[service.name] = str(exc)
+            log.error("service %s is not available on this worker: cannot import %s: %s (install ifcflow with "
+                      "its dependencies: pip install ifcflow)", service.name, module, exc)
+    return unavailable
+
+
+def services_of(conn: Redis, worker_key: str) -> dict[str, Any] | None:
+    """What an ``ifcflow worker`` recorded at start: ``{"available": [...], "unavailable": {name: reason}}``;
+    None for a worker that did not record it (a plain ``rq worker``)."""
+    raw = conn.hget(worker_key, SERVICES_FIELD)
+    return json.loads(raw) if raw else None
+
+
+class IfcflowWorker(Worker):
+    """An RQ worker that reconciles a job's run as soon as the job ended, stops for good when asked to, and
+    records in its RQ worker hash which services it can run (``ifcflow workers`` shows them)."""
+
+    unavailable: dict[str, str] | None = None
+    """Services whose module could not be imported (set by :func:`run_worker` after :func:`preload`)."""
+    stop_asked = False
+    current: tuple[Job, Any] | None = None
+
+    def register_birth(self) -> None:
+        super().register_birth()
+        if self.unavailable is not None:
+            record = {"available": [name for name in SERVICES if name not in self.unavailable],
+                      "unavailable": self.unavailable}
+            self.connection.hset(self.key, SERVICES_FIELD, json.dumps(record))
+
+    def request_stop(self, signum: Any, frame: Any) -> None:
+        self.stop_asked = True  # RQ raises StopRequested when idle and sets _stop_requested only when busy
+        super().request_stop(signum, frame)
+
+    def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
+        super().prepare_job_execution(job, remove_from_intermediate_queue)  # in the horse: the job is started
+        changes.publish(self.connection, (job.meta or {}).get("ifcflow_run"))
+
+    def handle_job_success(self, job: Job, queue: Any, started_job_registry: Any, execution: Any) -> None:
+        super().handle_job_success(job, queue, started_job_registry, execution)  # in the horse: the step ended
+        changes.publish(self.connection, (job.meta or {}).get("ifcflow_run"))
+
+    def execute_job(self, job: Job, queue: Any) -> None:
+        meta = job.meta or {}
+        what = f"job {job.id}" + (f" (run {meta['ifcflow_run']})" if meta.get("ifcflow_run") else "")
+        started = time.monotonic()
+        jobs_log.info("%s started on queue %s", what, job.origin)
+        try:
+            self.connection.hset(self.key, changes.BUSY_FIELD, job.id)
+        except RedisError:
+            pass  # RQ's own bookkeeping below meets the same error and handles it
+        self.current = (job, queue)
+        super().execute_job(job, queue)
+        self.current = None
+        if not self.is_horse:
+            self._ended(job, what, started)
+
+    def _ended(self, job: Job, what: str, started: float) -> None:
+        """In the worker, once the job's horse ended: log it, reconcile its run, announce the change."""
+        meta = job.meta or {}
+        try:
+            state = job.get_status(refresh=True)
+        except Exception:  # Redis gone: say what we know
+            state = None
+        jobs_log.info("%s ended %s after %.1fs", what, getattr(state, "value", state) or "(status unknown)",
+                      time.monotonic() - started)
+        try:  # RQ concedes contended dependent enqueues to maintenance (minutes); do it now
+            rqstore.drain_ready(self.connection, tuple(self.queue_names()))
+            if meta.get("ifcflow_run"):
+                reconcile.run(self.connection, meta["ifcflow_run"])
+        except Exception:  # the job's end is recorded; the periodic pass retries the repairs
+            log.exception("could not reconcile after job %s", job.id)
+        self._advance_batch(job)
+        changes.publish(self.connection, meta.get("ifcflow_run"))
+        try:
+            self.connection.hdel(self.key, changes.BUSY_FIELD)
+        except RedisError:
+            pass
+
+    def _advance_batch(self, job: Job) -> None:
+        """A job of a batch's sub-run ended: release the batch's next sub-runs if that run ended."""
+        run_id = (job.meta or {}).get("ifcflow_run")
+        try:
+            batch_id = self.connection.hget(f"ifcflow:run:{run_id}", "batch") if run_id else None
+            if batch_id:
+                from ..batches.batch import advance
+
+                advance(self.connection, batch_id.decode() if isinstance(batch_id, bytes) else batch_id)
+        except Exception:
+            log.exception("could not advance the batch of run %s after job %s", run_id, job.id)
+
+    def handle_job_failure(self, job: Job, queue: Any, started_job_registry: Any = None, exc_string: str = "",
+                           execution: Any = None) -> None:
+        if not self.is_horse and exc_string and (job.meta or {}).get("ifcflow_run"):
+            try:  # the horse died before it could record this attempt's error (OOM killer, SIGKILL)
+                job.meta.setdefault("errors", []).append(exc_string.strip().splitlines()[0].rstrip("; "))
+                job.save_meta()
+            except Exception:
+                log.exception("could not record the error of job %s", job.id)
+        super().handle_job_failure(job, queue, started_job_registry=started_job_registry, exc_string=exc_string,
+                                   execution=execution)
+        changes.publish(self.connection, (job.meta or {}).get("ifcflow_run"))
+
+    def stop_horse(self) -> tuple[Job, Any] | None:
+        """Kill a work horse left running after the worker lost Redis, and wait for it; returns its job."""
+        if not self.horse_pid:
+            return None
+        self.kill_horse(signal.SIGKILL)
+        self.wait_for_horse()
+        self._horse_pid = 0
+        return self.current
+
+
+def make_worker(conn: Redis, queues: Sequence[str] = QUEUES, name: str | None = None) -> IfcflowWorker:
+    return IfcflowWorker(list(queues) or list(QUEUES), connection=conn, name=name,
+                         job_monitoring_interval=JOB_MONITORING_INTERVAL, worker_ttl=WORKER_TTL)
+
+
+def run_worker(url: str, queues: Sequence[str], burst: bool = False, name: str | None = None,
+               logging_level: str = "INFO", services: Sequence[str] = (),
+               reconcile_interval: float = reconcile.INTERVAL) -> bool:
+    """Preload, then work ``queues`` (all of ifcflow's when empty) with the scheduler enabled.
+
+    RQ retries a lost connection while it waits for jobs but quits when one breaks elsewhere (heartbeat,
+    maintenance); this loop then stops the job's work horse (so a job never runs twice, or ends under a dead
+    worker's name), waits for Redis to come back, fails that job through RQ (retried if it has attempts left) and
+    starts a fresh worker. It returns when the worker stops on request (SIGTERM/SIGINT, busy or idle) or a burst
+    ends. Unless ``burst``, a thread sweeps unfinished runs every ``reconcile_interval`` seconds.
+    """
+    from ..engine import lifeline
+    from ..engine.connection import connect
+
+    lifeline.from_environment()  # a local run's worker dies with ifcflow run, its horses and scheduler with it
+    log_jobs()
+    unknown = [q for q in queues if q not in QUEUES]
+    if unknown:
+        log.warning("queues %s are not ifcflow queues (%s); listening anyway", unknown, ", ".join(QUEUES))
+    unavailable = preload(services)
+    stop = threading.Event()
+    if not burst and reconcile_interval > 0:
+        threading.Thread(target=reconcile.loop, args=(connect(url, check=False), reconcile_interval, stop),
+                         name="ifcflow-reconcile", daemon=True).start()
+    worked = False
+    try:
+        for restart in range(1_000_000):
+            # a restarted worker gets a new name: the old one may still look alive in a persisted Redis
+            worker = make_worker(connect(url), queues, name if restart == 0 or name is None else f"{name}-{restart}")
+            worker.unavailable = unavailable
+            try:
+                worked |= worker.work(burst=burst, with_scheduler=True, logging_level=logging_level)
+            except RedisError as exc:
+                log.error("lost Redis at %s: %s", url, exc)
+            abandoned = worker.stop_horse()
+            # an idle worker's warm shutdown raises StopRequested without setting _stop_requested: check all
+            if burst or worker.stop_asked or worker._stop_requested or worker._shutdown_requested_date is not None:
+                return worked
+            _await_redis(url)
+            log.warning("Redis at %s is back; restarting the worker", url)
+            if abandoned is not None:
+                _fail_abandoned(worker, *abandoned)
+    finally:
+        stop.set()
+    return worked
+
+
+def _await_redis(url: str) -> None:
+    from ..engine.connection import connect
+    from ..errors import RedisUnavailable
+
+    delay = 1.0
+    while True:
+        time.sleep(delay)
+        try:
+            connect(url)
+            return
+        except RedisUnavailable:
+            delay = min(delay * 2, 30.0)
+
+
+def _fail_abandoned(worker: IfcflowWorker, job: Job, queue: Any) -> None:
+    """The job whose horse was stopped after Redis was lost fails now (RQ retries it if it has attempts left)."""
+    try:
+        job.refresh()
+        if job.get_status() != JobStatus.STARTED:
+            return
+        worker.handle_job_failure(job, queue, exc_string="work horse stopped: its worker lost the Redis connection")
+        run_id = (job.meta or {}).get("ifcflow_run")
+        if run_id:
+            reconcile.run(worker.connection, run_id)
+    except Exception:  # the periodic pass and RQ's maintenance fail it later
+        log.exception("could not fail job %s after losing Redis", job.id)

@@ -1,0 +1,1 @@
+"""Reading, checking and planning a pipeline file. Pure: nothing here touches Redis or RQ."""

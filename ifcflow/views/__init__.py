@@ -1,0 +1,1 @@
+"""How a run is shown: the terminal view, JUnit/Markdown/HTML reports, RQ Dashboard."""
