@@ -2,7 +2,7 @@
 passes an open connection (``config.attributes["connection"]``)."""
 
 from alembic import context
-from ifcflow.history.database.database import VERSION_TABLE
+from ifcflow.history.database import VERSION_TABLE
 from sqlalchemy import text
 
 connection = context.config.attributes["connection"]
