@@ -346,7 +346,7 @@ def _release(conn: Redis, batch_id: str, control: Control, released: int, held: 
     ones. Returns how many were opened."""
     opened = 0
     for run_id in held[:room]:
-        enqueue.open_gate(conn, Job.fetch(store.gate_ids(conn, run_id)[-1], connection=conn))
+        enqueue.open_gate(conn, Job.fetch(store.latest_gate_id(conn, run_id), connection=conn))
         conn.lrem(held_key(batch_id), 1, run_id)
         opened += 1
     for index in range(released, min(control.total, released + room - opened)):

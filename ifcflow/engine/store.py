@@ -86,6 +86,12 @@ def gate_id(run_id: str, name: str = "start") -> str:
     return f"{run_id}--{name}"
 
 
+def latest_gate_id(conn: Redis, run_id: str) -> str:
+    """Job id of the run's newest gate: its start gate, or the gate of its latest retry."""
+    retries = int(conn.hget(run_key(run_id), "retries") or 0)
+    return gate_id(run_id, f"retry{retries}" if retries else "start")
+
+
 def gate_ids(conn: Redis, run_id: str) -> list[str]:
     """Job ids of a run's start gate and of the gate of every retry, each followed by its hold (a gate never
     opened, which held ``failure()`` steps wait on: see :class:`ifcflow.engine.enqueue.Wiring`; absent in most runs)."""
