@@ -24,8 +24,8 @@ from sqlalchemy import text
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ifcflow.engine import outbox  # noqa: E402
-from ifcflow.history.database import database as history
-from ifcflow.history.database import lineage
+from ifcflow.history import database as history
+from ifcflow.history import lineage
 from ifcflow.pipeline.plan import PlannedStep  # noqa: E402
 from ifcflow.standalone.embedded import EmbeddedRedis  # noqa: E402
 from tests.factories import tiny_model  # noqa: E402

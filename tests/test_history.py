@@ -17,8 +17,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from ifcflow.cli import cli
 from ifcflow.engine import control, outbox, runner, status, store
 from ifcflow.errors import IfcflowError
-from ifcflow.history.database import database as history
-from ifcflow.history.database import lineage
+from ifcflow.history import database as history
+from ifcflow.history import lineage
 
 from .conftest import work
 from .factories import tiny_model, walls_model, write_pipeline
