@@ -2,8 +2,9 @@
 passes an open connection (``config.attributes["connection"]``)."""
 
 from alembic import context
-from ifcflow.history.database import VERSION_TABLE
 from sqlalchemy import text
+
+from ifcflow.history.database import VERSION_TABLE
 
 connection = context.config.attributes["connection"]
 context.configure(connection=connection, version_table=VERSION_TABLE, transactional_ddl=True)
