@@ -143,6 +143,7 @@ def fetch(url: str, settings: Settings, target: Path, kind: str) -> int:
 def download_from_url(request: Request, body: FetchRequest) -> Fetched:
     """Fetch an IFC or IDS file from an allowed host into ``uploads/`` (the original's "download from URL")."""
     settings: Settings = request.app.state.settings
+    check_host(body.url, settings.download_allow)  # a malformed URL is a 422 before anything else
     original = Path(urlsplit(body.url).path).name
     name = paths.upload_name(body.output_filename or original or "download.ifc")
     kind = _kind(name)

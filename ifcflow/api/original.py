@@ -65,6 +65,7 @@ def _outputs(settings: Settings, body: Original, fields: tuple[str, ...], kind: 
         if not any(paths.contained(root, mapped) for root in (settings.output, settings.uploads)):
             raise paths.UnsafePath(f"{field}: {value!r}: outputs are written under /output/... (or over an upload "
                                    "in /uploads/...), never into /examples/")
+        paths.writable_output(settings.data, mapped, field)
         if mapped.parent == folder or folder in mapped.parents:
             names[field] = str(mapped.relative_to(folder))
         else:

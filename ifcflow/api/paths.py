@@ -21,9 +21,19 @@ class UnsafePath(IfcflowError):
     """A client-given path would leave the data folder (HTTP 400)."""
 
 
+MAX_NAME = 1024
+"""Longest path a client may send, in UTF-8 bytes (each part at most 255, as file systems allow)."""
+DOWNLOADABLE = ("uploads", "output", "examples")
+"""The data folder's parts a download link may name (never the history database or other server files)."""
+
+
 def _check_text(name: str, what: str) -> None:
     if not name or not name.strip():
         raise UnsafePath(f"{what}: the file name is empty; give a file name such as model.ifc")
+    if len(name.encode("utf-8", "surrogatepass")) > MAX_NAME or any(
+            len(part.encode("utf-8", "surrogatepass")) > 255 for part in name.split("/")):
+        raise UnsafePath(f"{what}: the name is too long (at most {MAX_NAME} bytes, 255 per folder or file name); "
+                         "use a shorter name")
     if any(ord(c) < 32 or c == "\x7f" for c in name):
         raise UnsafePath(f"{what}: {name!r} contains control characters (NUL, newline...); use a plain file name")
     if "\\" in name:
@@ -102,10 +112,28 @@ def shown(data: Path, path: str | Path) -> str:
 
 
 def data_file(data: Path, name: str, what: str = "file_path") -> Path:
-    """A file in the data folder: ``output/...``, ``uploads/...`` or the original's ``/output/...``."""
+    """A file in the data folder's ``uploads/``, ``output/`` or ``examples/`` (or the original's ``/output/...``
+    forms), never a hidden one: server files beside them (the history database, caches) are not for clients."""
     if name.startswith(CONTAINER_PREFIXES):
         name = name[1:]
+    rel = relative(name, what)
+    if rel.parts[0] not in DOWNLOADABLE or any(part.startswith(".") for part in rel.parts):
+        raise UnsafePath(f"{what}: {name!r} is not a file clients may fetch; name one in uploads/, output/ or "
+                         "examples/ (as a job's result gives it)")
     return inside(data, name, what)
+
+
+def writable_output(data: Path, target: Path, what: str) -> None:
+    """Refuse an output a client names into another run's folder (``output/runs/``) or a hidden server folder
+    (``output/.preview/``): those hold records and caches that other requests trust."""
+    base = Path(os.path.realpath(data))
+    try:
+        parts = Path(os.path.realpath(target)).relative_to(base).parts
+    except ValueError:
+        raise UnsafePath(f"{what}: the output is outside the data folder") from None
+    if parts[:2] == ("output", "runs") or any(part.startswith(".") for part in parts):
+        raise UnsafePath(f"{what}: outputs go to output/<kind>/ (or over an upload), never into output/runs/ or a "
+                         "hidden folder; choose another output name")
 
 
 def upload_name(filename: str | None) -> str:

@@ -11,7 +11,8 @@ paths relative to the data folder (``output/ids/test.html``); ``POST /create_dow
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from ..engine.status import RunStatus
@@ -24,13 +25,28 @@ REPORT_LIMIT = 5_000_000
 """ifctester's ``report`` text is included up to this size (bytes); larger reports are read by download."""
 
 
+_CODE_FILE = re.compile(r'File "(/[^"]+)"')
+_PROJECT = str(Path(__file__).resolve().parents[2]) + "/"  # the folder holding ifcflow/ and workers/
+
+
+def _code_path(match: re.Match[str]) -> str:
+    """A traceback's source file without the server's folders: ``site-packages/rq/job.py``, ``workers/x.py``."""
+    path = match.group(1)
+    if "/site-packages/" in path:
+        return f'File "site-packages/{path.rsplit("/site-packages/", 1)[1]}"'
+    if path.startswith(_PROJECT):
+        return f'File "{path[len(_PROJECT):]}"'
+    return f'File "{PurePosixPath(path).name}"'
+
+
 def public(value: Any, data: Path) -> Any:
-    """``value`` with every absolute path inside the data folder made relative to it (``output/...``)."""
+    """``value`` with every absolute path inside the data folder made relative to it (``output/...``), and the
+    source files a traceback names shown without the server's folders."""
     roots = sorted({str(data).rstrip("/") + "/", os.path.realpath(data).rstrip("/") + "/"}, key=len, reverse=True)
     if isinstance(value, str):
         for root in roots:
             value = value.replace(root, "")
-        return value
+        return _CODE_FILE.sub(_code_path, value)
     if isinstance(value, dict):
         return {k: public(v, data) for k, v in value.items()}
     if isinstance(value, list):

@@ -101,6 +101,8 @@ def _resolver(settings: Settings, roots: tuple[Path, ...], workdir: str, strict:
         if not paths.check_within((settings.output,), found, where):
             raise paths.UnsafePath(f"{where}: {value!r} is outside the data folder's output/; name a folder "
                                    "relative to the step's output folder")
+        if not paths.contained(base, found):  # another run's folder or a server cache is not the client's
+            paths.writable_output(settings.data, Path(found), where)
         return same(value, found, where)
 
     return patchargs.Resolver(input_file, output_dir)
@@ -203,7 +205,11 @@ def start(conn: Redis, settings: Settings, plan: Plan, hook: str | None = None,
     if notes:
         record[NOTES] = json.dumps(notes)
     for step in plan.steps:
-        Path(step.workdir).mkdir(parents=True, exist_ok=True)
+        try:
+            Path(step.workdir).mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):  # e.g. an output "in" a file: /uploads/model.ifc/x.glb
+            raise paths.UnsafePath(f"step {step.id}: its output folder names an existing file, not a folder; "
+                                   "choose another output name") from None
     enqueue.submit(conn, plan, ttl=settings.ttl, record=record)
     if hook:
         conn.sadd(webhook.WATCHED, plan.run_id)

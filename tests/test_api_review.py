@@ -1,0 +1,109 @@
+"""Findings of the security review of the integrated server (each reproduced on a real `ifcflow serve`): server
+files are not downloadable, outputs never land in other runs' folders or the preview cache, over-long names and
+outputs "inside" a file are 4xx (never a 500), tracebacks and messages name no server folder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from redis import Redis
+
+from ifcflow.standalone.embedded import EmbeddedRedis
+from tests.apiserver import ApiServer
+from tests.factories import tiny_model
+
+KEY = "review-key"
+
+
+class Env:
+    def __init__(self, data: Path, api: ApiServer, redis: Redis):
+        self.data, self.api, self.redis = data, api, redis
+        self.client = httpx.Client(base_url=api.url, headers={"X-API-Key": KEY}, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
+    data = tmp_path_factory.mktemp("review") / "data"
+    (data / "uploads").mkdir(parents=True)
+    tiny_model(data / "uploads" / "tiny.ifc")
+    (data / "history.sqlite").write_bytes(b"SQLite format 3\x00 secret audit")
+    (data / "output" / ".preview").mkdir(parents=True)
+    (data / "output" / "runs" / "other-run").mkdir(parents=True)
+    (data / "output" / "runs" / "other-run" / "status.json").write_text('{"status": "succeeded"}')
+    with EmbeddedRedis() as server, ApiServer(server.url, data, {"IFCFLOW_API_KEYS": KEY}, workers=1) as api:
+        redis = Redis.from_url(server.url)
+        yield Env(data, api, redis)
+        redis.close()
+
+
+def jobs(env: Env) -> int:
+    return len(env.redis.keys("rq:job:*"))
+
+
+@pytest.mark.parametrize("name", ["history.sqlite", "/history.sqlite", "history.sqlite-wal", "output/.preview/x.glb",
+                                  "processes.log", "uploads/.hidden.ifc"])
+def test_server_files_beside_the_client_folders_get_no_download_link(env: Env, name: str) -> None:
+    answer = env.client.post("/create_download_link", json={"file_path": name})
+    assert answer.status_code == 400, answer.text
+    assert "uploads/, output/ or examples/" in answer.json()["detail"] or "absolute" in answer.json()["detail"]
+    fine = env.client.post("/create_download_link", json={"file_path": "uploads/tiny.ifc"})
+    assert fine.status_code == 200 and env.client.get(f"/download/{fine.json()['download_token']}").status_code == 200
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/ifc2json", {"filename": "tiny.ifc", "output_filename": "/output/runs/other-run/status.json"}),
+    ("/ifcconvert", {"input_filename": "tiny.ifc", "output_filename": "/output/.preview/abc.glb"}),
+    ("/patch/execute", {"input_file": "tiny.ifc", "output_file": "o.ifc", "recipe": "SplitByBuildingStorey",
+                        "arguments": ["/output/runs/other-run"]}),
+])
+def test_outputs_never_go_into_other_runs_or_server_caches(env: Env, path: str, body: dict[str, object]) -> None:
+    before = jobs(env)
+    answer = env.client.post(path, json=body)
+    assert answer.status_code == 400, answer.text
+    assert "output/runs/" in answer.json()["detail"] or "hidden" in answer.json()["detail"]
+    assert jobs(env) == before
+    assert (env.data / "output/runs/other-run/status.json").read_text() == '{"status": "succeeded"}'
+    assert list((env.data / "output/.preview").iterdir()) == []
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/ifcconvert", {"input_filename": "a" * 300 + ".ifc", "output_filename": "o.glb"}),
+    ("/ifcconvert", {"input_filename": "tiny.ifc", "output_filename": "b" * 300 + ".glb"}),
+    ("/create_download_link", {"file_path": "uploads/" + "c" * 300}),
+    ("/runs", {"file": "d" * 300 + ".yaml"}),
+    ("/ifcconvert", {"input_filename": "tiny.ifc", "output_filename": "/uploads/tiny.ifc/x.glb"}),
+    ("/download-from-url", {"url": "http://[::1/x.ifc"}),
+])
+def test_over_long_names_and_outputs_inside_a_file_are_4xx_not_500(env: Env, path: str,
+                                                                   body: dict[str, object]) -> None:
+    answer = env.client.post(path, json=body)
+    assert 400 <= answer.status_code < 500, (answer.status_code, answer.text)
+    assert str(env.data) not in answer.text
+
+
+def test_a_path_outside_is_echoed_as_written_not_relative_to_the_data_folder(env: Env) -> None:
+    outside = str(env.data.parent / "pwn.glb")
+    answer = env.client.post("/ifcconvert", json={"input_filename": "tiny.ifc", "output_filename": outside})
+    assert answer.status_code == 400 and "../pwn.glb" not in answer.text, answer.text
+
+
+def test_a_failed_jobs_traceback_names_no_server_folder(env: Env) -> None:
+    (env.data / "uploads" / "broken.ifc").write_text("ISO-10303-21;\nHEADER;\nFILE_SCHEMA(('IFC4'));\nENDSEC;\n"
+                                                     "DATA;\n#1=IFCWALL($,$,$,$,$,$,$,$,$);\nENDSEC;\n"
+                                                     "END-ISO-10303-21;\n")  # opens, then breaks the recipe
+    answer = env.client.post("/patch/execute", json={"input_file": "broken.ifc", "output_file": "x.ifc",
+                                                      "recipe": "ExtractElements", "arguments": ["IfcWall"]})
+    assert answer.status_code == 200, answer.text
+    job_id = answer.json()["job_id"]
+    deadline = time.monotonic() + 120
+    while (status := env.client.get(f"/jobs/{job_id}/status").json())["status"] not in ("failed", "finished"):
+        assert time.monotonic() < deadline, status
+        time.sleep(0.3)
+    assert status["status"] == "failed" and status["traceback"], status
+    root = str(Path(__file__).resolve().parent.parent)
+    assert root not in status["traceback"] and "/site-packages/" not in status["traceback"], status["traceback"]
+    assert 'File "' in status["traceback"]
