@@ -1,6 +1,6 @@
 """Findings of the security review of the integrated server (each reproduced on a real `ifcflow serve`): server
 files are not downloadable, outputs never land in other runs' folders or the preview cache, over-long names and
-outputs "inside" a file are 4xx (never a 500), tracebacks and messages name no server folder."""
+outputs "inside" a file are 4xx (never a 500), tracebacks name no server folder."""
 
 from __future__ import annotations
 
@@ -83,12 +83,6 @@ def test_over_long_names_and_outputs_inside_a_file_are_4xx_not_500(env: Env, pat
     answer = env.client.post(path, json=body)
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text)
     assert str(env.data) not in answer.text
-
-
-def test_a_path_outside_is_echoed_as_written_not_relative_to_the_data_folder(env: Env) -> None:
-    outside = str(env.data.parent / "pwn.glb")
-    answer = env.client.post("/ifcconvert", json={"input_filename": "tiny.ifc", "output_filename": outside})
-    assert answer.status_code == 400 and "../pwn.glb" not in answer.text, answer.text
 
 
 def test_a_failed_jobs_traceback_names_no_server_folder(env: Env) -> None:

@@ -22,7 +22,7 @@ from ..engine.states import RunState
 from ..errors import IfcflowError
 from ..history import database as history
 from ..history import lineage
-from . import paths
+from . import answers, paths
 from .auth import require_key
 from .settings import Settings
 
@@ -34,7 +34,7 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@#-]{0,199}$"
 def install(app: FastAPI, settings: Settings) -> None:
     """Routes, the actor of each request, and this server's history database (where its reconcile loop drains)."""
     outbox.configure(app.state.conn, history.url_for(settings.data))
-    app.include_router(router)
+    app.include_router(router, responses=answers.of_router(router))  # every error answer documented
     app.add_middleware(Actor, keys=settings.api_keys)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -17,9 +18,9 @@ _PATH = re.compile(r"/[^\s'\"(),:;<>|]+")
 
 def public(text: str, roots: tuple[Path, ...]) -> str:
     """``text`` with the server's absolute paths made relative: a path under one of ``roots`` (the data folder, then
-    the pipelines folder) relative to it (``uploads/pipeline.yaml:5:11``); other absolute paths (what a client
-    wrote, URL paths) stay as they are, never rewritten relative to a server folder (which would tell a client
-    where the data folder is). Error answers over HTTP never tell a client where the server keeps its files."""
+    the pipelines folder) relative to it (``uploads/pipeline.yaml:5:11``), a path elsewhere that shares a folder
+    with the first root relative to that root (``../etc/passwd``); other absolute paths (what a client wrote, URL
+    paths) stay as they are. Error answers over HTTP never tell a client where the server keeps its files."""
     def relative(match: re.Match[str]) -> str:
         path = match.group(0)
         for root in roots:
@@ -28,6 +29,8 @@ def public(text: str, roots: tuple[Path, ...]) -> str:
                 return "."
             if path.startswith(prefix):
                 return path[len(prefix):]
+        if roots and os.path.commonpath([str(roots[0]), path]) != "/":
+            return os.path.relpath(path, roots[0])
         return path
 
     return _PATH.sub(relative, text)
