@@ -3,7 +3,8 @@
 
 - glb/gltf and IFC: a 3D view (three.js r187, vendored under ``/ui/static/vendor/three/``, MIT; no CDN). An IFC
   model is converted to glb on its first preview, in a subprocess (``python -m workers.preview``, ifcopenshell's
-  glb serializer), and cached in ``output/.preview/<sha256 of the file>.glb``; later previews reuse it.
+  glb serializer), and cached in ``output/.preview/<sha256 of the file>.glb``; later previews reuse it. One
+  conversion per model at a time, at most a few at once (``preview_glb``).
 - HTML (an ifctester report): served as is, sandboxed (``Content-Security-Policy: sandbox``: its own origin, no
   access to the server's cookies or API).
 - CSV and JSON: a table (the first 2,000 rows).
@@ -13,12 +14,9 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import html
 import json
 import secrets
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +25,11 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 
 from .auth import require_key
 from .downloads import token_file
-from .settings import Settings
+from .preview_glb import glb
 from .uploads import TOKEN_TTL, token_key
 
 router = APIRouter(tags=["files"])
 ROWS = 2000
-CONVERT_TIMEOUT = 600
 THREE = "/ui/static/vendor/three"
 PAGE_CSP = "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; img-src 'self' blob: data:"
 
@@ -121,25 +118,6 @@ def _json(path: Path) -> str:
     return f"<pre>{html.escape(json.dumps(data, indent=2))}</pre>"
 
 
-def _glb(settings: Settings, path: Path) -> Path:
-    """The glb of an IFC model, converted once and cached by the file's sha256."""
-    with path.open("rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    cached = settings.output / ".preview" / f"{digest}.glb"
-    if cached.is_file():
-        return cached
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        done = subprocess.run([sys.executable, "-m", "workers.preview", str(path), str(cached)], capture_output=True,
-                              text=True, timeout=CONVERT_TIMEOUT, check=False)
-    except subprocess.TimeoutExpired:
-        raise HTTPException(504, f"converting {path.name} for the preview took over {CONVERT_TIMEOUT} s") from None
-    if done.returncode != 0 or not cached.is_file():
-        reason = (done.stderr.strip().splitlines() or ["no output"])[-1][:300]
-        raise HTTPException(404, f"{path.name} cannot be shown in 3D: {reason}")
-    return cached
-
-
 @router.get("/preview/{token}", response_class=HTMLResponse, responses={404: {"description": "unknown token"}})
 def preview(request: Request, token: str) -> Any:
     """The file behind a download token, shown in the browser (no API key needed: the token is the credential)."""
@@ -159,12 +137,13 @@ def preview(request: Request, token: str) -> Any:
                  "Download it</a>.</p>")
 
 
-@router.get("/preview/{token}/model.glb", response_class=FileResponse, responses={404: {"description": "unknown"}})
-def preview_model(request: Request, token: str) -> FileResponse:
-    """The glb the 3D preview loads (an IFC model converted on first use)."""
+@router.get("/preview/{token}/model.glb", response_class=FileResponse,
+            responses={404: {"description": "unknown"}, 503: {"description": "too many conversions at once; retry"}})
+async def preview_model(request: Request, token: str) -> FileResponse:
+    """The glb the 3D preview loads (an IFC model converted on first use, one conversion per model at a time)."""
     path = token_file(request, token)
     if path.suffix.lower() == ".ifc":
-        path = _glb(request.app.state.settings, path)
+        path = await glb(request.app.state.settings.output, path)
     elif path.suffix.lower() not in (".glb", ".gltf"):
         raise HTTPException(404, "this file has no 3D preview")
     return FileResponse(path, media_type="model/gltf-binary")
