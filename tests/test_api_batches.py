@@ -199,6 +199,31 @@ def test_bad_schedules_are_refused_and_not_stored(env: Env, outside: Path, chang
     assert env.client.get("/schedules/bad").status_code == 404
 
 
+def test_costly_and_symlinked_globs_are_refused_or_bounded(env: Env, outside: Path) -> None:
+    deep = env.data / "uploads" / "deep" / "a" / "b" / "c" / "d" / "e" / "f"
+    deep.mkdir(parents=True, exist_ok=True)
+    (deep / "one.ifc").write_bytes((env.models / "tiny.ifc").read_bytes())
+    etcdir = env.data / "uploads" / "deep" / "etcdir"
+    if not etcdir.is_symlink():
+        etcdir.symlink_to(outside)
+    before = enqueued(env)
+    three = env.client.post("/batches", json={"file": "two.yaml", "each": {"model": "deep/**/b/**/d/**/*.ifc"}})
+    assert three.status_code == 422, three.text
+    assert "each.model: the glob has 3 '**' segments; at most 2 are allowed" in three.text
+    schedule = env.client.post("/schedules", json={"name": "stars", "file": "two.yaml", "cron": "0 2 * * *",
+                                                   "each": {"model": "deep/**/b/**/d/**/*.ifc"}})
+    assert schedule.status_code == 422 and "at most 2 are allowed" in schedule.text
+    linked = env.client.post("/batches", json={"file": "two.yaml", "each": {"model": "deep/*/secret.ifc"}})
+    assert linked.status_code == 422 and "matches no file" in linked.text  # etcdir/ is not walked
+    assert "outside" not in linked.text and str(env.data.parent) not in linked.text
+    assert nothing_new(env, before)
+    repeated = env.client.post("/batches", json={"file": "two.yaml", "max_runs": 1,
+                                                 "each": {"model": "deep/" + "**/" * 20 + "one.ifc"}})
+    assert repeated.status_code == 202, repeated.text  # one file, one run (was 4,368 "runs", refused)
+    final = stream_events(env.client, repeated.json()["events_url"])[-1][1]
+    assert [os.path.basename(r["label"]) for r in final["runs"]] == ["one.ifc"]
+
+
 def test_batch_progresses_with_plain_rq_workers(tmp_path: Path) -> None:
     """Plain ``rq worker``s do not release a batch's next sub-runs (``ifcflow worker``s do): the server does, so a
     batch of 3 files (a window of 2) ends. Before the server drove its batches, the third file never started."""

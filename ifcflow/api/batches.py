@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import os
-import sys
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 
+from .. import globs
 from ..batches import batch, batch_report, batch_status
 from ..batches.batch_status import BatchStatus
 from ..errors import IfcflowError, PipelineError
@@ -92,7 +92,12 @@ def read_status(conn: Redis, batch_id: str, errors: bool = True) -> BatchStatus:
 
 
 def vet_glob(roots: tuple[Path, ...], pattern: str, what: str) -> None:
-    """An absolute glob must not climb (``..``) and its fixed folder part must lie in ``roots``."""
+    """An absolute glob must not climb (``..``), must be cheap to expand (422: see :func:`ifcflow.globs.check`) and
+    its fixed folder part must lie in ``roots``."""
+    try:
+        globs.check(pattern)
+    except globs.GlobError as exc:
+        raise unprocessable(f"{what}: {exc}", *what.split(".")) from None
     parts = PurePosixPath(pattern).parts
     if ".." in parts:
         raise paths.UnsafePath(f"{what}: {pattern!r} contains '..'; globs must stay inside the data folder")
@@ -122,22 +127,25 @@ def _patterns(settings: Settings, body: BatchRequest, doc: document.Document,
 
 
 def _first_files(settings: Settings, every: dict[str, str], body: BatchRequest,
-                 roots: tuple[Path, ...]) -> dict[str, str]:
-    """Expand each glob (with the library's expansion): 422 naming a glob that matches nothing, 400 for a match
-    outside the data folder. Returns the first file of each, for the probe plan."""
+                 roots: tuple[Path, ...], max_runs: int) -> dict[str, str]:
+    """Expand each glob (with the library's expansion, up to ``max_runs + 1`` files: more is refused when the
+    batch is planned): 422 naming a glob that matches nothing, 400 for a match outside the data folder (named as
+    written under the data folder, never by where it leads). Returns the first file of each, for the probe plan."""
     first = {}
     for name, pattern in every.items():
-        try:
-            combos = batch.expand({name: pattern}, max_runs=sys.maxsize)
-        except IfcflowError:
+        files = globs.expand(pattern, limit=max_runs + 1)
+        if not files:
             shown = body.each.get(name, pattern)
             raise unprocessable(f"each.{name}: {shown!r} matches no file in uploads/; nothing was enqueued. Upload "
                                 "the models first (POST /upload/ifc) or fix the glob ('**' spans folders)",
-                                "each", name) from None
-        for combo in combos:
-            if not paths.check_within(roots, combo[name], f"each.{name}"):
-                raise paths.UnsafePath(f"each.{name}: {combo[name]!r} leads outside the data folder (a symlink?)")
-        first[name] = combos[0][name]
+                                "each", name)
+        for file in files:
+            if not paths.check_within(roots, file, f"each.{name}"):
+                written = os.path.relpath(file, settings.data)
+                shown = written if not written.startswith("..") else PurePosixPath(file).name
+                raise paths.UnsafePath(f"each.{name}: {shown!r} leads outside the data folder (a symlink?); "
+                                       "remove it or narrow the glob")
+        first[name] = files[0]
     return first
 
 
@@ -185,7 +193,7 @@ def plan_batch(settings: Settings, body: BatchRequest,
     try:
         doc = document.parse(text, base / name, overrides, check_files=False)
         asked, every = _patterns(settings, body, doc, roots)
-        _probe(settings, doc, _first_files(settings, every, body, roots), roots)
+        _probe(settings, doc, _first_files(settings, every, body, roots, max_runs), roots)
         return batch.prepare(doc, asked, settings.runs, max_runs=max_runs, ttl=settings.ttl)
     except ValueError as exc:  # a path the OS cannot take (NUL byte)
         raise paths.UnsafePath(f"pipeline: a path cannot be used ({exc}); use plain file names") from None

@@ -22,7 +22,6 @@ sub-run's record has ``batch``.
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
 import secrets
@@ -37,6 +36,7 @@ from redis.client import Pipeline as RedisPipeline
 from rq import Worker
 from rq.job import Job
 
+from .. import globs
 from ..engine import enqueue, lifetimes, runstates, store
 from ..engine.runstates import RunRow
 from ..engine.states import RunState
@@ -151,10 +151,14 @@ def parse_each(values: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 
 def expand(patterns: dict[str, str], max_runs: int = DEFAULT_MAX_RUNS) -> list[dict[str, str]]:
-    """Every combination of the files each (absolute) glob matches, sorted; ``**`` spans folders."""
+    """Every combination of the files each (absolute) glob matches, sorted; ``**`` spans folders (expanded by
+    :func:`ifcflow.globs.expand`: no symlinked folder entered, each file once, at most ``max_runs + 1`` read)."""
     matched: dict[str, list[str]] = {}
     for name, pattern in patterns.items():
-        files = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
+        try:
+            files = globs.expand(pattern, limit=max_runs + 1)
+        except globs.GlobError as exc:
+            raise globs.GlobError(f"{name}: {exc}; nothing was enqueued") from None
         if not files:
             raise IfcflowError(f"{name}={pattern!r} matches no file; nothing was enqueued. Check the pattern (it is "
                                "expanded by ifcflow, so quote it in the shell; --each globs are relative to the "
@@ -164,8 +168,10 @@ def expand(patterns: dict[str, str], max_runs: int = DEFAULT_MAX_RUNS) -> list[d
     for files in matched.values():
         total *= len(files)
     if total > max_runs:
-        sizes = " x ".join(f"{len(f)} ({n})" for n, f in matched.items())
-        raise IfcflowError(f"the batch would have {total} runs ({sizes}), more than --max-runs {max_runs}; narrow "
+        more = any(len(f) > max_runs for f in matched.values())  # that glob's walk stopped at max_runs + 1
+        sizes = " x ".join(f"{len(f)}{'+' if len(f) > max_runs else ''} ({n})" for n, f in matched.items())
+        raise IfcflowError(f"the batch would have {'at least ' if more else ''}{total} runs ({sizes}), more than "
+                           f"--max-runs {max_runs}; narrow "
                            "the globs or raise --max-runs. Nothing was enqueued.")
     names = list(matched)
     return [dict(zip(names, combo)) for combo in itertools.product(*(matched[n] for n in names))]
