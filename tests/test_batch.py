@@ -253,7 +253,7 @@ def test_a_local_batch_can_be_reported_listed_looked_into_and_retried(folder: Pa
     pipeline = write_pipeline(folder, PIPELINE)
     done = _cli("run", str(pipeline), "--each", "arch=models/**/*.ifc", "--out", "runs", "--workers", "2", cwd=folder)
     assert done.returncode == 1, done.stderr  # sub/c.ifc has no wall: its IDS fails
-    [batch_folder] = (folder / "runs").iterdir()
+    [batch_folder] = [p for p in (folder / "runs").iterdir() if p.is_dir()]  # (history.sqlite beside)
     batch_id = batch_folder.name
     failed = f"{batch_id}-2"
     report = _cli("report", batch_id, "--out", "runs", cwd=folder)

@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ifcflow import globs
-from ifcflow.batches import batch
+from ifcflow.batches import batch, globs
 from ifcflow.errors import IfcflowError
 
 DEEP = "a/b/c/d/e/f"

@@ -20,8 +20,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 
-from .. import globs
-from ..batches import batch, batch_report, batch_status
+from ..batches import batch, batch_report, batch_status, globs
 from ..batches.batch_status import BatchStatus
 from ..errors import IfcflowError, PipelineError
 from ..pipeline import document

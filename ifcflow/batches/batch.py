@@ -36,13 +36,13 @@ from redis.client import Pipeline as RedisPipeline
 from rq import Worker
 from rq.job import Job
 
-from .. import globs
 from ..engine import enqueue, lifetimes, runstates, store
 from ..engine.runstates import RunRow
 from ..engine.states import RunState
 from ..errors import IfcflowError, PipelineError
 from ..pipeline import document
 from ..pipeline.plan import Plan, plan
+from . import globs
 
 BATCHES = store.BATCHES
 DEFAULT_MAX_RUNS = 1000

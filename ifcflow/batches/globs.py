@@ -14,7 +14,7 @@ import fnmatch
 import os
 from pathlib import PurePosixPath
 
-from .errors import IfcflowError
+from ..errors import IfcflowError
 
 MAX_RECURSIVE = 2
 MAX_CHARS = 1024
