@@ -228,7 +228,7 @@ def test_http_history_lineage_audit_and_known_uploads(conn: Redis, db: Database,
     monkeypatch.setenv(history.ENV, db.url)
     monkeypatch.setattr(outbox, "_urls", {})  # the app names its connection's database: undone at the end
     client = TestClient(create_app(Settings(data=tmp_path / "data", redis_url="unused", api_keys=("k1", "k2")),
-                                   conn=conn), headers={"X-API-Key": "k2"})
+                                   conn=conn), headers={"X-API-Key": "k2"}, base_url="http://localhost")  # a loopback Host
     models = tmp_path / "models"
     models.mkdir()
     walls_model(models / "arch.ifc", walls=3)

@@ -136,18 +136,17 @@ def new_model(schema: str = "IFC4", name: str = "Demo project") -> tuple[ifcopen
 
 
 def _owner_history(file: ifcopenshell.file) -> None:
-    """IFC2X3 requires an owner history on every rooted entity: person, organisation, application."""
+    """IFC2X3 requires an owner history on every rooted entity: person, organisation, application. ifcopenshell's
+    default owner settings find them in the file itself; they are not overridden process-wide (an override bound
+    to this file's entities broke every later edit of another file in the same process)."""
     import ifcopenshell.api.owner
-    import ifcopenshell.api.owner.settings
 
     person = ifcopenshell.api.owner.add_person(file, identification="demo", family_name="Demo", given_name="ifcflow")
     organisation = ifcopenshell.api.owner.add_organisation(file, identification="ifcflow", name="ifcflow")
-    user = ifcopenshell.api.owner.add_person_and_organisation(file, person=person, organisation=organisation)
-    application = ifcopenshell.api.owner.add_application(
+    ifcopenshell.api.owner.add_person_and_organisation(file, person=person, organisation=organisation)
+    ifcopenshell.api.owner.add_application(
         file, application_developer=organisation, version="0.1", application_full_name="ifcflow demo",
         application_identifier="ifcflow")
-    ifcopenshell.api.owner.settings.get_user = lambda ifc: user
-    ifcopenshell.api.owner.settings.get_application = lambda ifc: application
 
 
 def _contain(file: ifcopenshell.file, storey: Any, product: Any) -> None:
