@@ -93,7 +93,7 @@ def test_unreachable_redis_does_not_advise_what_then_fails() -> None:
 
 def test_timeout_cancels_a_local_run_properly(tmp_path: Path) -> None:
     (tmp_path / "fzk.ifc").symlink_to(shared_ifc("AC20-FZK-Haus.ifc"))
-    done = cli("run", str(write_pipeline(tmp_path, SLOW)), "--out", str(tmp_path / "runs"), "--timeout", "4s")
+    done = cli("run", str(write_pipeline(tmp_path, SLOW)), "--out", str(tmp_path / "runs"), "--timeout", "2s")
     assert done.returncode == 1, done.stderr
     (run_dir,) = [p for p in (tmp_path / "runs").iterdir() if p.is_dir()]
     document = json.loads((run_dir / "status.json").read_text())

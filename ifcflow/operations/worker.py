@@ -91,8 +91,26 @@ class IfcflowWorker(Worker):
                       "unavailable": self.unavailable}
             self.connection.hset(self.key, SERVICES_FIELD, json.dumps(record))
 
+    early = False
+    """True from the start of :meth:`bootstrap` until RQ installs its own signal handlers, just before its loop."""
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        # RQ registers the worker (and starts its scheduler) before it installs its signal handlers: a SIGTERM in
+        # between killed the worker outright, leaving its registration behind. Catch it from the start instead.
+        self.early = True
+        signal.signal(signal.SIGTERM, self.request_stop)
+        signal.signal(signal.SIGINT, self.request_stop)
+        super().bootstrap(*args, **kwargs)
+
+    def _install_signal_handlers(self) -> None:
+        super()._install_signal_handlers()
+        self.early = False
+
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_asked = True  # RQ raises StopRequested when idle and sets _stop_requested only when busy
+        if self.early:
+            self._stop_requested = True  # not in the loop yet: it stops at its first turn, cleanly
+            return
         super().request_stop(signum, frame)
 
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
@@ -237,7 +255,7 @@ def _await_redis(url: str) -> None:
             connect(url)
             return
         except RedisUnavailable:
-            delay = min(delay * 2, 30.0)
+            delay = min(delay * 2, 5.0)  # Redis back: work resumes within 5 s (a PING every 5 s costs nothing)
 
 
 def _fail_abandoned(worker: IfcflowWorker, job: Job, queue: Any) -> None:
