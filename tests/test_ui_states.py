@@ -114,6 +114,17 @@ def fits(page: Any) -> None:
     assert width[0] <= width[1], f"{page.url} is {width[0]} px wide in a {width[1]} px window"
 
 
+def _settled_badge(page: Any, step: str, state: str) -> dict[str, str]:
+    """The badge's text and colours once the row is in the document with its state (a live update re-renders the
+    row: read in between, a detached badge has no computed style)."""
+    deadline = time.monotonic() + 10
+    while True:
+        badge: dict[str, str] = page.locator(f"#steps tr[data-step='{step}'] .badge").evaluate(BADGE_COLOURS)
+        if (badge["text"] == state and badge["fg"] and badge["bg"]) or time.monotonic() > deadline:
+            return badge
+        time.sleep(0.1)
+
+
 def check_states(page: Any, expected: dict[str, str]) -> None:
     """Each step's DAG box and table badge show its state, readable: text on box and badge at 4.5:1 at least;
     the page fits its window."""
@@ -126,7 +137,7 @@ def check_states(page: Any, expected: dict[str, str]) -> None:
         for part in ("name", "state"):
             ratio = page.evaluate(CONTRAST, [colours[part], colours["fill"]])
             assert ratio >= 4.5, f"{step} ({state}): {part} {colours[part]} on {colours['fill']} is {ratio:.2f}:1"
-        badge = page.locator(f"#steps tr[data-step='{step}'] .badge").evaluate(BADGE_COLOURS)
+        badge = _settled_badge(page, step, state)
         assert badge["text"] == state
         ratio = page.evaluate(CONTRAST, [badge["fg"], badge["bg"]])
         assert ratio >= 4.5, f"{step} badge {state}: {badge['fg']} on {badge['bg']} is {ratio:.2f}:1"
