@@ -118,7 +118,7 @@ def test_history_and_lineage_outlive_redis(conn: Redis, db: Database, tmp_path: 
     assert first_arch and second_arch and first_arch["sha256"] != second_arch["sha256"]
 
     assert outbox.drain(conn, db.url) > 0
-    conn.flushall()  # Redis gone: the history stays
+    conn.flushdb()  # Redis gone: the history stays
 
     listed = json.loads(_cli("history", "--json", url=db.url))
     assert [r["run_id"] for r in listed["runs"]] == [second.run_id, first.run_id]
@@ -154,7 +154,7 @@ def test_cancel_and_retry_are_audited_with_their_actors(conn: Redis, db: Databas
     with outbox.acting("schedule:nightly", schedule="nightly"):
         control.cancel(conn, waiting.run_id, wait=1.0)
     outbox.drain(conn, db.url)
-    conn.flushall()
+    conn.flushdb()
 
     events = {(e["event"], e["run_id"]): e for e in json.loads(_cli("audit", "--json", url=db.url))}
     assert events[("submit", failed.run_id)]["actor"] == "api:key#1"
@@ -193,7 +193,7 @@ def test_database_down_during_a_run_loses_nothing(conn: Redis, db: Database, tmp
     else:
         db.create()
     assert outbox.settle(conn, db.url) > 0 and outbox.behind(conn) == 0
-    conn.flushall()
+    conn.flushdb()
     runs = {r["run_id"]: r for r in lineage.runs_list(db.url)}
     assert second.run_id in runs and runs[second.run_id]["state"] == "succeeded"
     assert {s["step_id"] for s in runs[second.run_id]["steps"]} == {"walls", "clash", "json"}
@@ -242,7 +242,7 @@ def test_http_history_lineage_audit_and_known_uploads(conn: Redis, db: Database,
     run_id = started.json()["run_id"]
     work(conn)
     assert client.get("/history").json()["behind"] == 0  # the run's end drained into the server's database
-    conn.flushall()
+    conn.flushdb()
 
     listed = client.get("/history", params={"pipeline": "coordination", "since": "1d"}).json()
     [run] = listed["runs"]
