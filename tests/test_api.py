@@ -49,7 +49,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tiny_model(models / "tiny.ifc")
     wall_name_ids(models / "rules.ids")
     (pipelines / "two.yaml").write_text(TWO_STEPS)
-    settings = {"IFCFLOW_API_KEYS": f"other-key,{KEY}", "IFCFLOW_WEBHOOK_ALLOW": "127.0.0.1/32,hooks.example",
+    settings = {"IFCFLOW_API_KEYS": f"other-key,{KEY}", "IFCFLOW_WEBHOOK_ALLOW": "127.0.0.1/32:*,hooks.example",
                 "IFCFLOW_WEBHOOK_SECRET": SECRET, "IFCFLOW_MAX_UPLOAD": str(LIMIT),
                 "IFCFLOW_PIPELINES": str(pipelines)}
     with EmbeddedRedis() as server, ApiServer(server.url, data, settings, workers=2) as api:

@@ -66,7 +66,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     folder = root / "recipes"
     folder.mkdir()
     (folder / "NameProject.py").write_text(FOLDER_RECIPE)
-    settings = {"IFCFLOW_API_KEYS": KEY, "IFCFLOW_PATCH_RECIPES": str(folder), "IFCFLOW_DOWNLOAD_ALLOW": "127.0.0.1",
+    settings = {"IFCFLOW_API_KEYS": KEY, "IFCFLOW_PATCH_RECIPES": str(folder), "IFCFLOW_DOWNLOAD_ALLOW": "127.0.0.1:*",
                 "IFCFLOW_MAX_UPLOAD": str(LIMIT)}
     with EmbeddedRedis() as server, ApiServer(server.url, data, settings, workers=1) as api:
         redis = Redis.from_url(server.url)

@@ -23,6 +23,7 @@ def test_the_page_session_passes_the_key_check_without_a_dependency_override(tmp
         settings = Settings.from_env(data=tmp_path / "data", redis_url=server.url, environ={"IFCFLOW_API_KEYS": KEY})
         app = create_app(settings)
         assert app.dependency_overrides == {}
+        secret = session.shared_secret(Redis.from_url(server.url))
 
         async def get(headers: dict[str, str], cookies: dict[str, str] | None = None) -> int:
             async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://127.0.0.1",
@@ -32,8 +33,8 @@ def test_the_page_session_passes_the_key_check_without_a_dependency_override(tmp
         assert asyncio.run(get({})) == 401
         assert asyncio.run(get({"X-API-Key": "wrong"})) == 403
         assert asyncio.run(get({"X-API-Key": KEY})) == 200
-        assert asyncio.run(get({}, {session.COOKIE: session.issue(KEY)})) == 200
-        assert asyncio.run(get({}, {session.COOKIE: session.issue("not-a-key")})) == 401
+        assert asyncio.run(get({}, {session.COOKIE: session.issue(KEY, secret)})) == 200
+        assert asyncio.run(get({}, {session.COOKIE: session.issue("not-a-key", secret)})) == 401
 
 
 def test_a_private_redis_keeps_run_records_and_finished_jobs_compact() -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
 import xml.etree.ElementTree as ET
+
+from redis import Redis
 
 from ifcflow.api import dag, session
 
@@ -48,15 +52,31 @@ def test_svg_escapes_step_names_and_shortens_long_ones() -> None:
 
 
 def test_session_cookie_is_valid_for_its_key_only_and_expires() -> None:
-    cookie = session.issue("key-one", now=1000.0, lifetime=60)
-    assert session.valid(cookie, ("other", "key-one"), now=1030.0)
-    assert not session.valid(cookie, ("other",), now=1030.0)
-    assert not session.valid(cookie, ("key-one",), now=1061.0)
-    assert not session.valid(cookie, (), now=1030.0)
+    secret = b"s" * 32
+    cookie = session.issue("key-one", secret, now=1000.0, lifetime=60)
+    assert session.valid(cookie, ("other", "key-one"), secret, now=1030.0)
+    assert not session.valid(cookie, ("other",), secret, now=1030.0)
+    assert not session.valid(cookie, ("key-one",), secret, now=1061.0)
+    assert not session.valid(cookie, (), secret, now=1030.0)
     stamp, signature = cookie.split(".")
-    assert not session.valid(f"{int(stamp) + 10_000}.{signature}", ("key-one",), now=1030.0)  # longer life forged
+    assert not session.valid(f"{int(stamp) + 10_000}.{signature}", ("key-one",), secret, now=1030.0)  # life forged
     for junk in ("", "abc", "123", ".", "x.y", None):
-        assert not session.valid(junk, ("key-one",), now=1030.0)
+        assert not session.valid(junk, ("key-one",), secret, now=1030.0)
+
+
+def test_a_session_cookie_is_keyed_with_the_server_secret_not_the_api_key(conn: Redis) -> None:
+    """A stolen cookie must not let anyone test guesses of the API key offline: recomputing its signature with the
+    right key but without the server's secret fails. Every API process on the same Redis shares the secret."""
+    secret = session.shared_secret(conn)
+    assert len(secret) == 32 and session.shared_secret(conn) == secret  # made once (SET NX), then shared
+    cookie = session.issue("key-one", secret, now=1000.0)
+    stamp, signature = cookie.split(".")
+    for guess in ("key-one", "other"):  # the old scheme: HMAC keyed with the API key itself
+        old = hmac.new(guess.encode(), f"ifcflow-ui-session:{stamp}".encode(), hashlib.sha256).hexdigest()
+        assert old != signature
+    assert not session.valid(cookie, ("key-one",), b"x" * 32, now=1030.0)  # another deployment's secret
+    conn.delete(session.SECRET_KEY)
+    assert session.shared_secret(conn) != secret  # deleting the secret ends every session
 
 
 def test_each_input_accepts_the_endings_of_the_options_using_it() -> None:

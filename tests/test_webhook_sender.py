@@ -70,7 +70,8 @@ def test_schedule_webhook_does_not_follow_a_redirect_to_a_host_outside_the_allow
     allowed, elsewhere = pair
     write_pipeline(tmp_path, "version: 1\nname: nightly\nsteps: {patch: {uses: ifcpatchh}}\n", "p.yaml")
     spec = schedule.ScheduleSpec(name="nightly", pipeline=str(tmp_path / "p.yaml"), cron="0 2 * * *",
-                                 out=str(tmp_path / "runs"), webhook=allowed.url, webhook_allow=["127.0.0.1"])
+                                 out=str(tmp_path / "runs"), webhook=allowed.url,
+                                 webhook_allow=[f"127.0.0.1:{allowed.port}"])
     conn.hset(schedule.SCHEDULES, spec.name, spec.model_dump_json())  # (add() would refuse the broken file)
     assert schedule.fire(conn, spec, time.time()).outcome == "failed"  # -> notify the webhook of the failed fire
     time.sleep(0.3)
@@ -87,7 +88,7 @@ def test_run_delivery_does_not_follow_a_redirect(pair: tuple[Receiver, Receiver]
     allowed, elsewhere = pair
     monkeypatch.setenv(webhooks.SECRET_ENV, "s")
     with pytest.raises(IfcflowError, match="302.*not followed"):
-        webhooks.deliver(allowed.url, '{"run_id": "r"}', "r", ["127.0.0.1"])
+        webhooks.deliver(allowed.url, '{"run_id": "r"}', "r", [f"127.0.0.1:{allowed.port}"])
     with pytest.raises(IfcflowError, match="302.*not followed"):
         webhooks.deliver(allowed.url, '{"run_id": "r"}', "r", None)
     time.sleep(0.3)
@@ -98,12 +99,20 @@ def test_allow_list_is_checked_on_the_resolved_address() -> None:
     receiver = Receiver("127.0.0.1")
     try:
         url = f"http://localhost:{receiver.port}/hook"
-        assert webhooks.check_url(url, ("localhost",)) == url
+        port = receiver.port
+        assert webhooks.check_url(url, (f"localhost:{port}",)) == url
         # an unlisted name is allowed only when every address it resolves to is in a listed network
         with pytest.raises(webhooks.WebhookRejected, match="resolves to 127.0.0.1"):
-            webhooks.post(url, b"{}", {}, ("10.0.0.0/8",))
-        assert webhooks.post(url, b"{}", {}, ("127.0.0.0/8", "::1")).status_code == 204
-        assert webhooks.post(url, b"{}", {}, ("localhost",)).status_code == 204
+            webhooks.post(url, b"{}", {}, (f"10.0.0.0/8:{port}",))
+        # a name listed by name never reaches loopback (DNS of a listed name cannot point ifcflow at the server
+        # itself), unless the loopback address is listed itself
+        with pytest.raises(webhooks.WebhookRejected, match="resolves to .*internal address"):
+            webhooks.post(url, b"{}", {}, (f"localhost:{port}",))
+        assert webhooks.post(url, b"{}", {}, (f"127.0.0.0/8:{port}", f"[::1]:{port}")).status_code == 204
+        assert webhooks.post(url, b"{}", {}, (f"localhost:{port}", f"127.0.0.1:{port}", "[::1]:*")).status_code == 204
+        # the listed port only: the same host on another port is refused at send time too
+        with pytest.raises(webhooks.WebhookRejected, match=f"port {port} of localhost is not listed"):
+            webhooks.post(url, b"{}", {}, ("localhost:1", "127.0.0.1:1"))
         # the checked address is where the connection goes; the Host header stays the URL's
         assert receiver.requests[-1] == ("POST", "/hook", f"localhost:{receiver.port}")
         # an IP literal outside the list is refused at send time too (the list may have changed since submit)

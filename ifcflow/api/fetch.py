@@ -10,18 +10,18 @@ with an ``<ids`` element) or it is discarded (422). Only then is it renamed into
 
 from __future__ import annotations
 
-import ipaddress
+import contextlib
 import os
 import secrets
-import socket
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpx
 from fastapi import APIRouter, Depends, HTTPException, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..engine.webhooks import host_allowed
+from ..engine import outbound
+from ..engine.outbound import Address
 from . import paths
 from .auth import require_key
 from .problems import unprocessable
@@ -48,32 +48,25 @@ class Fetched(BaseModel):
     size: int
 
 
-def check_host(url: str, allow: tuple[str, ...]) -> str:
-    """The URL's host if it may be fetched; HTTPException 403/422 saying why not and how to allow it."""
+def check_host(url: str, allow: tuple[str, ...]) -> tuple[SplitResult, Address]:
+    """The URL's parts and the checked address to connect to; HTTPException 403/422 saying why not and how."""
     try:
-        parts = urlsplit(url)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-    except ValueError as exc:
-        raise unprocessable(f"url {url!r} is not a valid URL ({exc})", "url") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname or parts.username or parts.password:
-        raise unprocessable(f"url {url!r} must be an http:// or https:// URL with a host and no credentials", "url")
-    host = parts.hostname
+        parts = outbound.split_url(url, "url")
+    except outbound.DestinationRefused as exc:
+        raise unprocessable(str(exc), "url") from None
+    host = parts.hostname or ""
     if not allow:
         raise HTTPException(403, "downloads from URLs are off on this server; its operator can allow hosts with "
-                            "IFCFLOW_DOWNLOAD_ALLOW (host names, IP addresses or CIDRs, comma-separated), e.g. "
-                            "IFCFLOW_DOWNLOAD_ALLOW=files.example.com")
-    if not host_allowed(host, allow):
-        raise HTTPException(403, f"host {host!r} is not allowed; add it to IFCFLOW_DOWNLOAD_ALLOW (allowed now: "
-                            f"{', '.join(allow)})")
+                            "IFCFLOW_DOWNLOAD_ALLOW (host names, IP addresses or CIDRs, comma-separated, each with an "
+                            "optional :port), e.g. IFCFLOW_DOWNLOAD_ALLOW=files.example.com")
+    if not outbound.url_allowed(parts, allow):
+        raise HTTPException(403, f"host {host!r} is not allowed{outbound.port_hint(parts, allow)}; add it to "
+                            f"IFCFLOW_DOWNLOAD_ALLOW (allowed now: {', '.join(allow)})")
     try:
-        addresses = {str(info[4][0]) for info in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)}
-    except (OSError, UnicodeError) as exc:
-        raise unprocessable(f"host {host!r} cannot be resolved ({exc})", "url") from None
-    for address in sorted(addresses):
-        if not ipaddress.ip_address(address.split("%")[0]).is_global and not host_allowed(address, allow):
-            raise HTTPException(403, f"host {host!r} resolves to {address}, an internal address; allow that address "
-                                "explicitly in IFCFLOW_DOWNLOAD_ALLOW if it is meant")
-    return host.lower()
+        return parts, outbound.resolve(parts, allow)
+    except outbound.DestinationRefused as exc:
+        code = 422 if "does not resolve" in str(exc) else 403
+        raise HTTPException(code, f"{exc} in IFCFLOW_DOWNLOAD_ALLOW") from None
 
 
 def _kind(name: str) -> str:
@@ -110,16 +103,19 @@ def _stream(response: httpx.Response, temp: Path, limit: int) -> int:
 
 def fetch(url: str, settings: Settings, target: Path, kind: str) -> int:
     """Fetch ``url`` (checked hop by hop) into ``target``; returns its size."""
-    first = check_host(url, settings.download_allow)
+    parts, address = check_host(url, settings.download_allow)
+    first = (parts.hostname or "").lower()
     temp = target.parent / f".fetch-{secrets.token_hex(8)}.part"
     try:
         with httpx.Client(follow_redirects=False, timeout=TIMEOUT, trust_env=False) as client:
             for _ in range(HOPS):
-                with client.stream("GET", url) as response:
+                response = client.send(outbound.pinned_request(client, "GET", parts, address), stream=True)
+                with contextlib.closing(response):
                     if response.is_redirect:
                         url = urljoin(url, response.headers.get("location", ""))
-                        if check_host(url, settings.download_allow) != first:
-                            raise HTTPException(403, f"the server redirected to another host ({urlsplit(url).hostname})"
+                        parts, address = check_host(url, settings.download_allow)
+                        if (parts.hostname or "").lower() != first:
+                            raise HTTPException(403, f"the server redirected to another host ({parts.hostname})"
                                                 "; redirects are followed only on the same host")
                         continue
                     if response.status_code != 200:

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..engine import outbound
 from ..errors import IfcflowError
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -57,6 +58,17 @@ def allowed_hosts(env: dict[str, str], bind: str) -> tuple[str, ...]:
                            "(e.g. ifcflow.example.com,10.0.0.5), so a web page elsewhere cannot reach it by DNS "
                            "rebinding")
     return ("*",)
+
+
+def destinations(env: dict[str, str], name: str) -> tuple[str, ...]:
+    """An outbound allow-list (host, IP or CIDR, each with an optional :port or :*); a bad entry stops the server."""
+    entries = tuple(_split(env.get(name)))
+    for entry in entries:
+        try:
+            outbound.parse_entry(entry)
+        except outbound.DestinationRefused as exc:
+            raise IfcflowError(f"{name}: {exc}") from None
+    return entries
 
 
 @dataclass(frozen=True)
@@ -119,8 +131,8 @@ class Settings:
             redis_url=url,
             api_keys=keys,
             allow_nets=parse_networks(_split(env.get("IFCFLOW_API_ALLOW_NETS")), "IFCFLOW_API_ALLOW_NETS"),
-            webhook_allow=tuple(_split(env.get("IFCFLOW_WEBHOOK_ALLOW"))),
-            download_allow=tuple(_split(env.get("IFCFLOW_DOWNLOAD_ALLOW"))),
+            webhook_allow=destinations(env, "IFCFLOW_WEBHOOK_ALLOW"),
+            download_allow=destinations(env, "IFCFLOW_DOWNLOAD_ALLOW"),
             webhook_secret=env.get("IFCFLOW_WEBHOOK_SECRET") or None,
             max_upload=max_upload,
             allowed_hosts=allowed_hosts(env, bind),

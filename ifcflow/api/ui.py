@@ -45,12 +45,22 @@ def signed_in(request: Request) -> bool:
     settings = settings_of(request)
     if not settings.api_keys or auth._allowed_address(settings, request.client.host if request.client else None):
         return True
-    return session.valid(request.cookies.get(session.COOKIE), settings.api_keys)
+    return session.valid(request.cookies.get(session.COOKIE), settings.api_keys, secret_of(request))
+
+
+def secret_of(request: Request) -> bytes:
+    """The session secret (from Redis once per process: :func:`ifcflow.api.session.shared_secret`)."""
+    state = request.app.state
+    if getattr(state, "session_secret", None) is None:
+        state.session_secret = session.shared_secret(conn_of(request))
+    secret: bytes = state.session_secret
+    return secret
 
 
 def page(request: Request, name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     keys = settings_of(request).api_keys
-    context.update(ui=PREFIX, api="", logged_in=bool(keys) and session.valid(request.cookies.get(session.COOKIE), keys))
+    context.update(ui=PREFIX, api="", logged_in=bool(keys) and session.valid(request.cookies.get(session.COOKIE), keys,
+                                                                             secret_of(request)))
     return templates.TemplateResponse(request, name, context, status_code=status_code)
 
 
@@ -72,12 +82,12 @@ def login_form(request: Request, next: str = PREFIX) -> Response:
 @router.post("/login")
 def login(request: Request, key: str = Form(""), next: str = Form(PREFIX)) -> Response:
     keys: tuple[str, ...] = settings_of(request).api_keys
-    if keys and not session.valid(session.issue(key), keys):
+    if keys and not session.key_listed(key, keys):
         return page(request, "login.html", 401, next=safe_next(next),
                     error="That key is not one of this server's API keys (IFCFLOW_API_KEYS). Check it and try again.")
     response = RedirectResponse(safe_next(next), status_code=303)
     if keys:
-        response.set_cookie(session.COOKIE, session.issue(key), max_age=session.LIFETIME, httponly=True,
+        response.set_cookie(session.COOKIE, session.issue(key, secret_of(request)), max_age=session.LIFETIME, httponly=True,
                             samesite="strict", secure=request.url.scheme == "https", path="/")
     return response
 
@@ -203,7 +213,8 @@ def session_ok(request: Request) -> bool:
     changes something must come from this site (``Origin``, when the browser sends it, names this host); the
     cookie is ``SameSite=Strict`` besides."""
     cookie = request.cookies.get(session.COOKIE)
-    return bool(cookie and session.valid(cookie, settings_of(request).api_keys) and same_site(request))
+    return bool(cookie and session.valid(cookie, settings_of(request).api_keys, secret_of(request))
+                and same_site(request))
 
 
 def same_site(request: Request) -> bool:

@@ -25,17 +25,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import json
 import os
-import socket
 from typing import TYPE_CHECKING, Any
 from urllib.parse import SplitResult, urlsplit
 
 from redis import Redis
 
 from ..errors import IfcflowError
-from . import store
+from . import outbound, store
+from .outbound import Address
 
 if TYPE_CHECKING:
     import httpx
@@ -54,102 +53,48 @@ TIMEOUT = 10.0
 WATCHED = "ifcflow:api:watched"
 """Runs with a webhook whose end the API server's watcher loop observes (until the reconcile loop does)."""
 
-Address = ipaddress.IPv4Address | ipaddress.IPv6Address
-
-
-class WebhookRejected(IfcflowError):
+class WebhookRejected(outbound.DestinationRefused):
     """The webhook URL is malformed or not allowed (HTTP 422 at submit; a failed delivery at send time)."""
 
 
 def _parts(url: str) -> SplitResult:
     try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018  (raises on a bad port)
-    except ValueError as exc:
-        raise WebhookRejected(f"webhook {url!r} is not a valid URL ({exc})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookRejected(f"webhook {url!r} must be an http:// or https:// URL with a host")
-    if parts.username or parts.password:
-        raise WebhookRejected("webhook URLs must not carry credentials; the body is signed instead "
-                              f"(check the {HEADER} header)")
-    return parts
+        return outbound.split_url(url, "webhook")
+    except outbound.DestinationRefused as exc:
+        raise WebhookRejected(str(exc) + (f"; the body is signed instead (check the {HEADER} header)"
+                                          if "credentials" in str(exc) else "")) from None
 
 
-def _refused(host: str, allow: tuple[str, ...], why: str = "") -> WebhookRejected:
+def _refused(parts: SplitResult, allow: tuple[str, ...], why: str = "") -> WebhookRejected:
+    host = parts.hostname or ""
     if not allow:
         return WebhookRejected("webhooks are off on this server: its operator must list allowed destinations in "
-                               "IFCFLOW_WEBHOOK_ALLOW (host names or CIDR networks)")
-    return WebhookRejected(f"webhook host {host!r}{why} is not allowed; allowed: {', '.join(allow)} "
-                           "(IFCFLOW_WEBHOOK_ALLOW)")
+                               "IFCFLOW_WEBHOOK_ALLOW (host names, IP addresses or CIDR networks, each with an "
+                               "optional :port)")
+    return WebhookRejected(f"webhook host {host!r}{why} is not allowed{outbound.port_hint(parts, allow)}; allowed: "
+                           f"{', '.join(allow)} (IFCFLOW_WEBHOOK_ALLOW)")
 
 
 def check_url(url: str, allow: tuple[str, ...] | None) -> str:
-    """``url`` if it is http(s) with a host allowed by ``allow`` (None: any host, for the command line).
+    """``url`` if it is http(s) with a host and port allowed by ``allow`` (None: any host, for the command line).
 
     At submit, names are matched by name and IP literals against networks; names are not resolved here (the
     sender resolves them and checks the addresses at send time)."""
     parts = _parts(url)
-    host = parts.hostname or ""
-    if allow is None or name_listed(host, allow) or _literal_allowed(host, allow):
+    if allow is None or outbound.url_allowed(parts, allow):
         return url
-    raise _refused(host, allow)
-
-
-def host_allowed(host: str, allow: tuple[str, ...]) -> bool:
-    """Host names match exactly (case-insensitive); IP literals match an address or CIDR entry."""
-    return name_listed(host, allow) or _literal_allowed(host, allow)
-
-
-def name_listed(host: str, allow: tuple[str, ...]) -> bool:
-    host = host.lower().rstrip(".")
-    return _literal(host) is None and any(host == entry.lower().rstrip(".") for entry in allow)
-
-
-def _literal(host: str) -> Address | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]"))
-    except ValueError:
-        return None
-
-
-def _literal_allowed(host: str, allow: tuple[str, ...]) -> bool:
-    address = _literal(host)
-    return address is not None and in_networks(address, allow)
-
-
-def in_networks(address: Address, allow: tuple[str, ...]) -> bool:
-    for entry in allow:
-        try:
-            if address in ipaddress.ip_network(entry.strip("[]"), strict=False):
-                return True
-        except ValueError:
-            continue
-    return False
-
-
-def _special(address: Address) -> bool:
-    return address.is_link_local or address.is_multicast or address.is_unspecified or address.is_reserved
+    raise _refused(parts, allow)
 
 
 def resolve(url: str, allow: tuple[str, ...] | None) -> Address:
-    """Resolve the URL's host once and check every address; the address to connect to."""
+    """Resolve the URL's host once and check every address (:func:`ifcflow.engine.outbound.resolve`)."""
     parts = _parts(url)
-    host = parts.hostname or ""
-    port = parts.port or (443 if parts.scheme == "https" else 80)
+    if allow is not None and not outbound.url_allowed(parts, allow) and outbound.port_hint(parts, allow):
+        raise _refused(parts, allow)  # the host is listed, on other ports only
     try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except (OSError, UnicodeError) as exc:
-        raise WebhookRejected(f"webhook host {host!r} does not resolve ({exc})") from None
-    addresses = list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
-    if not addresses:
-        raise WebhookRejected(f"webhook host {host!r} does not resolve")
-    if allow is not None:
-        listed = name_listed(host, allow)
-        for address in addresses:
-            if in_networks(address, allow) or (listed and not _special(address)):
-                continue
-            raise _refused(host, allow, f" (resolves to {address})")
-    return addresses[0]
+        return outbound.resolve(parts, allow)
+    except outbound.DestinationRefused as exc:
+        raise WebhookRejected(f"webhook {exc}") from None
 
 
 def sign(body: bytes, secret: str) -> str:
@@ -165,14 +110,8 @@ def post(url: str, body: bytes, headers: dict[str, str], allow: tuple[str, ...] 
 
     parts = _parts(url)
     address = resolve(url, allow)
-    literal = f"[{address}]" if address.version == 6 else str(address)
-    netloc = literal + (f":{parts.port}" if parts.port else "")
-    pinned = parts._replace(netloc=netloc).geturl()
-    host_header = parts.netloc.rpartition("@")[2]
     with httpx.Client(timeout=timeout, follow_redirects=False, trust_env=False) as client:
-        request = client.build_request("POST", pinned, content=body, headers={**headers, "Host": host_header},
-                                       extensions={"sni_hostname": parts.hostname or ""})
-        return client.send(request)
+        return client.send(outbound.pinned_request(client, "POST", parts, address, headers, body))
 
 
 def signed_headers(body: bytes, secret: str | None, agent: str) -> dict[str, str]:
