@@ -282,7 +282,7 @@ def drain(conn: Redis, url: str, limit: int | None = None) -> int:
     return done
 
 
-def _release(conn: Redis, consumer: str, ids: list[bytes]) -> None:
+def _release(conn: Redis, consumer: str, ids: list[Any]) -> None:
     """Records this drainer read but could not write: mark them idle for :data:`CLAIM_IDLE_MS` already, so the next
     drain of any process or thread claims them at once (else they wait for this thread's next drain, or a minute)."""
     try:
