@@ -103,12 +103,13 @@
     const outputs = Object.entries(step.outputs || {})
       .filter(([name]) => done ? !(step.result && step.result.outputs) || name in step.result.outputs
                                : step.status === "failed" && written(id, name, step))
-      .flatMap(([name, path]) => [
+      .map(([name, path]) => el("div", {class: "output"},
         el("a", {href: outputUrl(id, name), download: fileName(path), title: path, "data-output": `${id}/${name}`},
            `${name}: ${fileName(path)}`),
-        el("a", {href: `${outputUrl(id, name)}/preview`, target: "_blank", rel: "noopener", class: "sub",
-                 "data-preview": `${id}/${name}`}, " preview"),
-        lineageLink((targets.outputs[id] || {})[name], `${id}/${name}`)]);
+        el("span", {class: "nowrap"},
+          el("a", {href: `${outputUrl(id, name)}/preview`, target: "_blank", rel: "noopener", class: "sub",
+                   "data-preview": `${id}/${name}`}, " preview"),
+          lineageLink((targets.outputs[id] || {})[name], `${id}/${name}`))));
     cells.push(el("td", {class: "outputs"}, outputs));
     return el("tr", {id: `step-${id}`, "data-step": id, "data-state": step.status}, cells);
   }
