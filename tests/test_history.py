@@ -253,6 +253,7 @@ def test_http_history_lineage_audit_and_known_uploads(conn: Redis, db: Database,
     paths = {p for f in up["files"] for p in f["paths"]}
     assert {"uploads/arch.ifc", "uploads/mep.ifc", report} <= paths
     assert not any(p.startswith("/") for p in paths)  # named relative to the data folder
+    assert up["steps"] and all(s["run_exists"] is False for s in up["steps"])  # Redis was flushed: no run page
     down = client.get(f"/lineage/{first['sha256']}", params={"direction": "down"}).json()
     assert report in {p for f in down["files"] for p in f["paths"]}
     events = client.get("/audit", params={"run_id": run_id}).json()["events"]

@@ -34,6 +34,7 @@ from . import (
     schedules,
     ui,
     uibatches,
+    uilineage,
     uischedules,
     uploads,
 )
@@ -157,6 +158,7 @@ def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     ui.install(app)  # the web page under /ui (issue 11)
     app.include_router(uibatches.router)
     app.include_router(uischedules.router)
+    app.include_router(uilineage.router)  # a file's lineage graph (issue 19)
     if keyed:
         install_docs(app)
     limits.install(app)  # body size, steps per pipeline, runs per batch (IFCFLOW_MAX_*)

@@ -17,7 +17,7 @@ from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..engine import outbox
+from ..engine import outbox, store
 from ..engine.states import RunState
 from ..errors import IfcflowError
 from ..history import database as history
@@ -108,7 +108,8 @@ async def history_list(request: Request, pipeline: str | None = Query(None, patt
 async def lineage_of(request: Request, target: str, direction: Literal["up", "down", "both"] = "both",
                      depth: int = Query(20, ge=1, le=lineage.MAX_DEPTH)) -> dict[str, Any]:
     """What produced a file and from what, and what was derived from it. ``target``: a sha256, or a path in the
-    data folder (``output/...``, ``uploads/...``)."""
+    data folder (``output/...``, ``uploads/...``). Each step says whether its run is still in Redis
+    (``run_exists``: its status and page exist; null when Redis cannot be asked)."""
     if not lineage.SHA256.match(target):
         real = paths.data_file(request.app.state.settings.data, target, "target")
         found = await run_in_threadpool(outbox.describe, real) if real.is_file() else None
@@ -117,7 +118,21 @@ async def lineage_of(request: Request, target: str, direction: Literal["up", "do
     doc["target"] = _relative(request, doc["target"]) if "/" in doc["target"] else doc["target"]
     for entry in doc["files"]:
         entry["paths"] = sorted({p for p in (_relative(request, p) for p in entry["paths"]) if p})
+    kept = await run_in_threadpool(_kept, request, sorted({step["run_id"] for step in doc["steps"]}))
+    for step in doc["steps"]:
+        step["run_exists"] = kept.get(step["run_id"])
     return doc
+
+
+def _kept(request: Request, run_ids: list[str]) -> dict[str, bool | None]:
+    """Which runs Redis still has (their page and status exist); None for each when Redis cannot say."""
+    try:
+        with request.app.state.conn.pipeline(transaction=False) as pipe:
+            for run_id in run_ids:
+                pipe.exists(store.run_key(run_id))
+            return {run_id: bool(found) for run_id, found in zip(run_ids, pipe.execute(), strict=True)}
+    except Exception:  # noqa: BLE001 - the lineage answers without Redis
+        return dict.fromkeys(run_ids)
 
 
 @router.get("/audit")

@@ -8,6 +8,8 @@ calls them directly (events, cancel, retry, outputs, reports).
 
 from __future__ import annotations
 
+import json
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -158,15 +160,32 @@ def run_page(request: Request, run_id: str) -> Response:
     if not signed_in(request):
         return to_login(request)
     try:
-        status = StatusReader(conn_of(request), run_id).read()
+        reader = StatusReader(conn_of(request), run_id)
+        status = reader.read()
     except RunNotFound:
         return page(request, "runs.html", 404, section="runs", runs=[], states=[s.value for s in RunState],
                     state="", error=f"run {run_id} not found (finished runs are kept 7 days)")
     drawing = dag.svg({sid: (s.service, s.status.value, s.needs) for sid, s in status.steps.items()})
-    doc = status.model_dump_json().replace("</", "<\\/")
+    doc = status.model_dump_json().replace("<", "\\u003c")  # file names are user text: no </script>, no <!--
     info = {"run_id": status.run_id, "pipeline": status.pipeline, "status": status.status,
             "file_name": Path(status.file).name, "created_at": status.created_at}
-    return page(request, "run.html", section="runs", status=info, svg=drawing, status_json=doc)
+    targets = lineage_targets(settings_of(request).data, reader.plan.inputs,
+                              {sid: s.outputs for sid, s in status.steps.items()})
+    return page(request, "run.html", section="runs", status=info, svg=drawing, status_json=doc,
+                targets_json=json.dumps(targets).replace("<", "\\u003c"))
+
+
+def lineage_targets(data: Path, inputs: dict[str, str], outputs: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """What the run page's "lineage" actions name: each input's and output's path relative to the data folder (the
+    key ``GET /lineage/...`` and ``/ui/lineage/...`` take); None for a file outside it (no lineage link)."""
+    root = os.path.realpath(data).rstrip("/") + "/"
+
+    def relative(path: str) -> str | None:
+        real = os.path.realpath(path) if os.path.isabs(path) else ""
+        return real[len(root):] if real.startswith(root) else None
+
+    return {"inputs": {name: relative(path) for name, path in inputs.items()},
+            "outputs": {sid: {name: relative(path) for name, path in named.items()} for sid, named in outputs.items()}}
 
 
 @router.get("/new", response_class=HTMLResponse)

@@ -39,7 +39,11 @@ def _settle(redis_url: str | None, database: str | None, url: str) -> int | None
     try:
         conn = connection.connect(chosen)
         if database:
-            outbox.drain(conn, url)
+            try:
+                outbox.drain(conn, url)
+            except Exception as exc:  # noqa: BLE001 - the database is down: say how far behind it is
+                err.print(f"[yellow]note:[/] the history database {history.redact(url)} could not be written: "
+                          f"{(str(exc).splitlines() or [type(exc).__name__])[0]}")
         return outbox.behind(conn)
     except Exception as exc:  # noqa: BLE001 - the history is readable without Redis
         err.print(f"[yellow]note:[/] could not check the outbox on {chosen}: {exc}")
@@ -78,7 +82,11 @@ def history_group(ctx: click.Context, pipeline: str | None, since: str | None, s
         return
     url = _url(database, out)
     waiting = _settle(redis_url, database, url)
-    rows = lineage.runs_list(url, pipeline=pipeline, since=_since(since), state=state, limit=limit)
+    try:
+        rows = lineage.runs_list(url, pipeline=pipeline, since=_since(since), state=state, limit=limit)
+    except history.HistoryUnavailable:
+        _behind(waiting)  # the database is down: the runs still run, their records wait in Redis
+        raise
     if as_json:
         click.echo(json.dumps({"database": history.redact(url), "behind": waiting, "runs": rows}, indent=2))
         return

@@ -267,18 +267,28 @@ def drain(conn: Redis, url: str, limit: int | None = None) -> int:
             return done
         from ..history import database as history
 
+        ids = [entry_id for entry_id, _ in entries]
         try:
             history.apply(url, (json.loads(fields[b"r"]) for _, fields in entries))
         except Exception:
             history.dispose(url)  # a database dropped and created again is migrated again at the next drain
+            _release(conn, consumer, ids)
             raise
-        ids = [entry_id for entry_id, _ in entries]
         with conn.pipeline(transaction=True) as pipe:
             pipe.xack(STREAM, GROUP, *ids)
             pipe.xdel(STREAM, *ids)
             pipe.execute()
         done += len(ids)
     return done
+
+
+def _release(conn: Redis, consumer: str, ids: list[Any]) -> None:
+    """Records this drainer read but could not write: mark them idle for :data:`CLAIM_IDLE_MS` already, so the next
+    drain of any process or thread claims them at once (else they wait for this thread's next drain, or a minute)."""
+    try:
+        conn.xclaim(STREAM, GROUP, consumer, 0, ids, idle=CLAIM_IDLE_MS, justid=True)
+    except Exception:  # noqa: BLE001 - then they are claimed after CLAIM_IDLE_MS, as from a drainer that died
+        log.debug("could not release %d outbox records", len(ids), exc_info=True)
 
 
 def _read(conn: Redis, consumer: str, start: str) -> list[tuple[bytes, dict[bytes, bytes]]]:

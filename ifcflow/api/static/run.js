@@ -103,14 +103,37 @@
     const outputs = Object.entries(step.outputs || {})
       .filter(([name]) => done ? !(step.result && step.result.outputs) || name in step.result.outputs
                                : step.status === "failed" && written(id, name, step))
-      .flatMap(([name, path]) => [
+      .map(([name, path]) => el("div", {class: "output"},
         el("a", {href: outputUrl(id, name), download: fileName(path), title: path, "data-output": `${id}/${name}`},
            `${name}: ${fileName(path)}`),
-        el("a", {href: `${outputUrl(id, name)}/preview`, target: "_blank", rel: "noopener", class: "sub",
-                 "data-preview": `${id}/${name}`}, " preview")]);
+        el("span", {class: "nowrap"},
+          el("a", {href: `${outputUrl(id, name)}/preview`, target: "_blank", rel: "noopener", class: "sub",
+                   "data-preview": `${id}/${name}`}, " preview"),
+          lineageLink((targets.outputs[id] || {})[name], `${id}/${name}`))));
     cells.push(el("td", {class: "outputs"}, outputs));
     return el("tr", {id: `step-${id}`, "data-step": id, "data-state": step.status}, cells);
   }
+
+  // Lineage: each input and output links to its page (/ui/lineage/PATH); a plain click shows the graph here.
+  const targets = JSON.parse(document.getElementById("lineage-targets").textContent);
+  const lineageHref = (key) => `${root.dataset.ui}/lineage/${window.ifcflowLineage.encodePath(key)}`;
+  const lineageLink = (key, label) => key
+    ? el("a", {href: lineageHref(key), class: "sub lineage-link", "data-lineage": key, "data-lineage-of": label}, " lineage")
+    : null;
+  function showLineage(key) {
+    const card = document.getElementById("lineage");
+    card.hidden = false;
+    document.getElementById("lineage-name").textContent = key.split("/").pop();
+    document.getElementById("lineage-open").setAttribute("href", lineageHref(key));
+    window.ifcflowLineage.show(document.getElementById("lineage-box"), key, {api: base, ui: root.dataset.ui, depth: 6});
+    card.scrollIntoView({block: "nearest", behavior: "smooth"});
+  }
+  const inputs = Object.entries(targets.inputs || {});
+  document.getElementById("inputs-card").hidden = inputs.length === 0;
+  document.getElementById("inputs").replaceChildren(...inputs.map(([name, key]) =>
+    el("span", {class: "input", "data-input": name}, `${name}: `, key ? el("span", {class: "mono"}, fileName(key)) : "(outside the data folder)",
+       lineageLink(key, `inputs/${name}`))));
+  document.getElementById("lineage-close").addEventListener("click", () => { document.getElementById("lineage").hidden = true; });
 
   function render() {
     document.title = `${label(doc.status)} · ${doc.pipeline} · ifcflow`;
@@ -189,6 +212,12 @@
   document.getElementById("cancel").addEventListener("click", (e) => act("cancel", e.currentTarget));
   document.getElementById("retry").addEventListener("click", (e) => act("retry", e.currentTarget));
   document.addEventListener("click", (event) => {
+    const link = event.target.closest("a[data-lineage]");
+    if (link && !(event.ctrlKey || event.metaKey || event.shiftKey || event.button !== 0)) {
+      event.preventDefault();
+      showLineage(link.dataset.lineage);
+      return;
+    }
     const target = event.target.closest("[data-focus], svg.dag g.node");
     if (!target) return;
     const id = target.dataset.focus || target.dataset.step;

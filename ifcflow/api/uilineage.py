@@ -1,0 +1,33 @@
+"""The web page's lineage of a file: ``/ui/lineage/{key-or-sha256}`` (a path in the data folder such as
+``output/runs/RUN/clash/clashes.json``, or a sha256), the graph of what produced it and what was derived from it.
+
+The page is a shell; ``static/lineage.js`` reads ``GET /lineage/...`` (the history database, so it works after Redis
+was flushed) and draws the graph as inline SVG. The target is checked by the API, never here. The page is served
+with a strict Content-Security-Policy: scripts and styles only from this site, no inline script or style.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from ..history import lineage
+from .ui import PREFIX, page, signed_in, to_login
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+
+
+@router.get("/lineage/{target:path}", response_class=HTMLResponse)
+def lineage_page(request: Request, target: str, direction: Literal["up", "down", "both"] = "both",
+                 depth: int = Query(10, ge=1, le=lineage.MAX_DEPTH)) -> Response:
+    if not signed_in(request):
+        return to_login(request)
+    shown = target if lineage.SHA256.match(target) else target.rsplit("/", 1)[-1]
+    response = page(request, "lineage.html", section="runs", target=target, shown=shown, direction=direction,
+                    depth=depth)
+    response.headers["Content-Security-Policy"] = CSP
+    return response
