@@ -218,4 +218,5 @@ def output_file(request: Request, run_id: str, step: str, name: str) -> tuple[Pa
     path = Path(planned.outputs[name])
     if not paths.contained(settings.data, path):
         raise HTTPException(404, f"output {name!r} of step {step!r} does not exist (yet)")
-    return path, bool(objects.store(settings) is not None and reader.record.get(staging.FIELD))
+    kept = objects.store(settings) is not None and request.app.state.conn.hexists(store.run_key(run_id), staging.FIELD)
+    return path, bool(kept)
