@@ -152,9 +152,9 @@ def test_upload_run_and_download_through_s3(deployment: tuple[ApiServer, dict[st
 def api_run_record(api: ApiServer, run_id: str) -> str:
     from redis import Redis
 
-    raw = Redis.from_url(api.redis_url).hget(f"ifcflow:run:{run_id}", "storage")
-    assert raw is not None
-    return raw.decode()
+    raw = Redis.from_url(api.redis_url, decode_responses=True).hget(f"ifcflow:run:{run_id}", "storage")
+    assert isinstance(raw, str)
+    return raw
 
 
 def wait_lineage(client: httpx.Client, target: str, timeout: float = 30) -> dict[str, Any]:
