@@ -113,6 +113,17 @@ def test_upload_run_and_download_through_s3(deployment: tuple[ApiServer, dict[st
         fetched = httpx.get(link.headers["location"], timeout=30)  # the presigned URL, straight to SeaweedFS
         assert fetched.status_code == 200 and sha(fetched.content) == sha(expected)
 
+        started = client.post("/batches", json={"pipeline": PIPELINE, "each": {"model": "tow*.ifc"}})
+        assert started.status_code == 202, started.text
+        batch_id = started.json()["batch_id"]
+        for sub_run in started.json()["runs"].values():  # pinned: workers read the object, not the server's copy
+            assert '"key": "uploads/tower.ifc"' in api_run_record(api, sub_run)
+        deadline = time.monotonic() + 60
+        while client.get(f"/batches/{batch_id}").json()["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert client.get(f"/batches/{batch_id}").json()["status"] == "succeeded"  # sub-runs pinned their inputs
+
         job = client.post("/ifc2json", json={"filename": "tower.ifc", "output_filename": "tower.json"}).json()
         answer = wait_job(client, job["job_id"])
         assert answer["status"] == "finished", answer
