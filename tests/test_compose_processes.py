@@ -12,8 +12,8 @@ from pathlib import Path
 
 import boto3
 import httpx
-from botocore.config import Config
 import pytest
+from botocore.config import Config
 from redis import Redis
 from rq import Worker
 
