@@ -17,7 +17,7 @@ import pytest
 
 from ifcflow.standalone.embedded import EmbeddedRedis
 from tests.apiserver import ApiServer
-from tests.factories import walls_model
+from tests.factories import wall_name_ids, walls_model
 from tests.s3server import SeaweedS3
 from tests.servers import spawn, stop
 
@@ -46,7 +46,7 @@ def deployment(s3_server: SeaweedS3, redis_server: EmbeddedRedis, tmp_path: Path
     with ApiServer(redis_server.url, tmp_path / "server" / "data", env=env, workers=0,
                    log=tmp_path / "server" / "api.log") as api:
         try:
-            for name, queues in (("a", ["ifc5d"]), ("b", ["ifc2json", "default"])):
+            for name, queues in (("a", ["ifc5d"]), ("b", ["ifc2json", "ifctester", "default"])):
                 home = tmp_path / f"worker-{name}"
                 home.mkdir()
                 worker_env = {k: v for k, v in {**os.environ, **env}.items() if k != "IFCFLOW_DATA"}
@@ -135,6 +135,13 @@ def test_upload_run_and_download_through_s3(deployment: tuple[ApiServer, dict[st
         assert redirect.status_code == 307
         body = httpx.get(redirect.headers["location"], timeout=30).content
         assert sha(body) == result["sha256"] and body.startswith(b"{")
+
+        ids = wall_name_ids(tmp_path / "walls.ids")
+        client.post("/upload/ids", files={"file": ("walls.ids", ids.read_bytes())}).raise_for_status()
+        tested = client.post("/ifctester", json={"ifc_filename": "tower.ifc", "ids_filename": "walls.ids",
+                                                 "output_filename": "report.json", "report_type": "json"}).json()
+        report = wait_job(client, tested["job_id"])["result"]
+        assert report["output_key"] == "output/ids/report.json" and report["report"].startswith("{"), report
 
         # a missing object is a 404, as a missing file is; an object deleted behind the server's copy too
         missing = client.post("/ifc2json", json={"filename": "nope.ifc", "output_filename": "x.json"})

@@ -163,3 +163,15 @@ def facts(s3: S3Storage, stored: StoredObject) -> dict[str, object]:
     """The original system's fields of a stored object (upload answers, job results)."""
     return {"storage": "s3", "bucket": s3.bucket, "object_key": stored.key, "object_url": s3.describe(stored.key),
             "sha256": stored.sha256, "size_bytes": stored.size, "version_id": stored.version_id}
+
+
+def read_text(s3: S3Storage, key: str, limit: int) -> str | None:
+    """A small object's text (None when it is missing or larger than ``limit`` bytes: read it by download)."""
+    try:
+        found = s3.head(key)
+        if found is None or found.size > limit:
+            return None
+        chunks, _ = s3.open(key, found.version_id)
+        return b"".join(chunks).decode("utf-8", "replace")
+    except StorageError:
+        return None
