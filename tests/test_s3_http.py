@@ -190,7 +190,10 @@ def wait_lineage(client: httpx.Client, target: str, timeout: float = 30) -> dict
 def test_downloads_stream_through_a_private_store(s3_server: SeaweedS3, redis_server: EmbeddedRedis,
                                                   tmp_path: Path) -> None:
     """``IFCFLOW_S3_DOWNLOADS=stream``: the server sends the object's bytes itself (clients never see the store)."""
-    env = {**s3_server.env("stream-mode"), "IFCFLOW_S3_DOWNLOADS": "stream"}
+    pipelines = tmp_path / "pipelines"
+    pipelines.mkdir()
+    (pipelines / "s3http.yaml").write_text(PIPELINE)
+    env = {**s3_server.env("stream-mode"), "IFCFLOW_S3_DOWNLOADS": "stream", "IFCFLOW_PIPELINES": str(pipelines)}
     model = walls_model(tmp_path / "m.ifc", walls=2)
     with ApiServer(redis_server.url, tmp_path / "data", env=env, workers=0) as api, \
             httpx.Client(base_url=api.url, timeout=60) as client:
@@ -203,3 +206,12 @@ def test_downloads_stream_through_a_private_store(s3_server: SeaweedS3, redis_se
         assert 'filename="m.ifc"' in streamed.headers["content-disposition"]
         s3_server.client().delete_object(Bucket=s3_server.bucket, Key="stream-mode/uploads/m.ifc")
         assert client.get(f"/download/{token}").status_code == 404
+
+        # the web page's new-run form: its upload goes into the store too, and the run pins it
+        posted = client.post("/ui/new", data={"pipeline": "s3http.yaml"}, headers={"Origin": api.url},
+                             files={"upload:model": ("page.ifc", model.read_bytes())})
+        assert posted.status_code == 303, posted.text
+        head = s3_server.client().head_object(Bucket=s3_server.bucket, Key="stream-mode/uploads/page.ifc")
+        assert head["Metadata"]["sha256"] == sha(model.read_bytes())
+        run_id = posted.headers["location"].rsplit("/", 1)[-1]
+        assert '"key": "uploads/page.ifc"' in api_run_record(api, run_id)
