@@ -7,8 +7,11 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +196,8 @@ def test_downloads_stream_through_a_private_store(s3_server: SeaweedS3, redis_se
     pipelines = tmp_path / "pipelines"
     pipelines.mkdir()
     (pipelines / "s3http.yaml").write_text(PIPELINE)
-    env = {**s3_server.env("stream-mode"), "IFCFLOW_S3_DOWNLOADS": "stream", "IFCFLOW_PIPELINES": str(pipelines)}
+    env = {**s3_server.env("stream-mode"), "IFCFLOW_S3_DOWNLOADS": "stream", "IFCFLOW_PIPELINES": str(pipelines),
+           "IFCFLOW_DOWNLOAD_ALLOW": "127.0.0.1"}
     model = walls_model(tmp_path / "m.ifc", walls=2)
     with ApiServer(redis_server.url, tmp_path / "data", env=env, workers=0) as api, \
             httpx.Client(base_url=api.url, timeout=60) as client:
@@ -215,3 +219,16 @@ def test_downloads_stream_through_a_private_store(s3_server: SeaweedS3, redis_se
         assert head["Metadata"]["sha256"] == sha(model.read_bytes())
         run_id = posted.headers["location"].rsplit("/", 1)[-1]
         assert '"key": "uploads/page.ifc"' in api_run_record(api, run_id)
+
+        # a file fetched from an allowed URL is an upload like any other: in the store
+        files = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
+        threading.Thread(target=files.serve_forever, daemon=True).start()
+        try:
+            fetched = client.post("/download-from-url", json={
+                "url": f"http://127.0.0.1:{files.server_address[1]}/m.ifc", "output_filename": "fetched.ifc"})
+        finally:
+            files.shutdown()
+            files.server_close()
+        assert fetched.status_code == 200, fetched.text
+        stored = s3_server.client().get_object(Bucket=s3_server.bucket, Key="stream-mode/uploads/fetched.ifc")
+        assert stored["Body"].read() == model.read_bytes()
