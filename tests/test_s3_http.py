@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 
+from ifcflow.api.objects import downloads_mode
+from ifcflow.errors import IfcflowError
 from ifcflow.standalone.embedded import EmbeddedRedis
 from tests.apiserver import ApiServer
 from tests.factories import wall_name_ids, walls_model
@@ -232,3 +234,19 @@ def test_downloads_stream_through_a_private_store(s3_server: SeaweedS3, redis_se
         assert fetched.status_code == 200, fetched.text
         stored = s3_server.client().get_object(Bucket=s3_server.bucket, Key="stream-mode/uploads/fetched.ifc")
         assert stored["Body"].read() == model.read_bytes()
+
+
+@pytest.mark.parametrize(("environ", "mode"), [
+    ({}, "redirect"),  # AWS: clients reach it
+    ({"IFCFLOW_S3_ENDPOINT": "http://s3:8333"}, "stream"),  # an in-cluster address is no address for clients
+    ({"IFCFLOW_S3_ENDPOINT": "http://s3:8333", "IFCFLOW_S3_PUBLIC_ENDPOINT": "https://s3.example.com"}, "redirect"),
+    ({"IFCFLOW_S3_ENDPOINT": "http://s3:8333", "IFCFLOW_S3_DOWNLOADS": "redirect"}, "redirect"),
+    ({"IFCFLOW_S3_DOWNLOADS": "Stream"}, "stream"),
+])
+def test_download_mode_default_and_setting(environ: dict[str, str], mode: str) -> None:
+    assert downloads_mode(environ) == mode
+
+
+def test_a_wrong_download_mode_is_refused() -> None:
+    with pytest.raises(IfcflowError, match="IFCFLOW_S3_DOWNLOADS='proxy': use redirect, stream or auto"):
+        downloads_mode({"IFCFLOW_S3_DOWNLOADS": "proxy"})
