@@ -4,6 +4,8 @@
   streamed into a temporary file with the sha256 checked, renamed), best of 3.
 - Staging overhead of a glb step on the largest real models: fetch of the input into an empty worker cache plus the
   upload of the outputs, against the step's own time.
+- Over HTTP (``ifcflow serve`` with ``IFCFLOW_STORAGE=s3://...``): 100 MB ``POST /upload/ifc`` into the store, and
+  its download streamed through the server (``IFCFLOW_S3_DOWNLOADS=stream``), best of 3.
 
     python -m bench.bench_storage
 """
@@ -76,6 +78,35 @@ def staging_overhead(store: S3Storage, folder: Path, model: Path) -> None:
           f"upload {times['upload']:.3f} s = {100 * staging_time / total:.1f} % of the step")
 
 
+def over_http(server: SeaweedS3, folder: Path) -> None:
+    import httpx
+
+    from ifcflow.standalone.embedded import EmbeddedRedis
+    from tests.apiserver import ApiServer
+
+    big = folder / "big.ifc"
+    big.write_bytes(os.urandom(100 * MB))
+    env = {**server.env("bench-http"), "IFCFLOW_S3_DOWNLOADS": "stream", "IFCFLOW_MAX_UPLOAD": str(200 * MB)}
+    with EmbeddedRedis() as redis, ApiServer(redis.url, folder / "data", env=env, workers=0) as api, \
+            httpx.Client(base_url=api.url, timeout=120) as client:
+        up, down = [], []
+        for _ in range(3):
+            with big.open("rb") as body:
+                start = time.perf_counter()
+                client.post("/upload/ifc", files={"file": ("big.ifc", body)}).raise_for_status()
+                up.append(time.perf_counter() - start)
+            token = client.post("/create_download_link", json={"file_path": "uploads/big.ifc"}).json()
+            start = time.perf_counter()
+            with client.stream("GET", f"/download/{token['download_token']}") as answer:
+                size = sum(len(chunk) for chunk in answer.iter_bytes(1024 * 1024))
+            down.append(time.perf_counter() - start)
+            assert size == 100 * MB
+    print(f"HTTP 100 MB upload into S3: best {min(up):.2f} s = {100 / min(up):.0f} MB/s "
+          f"(all: {', '.join(f'{t:.2f}' for t in up)})")
+    print(f"HTTP 100 MB download streamed from S3: best {min(down):.2f} s = {100 / min(down):.0f} MB/s "
+          f"(all: {', '.join(f'{t:.2f}' for t in down)})")
+
+
 def main() -> None:
     with tempfile.TemporaryDirectory() as temp:
         folder = Path(temp)
@@ -85,6 +116,7 @@ def main() -> None:
             os.environ.update({k: v for k, v in server.env().items() if k != "IFCFLOW_STORAGE"})
             store = S3Storage(server.bucket, "bench", server.endpoint)
             transfer(store, folder)
+            over_http(server, folder)
             for name in ("AC20-FZK-Haus.ifc", "duplex.ifc"):
                 if (SHARED / name).exists():
                     staging_overhead(store, folder, SHARED / name)

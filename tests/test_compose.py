@@ -46,7 +46,7 @@ def test_compose_schema_check_catches_a_broken_file() -> None:
 
 def test_compose_services_are_the_deployment_the_readme_describes() -> None:
     services = compose()["services"]
-    assert set(services) == {"redis", "api", "worker", "worker-clash", "dashboard", "scheduler"}
+    assert set(services) == {"redis", "s3", "s3-init", "api", "worker", "worker-clash", "dashboard", "scheduler"}
     redis = services["redis"]
     assert redis["image"].startswith("redis:7")
     assert redis["command"][redis["command"].index("--appendonly") + 1] == "yes"
@@ -64,13 +64,25 @@ def test_compose_services_are_the_deployment_the_readme_describes() -> None:
     assert services["dashboard"]["ports"] == ["9181:9181"] and "9181" in services["dashboard"]["command"]
     assert services["scheduler"]["command"] == ["ifcflow", "scheduler"]
 
+    s3 = services["s3"]
+    assert s3["image"].startswith("chrislusf/seaweedfs") and s3["command"][0] == "server" and "-s3" in s3["command"]
+    assert "s3-data:/data" in s3["volumes"] and "ports" not in s3  # private: downloads stream through the api
+    init = services["s3-init"]
+    assert init["restart"] == "no" and "put_bucket_versioning" in init["command"][-1]  # the bucket, versioned
+    assert "create_bucket(Bucket=\"ifcflow\")" in init["command"][-1]
+
     shares = {name: data_mounts(s) for name, s in services.items() if name != "redis"}
-    assert set().union(*shares.values()) == {"/data"}, shares  # one volume, one path, everywhere
+    assert shares["api"] == shares["scheduler"] == {"/data"}  # the api's own folder (copies, history database)
+    for name in ("worker", "worker-clash", "dashboard"):
+        assert not services[name].get("volumes"), name  # workers need only Redis and the bucket
     for name in ("api", "worker", "worker-clash", "scheduler"):
-        assert shares[name] == {"/data"}, name
-        assert services[name]["environment"]["IFCFLOW_DATA"] == "/data"
-        assert services[name]["environment"]["IFCFLOW_REDIS_URL"] == "redis://redis:6379/0"
+        env = services[name]["environment"]
+        assert env["IFCFLOW_STORAGE"] == "s3://ifcflow/data" and env["IFCFLOW_S3_ENDPOINT"] == "http://s3:8333"
+        assert env["AWS_SECRET_ACCESS_KEY"].startswith("${IFCFLOW_S3_SECRET_KEY:?")  # required, never defaulted
+        assert env["IFCFLOW_REDIS_URL"] == "redis://redis:6379/0"
         assert services[name]["depends_on"]["redis"]["condition"] == "service_healthy"
+        assert services[name]["depends_on"]["s3-init"]["condition"] == "service_completed_successfully"
+    assert "IFCFLOW_DATA" not in services["worker"]["environment"]
 
 
 def test_dockerfile_builds_a_non_root_installed_image_with_the_pipelines() -> None:

@@ -121,6 +121,8 @@ def _execute(body: Body, planned: PlannedStep, logical: PlannedStep, run_id: str
     workdir.mkdir(parents=True, exist_ok=True)
     cache_key = cache.key(planned, options) if job is not None and planned.cache and cache.enabled() else None
     if job is not None and cache_key and (hit := cache.serve(job.connection, cache_key, logical, files)) is not None:
+        if files is not None:
+            hit["input_objects"] = {sub: staging.facts(files.storage, o) for sub, o in files.fetched.items()}
         job.connection.hset(job.key, cache.MARK, hit["cached_from"]["run_id"])
         if _decides(job, run_id):
             _release_waiting(job, planned, run_id)
@@ -160,6 +162,9 @@ def _execute(body: Body, planned: PlannedStep, logical: PlannedStep, run_id: str
     else:
         written = {name: path for name, path in planned.outputs.items() if Path(path).exists()}
     result = {"success": True, "message": outcome.message, "data": outcome.data, "outputs": written}
+    if files is not None:  # the stored objects (the original's output_key/sha256 over HTTP, the history's lineage)
+        result["objects"] = {name: staging.facts(files.storage, obj) for name, obj in stored.items()}
+        result["input_objects"] = {sub: staging.facts(files.storage, o) for sub, o in files.fetched.items()}
     if job is not None and cache_key:
         cache.remember(job.connection, cache_key, logical, run_id, result, stored if files is not None else None)
     if job is not None:

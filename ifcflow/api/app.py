@@ -28,6 +28,7 @@ from . import (
     history,
     jobs,
     limits,
+    objects,
     original,
     preview,
     runs,
@@ -122,6 +123,8 @@ def _errors(app: FastAPI) -> None:
 def create_app(settings: Settings, conn: Redis | None = None) -> FastAPI:
     """The API on ``settings`` (data folder, Redis, keys); ``conn`` overrides the Redis client (tests)."""
     settings.prepare()
+    if objects.store(settings) is not None:
+        objects.downloads_mode()  # a wrong IFCFLOW_S3_DOWNLOADS stops the server at start, in one line
     client = conn or connection.connect(settings.redis_url)
 
     @asynccontextmanager

@@ -26,7 +26,7 @@ from ..errors import IfcflowError, PipelineError
 from ..pipeline import document
 from ..pipeline.plan import Plan
 from ..pipeline.plan import plan as make_plan
-from . import events, limits, paths, submission
+from . import events, limits, objects, paths, submission
 from .auth import require_key
 from .problems import unprocessable
 from .runs import MAX_OFFSET, MEDIA, RunRequest, pipeline_source
@@ -209,7 +209,8 @@ def start_batch(request: Request, body: BatchRequest) -> BatchStarted:
     written to Redis."""
     settings: Settings = request.app.state.settings
     record, plans = plan_batch(settings, body, request.app.state.limits.max_batch_runs)
-    batch.submit(request.app.state.conn, record, plans)
+    pins = {plan.run_id: objects.pins(settings, plan) for plan in plans} if objects.store(settings) else None
+    batch.submit(request.app.state.conn, record, plans, pins)  # (an S3 store: every sub-run's inputs pinned)
     request.app.state.conn.sadd(WATCHED_BATCHES, record.batch_id)  # released as runs end, even by plain rq workers
     return BatchStarted(batch_id=record.batch_id, status_url=f"/batches/{record.batch_id}",
                         events_url=f"/batches/{record.batch_id}/events",

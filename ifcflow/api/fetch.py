@@ -22,7 +22,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..engine import outbound
 from ..engine.outbound import Address
-from . import paths
+from ..errors import StorageError
+from . import objects, paths
 from .auth import require_key
 from .problems import unprocessable
 from .settings import Settings
@@ -145,5 +146,11 @@ def download_from_url(request: Request, body: FetchRequest) -> Fetched:
     kind = _kind(name)
     target = paths.inside(settings.uploads, name, "output_filename")
     size = fetch(body.url, settings, target, kind)
+    s3 = objects.store(settings)
+    if s3 is not None:  # an S3 store: the fetched file is an upload like any other (uploads/<name>)
+        try:
+            s3.put(target, objects.data_key(settings, target))
+        except StorageError as exc:
+            raise objects.unavailable(exc) from None
     return Fetched(message=f"{kind.upper()} file {name} downloaded successfully", file_path=f"/uploads/{name}",
                    original_filename=original or name, filename=name, size=size)

@@ -22,7 +22,7 @@ from ..engine.states import RunState
 from ..errors import IfcflowError
 from ..history import database as history
 from ..history import lineage
-from . import answers, paths
+from . import answers, objects, paths
 from .auth import require_key
 from .settings import Settings
 
@@ -67,6 +67,8 @@ def _url(request: Request) -> str:
 def _relative(request: Request, path: str | None) -> str | None:
     if not path:
         return None
+    if path.startswith("s3://"):  # an object of the store names no server path
+        return path
     data = os.path.realpath(request.app.state.settings.data)
     real = os.path.realpath(path)
     return os.path.relpath(real, data) if real.startswith(data.rstrip("/") + "/") else Path(path).name
@@ -111,9 +113,14 @@ async def lineage_of(request: Request, target: str, direction: Literal["up", "do
     data folder (``output/...``, ``uploads/...``). Each step says whether its run is still in Redis
     (``run_exists``: its status and page exist; null when Redis cannot be asked)."""
     if not lineage.SHA256.match(target):
-        real = paths.data_file(request.app.state.settings.data, target, "target")
-        found = await run_in_threadpool(outbox.describe, real) if real.is_file() else None
-        target = found["sha256"] if found else str(real)
+        settings = request.app.state.settings
+        real = paths.data_file(settings.data, target, "target")
+        s3 = objects.store(settings)
+        if s3 is not None:  # an S3 store: the history names the object by its URL
+            target = s3.describe(objects.data_key(settings, real))
+        else:
+            found = await run_in_threadpool(outbox.describe, real) if real.is_file() else None
+            target = found["sha256"] if found else str(real)
     doc = await _query(lineage.lineage, _url(request), target, direction, depth)
     doc["target"] = _relative(request, doc["target"]) if "/" in doc["target"] else doc["target"]
     for entry in doc["files"]:
@@ -146,9 +153,10 @@ async def audit_list(request: Request, since: str | None = Query(None, pattern=A
     return {"events": rows}
 
 
-async def upload_facts(request: Request, path: Path) -> dict[str, Any]:
-    """An upload's sha256, and whether (and in which runs) the history already knows its contents."""
-    found = await run_in_threadpool(outbox.describe, path)
+async def upload_facts(request: Request, path: Path, sha256: str | None = None) -> dict[str, Any]:
+    """An upload's sha256 (computed while it arrived, when given), and whether (and in which runs) the history
+    already knows its contents."""
+    found = {"sha256": sha256} if sha256 else await run_in_threadpool(outbox.describe, path)
     if not found:
         return {}
     try:

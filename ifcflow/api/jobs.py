@@ -17,7 +17,7 @@ from rq.job import Job
 from ..engine import control, store
 from ..engine.states import StepState
 from ..engine.status import StatusReader, StepStatus
-from . import results, submission
+from . import objects, results, submission
 from .auth import require_key
 
 router = APIRouter(dependencies=[Depends(require_key)], tags=["original"])
@@ -126,7 +126,14 @@ def read(conn: Redis, job_id: str, data: Path) -> JobStatusResponse:
 def job_status(request: Request, job_id: str) -> JSONResponse:
     """A job's status in the original shape; a step skipped because an upstream step failed reads
     ``"status": "canceled"``, ``"skipped": true`` and the reason."""
-    answer = read(request.app.state.conn, job_id, request.app.state.settings.data)
+    settings = request.app.state.settings
+    answer = read(request.app.state.conn, job_id, settings.data)
+    found = answer.result or {}
+    s3 = objects.store(settings) if found.get("storage") == "s3" and "report" not in found else None
+    if s3 is not None and found.get("report_type") in ("html", "json", "txt") and found.get("output_key"):
+        text = objects.read_text(s3, str(found["output_key"]), results.REPORT_LIMIT)  # ifctester's report text
+        if text is not None:
+            found["report"] = text
     return JSONResponse(answer.model_dump(mode="json", exclude_none=True))
 
 

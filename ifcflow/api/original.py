@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, HTTPException, Request
 from pydantic import BaseModel
 
-from . import paths, recipes, submission
+from . import objects, paths, recipes, submission
 from .auth import require_key
 from .requests import (
     IFC2JSONRequest,
@@ -44,7 +44,8 @@ JOB: dict[str, Any] = {"response_model": None, "responses": {200: {"model": JobI
 
 def _input(settings: Settings, field: str, name: str) -> str:
     path = paths.input_file(settings.uploads, name, field)
-    if not path.is_file():
+    s3 = objects.store(settings)
+    if not path.is_file() if s3 is None else objects.sync(settings, s3, path) is None:
         raise HTTPException(404, f"Input file not found: {name}")
     return str(path)
 

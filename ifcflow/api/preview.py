@@ -157,9 +157,11 @@ keyed = APIRouter(dependencies=[Depends(require_key)], tags=["files"])
 def preview_output(request: Request, run_id: str, step: str, name: str) -> RedirectResponse:
     """A run output's preview: a fresh download token for it, then a redirect to ``/preview/{token}`` (the web
     page's "preview" link next to each output)."""
-    from .runs import output
+    from .runs import output_file
 
-    path = Path(output(request, run_id, step, name).path)
+    path, stored = output_file(request, run_id, step, name)
+    if not stored and not path.is_file():
+        raise HTTPException(404, f"output {name!r} of step {step!r} does not exist (yet)")
     token = secrets.token_urlsafe(32)
     request.app.state.conn.set(token_key(token), str(path), ex=TOKEN_TTL)
     return RedirectResponse(f"/preview/{token}", status_code=303)

@@ -100,6 +100,11 @@ def answer(result: dict[str, Any], service: str, options: dict[str, Any], output
     found = original_fields(service, options, written or outputs, data)
     if service == "ifctester":
         _counts(found, result)
+    stored: dict[str, Any] = result["objects"] if isinstance(result.get("objects"), dict) else {}
+    main = stored.get(MAIN_OUTPUT.get(service, ""), next(iter(stored.values()), None))
+    if isinstance(main, dict):  # a run kept in S3: the original's fields of the stored output
+        found.update(storage="s3", output_key=main.get("key"), object_url=main.get("url"), sha256=main.get("sha256"),
+                     size_bytes=main.get("size"), version_id=main.get("version_id"))
     return {**found, **public(result, data)}
 
 

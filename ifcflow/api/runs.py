@@ -13,11 +13,11 @@ from fastapi.responses import FileResponse
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 
-from ..engine import control, store
+from ..engine import control, staging, store
 from ..engine.status import RunStatus, StatusReader
 from ..errors import RunNotFound
 from ..views.report import render
-from . import paths, results, submission
+from . import objects, paths, results, submission
 from .auth import require_key
 from .problems import unprocessable
 from .settings import Settings
@@ -190,17 +190,33 @@ def report(request: Request, run_id: str, format: Literal["junit", "markdown", "
     return Response(text, media_type=MEDIA[format])
 
 
-@router.get("/runs/{run_id}/outputs/{step}/{name}", response_class=FileResponse)
-def output(request: Request, run_id: str, step: str, name: str) -> FileResponse:
-    """Download an output of a step (404 until the step wrote it)."""
+@router.get("/runs/{run_id}/outputs/{step}/{name}", response_class=FileResponse,
+            responses={307: {"description": "with an S3 store: a presigned URL of the output (IFCFLOW_S3_DOWNLOADS)"}})
+def output(request: Request, run_id: str, step: str, name: str) -> Response:
+    """Download an output of a step (404 until the step wrote it); with an S3 store a 307 redirect to a presigned
+    URL, or the object streamed through (``IFCFLOW_S3_DOWNLOADS``)."""
+    path, stored = output_file(request, run_id, step, name)
+    if stored:
+        s3 = objects.store(request.app.state.settings)
+        assert s3 is not None
+        return objects.serve(s3, objects.data_key(request.app.state.settings, path), filename=path.name)
+    if not path.is_file():
+        raise HTTPException(404, f"output {name!r} of step {step!r} does not exist (yet)")
+    return FileResponse(path, filename=path.name)
+
+
+def output_file(request: Request, run_id: str, step: str, name: str) -> tuple[Path, bool]:
+    """The output's path in the data folder, and whether it is an object of the server's S3 store (a run kept in
+    it) rather than a file; 404 for no such step or output."""
     settings: Settings = request.app.state.settings
-    plan = reader_for(request.app.state.conn, run_id).plan
-    planned = next((s for s in plan.steps if s.id == step), None)
+    reader = reader_for(request.app.state.conn, run_id)
+    planned = next((s for s in reader.plan.steps if s.id == step), None)
     if planned is None:
         raise HTTPException(404, f"run {run_id} has no step {step!r}")
     if name not in planned.outputs:
         raise HTTPException(404, f"step {step!r} has no output {name!r}; outputs: {', '.join(planned.outputs)}")
     path = Path(planned.outputs[name])
-    if not paths.contained(settings.data, path) or not path.is_file():
+    if not paths.contained(settings.data, path):
         raise HTTPException(404, f"output {name!r} of step {step!r} does not exist (yet)")
-    return FileResponse(path, filename=path.name)
+    kept = objects.store(settings) is not None and request.app.state.conn.hexists(store.run_key(run_id), staging.FIELD)
+    return path, bool(kept)

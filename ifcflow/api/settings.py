@@ -88,6 +88,9 @@ class Settings:
     pipelines: Path = field(default_factory=lambda: Path("pipelines").resolve())
     ttl: int = 7 * 86400
     events_interval: float = 0.05
+    storage_url: str = ""
+    """``IFCFLOW_STORAGE``: ``s3://bucket/prefix`` keeps uploads and outputs in that store (see api/objects.py);
+    empty or a folder: files live in the data folder."""
     watch_interval: float = 0.5
 
     @property
@@ -137,4 +140,5 @@ class Settings:
             max_upload=max_upload,
             allowed_hosts=allowed_hosts(env, bind),
             pipelines=Path(env.get("IFCFLOW_PIPELINES") or "pipelines").resolve(),
+            storage_url=(env.get("IFCFLOW_STORAGE") or "").strip(),
         )

@@ -24,7 +24,7 @@ from ..pipeline.plan import Plan, PlannedStep
 from ..pipeline.plan import plan as make_plan
 from ..services import SERVICES
 from ..services.base import InputFile, OutputFile, Selector, file_options
-from . import paths
+from . import objects, paths
 from .settings import Settings
 
 NOTES = "notes"
@@ -61,6 +61,7 @@ def plan_document(settings: Settings, doc: document.Document, roots: tuple[Path,
     planned = resolve_arguments(settings, planned, roots)
     writable = (settings.output,) if folder is None else (settings.output, settings.uploads)
     check_inside(planned, roots, writable, inputs=folder is None, settings=settings)  # before any input file is opened
+    objects.sync_inputs(settings, planned)  # an S3 store: the server's copies are its objects (or gone)
     problems = document.check_inputs(doc)
     if problems:
         raise PipelineError(problems)
@@ -199,7 +200,7 @@ def relocate(plan: Plan, folder: Path) -> Plan:
 def start(conn: Redis, settings: Settings, plan: Plan, hook: str | None = None,
           notes: list[str] | None = None) -> None:
     """Enqueue ``plan`` (all or nothing), recording its webhook and notes in the run record."""
-    record: dict[str, str] = {}
+    record: dict[str, str] = objects.pins(settings, plan)  # an S3 store: inputs pinned by key, sha256, version
     if hook:
         record.update(webhook.record_fields(hook, settings.webhook_allow))
     if notes:

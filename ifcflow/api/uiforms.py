@@ -12,9 +12,10 @@ from typing import Any
 import yaml
 from pydantic import AliasChoices, BaseModel
 
-from ..errors import IfcflowError, PipelineError, Problem
+from ..errors import IfcflowError, PipelineError, Problem, StorageError
 from ..services import SERVICES
 from ..services.base import InputFile
+from .settings import Settings
 
 REF = re.compile(r"\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}")
 NAMED = re.compile(r"(?:^|[\s'\"(])(?:-i |inputs\.)([A-Za-z0-9_-]+)")
@@ -160,6 +161,20 @@ def uploads_in(folder: Path, limit: int = 500) -> list[str]:
     return [p.name for p in files[:limit]]
 
 
+async def store_upload(settings: Settings, path: Path) -> None:
+    """With an S3 store: the saved upload goes into it too (``uploads/<name>``), as ``POST /upload/*`` does."""
+    from fastapi.concurrency import run_in_threadpool
+
+    from . import objects
+
+    s3 = objects.store(settings)
+    if s3 is not None:
+        try:
+            await run_in_threadpool(s3.put, path, objects.data_key(settings, path))
+        except StorageError as exc:
+            raise objects.unavailable(exc) from None
+
+
 async def save_upload(upload: Any, uploads: Path, limit: int) -> str:
     """Store a browser upload in ``uploads`` under its (checked) base name; over ``limit`` bytes it is refused
     and nothing is left behind."""
@@ -203,6 +218,7 @@ async def start_from_form(request: Any, form: Any) -> Outcome:
         try:
             if kind == "upload" and getattr(value, "filename", None):
                 outcome.picked[name] = await save_upload(value, settings.uploads, settings.max_upload)
+                await store_upload(settings, settings.uploads / outcome.picked[name])
             elif kind == "pick" and isinstance(value, str) and value:
                 outcome.picked.setdefault(name, value)
         except IfcflowError as exc:

@@ -8,6 +8,7 @@ in ``uploads/``, which is renamed into place only when complete: nothing is held
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -15,10 +16,12 @@ from pathlib import Path
 from typing import IO, Any
 
 from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 from python_multipart.multipart import MultipartParser, parse_options_header
 
-from . import paths
+from ..errors import StorageError
+from . import objects, paths
 from .auth import require_key
 from .problems import unprocessable
 from .requests import DownloadRequest
@@ -37,6 +40,12 @@ class Uploaded(BaseModel):
     filename: str
     size: int
     sha256: str | None = None
+    storage: str | None = Field(None, description="'s3' when the server keeps files in an S3 store")
+    bucket: str | None = None
+    object_key: str | None = Field(None, description="the object's key in the store (relative to its prefix)")
+    object_url: str | None = None
+    size_bytes: int | None = None
+    version_id: str | None = Field(None, description="the object's version (a versioned bucket)")
     known: bool | None = Field(None, description="the history knows these contents (in the runs listed)")
     runs: list[str] | None = None
 
@@ -64,6 +73,7 @@ class _Receiver:
         self.temp: Path | None = None
         self.out: IO[bytes] | None = None
         self.size = 0
+        self.digest = hashlib.sha256()
         self.done = False
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
@@ -90,6 +100,7 @@ class _Receiver:
         self.size += end - start
         if self.size > self.limit:
             raise TooLarge()
+        self.digest.update(data[start:end])
         self.out.write(data[start:end])
 
     def on_part_end(self) -> None:
@@ -159,12 +170,30 @@ async def upload(request: Request, file_type: str) -> Uploaded:
     except BaseException:
         received.discard()
         raise
+    sha256 = received.digest.hexdigest()
+    stored = await _store(settings, received.temp, target, sha256) if objects.store(settings) else {}
     os.replace(received.temp, target)
     from .history import upload_facts  # dedupe: already known contents say so (issue 19)
 
     return Uploaded(message=f"{file_type.upper()} file {name} uploaded successfully", file_path=f"/uploads/{name}",
                     original_filename=received.filename or name, filename=name, size=received.size,
-                    **await upload_facts(request, target))
+                    **{**await upload_facts(request, target, sha256), **stored})
+
+
+async def _store(settings: Settings, temp: Path, target: Path, sha256: str) -> dict[str, Any]:
+    """Put the complete upload into the S3 store under ``uploads/<name>`` (one PUT with its ChecksumSHA256: the
+    object appears only whole); the temporary file is removed when that fails (503)."""
+    s3 = objects.store(settings)
+    assert s3 is not None
+    try:
+        stored = await run_in_threadpool(s3.put, temp, objects.data_key(settings, target), sha256)
+    except StorageError as exc:
+        temp.unlink(missing_ok=True)
+        raise objects.unavailable(exc) from None
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    return objects.facts(s3, stored)
 
 
 def token_key(token: str) -> str:
@@ -176,10 +205,18 @@ def create_download_link(request: Request, body: DownloadRequest) -> DownloadLin
     """A 30-minute token for a file of the data folder (``output/...`` or ``uploads/...``)."""
     settings: Settings = request.app.state.settings
     path = paths.data_file(settings.data, body.file_path)
-    if not path.is_file():
+    s3 = objects.store(settings)
+    if not path.is_file() if s3 is None else not _stored(settings, s3, path):
         raise HTTPException(404, "File not found")
     token = secrets.token_urlsafe(32)
     request.app.state.conn.set(token_key(token), str(path), ex=TOKEN_TTL)
     base = os.environ.get("IFCFLOW_PUBLIC_URL") or str(request.base_url)
     return DownloadLink(download_token=token, preview_url=f"{base.rstrip('/')}/preview/{token}",
                         expiry=datetime.now(UTC) + timedelta(seconds=TOKEN_TTL))
+
+
+def _stored(settings: Settings, s3: objects.S3Storage, path: Path) -> bool:
+    try:
+        return s3.head(objects.data_key(settings, path)) is not None
+    except StorageError as exc:
+        raise objects.unavailable(exc) from None

@@ -15,7 +15,7 @@ from .app import cli, redis_option, storage_option
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="TCP port")
 @click.option("--data", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="data folder with uploads/ and output/ (default $IFCFLOW_DATA, else ./ifcflow-data); workers "
-                   "must see it at the same path")
+                   "must see it at the same path unless --storage is s3://...")
 @redis_option
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))

@@ -146,13 +146,18 @@ def serve(conn: Redis, cache_key: str, planned: PlannedStep, files: RunFiles | N
     entry = lookup(conn, cache_key)
     if entry is None or not set(entry["outputs"]) <= set(planned.outputs):
         return None
+    objects: dict[str, Any] = {}
     if files is not None:
         if not _stored_intact(files, entry["outputs"]):
             return None
+        from .staging import facts
+        from .storage import StoredObject as Stored
+
         for name, recorded in entry["outputs"].items():
             target = files.key_of(planned.outputs[name])[0]
-            if recorded["key"] != target:
-                files.storage.copy(recorded["key"], target)
+            stored = (files.storage.copy(recorded["key"], target) if recorded["key"] != target else
+                      Stored(target, recorded["sha256"], recorded["size"]))
+            objects[name] = facts(files.storage, stored)
     else:
         if not _intact(entry["outputs"]):
             return None
@@ -160,8 +165,9 @@ def serve(conn: Redis, cache_key: str, planned: PlannedStep, files: RunFiles | N
             if Path(recorded["path"]) != Path(planned.outputs[name]):
                 _link(Path(recorded["path"]), Path(planned.outputs[name]))
     origin = {"run_id": entry["run_id"], "step": entry["step"], "job_id": entry["job_id"]}
-    return {"success": True, "cached": True, "cached_from": origin, "message": entry["message"],
-            "data": entry["data"], "outputs": {name: planned.outputs[name] for name in entry["outputs"]}}
+    hit = {"success": True, "cached": True, "cached_from": origin, "message": entry["message"],
+           "data": entry["data"], "outputs": {name: planned.outputs[name] for name in entry["outputs"]}}
+    return {**hit, "objects": objects} if files is not None else hit
 
 
 def _stored_intact(files: RunFiles, outputs: dict[str, dict[str, Any]]) -> bool:

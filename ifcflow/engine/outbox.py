@@ -109,6 +109,14 @@ def describe(path: str | Path, name: str | None = None) -> dict[str, Any] | None
     return entry
 
 
+def _object(facts: Mapping[str, Any], name: str | None = None) -> dict[str, Any]:
+    """A stored object as a file of the history: its URL (``s3://bucket/prefix/key``) as the path, its key, sha256,
+    size and version id."""
+    entry = {"path": facts["url"], "key": facts["key"], "sha256": facts["sha256"], "size": facts.get("size"),
+             "version_id": facts.get("version_id")}
+    return {**entry, "name": name} if name else entry
+
+
 def _epoch(iso: str | None) -> float | None:
     return datetime.fromisoformat(iso).timestamp() if iso else None
 
@@ -124,11 +132,18 @@ def audit(event: str, *, run_id: str | None = None, batch_id: str | None = None,
             "detail": dict(detail or {})}
 
 
-def submitted(plan: Plan) -> list[dict[str, Any]]:
-    """The run and its ``submit`` audit event, as known at submission."""
+def submitted(plan: Plan, record: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """The run and its ``submit`` audit event, as known at submission (inputs pinned in a store by their objects:
+    the run ``record``'s ``storage`` field)."""
     who, schedule = actor()
     pipeline_file = describe(plan.file) if plan.file and os.path.isfile(plan.file) else None
-    inputs = {name: describe(path) or {"path": path} for name, path in plan.inputs.items()}
+    pinned: dict[str, dict[str, Any]] = {}
+    if (record or {}).get("storage"):  # (staging imports boto3: only for a run kept in a store)
+        from .staging import pinned_facts
+
+        pinned = pinned_facts((record or {})["storage"])
+    inputs = {name: _object(pinned[path]) if path in pinned else describe(path) or {"path": path}
+              for name, path in plan.inputs.items()}
     run = {"kind": "run", "run_id": plan.run_id, "at": time.time(), "pipeline": plan.pipeline, "file": plan.file,
            "pipeline_sha256": pipeline_file["sha256"] if pipeline_file else None, "actor": who, "inputs": inputs,
            "state": "queued", "created_at": _epoch(plan.created_at), "schedule": schedule, "out_dir": plan.out_dir}
@@ -143,9 +158,13 @@ def step_succeeded(run_id: str, planned: PlannedStep, result: Mapping[str, Any],
     from .cache import versions
 
     options = SERVICES[planned.service].options.model_validate(planned.options)
-    inputs = [entry for sub, marker, value in file_options(options) if isinstance(marker, InputFile)
-              if (entry := describe(value, ".".join(map(str, sub))))]
-    outputs = [entry for name, path in (result.get("outputs") or {}).items() if (entry := describe(path, name))]
+    if isinstance(result.get("objects"), dict):  # a run kept in S3: its files are objects, not worker-local copies
+        inputs = [_object(facts, sub) for sub, facts in (result.get("input_objects") or {}).items()]
+        outputs = [_object(facts, name) for name, facts in result["objects"].items()]
+    else:
+        inputs = [entry for sub, marker, value in file_options(options) if isinstance(marker, InputFile)
+                  if (entry := describe(value, ".".join(map(str, sub))))]
+        outputs = [entry for name, path in (result.get("outputs") or {}).items() if (entry := describe(path, name))]
     now = time.time()
     return {"kind": "step", "run_id": run_id, "step_id": planned.id, "at": now, "service": planned.service,
             "versions": versions(planned.service), "options_hash": _options_hash(planned, options),

@@ -22,7 +22,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -77,16 +77,20 @@ def input_paths(plan: Plan) -> list[str]:
 
 
 def pin_inputs(storage: Storage, plan: Plan, keys: dict[str, str] | None = None,
-               root: str | None = None) -> dict[str, str]:
+               root: str | None = None, known: dict[str, StoredObject] | None = None) -> dict[str, str]:
     """Upload the plan's local input files (skipped when that sha256 is already stored) and return the run record
-    field that pins them. ``keys`` names objects already in the store (an HTTP upload) by plan path; ``root`` (a
-    server's data folder) maps outputs outside the run folder to keys relative to it."""
+    field that pins them. ``keys`` names objects already in the store (an HTTP upload) by plan path, ``known`` the
+    same objects already headed; ``root`` (a server's data folder) maps outputs outside the run folder to keys
+    relative to it."""
     pins: dict[str, dict[str, Any]] = {}
     for path in input_paths(plan):
-        if keys and path in keys:
-            stored = storage.head(keys[path])
-            if stored is None:
+        if known and path in known:
+            stored = known[path]
+        elif keys and path in keys:
+            headed = storage.head(keys[path])
+            if headed is None:
                 raise StorageError(f"input {storage.describe(keys[path])} does not exist; upload it first")
+            stored = headed
         else:
             if not os.path.isfile(path):
                 raise StorageError(f"input file {path} does not exist")
@@ -164,6 +168,8 @@ class RunFiles:
     cache: WorkerCache
     root: str | None = None
     """A server's data folder: plan paths below it (outside the run folder) are keys relative to it."""
+    fetched: dict[str, StoredObject] = field(default_factory=dict)
+    """The objects :meth:`localize` fetched, by option path (``input``, ``clash_sets.0.a.0.file``): lineage."""
 
     def key_of(self, path: str) -> tuple[str, str | None, str | None]:
         """(key, pinned sha256, pinned version id) of a plan path."""
@@ -181,6 +187,7 @@ class RunFiles:
             if isinstance(marker, InputFile):
                 key, sha, version = self.key_of(value)
                 cached = self.cache.fetch(self.storage, key, sha, version)
+                self.fetched[".".join(map(str, sub))] = StoredObject(key, cached.name, cached.stat().st_size, version)
                 local = folder / "in" / str(index) / Path(value).name
                 local.parent.mkdir(parents=True, exist_ok=True)
                 try:
@@ -221,6 +228,21 @@ class RunFiles:
                 self.storage.delete(key)
             except StorageError:
                 pass
+
+
+def facts(storage: Storage, stored: StoredObject) -> dict[str, Any]:
+    """A stored file as job results and the history name it: ``{key, url, sha256, size, version_id}``."""
+    return {"key": stored.key, "url": storage.describe(stored.key), "sha256": stored.sha256, "size": stored.size,
+            "version_id": stored.version_id}
+
+
+def pinned_facts(raw: str | None) -> dict[str, dict[str, Any]]:
+    """A run record's ``storage`` field as ``{plan path: facts}`` of its pinned inputs ({} for a local run)."""
+    if not raw:
+        return {}
+    record = json.loads(raw)
+    base = str(record["url"]).rstrip("/")
+    return {path: {**pin, "url": f"{base}/{pin['key']}"} for path, pin in record.get("pins", {}).items()}
 
 
 def _set(data: Any, path: tuple[str | int, ...], value: str) -> None:

@@ -18,6 +18,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -39,6 +40,10 @@ CHUNK = 1024 * 1024
 
 class UnsafeKey(StorageError):
     """A name that cannot become an object key (it would leave the prefix or name another bucket)."""
+
+
+class MissingObject(StorageError):
+    """No object under the key (or not that version)."""
 
 
 def object_key(*parts: str) -> str:
@@ -294,13 +299,47 @@ class S3Storage(Storage):
         except BOTO_ERRORS as exc:
             raise self._fail("deleting", key, exc) from None
 
-    def presign(self, key: str, expires: int = 1800, public: bool = True) -> str:
-        """A presigned GET; signed for ``IFCFLOW_S3_PUBLIC_ENDPOINT`` when set (SigV4 signs the host)."""
+    def presign(self, key: str, expires: int = 1800, public: bool = True, version_id: str | None = None,
+                filename: str | None = None) -> str:
+        """A presigned GET (of one version, with a download file name when given); signed for
+        ``IFCFLOW_S3_PUBLIC_ENDPOINT`` when set (SigV4 signs the host)."""
         endpoint = os.environ.get(PUBLIC_ENDPOINT_ENV) if public else None
         client = self.client(endpoint) if endpoint else self.s3
-        url: str = client.generate_presigned_url("get_object", Params={"Bucket": self.bucket, "Key": self.full(key)},
-                                                 ExpiresIn=expires)
+        params = {"Bucket": self.bucket, "Key": self.full(key), **({"VersionId": version_id} if version_id else {})}
+        if filename:
+            params["ResponseContentDisposition"] = content_disposition(filename)
+        url: str = client.generate_presigned_url("get_object", Params=params, ExpiresIn=expires)
         return url
+
+    def open(self, key: str, version_id: str | None = None) -> tuple[Iterator[bytes], StoredObject]:
+        """The object's bytes as chunks (for streaming it through a server) and its facts; None of it is read yet."""
+        self.requests["get"] += 1
+        args = {"Bucket": self.bucket, "Key": self.full(key), **({"VersionId": version_id} if version_id else {})}
+        try:
+            answer = self.s3.get_object(**args)
+        except BOTO_ERRORS as exc:
+            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey",
+                                                                                              "NoSuchVersion"):
+                raise MissingObject(f"{self.describe(key)} does not exist") from None
+            raise self._fail("downloading", key, exc) from None
+        found = StoredObject(key, answer.get("Metadata", {}).get("sha256", ""), int(answer["ContentLength"]),
+                             _version(answer))
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from answer["Body"].iter_chunks(CHUNK)
+            finally:
+                answer["Body"].close()
+
+        return chunks(), found
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment; filename=...`` with a plain ASCII fallback and the UTF-8 name (RFC 6266)."""
+    from urllib.parse import quote
+
+    plain = "".join(c if 32 <= ord(c) < 127 and c not in '"\\' else "_" for c in filename)
+    return f"attachment; filename=\"{plain}\"; filename*=UTF-8''{quote(filename, safe='')}"
 
 
 def _version(answer: dict[str, Any]) -> str | None:
