@@ -20,11 +20,11 @@ from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Worker
 from rq.job import Job, JobStatus
 
 from ..engine import changes, reconcile, rqstore
 from ..services import QUEUES, SERVICES
+from .horse import ResidentHorseWorker
 
 JOB_MONITORING_INTERVAL = 5
 """Seconds between heartbeats while a job runs; a job's heartbeat expires 60 s after the last one."""
@@ -75,9 +75,10 @@ def services_of(conn: Redis, worker_key: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-class IfcflowWorker(Worker):
-    """An RQ worker that reconciles a job's run as soon as the job ended, stops for good when asked to, and
-    records in its RQ worker hash which services it can run (``ifcflow workers`` shows them)."""
+class IfcflowWorker(ResidentHorseWorker):
+    """An RQ worker whose jobs run in a resident work horse (:mod:`.horse`), that reconciles a job's run as soon
+    as the job ended, stops for good when asked to, and records in its RQ worker hash which services it can run
+    (``ifcflow workers`` shows them)."""
 
     unavailable: dict[str, str] | None = None
     """Services whose module could not be imported (set by :func:`run_worker` after :func:`preload`)."""
@@ -184,12 +185,7 @@ class IfcflowWorker(Worker):
 
     def stop_horse(self) -> tuple[Job, Any] | None:
         """Kill a work horse left running after the worker lost Redis, and wait for it; returns its job."""
-        if not self.horse_pid:
-            return None
-        self.kill_horse(signal.SIGKILL)
-        self.wait_for_horse()
-        self._horse_pid = 0
-        return self.current
+        return self.current if self.stop_resident() else None
 
 
 def make_worker(conn: Redis, queues: Sequence[str] = QUEUES, name: str | None = None) -> IfcflowWorker:
