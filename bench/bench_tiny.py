@@ -119,6 +119,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--files", type=int, default=500)
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--skip-fork", action="store_true", help="skip ifcflow with a fork per job (minutes)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -128,14 +129,16 @@ def main() -> None:
             results["library"] = library(files)
             results["ifcflow_resident_s"] = ifcflow_batch(folder, resident=True)
             results["load_mid"] = load()
-            results["ifcflow_fork_s"] = ifcflow_batch(folder, resident=False)
+            if not args.skip_fork:
+                results["ifcflow_fork_s"] = ifcflow_batch(folder, resident=False)
             for kind in ("simple", "fork"):
                 for job in ("noop", "library"):
                     results[f"rq_{kind}_{job}_s"] = rq_floor(files, kind, job)
             results["load_after"] = load()
             base = results["library"]["with_startup_s"]
             results["ratio_resident"] = results["ifcflow_resident_s"] / base
-            results["ratio_fork"] = results["ifcflow_fork_s"] / base
+            if not args.skip_fork:
+                results["ratio_fork"] = results["ifcflow_fork_s"] / base
             results["ratio_rq_simple_library"] = results["rq_simple_library_s"] / base
             print(f"round {round_ + 1}:", {k: round(v, 3) if isinstance(v, float) else v for k, v in results.items()},
                   flush=True)

@@ -38,6 +38,8 @@ MAX_JOBS = 500
 """Jobs a horse runs before it retires (the next job forks a fresh one)."""
 MAX_GROWTH = 256 * 1024 * 1024
 """Bytes of resident memory a horse may gain since its fork before it retires after its job."""
+HEARTBEAT_GAP = 1.0
+"""Seconds within which a worker's plain heartbeat is not repeated (RQ sends three per job; the key lives 120 s)."""
 IDLE_CHECK = 5.0
 """Seconds between an idle horse's checks that its worker is still alive."""
 HEADER = struct.Struct("!I")
@@ -228,6 +230,20 @@ class ResidentHorseWorker(Worker):
             self.log.warning("Worker %s: job %s failed (%s)", self.name, job.id, exc_string)
             self.handle_work_horse_killed(job, retpid, ret_val, rusage)
             self.handle_job_failure(job, queue=queue, exc_string=exc_string, execution=execution)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat in one round trip (it sends three commands one by one), and not again within
+        :data:`HEARTBEAT_GAP` seconds of the last plain one (RQ beats before and after every dequeue and after
+        every job)."""
+        if pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        last = self.last_heartbeat
+        if timeout is None and last is not None and (now() - last).total_seconds() < HEARTBEAT_GAP:
+            return
+        with self.connection.pipeline(transaction=False) as pipe:
+            super().heartbeat(timeout, pipe)
+            pipe.execute()
 
     def stop_resident(self) -> bool:
         """Kill the horse, busy or idle, and reap it; whether it was running a job."""
