@@ -162,6 +162,13 @@ class IfcflowWorker(ResidentHorseWorker):
         if pending is not None:
             pending.result()
 
+    def unsubscribe(self) -> None:
+        # RQ sends UNSUBSCRIBE, then stops its pub/sub thread and waits for it: when the reply came before the stop,
+        # the thread waited out its 60 s read first (the worker took a minute to exit). Stop it first.
+        if self.pubsub_thread is not None:
+            self.pubsub_thread.stop(timeout=0)
+        super().unsubscribe()
+
     def teardown(self) -> None:
         if not self.is_horse:
             self.flush_ends()
