@@ -245,6 +245,12 @@ class ResidentHorseWorker(Worker):
             super().heartbeat(timeout, pipe)
             pipe.execute()
 
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """RQ's, without the write when the worker is in that state already (RQ sets ``idle`` twice per job)."""
+        if pipeline is None and state == self._state and state == WorkerStatus.IDLE:
+            return
+        super().set_state(state, pipeline)
+
     def stop_resident(self) -> bool:
         """Kill the horse, busy or idle, and reap it; whether it was running a job."""
         busy = bool(self._horse_pid)
