@@ -92,8 +92,7 @@ class ResidentHorseWorker(Worker):
             super().execute_job(job, queue)  # RQ's fork per job
             return
         execution = self.prepare_execution(job)
-        os.environ["RQ_WORKER_ID"] = self.name
-        os.environ["RQ_JOB_ID"] = job.id
+        os.environ.update(RQ_WORKER_ID=self.name, RQ_JOB_ID=job.id)  # (RQ's own, set as its fork does)
         if not self._hand_over(job, queue, execution):
             self._fork_resident()
             if not self._hand_over(job, queue, execution):  # a horse that dies before reading: RQ's dead horse
@@ -158,7 +157,7 @@ class ResidentHorseWorker(Worker):
                 os._exit(0)
 
     def _perform(self, job_id: str, queue_name: str, execution_id: str, created_at: datetime) -> None:
-        os.environ["RQ_JOB_ID"] = job_id
+        os.environ.update(RQ_JOB_ID=job_id)
         job = self.job_class.fetch(job_id, connection=self.connection, serializer=self.serializer)
         queue = self.queue_class(queue_name, connection=self.connection, job_class=self.job_class,
                                  serializer=self.serializer, death_penalty_class=self.death_penalty_class)
