@@ -40,7 +40,7 @@ PIPELINE = """\
 
 class InProcessWorker(IfcflowWorker, SimpleWorker):
     """ifcflow's worker (which releases a batch's next sub-runs when one ends) in this process; its jobs still run
-    in a forked work horse (IfcflowWorker's RQ Worker comes first in the MRO)."""
+    in its resident work horse (IfcflowWorker's RQ Worker comes first in the MRO)."""
 
 
 def work(conn: Redis) -> None:
@@ -290,6 +290,21 @@ def test_a_bad_file_of_a_batch_is_named_as_the_glob_matched_it(folder: Path) -> 
     done = _cli("run", str(write_pipeline(folder, PIPELINE)), "--each", "arch=models/*.ifc", cwd=folder)
     assert done.returncode == 2 and "-i arch=" not in done.stderr, done.stderr
     assert "arch=models/e.ifc (matched by the batch glob" in done.stderr
+
+
+def test_sweep_passes_over_sub_runs_behind_closed_gates_until_released_or_canceled(conn: Redis, folder: Path) -> None:
+    """The periodic sweep skips a batch's waiting sub-runs (nothing of theirs can have run): a 500-run batch was
+    swept in full every 5 s. A released or canceled one is swept again."""
+    from ifcflow.engine import reconcile
+
+    record = batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/*.ifc"}, out=folder / "runs",
+                         window=1)
+    first, second = (r.run_id for r in record.runs)
+    assert reconcile.behind_closed_gates(conn, [first, second]) == {second}
+    batch.cancel(conn, record.batch_id)
+    assert reconcile.behind_closed_gates(conn, [first, second]) == set()
+    reconcile.sweep(conn)
+    assert StatusReader(conn, second).fetch().status == RunState.CANCELED
 
 
 def test_prune_during_a_running_batch_keeps_its_finished_sub_run(conn: Redis, folder: Path) -> None:

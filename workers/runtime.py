@@ -86,7 +86,8 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
             files: staging.RunFiles | None = None) -> dict[str, Any]:
     job = job or get_current_job()
     began = time.monotonic()
-    if job is not None and job.connection.hexists(store.run_key(run_id), "canceled"):
+    canceled, stored_in = job.connection.hmget(store.run_key(run_id), "canceled", staging.FIELD) if job else (None, None)
+    if job is not None and canceled is not None:
         store.record_steps(job.connection, run_id, {planned.id: ("canceled", "canceled by user")})
         return {"success": False, "canceled": True, "message": "canceled by user", "data": {}, "outputs": {}}
     if job is not None and (planned.needs or planned.condition == "failure()"):
@@ -95,7 +96,8 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
             return {"success": False, "skipped": True, "message": skipped, "data": {}, "outputs": {}}
     folder, local = None, planned
     try:  # a run kept in object storage: the step runs on a private local copy of its files (see ifcflow.engine.staging)
-        files = files or (staging.for_run(job.connection, run_id) if job is not None else None)
+        if files is None and stored_in:  # (the run's record, read above with its canceled mark)
+            files = staging.from_field(stored_in.decode() if isinstance(stored_in, bytes) else stored_in)
         if files is not None:
             folder = staging.step_folder(files, planned.job_id)
             local = files.localize(planned, folder)

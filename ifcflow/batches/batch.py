@@ -306,13 +306,17 @@ def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0)
             return 0
         time.sleep(0.01)
     try:
-        raw = conn.hmget(key(batch_id), "control", "released", "canceled")
+        with conn.pipeline(transaction=False) as pipe:  # one round trip (this runs after every job of a batch)
+            pipe.hmget(key(batch_id), "control", "released", "canceled")
+            pipe.smembers(ended_key(batch_id))
+            pipe.lrange(held_key(batch_id), 0, -1)
+            raw, ended_raw, held_raw = pipe.execute()
         if raw[0] is None:
             return 0
         control = Control.model_validate_json(raw[0])
         released, canceled = int(raw[1] or 0), raw[2] is not None
-        ended = {m.decode() for m in conn.smembers(ended_key(batch_id))}  # type: ignore[union-attr]
-        held = [m.decode() for m in conn.lrange(held_key(batch_id), 0, -1)]  # type: ignore[union-attr]
+        ended = {m.decode() for m in ended_raw}
+        held = [m.decode() for m in held_raw]
         # a canceled batch ends when every sub-run ended, those never released (canceled with it) included
         seen = control.total if canceled else released
         active = [run_id for run_id in map(control.run_id, range(seen)) if run_id not in ended and run_id not in held]
@@ -336,8 +340,14 @@ def _note_ended(conn: Redis, batch_id: str, control: Control, active: list[str])
 
     states = run_states(conn, batch_id, control.steps, active)
     done = [run_id for run_id in active if states[run_id].terminal]
-    for run_id in done:
-        reconcile.run(conn, run_id, wait=0.0)
+    if done:  # one round trip: a sub-run already ended (by the worker that ran its last step) needs no pass
+        with conn.pipeline(transaction=False) as pipe:
+            for run_id in done:
+                pipe.sismember(store.LIVE, run_id)
+            live = pipe.execute()
+        for run_id, alive in zip(done, live, strict=True):
+            if alive:
+                reconcile.run(conn, run_id, wait=0.0)
     if done:
         ended_rows = runstates.rows(conn, [(s.id, s.on_failure) for s in control.steps], done)
         kept = {run_id: row.dump() for run_id, row in ended_rows.items() if row.exists}

@@ -29,6 +29,7 @@ from collections.abc import Mapping
 
 from redis import Redis
 from redis.exceptions import RedisError
+from rq.job import Job, JobStatus
 
 from ..errors import RunNotFound
 from ..pipeline.plan import Plan
@@ -193,7 +194,9 @@ def pending_runs(conn: Redis) -> list[str]:
 def sweep(conn: Redis) -> int:
     """One pass over every live run; returns how many were visited."""
     visited = 0
-    for run_id in pending_runs(conn):
+    runs = pending_runs(conn)
+    closed = behind_closed_gates(conn, runs)  # a batch's waiting sub-runs: nothing of theirs can have run
+    for run_id in (r for r in runs if r not in closed):
         try:
             run(conn, run_id, wait=0.0)
         except RedisError:
@@ -202,6 +205,19 @@ def sweep(conn: Redis) -> int:
             log.exception("could not reconcile run %s", run_id)
         visited += 1
     return visited
+
+
+def behind_closed_gates(conn: Redis, run_ids: list[str]) -> set[str]:
+    """Those of ``run_ids`` not released yet: their start gate was never opened, they were never retried nor
+    canceled, so none of their jobs can have run (a batch's sub-runs waiting for the window). One round trip."""
+    with conn.pipeline(transaction=False) as pipe:
+        for run_id in run_ids:
+            pipe.hget(Job.key_for(store.gate_id(run_id)), "status")
+            pipe.hmget(store.run_key(run_id), "retries", "canceled")
+        replies = pipe.execute()
+    finished = JobStatus.FINISHED.value.encode()
+    return {run_id for run_id, gate, (retries, canceled) in zip(run_ids, replies[::2], replies[1::2], strict=True)
+            if gate is not None and gate != finished and retries is None and canceled is None}
 
 
 def claim_tick(conn: Redis, interval: float) -> bool:

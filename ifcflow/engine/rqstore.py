@@ -244,10 +244,13 @@ def drain_ready(conn: Redis, queues: set[str] | tuple[str, ...] | list[str]) -> 
     """Push jobs RQ left in its ready registries onto their queues (RQ's own recovery, run now, under RQ's
     per-queue cleaning lock; a queue whose lock another process holds is left to that process)."""
     moved = 0
-    for name in queues:
+    names = list(queues)
+    with conn.pipeline(transaction=False) as pipe:  # one round trip: after every job, most queues have none
+        for name in names:
+            pipe.exists(ReadyJobRegistry(name, connection=conn).key)
+        present = pipe.execute()
+    for name in (n for n, found in zip(names, present, strict=True) if found):
         queue = Queue(name, connection=conn)
-        if not conn.exists(ReadyJobRegistry(name, connection=conn).key):
-            continue
         if queue.acquire_maintenance_lock():
             try:
                 moved += len(ReadyJobRegistry(name, connection=conn).cleanup())

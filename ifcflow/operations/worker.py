@@ -16,15 +16,16 @@ import signal
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 from redis import Redis
 from redis.exceptions import RedisError
-from rq import Worker
 from rq.job import Job, JobStatus
 
 from ..engine import changes, reconcile, rqstore
 from ..services import QUEUES, SERVICES
+from .horse import ResidentHorseWorker
 
 JOB_MONITORING_INTERVAL = 5
 """Seconds between heartbeats while a job runs; a job's heartbeat expires 60 s after the last one."""
@@ -75,14 +76,23 @@ def services_of(conn: Redis, worker_key: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-class IfcflowWorker(Worker):
-    """An RQ worker that reconciles a job's run as soon as the job ended, stops for good when asked to, and
-    records in its RQ worker hash which services it can run (``ifcflow workers`` shows them)."""
+class IfcflowWorker(ResidentHorseWorker):
+    """An RQ worker whose jobs run in a resident work horse (:mod:`.horse`), that reconciles a job's run as soon
+    as the job ended, stops for good when asked to, and records in its RQ worker hash which services it can run
+    (``ifcflow workers`` shows them)."""
 
     unavailable: dict[str, str] | None = None
     """Services whose module could not be imported (set by :func:`run_worker` after :func:`preload`)."""
     stop_asked = False
     current: tuple[Job, Any] | None = None
+    _after: ThreadPoolExecutor | None = None
+    _pending: Future[None] | None = None
+    _busy = 0
+    """Jobs started whose end is not handled yet (:data:`ifcflow.engine.changes.BUSY_FIELD` is set while > 0)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._busy_lock = threading.Lock()
 
     def register_birth(self) -> None:
         super().register_birth()
@@ -126,18 +136,64 @@ class IfcflowWorker(Worker):
         what = f"job {job.id}" + (f" (run {meta['ifcflow_run']})" if meta.get("ifcflow_run") else "")
         started = time.monotonic()
         jobs_log.info("%s started on queue %s", what, job.origin)
-        try:
-            self.connection.hset(self.key, changes.BUSY_FIELD, job.id)
-        except RedisError:
-            pass  # RQ's own bookkeeping below meets the same error and handles it
+        with self._busy_lock:
+            self._busy += 1
+            try:
+                self.connection.hset(self.key, changes.BUSY_FIELD, job.id)
+            except RedisError:
+                pass  # RQ's own bookkeeping below meets the same error and handles it
         self.current = (job, queue)
         super().execute_job(job, queue)
         self.current = None
         if not self.is_horse:
-            self._ended(job, what, started)
+            self._after_job(job, what, started)
+
+    def _after_job(self, job: Job, what: str, started: float) -> None:
+        """Hand the job's end (log, reconcile, batch window, announce) to the after-job thread, so the worker
+        dequeues the next job and its horse runs it meanwhile; at most one end is pending (ends stay in order)."""
+        self.flush_ends()
+        if self._after is None:
+            self._after = ThreadPoolExecutor(1, thread_name_prefix="ifcflow-job-end")
+        self._pending = self._after.submit(self._ended, job, what, started)
+
+    def flush_ends(self) -> None:
+        """Wait until the end of the last job is handled."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def unsubscribe(self) -> None:
+        # RQ sends UNSUBSCRIBE, then stops its pub/sub thread and waits for it: when the reply came before the stop,
+        # the thread waited out its 60 s read first (the worker took a minute to exit). Stop it first.
+        if self.pubsub_thread is not None:
+            self.pubsub_thread.stop(timeout=0)
+        super().unsubscribe()
+
+    def teardown(self) -> None:
+        if not self.is_horse:
+            self.flush_ends()
+            if self._after is not None:
+                self._after.shutdown(wait=True)
+                self._after = None
+        super().teardown()
 
     def _ended(self, job: Job, what: str, started: float) -> None:
-        """In the worker, once the job's horse ended: log it, reconcile its run, announce the change."""
+        """In the worker's after-job thread, once the job's horse ended: log it, reconcile its run, announce the
+        change. Never raises (what fails here is retried by the periodic pass)."""
+        try:
+            self._handle_end(job, what, started)
+        except Exception:
+            log.exception("could not handle the end of job %s", job.id)
+        finally:
+            with self._busy_lock:
+                self._busy -= 1
+                try:
+                    if not self._busy:  # (the next job may have started meanwhile: it keeps the field)
+                        self.connection.hdel(self.key, changes.BUSY_FIELD)
+                except RedisError:
+                    pass
+
+    def _handle_end(self, job: Job, what: str, started: float) -> None:
         meta = job.meta or {}
         try:
             state = job.get_status(refresh=True)
@@ -153,10 +209,6 @@ class IfcflowWorker(Worker):
             log.exception("could not reconcile after job %s", job.id)
         self._advance_batch(job)
         changes.publish(self.connection, meta.get("ifcflow_run"))
-        try:
-            self.connection.hdel(self.key, changes.BUSY_FIELD)
-        except RedisError:
-            pass
 
     def _advance_batch(self, job: Job) -> None:
         """A job of a batch's sub-run ended: release the batch's next sub-runs if that run ended."""
@@ -184,12 +236,7 @@ class IfcflowWorker(Worker):
 
     def stop_horse(self) -> tuple[Job, Any] | None:
         """Kill a work horse left running after the worker lost Redis, and wait for it; returns its job."""
-        if not self.horse_pid:
-            return None
-        self.kill_horse(signal.SIGKILL)
-        self.wait_for_horse()
-        self._horse_pid = 0
-        return self.current
+        return self.current if self.stop_resident() else None
 
 
 def make_worker(conn: Redis, queues: Sequence[str] = QUEUES, name: str | None = None) -> IfcflowWorker:

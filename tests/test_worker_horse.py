@@ -1,0 +1,95 @@
+"""The resident work horse of ``ifcflow worker`` (ifcflow/operations/horse.py), on a real worker process: jobs run
+one after another in one horse; a job that kills its process (SIGKILL, segfault) or times out fails alone, with a
+clear error, and the worker goes on with the next job in a fresh (or the same) horse; RQ's stop-job command works."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from redis import Redis
+from rq import Queue
+from rq.command import send_stop_job_command
+from rq.job import Job, JobStatus
+
+from ifcflow.standalone.embedded import EmbeddedRedis
+
+from .servers import spawn, stop
+
+
+def pid() -> int:
+    return os.getpid()
+
+
+def kill_self() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def segfault() -> None:
+    ctypes.string_at(0)
+
+
+def sleep(seconds: float) -> int:
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def run_worker(url: str, log: Path) -> int:
+    worker = spawn([sys.executable, "-m", "ifcflow", "worker", "--redis", url, "--preload", "ifc2json", "--burst"],
+                   log)
+    try:
+        return worker.wait(timeout=120)
+    finally:
+        stop(worker)
+
+
+def error(conn: Redis, job: Job) -> str:
+    result = Job.fetch(job.id, connection=conn).latest_result()
+    return result.exc_string or "" if result else ""
+
+
+def test_crashing_jobs_fail_alone_and_the_worker_goes_on(redis_server: EmbeddedRedis, conn: Redis,
+                                                         tmp_path: Path) -> None:
+    queue = Queue("default", connection=conn)
+    jobs = [queue.enqueue(func) for func in (pid, pid, kill_self, pid, segfault, pid)]
+    jobs.append(queue.enqueue(sleep, 5, job_timeout=1))
+    after = queue.enqueue(pid)
+    log = tmp_path / "worker.log"
+    assert run_worker(redis_server.url, log) == 0, log.read_text()  # burst: it ran every job and ended cleanly
+    first, second, killed, third, crashed, fourth, timed_out = (Job.fetch(j.id, connection=conn) for j in jobs)
+    assert first.return_value() == second.return_value()  # one horse ran both
+    assert first.return_value() != os.getpid()
+    assert killed.get_status() == JobStatus.FAILED
+    assert "Work-horse terminated unexpectedly" in error(conn, killed) and "(signal 9)" in error(conn, killed)
+    assert third.get_status() == JobStatus.FINISHED and third.return_value() != second.return_value()  # a new horse
+    assert crashed.get_status() == JobStatus.FAILED and "(signal 11)" in error(conn, crashed)
+    assert fourth.get_status() == JobStatus.FINISHED
+    assert timed_out.get_status() == JobStatus.FAILED and "JobTimeoutException" in error(conn, timed_out)
+    last = Job.fetch(after.id, connection=conn)
+    assert last.get_status() == JobStatus.FINISHED
+    assert last.return_value() == fourth.return_value()  # a timeout does not cost the horse
+
+
+def test_stop_job_command_kills_the_horse_and_the_next_job_runs(redis_server: EmbeddedRedis, conn: Redis,
+                                                                tmp_path: Path) -> None:
+    queue = Queue("default", connection=conn)
+    slow = queue.enqueue(sleep, 60)
+    after = queue.enqueue(pid)
+    log = tmp_path / "worker.log"
+    worker = spawn([sys.executable, "-m", "ifcflow", "worker", "--redis", redis_server.url, "--preload", "ifc2json",
+                    "--burst"], log)
+    try:
+        deadline = time.monotonic() + 60
+        while Job.fetch(slow.id, connection=conn).get_status() != JobStatus.STARTED:
+            assert time.monotonic() < deadline and worker.poll() is None, log.read_text()
+            time.sleep(0.1)
+        send_stop_job_command(conn, slow.id)
+        assert worker.wait(timeout=30) == 0, log.read_text()
+    finally:
+        stop(worker)
+    assert Job.fetch(slow.id, connection=conn).get_status() == JobStatus.STOPPED
+    assert Job.fetch(after.id, connection=conn).get_status() == JobStatus.FINISHED
