@@ -154,8 +154,8 @@ class Notes:
                     if conn is None or not runs:
                         time.sleep(0.5)
                         continue
-                    first = runs[0]
-                    reader = StatusReader(conn, first.decode() if isinstance(first, bytes) else str(first))
+                    run_id = runs[0]
+                    reader = StatusReader(conn, run_id.decode() if isinstance(run_id, bytes) else str(run_id))
                 now = time.monotonic()
                 for step_id, step in reader.read().steps.items():
                     if step.status != StepState.RUNNING:
