@@ -23,13 +23,15 @@ import signal
 import time
 from typing import Any
 
-from redis import Redis, WatchError
+from redis import ConnectionPool, Redis, WatchError
 from rq.job import Job
 
 from ifcflow.engine import changes
 
 ENV = "IFCFLOW_PROGRESS_INTERVAL"
 DEFAULT = 5.0
+STOP_WAIT = 2.0
+"""Seconds a step's end waits for its ticker to exit before killing it."""
 
 
 def interval() -> float:
@@ -78,9 +80,15 @@ class Ticker:
         if self.pid is None or self.pipe is None:
             return
         os.close(self.pipe)  # the ticker sees end of file at once and exits
+        deadline = time.monotonic() + STOP_WAIT
         try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
+            while os.waitpid(self.pid, os.WNOHANG) == (0, 0):
+                if time.monotonic() > deadline:  # stuck (e.g. in a Redis call): never hold the step up for it
+                    os.kill(self.pid, signal.SIGKILL)
+                    os.waitpid(self.pid, 0)
+                    break
+                time.sleep(0.001)
+        except (ChildProcessError, ProcessLookupError):
             pass
         self.pid = self.pipe = None
 
@@ -88,8 +96,6 @@ class Ticker:
 def _loop(read: int, settings: tuple[Any, dict[str, Any]], job: Job, run_id: str, every: float, began: float,
           parent: int) -> None:
     connection_class, kwargs = settings
-    from redis import ConnectionPool
-
     conn = Redis(connection_pool=ConnectionPool(connection_class=connection_class, **kwargs))
     while True:
         ready, _, _ = select.select([read], [], [], every)
