@@ -9,8 +9,16 @@ placement), so the copies stand side by side and do not clash with each other. 4
 The pipeline (``ifcconvert`` glb, ``ifcclash`` all against all, ``ifc5d`` IFC4QtoBaseQuantities on IfcElement,
 ``ifccsv`` IfcProduct Name/Description) runs with ``python -m ifcflow run`` and no Redis configured (a private
 Redis and 2 local workers); step times are the run's ``status.json`` durations; the peak RSS of each worker
-(the larger of it and its work horses) is sampled every 0.25 s with psutil. Each step is compared with the same
-library call in a fresh process (bench.bench_services' direct cases).
+(the larger of it and its work horses) is sampled every 0.25 s with psutil; the run's private Redis is followed to
+record, per running step, the longest gap between two different progress notes in its status.
+
+Each step is compared with the same library call in a fresh process (bench.bench_services' direct cases), twice:
+**alone** (one direct call at a time, as before) and **same concurrency**: the steps that did their work at the
+same time in the run (their start-end spans overlap by more than a quarter of the shorter one) have their direct
+calls started at the same time too; a clash step served by the shared geometry pass only waited (its worker was
+blocked on the pass's lock), so it and the glb step count as working alone. The second is the like-for-like
+ratio: a step that shared 2 cores with a sibling is compared with a direct call that shared them with the same
+sibling's direct call.
 
 Run: ``python -m bench.bench_bigmodel [copies]`` (default 42). See bench/README.md for results.
 """
