@@ -110,8 +110,13 @@ def copy_of(part: str, code: str, shift: int) -> str:
     return REF.sub(ref, GUID.sub(guid, part))
 
 
+HORSES: dict[int, list[float]] = {}
+"""Work horse pid -> [first seen, last seen (wall clock), CPU seconds (user + system, all threads) last seen]."""
+
+
 def sample(run: subprocess.Popen[str], peaks: dict[int, int], roles: dict[int, int]) -> None:
-    """Peak RSS per ``ifcflow worker`` process, a work horse counted for the worker that forked it."""
+    """Peak RSS per ``ifcflow worker`` process, a work horse counted for the worker that forked it; each work
+    horse's CPU time (a step's CPU seconds, which other load on the machine does not inflate as it does wall time)."""
     try:
         children = psutil.Process(run.pid).children(recursive=True)
     except psutil.Error:
@@ -126,6 +131,10 @@ def sample(run: subprocess.Popen[str], peaks: dict[int, int], roles: dict[int, i
                 owner = proc.pid if "worker" in cmd and parent not in roles else roles.get(parent, proc.pid)
                 roles[proc.pid] = owner
             peaks[owner] = max(peaks.get(owner, 0), rss)
+            if owner != proc.pid and proc.ppid() == owner:  # a work horse (its ticker's parent is the horse)
+                times = proc.cpu_times()
+                now = time.time()
+                HORSES.setdefault(proc.pid, [now, now, 0.0])[1:] = [now, times.user + times.system]
         except psutil.Error:
             continue
 
@@ -185,6 +194,19 @@ class Notes:
         return max((b - a for a, b in zip(times, times[1:])), default=last - first)
 
 
+def step_cpu(step: dict[str, Any]) -> float:
+    """CPU seconds of the work horse that ran ``step``: the child of a worker seen alive for the span that matches
+    the step's start-end span best (RQ's scheduler, also a worker's child, lives through the whole run)."""
+    start, end = when(str(step["started_at"])), when(str(step["ended_at"]))
+    best, cpu = 0.0, float("nan")
+    for first, last, used in HORSES.values():
+        common = min(end, last) - max(start, first)
+        score = common - ((last - first) - common)
+        if common > 0 and score > best:
+            best, cpu = score, used
+    return cpu
+
+
 def when(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
@@ -223,8 +245,8 @@ def direct_seconds(folder: Path, step_ids: list[str]) -> dict[str, dict[str, Any
         return dict(zip(step_ids, found))
 
 
-def seconds(found: dict[str, object]) -> float:
-    value = found.get("s")
+def seconds(found: dict[str, object], key: str = "s") -> float:
+    value = found.get(key)
     return float(value) if isinstance(value, float) else float("nan")
 
 
@@ -292,6 +314,10 @@ def main() -> None:
         mb = alone[step_id].get("mb")
         print(f"| {step_id} ({service}) | {took:.1f} | {one:.1f} | {took / one:.2f}× | {two:.1f} | {took / two:.2f}× "
               f"| {float(mb) if isinstance(mb, float) else float('nan'):.0f} | {notes.longest_gap(step_id):.1f} |")
+    print("\n| step | step CPU s | direct CPU s (alone) | CPU ratio |\n|---|---|---|---|")
+    for step_id, service in SERVICES.items():
+        cpu, direct_cpu = step_cpu(steps[step_id]), seconds(alone[step_id], "cpu")
+        print(f"| {step_id} ({service}) | {cpu:.1f} | {direct_cpu:.1f} | {cpu / direct_cpu:.2f}× |")
     shared = float(steps["glb"]["duration"])
     direct_pair = seconds(alone["glb"]) + seconds(alone["clash"])
     print(f"\nglb step (the shared pass: glb + clash) {shared:.1f} s vs direct glb + direct clash {direct_pair:.1f} s:"
