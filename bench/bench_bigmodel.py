@@ -9,8 +9,16 @@ placement), so the copies stand side by side and do not clash with each other. 4
 The pipeline (``ifcconvert`` glb, ``ifcclash`` all against all, ``ifc5d`` IFC4QtoBaseQuantities on IfcElement,
 ``ifccsv`` IfcProduct Name/Description) runs with ``python -m ifcflow run`` and no Redis configured (a private
 Redis and 2 local workers); step times are the run's ``status.json`` durations; the peak RSS of each worker
-(the larger of it and its work horses) is sampled every 0.25 s with psutil. Each step is compared with the same
-library call in a fresh process (bench.bench_services' direct cases).
+(the larger of it and its work horses) is sampled every 0.25 s with psutil; the run's private Redis is followed to
+record, per running step, the longest gap between two different progress notes in its status.
+
+Each step is compared with the same library call in a fresh process (bench.bench_services' direct cases), twice:
+**alone** (one direct call at a time, as before) and **same concurrency**: the steps that did their work at the
+same time in the run (their start-end spans overlap by more than a quarter of the shorter one) have their direct
+calls started at the same time too; a clash step served by the shared geometry pass only waited (its worker was
+blocked on the pass's lock), so it and the glb step count as working alone. The second is the like-for-like
+ratio: a step that shared 2 cores with a sibling is compared with a direct call that shared them with the same
+sibling's direct call.
 
 Run: ``python -m bench.bench_bigmodel [copies]`` (default 42). See bench/README.md for results.
 """
@@ -23,17 +31,24 @@ import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import ifcopenshell
 import ifcopenshell.util.unit
 import psutil
+from redis import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import bench.bench_services as services
 from bench.bench_services import ROOT, SHARED_IFC, direct_run
+from ifcflow.engine.states import StepState
+from ifcflow.engine.status import StatusReader
 
 CODE = "456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz_$"
 GUID = re.compile(r"'([0-9A-Za-z_$]{22})'")
@@ -95,8 +110,13 @@ def copy_of(part: str, code: str, shift: int) -> str:
     return REF.sub(ref, GUID.sub(guid, part))
 
 
+HORSES: dict[int, list[float]] = {}
+"""Work horse pid -> [first seen, last seen (wall clock), CPU seconds (user + system, all threads) last seen]."""
+
+
 def sample(run: subprocess.Popen[str], peaks: dict[int, int], roles: dict[int, int]) -> None:
-    """Peak RSS per ``ifcflow worker`` process, a work horse counted for the worker that forked it."""
+    """Peak RSS per ``ifcflow worker`` process, a work horse counted for the worker that forked it; each work
+    horse's CPU time (a step's CPU seconds, which other load on the machine does not inflate as it does wall time)."""
     try:
         children = psutil.Process(run.pid).children(recursive=True)
     except psutil.Error:
@@ -111,50 +131,199 @@ def sample(run: subprocess.Popen[str], peaks: dict[int, int], roles: dict[int, i
                 owner = proc.pid if "worker" in cmd and parent not in roles else roles.get(parent, proc.pid)
                 roles[proc.pid] = owner
             peaks[owner] = max(peaks.get(owner, 0), rss)
+            if owner != proc.pid and proc.ppid() == owner:  # a work horse (its ticker's parent is the horse)
+                times = proc.cpu_times()
+                now = time.time()
+                HORSES.setdefault(proc.pid, [now, now, 0.0])[1:] = [now, times.user + times.system]
         except psutil.Error:
             continue
+
+
+class Notes:
+    """Follows the run's private Redis (found from the redis-server the run started) and records, per running step,
+    when its progress note changed: the longest gap is what a user watching the status waits for a sign of life."""
+
+    def __init__(self, run: subprocess.Popen[str]):
+        self.run = run
+        self.changes: dict[str, list[tuple[float, str]]] = {}
+        self.windows: dict[str, tuple[float, float]] = {}
+        self.thread = threading.Thread(target=self.follow, daemon=True)
+        self.thread.start()
+
+    def socket(self) -> str | None:
+        try:
+            for proc in psutil.Process(self.run.pid).children(recursive=True):
+                cmd = " ".join(proc.cmdline())  # redis-server shows "redis-server unixsocket:<path>" once started
+                if "redis-server" in cmd and "unixsocket:" in cmd:
+                    return cmd.split("unixsocket:", 1)[1].split()[0]
+        except psutil.Error:
+            return None
+        return None
+
+    def follow(self) -> None:
+        reader: StatusReader | None = None
+        while self.run.poll() is None:
+            try:
+                if reader is None:
+                    path = self.socket()
+                    conn = Redis(unix_socket_path=path) if path else None
+                    runs = conn.zrange("ifcflow:runs", 0, -1) if conn is not None else []
+                    if conn is None or not runs:
+                        time.sleep(0.5)
+                        continue
+                    run_id = runs[0]
+                    reader = StatusReader(conn, run_id.decode() if isinstance(run_id, bytes) else str(run_id))
+                now = time.monotonic()
+                for step_id, step in reader.read().steps.items():
+                    if step.status != StepState.RUNNING:
+                        continue
+                    first, _ = self.windows.get(step_id, (now, now))
+                    self.windows[step_id] = (first, now)
+                    note = str((step.progress or {}).get("message") or "")
+                    seen = self.changes.setdefault(step_id, [])
+                    if not seen or seen[-1][1] != note:
+                        seen.append((now, note))
+            except Exception:  # noqa: BLE001 - the run's Redis goes away at its end
+                pass
+            time.sleep(0.5)
+
+    def longest_gap(self, step_id: str) -> float:
+        """Seconds of the longest stretch, while the step ran, without a new note (from its first sight)."""
+        first, last = self.windows.get(step_id, (0.0, 0.0))
+        times = [t for t, _ in self.changes.get(step_id, [])] + [last]
+        return max((b - a for a, b in zip(times, times[1:])), default=last - first)
+
+
+def step_cpu(step: dict[str, Any]) -> float:
+    """CPU seconds of the work horse that ran ``step``: the child of a worker seen alive for the span that matches
+    the step's start-end span best (RQ's scheduler, also a worker's child, lives through the whole run)."""
+    start, end = when(str(step["started_at"])), when(str(step["ended_at"]))
+    best, cpu = 0.0, float("nan")
+    for first, last, used in HORSES.values():
+        common = min(end, last) - max(start, first)
+        score = common - ((last - first) - common)
+        if common > 0 and score > best:
+            best, cpu = score, used
+    return cpu
+
+
+def when(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def concurrent_groups(steps: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """Steps that did their work at the same time in the run (overlapping for over a quarter of the shorter one).
+
+    A clash step served by the shared geometry pass only waited for the glb step (its worker was idle, blocked on
+    the pass's lock), so it counts as doing no work beside it and its direct call is run alone."""
+    working = [s for s in SERVICES if not ((steps[s].get("result") or {}).get("data") or {}).get("shared_geometry")
+               or s == "glb"]
+    span = {s: (when(str(steps[s]["started_at"])), when(str(steps[s]["ended_at"]))) for s in SERVICES}
+    groups: list[list[str]] = []
+    for step_id in SERVICES:
+        if step_id not in working:
+            groups.append([step_id])
+            continue
+        for group in groups:
+            if any(o in working and _overlap(span[step_id], span[o]) for o in group):
+                group.append(step_id)
+                break
+        else:
+            groups.append([step_id])
+    return groups
+
+
+def _overlap(one: tuple[float, float], other: tuple[float, float]) -> bool:
+    common = min(one[1], other[1]) - max(one[0], other[0])
+    return common > 0.25 * min(one[1] - one[0], other[1] - other[0])
+
+
+def direct_seconds(folder: Path, step_ids: list[str]) -> dict[str, dict[str, Any]]:
+    """The direct library calls of ``step_ids``, all started at the same time (one fresh process each)."""
+    with ThreadPoolExecutor(len(step_ids)) as pool:
+        found = pool.map(lambda s: direct_run(folder / s, SERVICES[s], "big", folder), step_ids)
+        return dict(zip(step_ids, found))
+
+
+def seconds(found: dict[str, object], key: str = "s") -> float:
+    value = found.get(key)
+    return float(value) if isinstance(value, float) else float("nan")
+
+
+def pipeline(folder: Path, ifc: Path) -> tuple[dict[str, dict[str, Any]], dict[int, int], Notes, float]:
+    (folder / "big.yml").write_text(PIPELINE.format(ifc=ifc))
+    peaks: dict[int, int] = {}
+    roles: dict[int, int] = {}
+    started = time.monotonic()
+    run = subprocess.Popen([sys.executable, "-m", "ifcflow", "run", str(folder / "big.yml"), "--out",
+                            str(folder / "runs"), "--workers", "2"], cwd=ROOT, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           env={k: v for k, v in os.environ.items() if k != "IFCFLOW_REDIS_URL"})
+    notes = Notes(run)
+    while run.poll() is None:
+        sample(run, peaks, roles)
+        time.sleep(0.25)
+    wall = time.monotonic() - started
+    output = run.stdout.read() if run.stdout else ""
+    status_files = list((folder / "runs").glob("*/status.json"))
+    assert run.returncode == 0 and status_files, output[-2000:]
+    return json.loads(status_files[0].read_text())["steps"], peaks, notes, wall
 
 
 def main() -> None:
     copies = int(sys.argv[1]) if len(sys.argv) > 1 else 42
     services.LIMIT = 7200.0  # a direct call on a big model takes minutes
+    loads = [os.getloadavg()[0]]
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         started = time.monotonic()
         ifc = folder / "big.ifc"
         build(SHARED_IFC / "duplex.ifc", copies, ifc)
+        for step_id in SERVICES:  # each direct call has a folder of its own (two may run at once)
+            (folder / step_id).mkdir()
+            (folder / step_id / "big.ifc").symlink_to(ifc)
         size = ifc.stat().st_size
         print(f"built {ifc.name}: {size / 1e6:.1f} MB, {copies} copies, in {time.monotonic() - started:.1f} s",
               flush=True)
-        (folder / "big.yml").write_text(PIPELINE.format(ifc=ifc))
-        peaks: dict[int, int] = {}
-        roles: dict[int, int] = {}
-        run = subprocess.Popen([sys.executable, "-m", "ifcflow", "run", str(folder / "big.yml"), "--out",
-                                str(folder / "runs"), "--workers", "2"], cwd=ROOT, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               env={k: v for k, v in os.environ.items() if k != "IFCFLOW_REDIS_URL"})
-        while run.poll() is None:
-            sample(run, peaks, roles)
-            time.sleep(0.25)
-        output = run.stdout.read() if run.stdout else ""
-        status_files = list((folder / "runs").glob("*/status.json"))
-        assert run.returncode == 0 and status_files, output[-2000:]
-        steps = json.loads(status_files[0].read_text())["steps"]
-        rows = []
-        for step_id, service in SERVICES.items():
-            direct = direct_run(folder, service, "big", folder)
-            seconds = float(steps[step_id]["duration"])
-            direct_s = float(str(direct["s"])) if isinstance(direct.get("s"), float) else float("nan")
-            direct_mb = float(str(direct["mb"])) if isinstance(direct.get("mb"), float) else float("nan")
-            rows.append(f"| {step_id} ({service}) | {seconds:.1f} | {direct_s:.1f} | {seconds / direct_s:.2f}× | "
-                        f"{direct_mb:.0f} |")
-            print(rows[-1], flush=True)
+        steps, peaks, notes, wall = pipeline(folder, ifc)
+        loads.append(os.getloadavg()[0])
+        base = min(when(str(s["started_at"])) for s in steps.values())
+        for step_id, step in steps.items():
+            print(f"{step_id}: {when(str(step['started_at'])) - base:7.1f} .. {when(str(step['ended_at'])) - base:7.1f}"
+                  f" s on {step.get('worker')}, {float(step['duration']):.1f} s; longest gap between progress notes "
+                  f"{notes.longest_gap(step_id):.1f} s ({len(notes.changes.get(step_id, []))} notes)", flush=True)
+        groups = concurrent_groups(steps)
+        print(f"run wall time {wall:.1f} s; steps that worked at the same time: {groups}", flush=True)
+        alone = {s: direct_run(folder / s, SERVICES[s], "big", folder) for s in SERVICES}
+        loads.append(os.getloadavg()[0])
+        together = {s: alone[s] for group in groups if len(group) == 1 for s in group}
+        for group in groups:
+            if len(group) > 1:
+                together.update(direct_seconds(folder, group))
+        loads.append(os.getloadavg()[0])
     print(f"\nmodel {size / 1e6:.1f} MB ({copies} copies of duplex.ifc); workers' peak RSS (worker or its horse): "
-          + ", ".join(f"{p / 2**20:.0f} MB" for p in sorted(peaks.values(), reverse=True)[:2]))
-    print("| step | step s | direct s | ratio (target ≤ 1.10×) | direct peak MB |")
-    print("|---|---|---|---|---|")
-    print("\n".join(rows))
-    print(f"\ntotal {time.monotonic() - started:.0f} s")
+          + ", ".join(f"{p / 2**20:.0f} MB" for p in sorted(peaks.values(), reverse=True)[:2])
+          + "; load average (1 min) at start, after the run, after direct alone, after direct together: "
+          + ", ".join(f"{x:.1f}" for x in loads))
+    print("| step | step s | direct alone s | ratio | direct, same concurrency s | ratio (target ≤ 1.10×) "
+          "| direct peak MB | longest gap between notes s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for step_id, service in SERVICES.items():
+        took = float(steps[step_id]["duration"])
+        one, two = seconds(alone[step_id]), seconds(together[step_id])
+        mb = alone[step_id].get("mb")
+        print(f"| {step_id} ({service}) | {took:.1f} | {one:.1f} | {took / one:.2f}× | {two:.1f} | {took / two:.2f}× "
+              f"| {float(mb) if isinstance(mb, float) else float('nan'):.0f} | {notes.longest_gap(step_id):.1f} |")
+    print("\n| step | step CPU s | direct CPU s (alone) | CPU ratio |\n|---|---|---|---|")
+    for step_id, service in SERVICES.items():
+        cpu, direct_cpu = step_cpu(steps[step_id]), seconds(alone[step_id], "cpu")
+        print(f"| {step_id} ({service}) | {cpu:.1f} | {direct_cpu:.1f} | {cpu / direct_cpu:.2f}× |")
+    shared = float(steps["glb"]["duration"])
+    direct_pair = seconds(alone["glb"]) + seconds(alone["clash"])
+    print(f"\nglb step (the shared pass: glb + clash) {shared:.1f} s vs direct glb + direct clash {direct_pair:.1f} s:"
+          f" {shared / direct_pair:.2f}×; run wall {wall:.1f} s vs sum of direct alone "
+          f"{sum(seconds(a) for a in alone.values()):.1f} s")
+    print(f"total {time.monotonic() - started:.0f} s")
 
 
 if __name__ == "__main__":

@@ -207,10 +207,10 @@ def direct_run(folder: Path, service: str, model: str, ids_path: Path) -> dict[s
         f"IFC = {str(folder / f'{model}.ifc')!r}",
         f"IDS = {str(ids_path)!r}",
         f"OUT = Path({str(out)!r})",
-        "t0 = time.perf_counter()",
+        "t0, c0 = time.perf_counter(), time.process_time()",
         textwrap.dedent(CASES[service][1]).strip(),
-        "t = time.perf_counter() - t0",
-        "print(json.dumps({'s': t, 'kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))",
+        "t, c = time.perf_counter() - t0, time.process_time() - c0",
+        "print(json.dumps({'s': t, 'cpu': c, 'kb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))",
     ])
     done = run_group([sys.executable, "-c", script], LIMIT + 30, ROOT)
     if done is None:
@@ -218,7 +218,7 @@ def direct_run(folder: Path, service: str, model: str, ids_path: Path) -> dict[s
     if done.returncode != 0:
         return {"skip": "direct failed", "error": done.stderr.strip().splitlines()[-1:]}
     found = json.loads(done.stdout.strip().splitlines()[-1])
-    return {"s": found["s"], "mb": found["kb"] / 1024, "stderr": done.stderr}
+    return {"s": found["s"], "cpu": found["cpu"], "mb": found["kb"] / 1024, "stderr": done.stderr}
 
 
 def best(first: dict[str, object], second: dict[str, object]) -> dict[str, object]:

@@ -181,7 +181,7 @@ def body(options: ConvertOptions, outputs: dict[str, Path], progress: Progress) 
     if fmt == "gltf":
         target = target.with_name(target.name + ".tmp.glb")
     try:
-        shared = geometry.convert_shared(options, target, progress, notes)
+        shared = geometry.convert_shared(options, target, progress, notes, model)
         count, written = shared or convert(options, model, target, progress, notes)
         if fmt == "gltf":
             progress(99, 100, "writing text glTF")

@@ -5,7 +5,8 @@ RQ calls ``workers.<service>.run(step=..., run_id=...)``.
 
 - Outputs are written into a private temporary folder inside the step's run folder and moved into place only
   when the body returns, so a failed step leaves no half-written file.
-- Progress goes to ``job.meta["progress"]`` (at most a few writes a second).
+- Progress goes to ``job.meta["progress"]`` (at most a few writes a second, each with its time ``at``); during
+  long library calls a ticker process (:mod:`workers.ticker`) rewrites the note every few seconds.
 - When the step ends badly (final failure, skipped at start) or some steps of the run were skipped, the run is
   reconciled at once from here, with this step's state as it is about to be recorded (see
   :mod:`ifcflow.engine.reconcile`); ``ifcflow worker`` reconciles again once RQ has recorded it.
@@ -35,9 +36,15 @@ from ifcflow.pipeline import durations
 from ifcflow.pipeline.plan import PlannedStep
 from ifcflow.services import SERVICES, Options
 
+from .ticker import Ticker
+
 O = TypeVar("O", bound=Options)  # noqa: E741 - O for Options, as in the signatures
 UNDECIDED_WAIT = 10.0
 """Seconds a step whose condition is not decided yet waits for its needs' ends to be recorded, then fails."""
+
+
+PHASES = 10
+"""A progress call with a ``total`` up to this names one of a few phases: never throttled."""
 
 
 @dataclass
@@ -49,7 +56,9 @@ class Outcome:
 
 
 class Progress:
-    """``progress(done, total, message)``: stored in ``job.meta['progress']``, throttled."""
+    """``progress(done, total, message)``: stored in ``job.meta['progress']``, throttled to one write per
+    ``interval``, except a call that names a phase (``total`` of at most :data:`PHASES`, e.g. ``(1, 4,
+    "quantifying")``) or ``force``: those are always written, so the status names the phase the step is in."""
 
     def __init__(self, job: Job | None, interval: float = 0.5):
         self.job = job
@@ -60,11 +69,12 @@ class Progress:
         if self.job is None:
             return
         now = time.monotonic()
-        if not force and now - self.last < self.interval:
+        if not force and now - self.last < self.interval and (total is None or total > PHASES):
             return
         self.last = now
         percent = round(100.0 * done / total, 1) if total else None
-        self.job.meta["progress"] = {"done": done, "total": total, "percent": percent, "message": message}
+        self.job.meta["progress"] = {"done": done, "total": total, "percent": percent, "message": message,
+                                     "at": time.time()}
         self.job.save_meta()
 
 
@@ -137,11 +147,15 @@ def _execute(body: Body, planned: PlannedStep, logical: PlannedStep, run_id: str
     for path in temp.values():
         path.parent.mkdir(parents=True, exist_ok=True)
     progress = Progress(job)
+    ticker = Ticker(job, run_id).start() if job is not None else None
     try:
         try:
             outcome = body(options, temp, progress)
         except JobTimeoutException:
             raise StepError(f"timed out after {durations.format(planned.timeout)}") from None
+        finally:
+            if ticker is not None:
+                ticker.stop()  # before the step records its errors or its final progress
         if files is not None:
             _publish(partial, workdir)
             stored = files.upload(planned, logical)  # every output complete in the store before the result

@@ -31,7 +31,6 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,9 +87,8 @@ def actor() -> tuple[str, str | None]:
 
 # -- file facts -------------------------------------------------------------------------------------------------
 
-@lru_cache(maxsize=4096)
-def _digest(path: str, size: int, mtime_ns: int, inode: int) -> str:
-    from .cache import sha256
+def _digest(path: str) -> str:
+    from .cache import sha256  # remembered per process while the file is unchanged
 
     return sha256(path)
 
@@ -101,7 +99,7 @@ def describe(path: str | Path, name: str | None = None) -> dict[str, Any] | None
         resolved = os.path.realpath(path)
         stat = os.stat(resolved)
         entry: dict[str, Any] = {"path": resolved, "size": stat.st_size,
-                                 "sha256": _digest(resolved, stat.st_size, stat.st_mtime_ns, stat.st_ino)}
+                                 "sha256": _digest(resolved)}
     except OSError:
         return None
     if name:
