@@ -6,7 +6,7 @@ measured over ``--idle`` seconds; then one worker starts, the step runs and ends
 time it received the status showing the step ended minus the step's ``ended_at`` (the clients are plain sockets
 that stamp each read and parse at the end: the benchmark's own reading adds little to the spread). With ``--baseline DIR`` (a
 checkout of another revision) the same is measured for that tree's server and worker in the same session.
-Run: ``python -m bench.bench_sse [--clients 200] [--idle 5] [--baseline DIR]``.
+Run: ``python -m bench.bench_sse [--clients 200] [--idle 5] [--baseline DIR] [--repeat N]``.
 """
 
 from __future__ import annotations
@@ -125,7 +125,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--idle", type=float, default=5.0)
     parser.add_argument("--baseline", type=Path, default=None)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per tree, alternating (medians at the end)")
     args = parser.parse_args()
+    p95s: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         os.chdir(folder)  # python -m puts the current folder first on sys.path: it must not be a checkout
@@ -133,13 +135,18 @@ def main() -> None:
         (folder / "pipelines" / "one.yaml").write_text(ONE)
         tiny_model(folder / "tiny.ifc")
         trees = {"this tree": ROOT} | ({"baseline": args.baseline.resolve()} if args.baseline else {})
-        for name, tree in trees.items():
-            got = run_tree(tree, folder, args.clients, args.idle)
-            print(f"{name:10s} {args.clients} clients: server CPU idle {got['idle_cpu'] * 100:.1f} % of a core; "
-                  f"event after step end p50 {got['p50'] * 1000:.0f} ms, p95 {got['p95'] * 1000:.0f} ms, "
-                  f"min {got['min'] * 1000:.0f} ms, max {got['max'] * 1000:.0f} ms ({got['n']:.0f} events)")
+        for _ in range(args.repeat):
+            for name, tree in trees.items():
+                got = run_tree(tree, folder, args.clients, args.idle)
+                p95s.setdefault(name, []).append(got["p95"])
+                print(f"{name:10s} {args.clients} clients: server CPU idle {got['idle_cpu'] * 100:.1f} % of a core; "
+                      f"event after step end p50 {got['p50'] * 1000:.0f} ms, p95 {got['p95'] * 1000:.0f} ms, "
+                      f"min {got['min'] * 1000:.0f} ms, max {got['max'] * 1000:.0f} ms ({got['n']:.0f} events); "
+                      f"load {os.getloadavg()[0]:.1f}", flush=True)
+    for name, values in p95s.items():
+        print(f"{name:10s} p95 median of {len(values)} runs: {statistics.median(values) * 1000:.0f} ms "
+              f"(runs: {', '.join(f'{v * 1000:.0f}' for v in values)})")
     print(f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
-
 
 if __name__ == "__main__":
     main()
