@@ -151,10 +151,12 @@ def _out_given() -> bool:
 def _store_inputs(storage_url: str | None, planned: Plan) -> tuple[Storage, dict[str, str]] | None:
     """With a remote store (``--storage s3://...`` or $IFCFLOW_STORAGE): upload the local input files (skipped
     when that sha256 is stored already) and return the store and the run record field pinning them."""
-    from ..engine.staging import pin_inputs
-
     chosen = _selected(storage_url)
-    return (chosen, pin_inputs(chosen, planned)) if chosen is not None else None
+    if chosen is None:
+        return None
+    from ..engine.staging import pin_inputs  # only then: it imports boto3 (~0.1 s)
+
+    return chosen, pin_inputs(chosen, planned)
 
 
 def _selected(storage_url: str | None) -> Storage | None:
