@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +42,7 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def hammer(url: str, requests: list[tuple[str, str, dict[str, Any] | None]]) -> tuple[list[float], float, list[Any]]:
+async def hammer(url: str, requests: Sequence[tuple[str, str, dict[str, Any] | None]]) -> tuple[list[float], float, list[Any]]:
     """Send ``requests`` from CLIENTS concurrent clients; (latencies in ms, wall seconds, answers)."""
     latencies: list[float] = []
     answers: list[Any] = [None] * len(requests)
@@ -132,7 +133,8 @@ def part_b(root: Path, count: int = 1000) -> dict[str, Any]:
         redis = Redis.from_url(server.url)
         deadline = time.monotonic() + 900
         while time.monotonic() < deadline:
-            states = [s.decode() if s else "lost" for s in (redis.hget(f"rq:job:{j}", "status") for j in ids)]
+            raw = [redis.hget(f"rq:job:{j}", "status") for j in ids]
+            states = [(s.decode() if isinstance(s, bytes) else str(s)) if s else "lost" for s in raw]
             if all(s in ("finished", "failed", "lost") for s in states):
                 break
             time.sleep(1)
