@@ -272,6 +272,9 @@ def main() -> None:
             print(f"memory per finished one-step run (100-file batch): {per_run:.0f} B (used_memory delta); "
                   "MEMORY USAGE per run by key: " + ", ".join(f"{k} {v:.0f}" for k, v in kinds.items() if v >= 20),
                   flush=True)
+            outbox = kinds.get("ifcflow:history:outbox", 0.0)
+            print(f"  run, job, batch and queue keys: {sum(kinds.values()) - outbox:.0f} B per run; the history outbox "
+                  f"{outbox:.0f} B per run more until a database drains it (none does here)", flush=True)
         if args.only in (None, "memory"):
             print(f"memory per finished job: {memory_per_job(folder):.0f} B", flush=True)
         if args.only in (None, "throughput"):

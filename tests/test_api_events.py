@@ -3,12 +3,15 @@ and a change nobody announced (a plain ``rq worker`` runs the step) still reache
 
 from __future__ import annotations
 
+import asyncio
+import json
 import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -102,3 +105,44 @@ def test_a_change_nobody_announces_still_reaches_the_stream(env: Env) -> None:
     finally:
         worker.wait(timeout=60)
     assert seen[-1][0] == "end" and seen[-1][1]["status"] == "succeeded", seen[-1]
+
+
+async def _follow_all(env: Env, run_id: str, count: int) -> list[list[tuple[str, dict[str, Any]]]]:
+    """``count`` connections on one run's stream: each one's events up to ``end``; the worker starts once every
+    connection got its first status (the step waits in its queue until then)."""
+    limits = httpx.Limits(max_connections=count + 5)
+    async with httpx.AsyncClient(base_url=env.api.url, headers={"X-API-Key": KEY}, limits=limits,
+                                 timeout=120) as client:
+        ready = [asyncio.Event() for _ in range(count)]
+
+        async def one(first: asyncio.Event) -> list[tuple[str, dict[str, Any]]]:
+            found, name = [], None
+            async with client.stream("GET", f"/runs/{run_id}/events") as stream:
+                assert stream.status_code == 200
+                async for line in stream.aiter_lines():
+                    if line.startswith("event: "):
+                        name = line[7:]
+                    elif line.startswith("data: ") and name:
+                        found.append((name, json.loads(line[6:])))
+                        first.set()
+                        if name == "end":
+                            break
+            return found
+
+        tasks = [asyncio.create_task(one(first)) for first in ready]
+        await asyncio.wait_for(asyncio.gather(*(first.wait() for first in ready)), 60)
+        assert all(not task.done() for task in tasks), "a stream ended before its step ran"
+        env.api.start_workers(1)
+        return await asyncio.wait_for(asyncio.gather(*tasks), 120)
+
+
+def test_many_followers_of_one_run_all_get_the_step_end(env: Env) -> None:
+    """80 connections share one status read per change: each one still gets the step's end, then the run's."""
+    run_id = env.start_run()
+    streams = asyncio.run(_follow_all(env, run_id, 80))
+    assert len(streams) == 80
+    for seen in streams:
+        assert seen[0][0] == "status" and seen[0][1]["steps"]["a"]["status"] == "queued", seen[0]
+        ended = [doc for name, doc in seen if name == "status" and doc["steps"]["a"]["status"] == "succeeded"]
+        assert ended and ended[0]["steps"]["a"]["ended_at"], seen
+        assert seen[-1][0] == "end" and seen[-1][1]["status"] == "succeeded", seen[-1]

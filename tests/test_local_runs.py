@@ -188,3 +188,45 @@ def test_clean_up_does_not_wait_for_zombies_to_be_reaped() -> None:
     _await_groups([zombie.pid], timeout=30.0)
     assert time.monotonic() - began < 10.0, "waited for a zombie as if it still ran"
     zombie.wait()
+
+
+ONE_STEP = "version: 1\nname: one\nsteps:\n  a: {uses: ifcpatch, with: {ifc: arch.ifc, recipe: Optimise}}\n"
+
+
+def test_a_local_run_does_not_warn_about_its_own_starting_workers(folder: Path) -> None:
+    """Its first status is read while its worker still imports ifcopenshell: no "no worker listens on queue"."""
+    (folder / "one.yaml").write_text(ONE_STEP)
+    done = cli("run", str(folder / "one.yaml"), "--out", str(folder / "runs"), cwd=folder)
+    assert done.returncode == 0, done.stderr
+    assert "a [ifcpatch] succeeded" in done.stderr, done.stderr
+    assert "no worker listens" not in done.stderr, done.stderr
+    (run_dir,) = [p for p in (folder / "runs").iterdir() if p.is_dir()]
+    log = (run_dir / "workers.log").read_text(errors="replace")
+    assert f"job {run_dir.name}-a (run {run_dir.name}) ended finished after" in log, log
+    assert "Traceback" not in log and "Killed" not in log, log
+
+
+def test_a_pipeline_that_does_not_check_stops_the_early_redis_and_worker(tmp_path: Path) -> None:
+    """``ifcflow run`` starts its private Redis and a worker before it reads the pipeline; a pipeline that does not
+    check ends the command and both, and removes their temporary folder."""
+    from ifcflow.standalone import prestart
+
+    assert prestart.wanted(["run", "p.yaml"]) and prestart.wanted(["run", "p.yaml", "--workers", "2"])
+    assert not prestart.wanted(["run", "p.yaml", "--redis", "redis://x"]) and not prestart.wanted(["status", "x"])
+    assert not prestart.wanted(["run", "--help"]) and not prestart.wanted(["run", "p.yaml", "--detach"])
+    (tmp_path / "bad.yaml").write_text("version: 1\nname: bad\nsteps:\n  a: {uses: nope}\n")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "IFCFLOW_REDIS_URL"} | {"TMPDIR": str(temp)}
+    done = subprocess.run([sys.executable, "-m", "ifcflow", "run", str(tmp_path / "bad.yaml")], env=env,
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "nope" in done.stderr, done.stderr
+    assert _alive([p for p in psutil.process_iter() if _mentions(p, str(temp))], timeout=5.0) == []
+    assert list(temp.iterdir()) == []
+
+
+def _mentions(process: psutil.Process, text: str) -> bool:
+    try:
+        return text in " ".join(process.cmdline())
+    except psutil.Error:
+        return False

@@ -36,10 +36,6 @@ def fingerprint(status: RunStatus) -> str:
     return json.dumps(doc, sort_keys=True)
 
 
-def frame(event: str, data: str) -> bytes:
-    return f"event: {event}\ndata: {data}\n\n".encode()
-
-
 class Document(Protocol):
     """A status document an event stream follows (a run's or a batch's)."""
 
@@ -68,10 +64,9 @@ async def stream(request: Request, key: str, read: Callable[[], D], seen_as: Cal
                     return
                 yield b": keep-alive\n\n"
                 continue
-            seen, (status, text) = got
-            yield frame("status", text)
+            seen, (status, framed) = got
+            yield framed  # built once per change for every connection (with ``end`` when it is the last)
             if status.terminal:
-                yield frame("end", text)
                 return
     finally:
         feed.leave(topic)

@@ -29,6 +29,17 @@ SAFETY = 5.0
 log = logging.getLogger("ifcflow.api")
 
 
+def frame(event: str, data: str) -> bytes:
+    return f"event: {event}\ndata: {data}\n\n".encode()
+
+
+def frames(status: Any) -> bytes:
+    """What a follower is sent for ``status``: a ``status`` event, and ``end`` with it when the run ended (one
+    write per connection)."""
+    text = status.model_dump_json()
+    return frame("status", text) + frame("end", text) if status.terminal else frame("status", text)
+
+
 class Topic:
     """The latest status document of one run (or batch), shared by the connections that follow it."""
 
@@ -44,7 +55,7 @@ class Topic:
         self.task: asyncio.Task[None] | None = None
 
     async def next(self, seen: int, timeout: float) -> tuple[int, Any] | None:
-        """``(version, (document, its JSON))`` after version ``seen`` (waiting up to ``timeout``; None then);
+        """``(version, (document, its frames))`` after version ``seen`` (waiting up to ``timeout``; None then);
         raises the read's error."""
         while self.seq <= seen and self.error is None:
             try:
@@ -84,7 +95,7 @@ class Topic:
             self.done = True
 
     def _publish(self, status: Any) -> None:
-        self.status = status, status.model_dump_json()  # serialized once for every follower
+        self.status = status, frames(status)  # serialized and framed once for every follower
         self.seq += 1
         self._wake()
 

@@ -116,7 +116,7 @@ def read(conn: Redis, job_id: str, data: Path) -> JobStatusResponse:
     run_id, step_id = job.meta.get("ifcflow_run"), job.meta.get("ifcflow_step")
     if not run_id or not step_id:
         return _plain_answer(job)
-    reader = StatusReader(conn, run_id)
+    reader = StatusReader(conn, run_id, notes=False)  # the answer has no step notes: not their second round trip
     status = reader.read(with_traceback=True)
     options = next((s.options for s in reader.plan.steps if s.id == step_id), {})
     return _step_answer(job, status.steps[step_id], submission.notes_of(reader.record), data, options)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,11 +14,11 @@ from rich.table import Table
 
 from ..engine import connection, outbox
 from ..errors import IfcflowError
-from ..history import database as history
-from ..history import lineage
+from ..history import ENV as DATABASE_ENV
+from ..history import MAX_DEPTH
 from .app import cli, err
 
-database_option = click.option("--database", "database", metavar="URL", envvar=history.ENV,
+database_option = click.option("--database", "database", metavar="URL", envvar=DATABASE_ENV,
                                help="history database (default: $IFCFLOW_DATABASE_URL, else OUT/history.sqlite)")
 out_option = click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("ifcflow-runs"),
                           show_default=True, help="folder of the run folders (holds history.sqlite by default)")
@@ -27,6 +28,8 @@ json_option = click.option("--json", "as_json", is_flag=True, help="print JSON")
 
 
 def _url(database: str | None, out: Path) -> str:
+    from ..history import database as history
+
     return database or history.url_for(out)
 
 
@@ -62,6 +65,8 @@ def _when(epoch: float | None) -> str:
 
 
 def _since(text: str | None) -> float | None:
+    from ..history import lineage
+
     return lineage.ago(lineage.since_seconds(text)) if text else None
 
 
@@ -78,6 +83,9 @@ def _since(text: str | None) -> float | None:
 def history_group(ctx: click.Context, pipeline: str | None, since: str | None, state: str | None, limit: int,
                   database: str | None, out: Path, redis_url: str | None, as_json: bool) -> None:
     """Runs recorded in the history database (kept after `ifcflow prune` and after Redis is flushed)."""
+    from ..history import database as history
+    from ..history import lineage
+
     if ctx.invoked_subcommand is not None:
         return
     url = _url(database, out)
@@ -115,6 +123,9 @@ def _print(table: Table, empty: str | None) -> None:
 @click.option("--yes", is_flag=True, help="do not ask")
 def prune_command(older: str, database: str | None, out: Path, yes: bool) -> None:
     """Delete history older than AGE: runs, their steps and lineage edges, audit events, unused files."""
+    from ..history import database as history
+    from ..history import lineage
+
     url = _url(database, out)
     before = lineage.ago(lineage.since_seconds(older))
     if not yes:
@@ -128,7 +139,7 @@ def prune_command(older: str, database: str | None, out: Path, yes: bool) -> Non
 @click.argument("target")
 @click.option("--up", "direction", flag_value="up", help="only what produced it")
 @click.option("--down", "direction", flag_value="down", help="only what was derived from it")
-@click.option("--depth", type=click.IntRange(1, lineage.MAX_DEPTH), default=20, show_default=True)
+@click.option("--depth", type=click.IntRange(1, MAX_DEPTH), default=20, show_default=True)
 @click.option("--format", "fmt", type=click.Choice(["text", "json", "mermaid"]), default="text", show_default=True)
 @database_option
 @out_option
@@ -136,6 +147,8 @@ def lineage_command(target: str, direction: str | None, depth: int, fmt: str, da
                     out: Path) -> None:
     """What produced TARGET and from what, and what was derived from it. TARGET: a file (its current contents are
     looked up by sha256), a recorded path, or a sha256."""
+    from ..history import lineage
+
     url = _url(database, out)
     doc = lineage.lineage(url, _target(target), direction or "both", depth)  # type: ignore[arg-type]
     render: dict[str, Callable[[dict[str, Any]], str]] = {
@@ -145,6 +158,8 @@ def lineage_command(target: str, direction: str | None, depth: int, fmt: str, da
 
 def _target(target: str) -> str:
     """A file that exists is named by its contents; anything else as given (a sha256 or a recorded path)."""
+    from ..history import lineage
+
     if lineage.SHA256.match(target.lower()):
         return target.lower()
     path = Path(target)
@@ -166,6 +181,8 @@ def _target(target: str) -> str:
 def audit_command(since: str | None, event: str | None, run_id: str | None, limit: int, database: str | None,
                   out: Path, as_json: bool) -> None:
     """Who did what: submissions, cancels, retries, schedule fires, lost and killed steps."""
+    from ..history import lineage
+
     url = _url(database, out)
     rows = lineage.audit_list(url, since=_since(since), event=event, run_id=run_id, limit=limit)
     if as_json:
@@ -178,9 +195,27 @@ def audit_command(since: str | None, event: str | None, run_id: str | None, limi
     _print(table, "no audit events recorded" if not rows else None)
 
 
+def warm_local(out: str | Path) -> threading.Thread:
+    """Open (and migrate) the database :func:`drain_local` will write, in a thread while the run runs: importing
+    Alembic and checking the schema took 0.1-0.2 s at the end of every local run. A failure is left for
+    :func:`drain_local` to report."""
+    def warm() -> None:
+        from ..history import database as history
+
+        try:
+            history.engine(history.url_for(out))
+        except Exception:  # noqa: BLE001, S110 - drain_local meets it again and says so
+            pass
+
+    thread = threading.Thread(target=warm, name="ifcflow-history-warm", daemon=True)
+    thread.start()
+    return thread
+
+
 def drain_local(conn: Any, out: str | Path) -> None:
     """A local run's private Redis ends with the command: move its records into OUT/history.sqlite first."""
     from ..engine import reconcile
+    from ..history import database as history
 
     try:
         reconcile.sweep(conn)  # runs whose steps all ended are ended (their end recorded) before the drain

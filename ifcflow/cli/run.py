@@ -102,6 +102,10 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
     workers = workers or min(len(planned.steps), os.cpu_count() or 1)
     with signals_interrupt(), cluster(url, workers, Path(planned.out_dir) / "workers.log", services) as (conn, health):
         submit(planned, redis=conn, ttl=ttl, record=fields)
+        if not detach and (url is None or os.environ.get("IFCFLOW_DATABASE_URL")):
+            from .history import warm_local
+
+            warm_local(out)  # opened while the run runs: the drain at its end is then quick
         if webhook:
             conn.sadd(hooks.WATCHED, planned.run_id)  # an API server's watcher observes a detached run's end
         if detach:
@@ -109,7 +113,8 @@ def run(file: Path, inputs: tuple[str, ...], redis_url: str | None, out: Path, d
                        err=True)
             click.echo(planned.run_id)
             return
-        reader = StatusReader(conn, planned.run_id, planned)
+        # a local run's workers listen on every queue: while they start, "no worker listens" would be wrong
+        reader = StatusReader(conn, planned.run_id, planned, unserved=url is not None)
         reason = None
         try:
             status = follow(reader, timeout, quiet=as_json, health=health)
@@ -146,10 +151,12 @@ def _out_given() -> bool:
 def _store_inputs(storage_url: str | None, planned: Plan) -> tuple[Storage, dict[str, str]] | None:
     """With a remote store (``--storage s3://...`` or $IFCFLOW_STORAGE): upload the local input files (skipped
     when that sha256 is stored already) and return the store and the run record field pinning them."""
-    from ..engine.staging import pin_inputs
-
     chosen = _selected(storage_url)
-    return (chosen, pin_inputs(chosen, planned)) if chosen is not None else None
+    if chosen is None:
+        return None
+    from ..engine.staging import pin_inputs  # only then: it imports boto3 (~0.1 s)
+
+    return chosen, pin_inputs(chosen, planned)
 
 
 def _selected(storage_url: str | None) -> Storage | None:

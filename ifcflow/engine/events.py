@@ -56,10 +56,9 @@ def _status_file(conn: Redis, status: RunStatus) -> None:
     run can be looked at without Redis (see :mod:`ifcflow.engine.runfolder`). A folder this process cannot write is
     logged, not fatal: the client that follows a run writes it too."""
     from .runfolder import write_status
-    from .staging import FIELD
-    from .store import run_key
+    from .store import STORAGE_FIELD, run_key
 
-    if conn.hexists(run_key(status.run_id), FIELD):  # kept in object storage: the run folder is the submitter's
+    if conn.hexists(run_key(status.run_id), STORAGE_FIELD):  # kept in object storage: the run folder is the submitter's
         return  # (ifcflow run writes it there when the run ends; workers write nowhere outside their own folders)
     try:
         write_status(status)

@@ -35,7 +35,7 @@ from ..services.base import InputFile, OutputFile, file_options
 from . import store
 from .storage import Storage, StoredObject, configured, object_key, sha256_file
 
-FIELD = "storage"
+FIELD = store.STORAGE_FIELD
 CACHE_ENV = "IFCFLOW_WORKER_CACHE"
 CACHE_SIZE_ENV = "IFCFLOW_WORKER_CACHE_SIZE"
 DEFAULT_CACHE_SIZE = 10 * 1024**3

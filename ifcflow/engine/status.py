@@ -211,11 +211,13 @@ def state_of_run(states: Mapping[str, StepState], on_failure: Mapping[str, str],
     return RunState.SUCCEEDED_WITH_FAILURES if failed else RunState.SUCCEEDED
 
 
-def with_notes(conn: Redis, steps: dict[str, StepStatus], now: float | None = None) -> dict[str, StepStatus]:
+def with_notes(conn: Redis, steps: dict[str, StepStatus], now: float | None = None,
+               unserved: bool = True) -> dict[str, StepStatus]:
     """``steps`` with the :attr:`StepStatus.detail` of those that run on a worker that stopped answering, or wait
-    in a queue no worker listens to (read-only: the reconciler acts on the first, a started worker on the second)."""
+    in a queue no worker listens to (read-only: the reconciler acts on the first, a started worker on the second;
+    ``unserved=False`` leaves the second out: a local run's own workers listen on every queue once started)."""
     running = {s.job_id: s.queue for s in steps.values() if s.status == StepState.RUNNING}
-    waiting = {s.queue for s in steps.values() if s.status == StepState.QUEUED}
+    waiting = {s.queue for s in steps.values() if s.status == StepState.QUEUED} if unserved else set()
     if not running and not waiting:
         return steps
     moment = time.time() if now is None else now
@@ -238,10 +240,13 @@ def with_notes(conn: Redis, steps: dict[str, StepStatus], now: float | None = No
 class StatusReader:
     """Reads a run's status; keeps the plan, so polling costs one round trip. Never writes."""
 
-    def __init__(self, conn: Redis, run_id: str, plan: Plan | None = None, notes: bool = True):
+    def __init__(self, conn: Redis, run_id: str, plan: Plan | None = None, notes: bool = True,
+                 unserved: bool = True):
         self.conn = conn
         self.notes = notes
         """Add each unfinished step's :attr:`StepStatus.detail` (a second read when a step waits or runs)."""
+        self.unserved = unserved
+        """Note queued steps no worker listens for (False in a local run: its workers are starting)."""
         self.run_id = run_id
         self.plan = plan or store.load_plan(conn, run_id)
         self._bulk = rqstore.BulkReader(conn)
@@ -274,7 +279,7 @@ class StatusReader:
             if built.status != StepState.RUNNING:
                 cache[step.id] = (key, built)
         if self.notes:
-            steps = with_notes(self.conn, steps)
+            steps = with_notes(self.conn, steps, unserved=self.unserved)
         state = run_state(self.plan, steps, "canceled" in run)
         ends = [s.ended_at for s in steps.values() if s.ended_at]
         counts = {s.value: 0 for s in StepState}

@@ -34,6 +34,9 @@ from ..pipeline.plan import Plan
 RUNS = "ifcflow:runs"
 BATCHES = "ifcflow:batches"
 LIVE = "ifcflow:live"
+STORAGE_FIELD = "storage"
+"""Run record field of a run whose files are in object storage (:mod:`ifcflow.engine.staging`); here so a run's end
+can check it without importing staging (and boto3, ~0.2 s of every local run's end)."""
 DEFAULT_TTL = 7 * 86400
 """How long finished jobs, their results and run records are kept: 7 days."""
 

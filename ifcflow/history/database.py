@@ -43,8 +43,8 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ..errors import IfcflowError
+from . import ENV
 
-ENV = "IFCFLOW_DATABASE_URL"
 FILE = "history.sqlite"
 VERSION_TABLE = "ifcflow_history_version"
 

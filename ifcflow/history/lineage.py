@@ -21,12 +21,12 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql import Select
 
 from ..errors import IfcflowError
+from . import MAX_DEPTH
 from . import database as history
 from .database import audit, edges, files, runs, steps
 
 Direction = Literal["up", "down", "both"]
 SHA256 = re.compile(r"^[0-9a-f]{64}$")
-MAX_DEPTH = 100
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
 
 

@@ -17,9 +17,6 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from redis import Redis
-from redis.exceptions import RedisError
-
 from ..engine import lifeline
 from ..errors import EmbeddedRedisError
 
@@ -131,6 +128,9 @@ class EmbeddedRedis:
     def wait_ready(self) -> EmbeddedRedis:
         """Wait until the launched server answers; raise :class:`EmbeddedRedisError` if it exits or is late."""
         assert self.process is not None, "launch() first"
+        from redis import Redis  # here: ``ifcflow run`` launches the server before it imports redis (0.1 s)
+        from redis.exceptions import RedisError
+
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from ..engine import changes, lifeline
 from ..errors import EmbeddedRedisError
+from . import prestart
 from .embedded import EmbeddedRedis
 
 
@@ -43,13 +44,20 @@ class LocalCluster:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             log = self.log_file.open("ab")  # type: ignore[assignment]
         env = {**os.environ, lifeline.ENV: str(os.getpid())}  # workers, horses, scheduler die with this process
+        early = prestart.take()  # ifcflow run's head start: Redis launched, a worker importing ifcopenshell
         try:
-            for name in self.names:
+            if early is not None:
+                self.redis.stop()  # (only its empty temporary folder)
+                self.redis = early.redis
+                self.processes.append(early.worker)
+                early.configure(self.names[0], self.preload, self.log_file)
+            for name in self.names[len(self.processes):]:
                 self.processes.append(subprocess.Popen(
                     [sys.executable, "-m", "ifcflow.operations.localworker", self.url, name, ",".join(self.preload)],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True, env=env,
                 ))
-            self.redis.launch()  # while the workers import ifcopenshell; they wait for it (ifcflow.operations.localworker)
+            if early is None:
+                self.redis.launch()  # while the workers import ifcopenshell; they wait for it (operations.localworker)
             self.redis.wait_ready()
         except BaseException:
             self.stop()
