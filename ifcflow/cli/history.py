@@ -45,6 +45,8 @@ def _settle(redis_url: str | None, database: str | None, url: str) -> int | None
             try:
                 outbox.drain(conn, url)
             except Exception as exc:  # noqa: BLE001 - the database is down: say how far behind it is
+                from ..history import database as history
+
                 err.print(f"[yellow]note:[/] the history database {history.redact(url)} could not be written: "
                           f"{(str(exc).splitlines() or [type(exc).__name__])[0]}")
         return outbox.behind(conn)
