@@ -5,6 +5,7 @@ says how far behind the database is, and once the server is back the worker writ
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -60,11 +61,16 @@ def test_postgres_stopped_during_a_run_loses_nothing(conn: Redis, redis_server: 
         assert wait_for(status.StatusReader(conn, first.run_id), lambda s: s.terminal).status.value == "succeeded"
         _until(lambda: _ended(conn, first.run_id) and outbox.behind(conn) == 0, 30, "the first run drained")
 
-        second = runner.start(conn, pipeline, out=out)
-        reader = status.StatusReader(conn, second.run_id)
-        wait_for(reader, lambda s: s.steps["walls"].status.value in ("running", "succeeded"))
-        pg.stop("immediate")  # a crash of the database server, mid-run
-        assert not reader.read().terminal, "the run ended before the database stopped: the test proves nothing"
+        # the worker (and its work horse) held still while the second run is submitted and the database crashes,
+        # so the run is under way, not ended, when the server goes (tiny steps end in a few hundred ms)
+        os.killpg(worker.pid, signal.SIGSTOP)
+        try:
+            second = runner.start(conn, pipeline, out=out)
+            reader = status.StatusReader(conn, second.run_id)
+            pg.stop("immediate")  # a crash of the database server, mid-run
+            assert not reader.read().terminal, "the run ended before the database stopped: the test proves nothing"
+        finally:
+            os.killpg(worker.pid, signal.SIGCONT)
         done = wait_for(reader, lambda s: s.terminal)
         assert done.status.value == "succeeded"  # runs still run
         _until(lambda: _ended(conn, second.run_id), 30, "the second run's end announced")

@@ -199,7 +199,7 @@ def test_downloads_stream_through_a_private_store(s3_server: SeaweedS3, redis_se
     pipelines.mkdir()
     (pipelines / "s3http.yaml").write_text(PIPELINE)
     env = {**s3_server.env("stream-mode"), "IFCFLOW_S3_DOWNLOADS": "stream", "IFCFLOW_PIPELINES": str(pipelines),
-           "IFCFLOW_DOWNLOAD_ALLOW": "127.0.0.1"}
+           "IFCFLOW_DOWNLOAD_ALLOW": "127.0.0.1:*"}
     model = walls_model(tmp_path / "m.ifc", walls=2)
     with ApiServer(redis_server.url, tmp_path / "data", env=env, workers=0) as api, \
             httpx.Client(base_url=api.url, timeout=60) as client:

@@ -340,14 +340,8 @@ def _note_ended(conn: Redis, batch_id: str, control: Control, active: list[str])
 
     states = run_states(conn, batch_id, control.steps, active)
     done = [run_id for run_id in active if states[run_id].terminal]
-    if done:  # one round trip: a sub-run already ended (by the worker that ran its last step) needs no pass
-        with conn.pipeline(transaction=False) as pipe:
-            for run_id in done:
-                pipe.sismember(store.LIVE, run_id)
-            live = pipe.execute()
-        for run_id, alive in zip(done, live, strict=True):
-            if alive:
-                reconcile.run(conn, run_id, wait=0.0)
+    for run_id in done:  # (a pass over a sub-run that ended already is cheap; a retried one may not be live yet)
+        reconcile.run(conn, run_id, wait=0.0)
     if done:
         ended_rows = runstates.rows(conn, [(s.id, s.on_failure) for s in control.steps], done)
         kept = {run_id: row.dump() for run_id, row in ended_rows.items() if row.exists}

@@ -37,6 +37,17 @@ def await_redis(url: str, timeout: float = READY_TIMEOUT) -> None:
             time.sleep(0.01)
 
 
+def adopt_environment(env: dict[str, str] | None) -> None:
+    """Take the command's environment as it is once its options were read (this process died-with setting kept)."""
+    if env is None:
+        return
+    from ..engine import lifeline
+
+    keep = {lifeline.ENV: os.environ[lifeline.ENV]} if lifeline.ENV in os.environ else {}
+    os.environ.clear()
+    os.environ.update({**env, **keep})
+
+
 def configured(url: str) -> tuple[str, str, list[str]] | None:
     """``--early``: warm up, then read the name, services and log file the command sends once it has planned;
     stdout and stderr move from the early log (its content copied) to that log file."""
@@ -48,6 +59,7 @@ def configured(url: str) -> tuple[str, str, list[str]] | None:
     if not line.strip():
         return None  # the command did not need this worker (a pipeline that does not check, --help)
     config = json.loads(line)
+    adopt_environment(config.get("env"))
     early = Path(url.removeprefix("unix://")).with_name("worker-early.log")
     sys.stdout.flush()
     sys.stderr.flush()

@@ -156,6 +156,13 @@ class IfcflowWorker(ResidentHorseWorker):
             self._after = ThreadPoolExecutor(1, thread_name_prefix="ifcflow-job-end")
         self._pending = self._after.submit(self._ended, job, what, started)
 
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        """RQ's dequeue; a burst (``timeout`` None) first waits for the last job's end, which may enqueue more work
+        (a batch's next gate, a ``failure()`` step): the burst must not end before it."""
+        if timeout is None:
+            self.flush_ends()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
     def flush_ends(self) -> None:
         """Wait until the end of the last job is handled."""
         pending, self._pending = self._pending, None

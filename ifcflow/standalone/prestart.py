@@ -41,7 +41,10 @@ class Early:
     def configure(self, name: str, services: list[str], log_file: Path | None) -> None:
         """Hand the worker what the plan says; it imports the services, waits for Redis and starts working."""
         assert self.worker.stdin is not None
-        line = json.dumps({"name": name, "services": services, "log": str(log_file) if log_file else None})
+        # the environment as the command has made it since (--storage, --redis-less settings, secrets): the worker
+        # was launched before the options were read, and must work as the workers launched after them do
+        line = json.dumps({"name": name, "services": services, "log": str(log_file) if log_file else None,
+                           "env": dict(os.environ)})
         try:
             self.worker.stdin.write(line.encode() + b"\n")
             self.worker.stdin.close()
