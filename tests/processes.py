@@ -63,3 +63,23 @@ def leftovers(grace: float = 10.0) -> list[psutil.Process]:
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.2)
+
+
+def start_worker(url: str, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A real ``ifcflow worker`` process (extra ``args`` such as ``--preload ifc5d``), returned once it listens:
+    RQ's "idle" state is set after its signal handlers are installed."""
+    import sys
+
+    from redis import Redis
+    from rq import Worker
+
+    proc = subprocess.Popen([sys.executable, "-m", "ifcflow", "worker", "--redis", url, "--quiet", "--name", name,
+                             *args], start_new_session=True, env={**os.environ, **(env or {})},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(w.name == name and w.get_state() == "idle" for w in Worker.all(connection=Redis.from_url(url))):
+            return proc
+        time.sleep(0.1)
+    kill_tree(proc)
+    raise AssertionError("the worker did not register within 60 s")

@@ -90,10 +90,10 @@ def test_download_connects_to_the_address_it_checked(servers: tuple[Files, Files
 def test_a_download_host_on_an_unlisted_port_is_refused(tmp_path: Path) -> None:
     settings = Settings(data=tmp_path, redis_url="redis://unused", download_allow=("127.0.0.1",))
     with pytest.raises(HTTPException) as caught:
-        fetch("http://127.0.0.1:6379/model.ifc", settings, tmp_path / "m.ifc", "ifc")
+        fetch("http://127.0.0.1:11211/model.ifc", settings, tmp_path / "m.ifc", "ifc")
     assert caught.value.status_code == 403
-    assert "port 6379 of 127.0.0.1 is not listed" in str(caught.value.detail)
-    assert "127.0.0.1:6379" in str(caught.value.detail)
+    assert "port 11211 of 127.0.0.1 is not listed" in str(caught.value.detail)
+    assert "127.0.0.1:11211" in str(caught.value.detail)
 
 
 @pytest.mark.parametrize("text, name, network, port", [

@@ -6,35 +6,18 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 from redis import Redis
-from rq import Worker
 
 from ifcflow.engine import runner, status
 from ifcflow.engine.states import StepState
 from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .conftest import shared_ifc
-from .processes import kill_tree
-
-
-def start_worker(url: str, name: str, interval: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "IFCFLOW_PROGRESS_INTERVAL": interval}
-    proc = subprocess.Popen([sys.executable, "-m", "ifcflow", "worker", "--redis", url, "--quiet", "--name", name,
-                             "--preload", "ifc5d"], start_new_session=True, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if any(w.name == name and w.get_state() == "idle" for w in Worker.all(connection=Redis.from_url(url))):
-            return proc
-        time.sleep(0.1)
-    kill_tree(proc)
-    raise AssertionError("the worker did not register within 60 s")
+from .processes import kill_tree, start_worker
 
 
 @pytest.mark.slow
@@ -44,7 +27,8 @@ def test_a_long_library_call_shows_a_new_progress_note_every_interval(redis_serv
     (tmp_path / "qto.yml").write_text(
         "version: 1\nname: qto\nsteps:\n  qto: {uses: ifc5d, with: {ifc: duplex.ifc, rules: IFC4QtoBaseQuantities, "
         "query: IfcElement, output: qto.ifc, summary: qto.json}}\n")
-    proc = start_worker(redis_server.url, f"ticker-{time.monotonic_ns()}", "0.2")
+    proc = start_worker(redis_server.url, f"ticker-{time.monotonic_ns()}", "--preload", "ifc5d",
+                        env={"IFCFLOW_PROGRESS_INTERVAL": "0.2"})
     try:
         planned = runner.start(conn, tmp_path / "qto.yml", out=tmp_path / "runs")
         notes: dict[float, str] = {}  # a ticker note's time -> its message

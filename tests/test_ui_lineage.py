@@ -20,7 +20,7 @@ from ifcflow.standalone.embedded import EmbeddedRedis
 from .apiserver import ApiServer
 from .factories import tiny_model, walls_model
 from .test_history import COORDINATION
-from .test_ui_browser import CHROMIUM, KEY, screenshot, sign_in
+from .test_ui_browser import CHROMIUM, KEY, browser, screenshot, sign_in  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH: install Debian's package "
                                 "(apt-get install chromium; .ci/run does this when it can reach the package mirror)")
@@ -33,18 +33,6 @@ HEADERS = {"X-API-Key": KEY}
 def redis() -> Iterator[EmbeddedRedis]:
     with EmbeddedRedis() as server:
         yield server
-
-
-@pytest.fixture()
-def browser() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        try:
-            yield launched
-        finally:
-            launched.close()
 
 
 def _recorded_run(api: ApiServer) -> str:

@@ -39,7 +39,7 @@ PIPELINE = """\
     ("http://127.0.0.1:9/x", ("127.0.0.0/8:9",)), ("https://hooks.example/a?b=1", ("HOOKS.example",)),
     ("http://[::1]:80/", ("::1/128",)), ("http://10.1.2.3/", ("10.0.0.0/8", "x.example")),
     ("http://n8n.internal:5678/webhook/x", ("n8n.internal:5678",)), ("http://[::1]:8080/", ("[::1]:8080",)),
-    ("http://127.0.0.1:6379/", ("127.0.0.1:*",)), ("https://hooks.example:443/", ("hooks.example",)),
+    ("http://127.0.0.1:11211/", ("127.0.0.1:*",)), ("https://hooks.example:443/", ("hooks.example",)),
 ])
 def test_allowed_destinations(url: str, allow: tuple[str, ...]) -> None:
     assert webhook.check_url(url, allow) == url
@@ -54,7 +54,7 @@ def test_allowed_destinations(url: str, allow: tuple[str, ...]) -> None:
     ("http://127.0.0.1:99999/", ("127.0.0.1",), "not a valid URL"),
     ("http://127.0.0.1/", (), "IFCFLOW_WEBHOOK_ALLOW"),
     # an entry without a port admits only the scheme's default port: never the host's Redis or admin port
-    ("http://127.0.0.1:6379/", ("127.0.0.1",), "port 6379 of 127.0.0.1 is not listed.*127.0.0.1:6379"),
+    ("http://127.0.0.1:11211/", ("127.0.0.1",), "port 11211 of 127.0.0.1 is not listed.*127.0.0.1:11211"),
     ("http://hooks.example:8080/", ("hooks.example",), "list hooks.example:8080"),
     ("http://hooks.example/", ("hooks.example:8080",), "port 80 of hooks.example"),
     ("https://hooks.example/", ("hooks.example:80",), "not allowed"),

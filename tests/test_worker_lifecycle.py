@@ -4,8 +4,6 @@ running it twice: real worker processes, real redis-servers."""
 from __future__ import annotations
 
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,22 +17,9 @@ from ifcflow.engine.states import RunState, StepState
 from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .factories import tiny_model
-from .processes import kill_tree
+from .processes import kill_tree, start_worker
 from .test_redis_faults import Server, server  # noqa: F401 - the fixture
 from .test_reliability import slow_pipeline
-
-
-def start_worker(url: str, name: str) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "ifcflow", "worker", "--redis", url, "--quiet", "--name", name],
-                            start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        # "idle" is set once it listens, after RQ installed its signal handlers
-        if any(w.name == name and w.get_state() == "idle" for w in Worker.all(connection=Redis.from_url(url))):
-            return proc
-        time.sleep(0.1)
-    kill_tree(proc)
-    raise AssertionError("the worker did not register within 60 s")
 
 
 def wait_until(conn: Redis, run_id: str, predicate, timeout: float = 90.0) -> status.RunStatus:  # type: ignore[no-untyped-def]
