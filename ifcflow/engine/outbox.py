@@ -87,19 +87,15 @@ def actor() -> tuple[str, str | None]:
 
 # -- file facts -------------------------------------------------------------------------------------------------
 
-def _digest(path: str) -> str:
-    from .cache import sha256  # remembered per process while the file is unchanged
-
-    return sha256(path)
-
-
 def describe(path: str | Path, name: str | None = None) -> dict[str, Any] | None:
     """``{path, sha256, size[, name]}`` of a file (its hash is remembered while the file is unchanged)."""
     try:
+        from .cache import sha256  # remembered per process while the file is unchanged
+
         resolved = os.path.realpath(path)
         stat = os.stat(resolved)
         entry: dict[str, Any] = {"path": resolved, "size": stat.st_size,
-                                 "sha256": _digest(resolved)}
+                                 "sha256": sha256(resolved)}
     except OSError:
         return None
     if name:
