@@ -292,3 +292,14 @@ def test_scheduled_fires_honour_the_store(s3_env: dict[str, str], conn: object, 
     assert status.read(conn, fired.id).status == "succeeded"  # type: ignore[arg-type]
     assert configured().list(f"runs/{fired.id}") == [f"runs/{fired.id}/json/model.json"]
     assert not (tmp_path / "runs" / fired.id / "json").exists()
+
+
+def test_a_worker_without_object_storage_never_imports_boto3() -> None:
+    """boto3 and botocore cost every worker ~0.2 s of CPU at start; they are imported only to reach a store."""
+    probe = ("import sys; import ifcflow.operations.worker, ifcflow.operations.localworker, workers.runtime, "
+             "workers.dispatch, ifcflow.engine.staging, ifcflow.engine.storage as s; "
+             "s.configured(); print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore'}))")
+    env = {k: v for k, v in os.environ.items() if k != "IFCFLOW_STORAGE"}
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env, check=True,
+                         cwd=Path(__file__).parent.parent)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -20,15 +20,36 @@ import tempfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path, PurePosixPath
-from typing import Any
-
-from boto3.exceptions import S3UploadFailedError
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from ..errors import StorageError
 
-BOTO_ERRORS = (BotoCoreError, ClientError, S3UploadFailedError)
+if TYPE_CHECKING:
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    BotoError: TypeAlias = BotoCoreError | ClientError | S3UploadFailedError
+
+
+@cache
+def _boto_errors() -> tuple[type[Exception], ...]:
+    """boto3's exceptions, imported when one is to be caught: a process with no object storage never imports boto3
+    (~0.2 s of every worker's start)."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return BotoCoreError, ClientError, S3UploadFailedError
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """An S3 error answer's code (``404``, ``NoSuchKey``...), None for errors that are not the server's answer."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    code = response.get("Error", {}).get("Code")
+    return None if code is None else str(code)
 
 ENV = "IFCFLOW_STORAGE"
 ENDPOINT_ENV = "IFCFLOW_S3_ENDPOINT"
@@ -200,7 +221,7 @@ class S3Storage(Storage):
         key = object_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
-    def _fail(self, what: str, key: str | None, exc: BotoCoreError | ClientError | S3UploadFailedError) -> StorageError:
+    def _fail(self, what: str, key: str | None, exc: BotoError) -> StorageError:
         where = self.describe(key) if key else self.url
         detail = _reason(exc)
         return StorageError(f"{what} {where} failed: {detail} (endpoint {self.endpoint or 'AWS'}; check "
@@ -209,8 +230,8 @@ class S3Storage(Storage):
     def check(self) -> None:
         try:
             self.s3.head_bucket(Bucket=self.bucket)
-        except BOTO_ERRORS as exc:
-            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchBucket"):
+        except _boto_errors() as exc:
+            if _error_code(exc) in ("404", "NoSuchBucket"):
                 raise StorageError(f"bucket {self.bucket!r} does not exist on {self.endpoint or 'AWS'}; create it "
                                    f"(aws s3 mb s3://{self.bucket}, or the server's own tool) or fix {ENV}") from None
             raise self._fail("reaching", None, exc) from None
@@ -219,8 +240,8 @@ class S3Storage(Storage):
         self.requests["head"] += 1
         try:
             answer = self.s3.head_object(Bucket=self.bucket, Key=self.full(key))
-        except BOTO_ERRORS as exc:
-            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        except _boto_errors() as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise self._fail("reading", key, exc) from None
         sha = answer.get("Metadata", {}).get("sha256", "")
@@ -237,7 +258,7 @@ class S3Storage(Storage):
         try:
             self.s3.upload_file(str(source), self.bucket, self.full(key), ExtraArgs=extra,
                                 Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, use_threads=False))
-        except BOTO_ERRORS as exc:
+        except _boto_errors() as exc:
             raise self._fail("uploading to", key, exc) from None
         stored = self.head(key)
         if stored is None or stored.sha256 != sha256:
@@ -265,7 +286,7 @@ class S3Storage(Storage):
             return StoredObject(key, found, target.stat().st_size, _version(answer))
         except StorageError:
             raise
-        except BOTO_ERRORS as exc:
+        except _boto_errors() as exc:
             raise self._fail("downloading", key, exc) from None
         finally:
             temp.unlink(missing_ok=True)
@@ -274,7 +295,7 @@ class S3Storage(Storage):
         try:
             self.s3.copy_object(Bucket=self.bucket, Key=self.full(target_key), MetadataDirective="COPY",
                                 CopySource={"Bucket": self.bucket, "Key": self.full(source_key)})
-        except BOTO_ERRORS as exc:
+        except _boto_errors() as exc:
             raise self._fail("copying to", target_key, exc) from None
         stored = self.head(target_key)
         if stored is None:
@@ -287,7 +308,7 @@ class S3Storage(Storage):
         try:
             for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=base):
                 keys.extend(item["Key"] for item in page.get("Contents", []))
-        except BOTO_ERRORS as exc:
+        except _boto_errors() as exc:
             raise self._fail("listing", prefix, exc) from None
         cut = len(self.prefix) + 1 if self.prefix else 0
         return sorted(k[cut:] for k in keys)
@@ -296,7 +317,7 @@ class S3Storage(Storage):
         """Delete the key's current object (a versioned bucket keeps older versions: pinned runs still read them)."""
         try:
             self.s3.delete_object(Bucket=self.bucket, Key=self.full(key))
-        except BOTO_ERRORS as exc:
+        except _boto_errors() as exc:
             raise self._fail("deleting", key, exc) from None
 
     def presign(self, key: str, expires: int = 1800, public: bool = True, version_id: str | None = None,
@@ -317,9 +338,8 @@ class S3Storage(Storage):
         args = {"Bucket": self.bucket, "Key": self.full(key), **({"VersionId": version_id} if version_id else {})}
         try:
             answer = self.s3.get_object(**args)
-        except BOTO_ERRORS as exc:
-            if isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey",
-                                                                                              "NoSuchVersion"):
+        except _boto_errors() as exc:
+            if _error_code(exc) in ("404", "NoSuchKey", "NoSuchVersion"):
                 raise MissingObject(f"{self.describe(key)} does not exist") from None
             raise self._fail("downloading", key, exc) from None
         found = StoredObject(key, answer.get("Metadata", {}).get("sha256", ""), int(answer["ContentLength"]),
@@ -347,10 +367,11 @@ def _version(answer: dict[str, Any]) -> str | None:
     return None if version in (None, "null") else str(version)
 
 
-def _reason(exc: BotoCoreError | ClientError | S3UploadFailedError) -> str:
-    if isinstance(exc, ClientError):
-        error = exc.response.get("Error", {})
-        code = error.get("Code") or exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+def _reason(exc: BotoError) -> str:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):  # the server's answer (botocore's ClientError)
+        error = response.get("Error", {})
+        code = error.get("Code") or response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return f"{code}: {error.get('Message') or 'no message'}"
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
