@@ -404,3 +404,32 @@ def test_concurrent_drainers_neither_lose_nor_duplicate(conn: Redis, db: Databas
     runs = lineage.runs_list(db.url, limit=1000)
     assert len(runs) == 300 and all(r["state"] == "succeeded" and r["pipeline"] == "p" for r in runs)
     assert len(lineage.audit_list(db.url, limit=1000)) == 300
+
+
+def test_outbox_nobody_drains_is_capped_and_says_so(conn: Redis, redis_server: Any, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """With no database anywhere the outbox keeps only the newest IFCFLOW_OUTBOX_MAX records, `ifcflow history`
+    says records are being dropped, and records a drainer had read before they were trimmed do not stay pending."""
+    monkeypatch.setenv(outbox.MAX_ENV, "200")
+    outbox._group(conn)
+    outbox.push(conn, [outbox.audit("submit", run_id=f"old{i}", key=f"submit:old{i}") for i in range(50)])
+    conn.xreadgroup(outbox.GROUP, "gone-drainer", {outbox.STREAM: ">"}, count=50)  # read, never acknowledged
+    outbox.push(conn, [outbox.audit("submit", run_id=f"r{i}", key=f"submit:r{i}") for i in range(2000)])
+    waiting = outbox.behind(conn)
+    assert 200 <= waiting < 400 and outbox.full(waiting)  # Redis trims whole nodes (100 entries): never fewer
+    newest = conn.xrevrange(outbox.STREAM, count=1)[0][1][b"r"]
+    assert json.loads(newest)["run_id"] == "r1999"
+
+    env = {history.ENV: "", "IFCFLOW_REDIS_URL": "", outbox.MAX_ENV: "200"}
+    result = CliRunner().invoke(cli, ["history", "--out", str(tmp_path), "--redis", redis_server.url], env=env)
+    assert result.exit_code == 0, result.output
+    assert "full:" in result.output and "at its cap of 200 records" in result.output
+
+    url = f"sqlite:///{tmp_path / 'h.sqlite'}"
+    assert outbox.drain(conn, url) == waiting  # the trimmed entries the gone drainer held are acknowledged, not lost
+    assert outbox.behind(conn) == 0
+    assert conn.xpending(outbox.STREAM, outbox.GROUP)["pending"] == 0
+    assert len(lineage.audit_list(url, limit=5000)) == waiting
+
+    monkeypatch.setenv(outbox.MAX_ENV, "many")
+    assert outbox.cap() == outbox.DEFAULT_MAX

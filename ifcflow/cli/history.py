@@ -60,6 +60,10 @@ def _behind(waiting: int | None) -> None:
         err.print(f"[yellow]behind:[/] {waiting} record(s) wait in the Redis outbox and are not in this history yet "
                   "(the database was unreachable, or no process with a database drained them); they are written "
                   "by the next drain (ifcflow worker / reconcile --loop / the API server, with a database set)")
+    if waiting and outbox.full(waiting):
+        err.print(f"[yellow]full:[/] the outbox is at its cap of {outbox.cap()} records ({outbox.MAX_ENV}): the "
+                  "oldest records are being dropped and will never reach the history; set IFCFLOW_DATABASE_URL "
+                  "for a worker or `ifcflow reconcile --loop` so that something drains it")
 
 
 def _when(epoch: float | None) -> str:

@@ -15,6 +15,10 @@ worker, ``ifcflow reconcile --loop`` and the API server tick, see :func:`tick`) 
 deleted only after the database committed it, and one a crashed drainer had read is claimed again after
 :data:`CLAIM_IDLE_MS`. Writing twice is harmless (idempotent upserts). While the database is unreachable the
 records wait in Redis; ``ifcflow history`` shows how many (:func:`behind`).
+
+With no database anywhere (nobody drains), the outbox would grow with every run: it keeps the newest
+:func:`cap` records (``IFCFLOW_OUTBOX_MAX``, default 100,000, about 80 MB; ``XADD MAXLEN ~``) and drops the oldest,
+and ``ifcflow history`` says so (:func:`full`).
 """
 
 from __future__ import annotations
@@ -50,6 +54,8 @@ GROUP = "history"
 CLAIM_IDLE_MS = 60_000
 """A record read by a drainer that did not acknowledge it within this time is drained again by another."""
 BATCH = 500
+MAX_ENV = "IFCFLOW_OUTBOX_MAX"
+DEFAULT_MAX = 100_000
 log = logging.getLogger(__name__)
 _actor: contextvars.ContextVar[tuple[str, str | None] | None] = contextvars.ContextVar("ifcflow_actor", default=None)
 _urls: dict[int, str] = {}
@@ -222,10 +228,27 @@ def run_finished(conn: Redis, status: RunStatus) -> list[dict[str, Any]]:
 
 # -- the outbox -------------------------------------------------------------------------------------------------
 
+def cap() -> int:
+    """How many records the outbox keeps at most (the oldest are dropped beyond it): ``$IFCFLOW_OUTBOX_MAX``."""
+    value = os.environ.get(MAX_ENV, "").strip()
+    if not value:
+        return DEFAULT_MAX
+    try:
+        wanted = int(value)
+    except ValueError:
+        wanted = 0
+    if wanted < 1:
+        log.warning("%s=%r is not a positive whole number; keeping at most %d records", MAX_ENV, value, DEFAULT_MAX)
+        return DEFAULT_MAX
+    return wanted
+
+
 def push(conn: Redis | RedisPipeline, records: list[dict[str, Any]]) -> None:
-    """Append records to the outbox (inside the caller's transaction when ``conn`` is a pipeline)."""
+    """Append records to the outbox (inside the caller's transaction when ``conn`` is a pipeline), keeping at most
+    about :func:`cap` records (Redis trims whole nodes: never fewer)."""
+    limit = cap()
     for record in records:
-        conn.xadd(STREAM, {"r": json.dumps(record, separators=(",", ":"))})
+        conn.xadd(STREAM, {"r": json.dumps(record, separators=(",", ":"))}, maxlen=limit, approximate=True)
 
 
 def record(conn: Redis, records: list[dict[str, Any]]) -> None:
@@ -253,6 +276,11 @@ def withdraw(conn: Redis, run_id: str, scan: int = 10_000) -> int:
 def behind(conn: Redis) -> int:
     """Records not yet in the database."""
     return int(conn.xlen(STREAM))
+
+
+def full(waiting: int) -> bool:
+    """Whether an outbox holding ``waiting`` records is at its cap: older records are being dropped."""
+    return waiting >= cap()
 
 
 def _group(conn: Redis) -> None:
@@ -308,6 +336,8 @@ def _read(conn: Redis, consumer: str, start: str) -> list[tuple[bytes, dict[byte
     read: Any = conn.xreadgroup(GROUP, consumer, {STREAM: start}, count=BATCH)
     if isinstance(read, dict):  # RESP3
         read = list(read.items())
+    # an entry read before and trimmed away since by the cap (see push) comes back without fields: skipped here,
+    # and XAUTOCLAIM (in drain) drops it from the pending list
     return [(entry_id, fields) for entry_id, fields in (read[0][1] if read else []) if fields]
 
 
