@@ -95,10 +95,28 @@ def not_blank(browser: Any, png: bytes) -> float:
         page.close()
 
 
+CSP_REPORTS = """() => new Promise((resolve) => {
+  const observer = new ReportingObserver(() => {}, {types: ["csp-violation"], buffered: true});
+  observer.observe();
+  setTimeout(() => {
+    resolve(observer.takeRecords().map((r) => `${r.body.effectiveDirective} blocked ${r.body.blockedURL} at `
+      + `${r.body.sourceFile}:${r.body.lineNumber}`));
+    observer.disconnect();
+  }, 50);
+})"""
+
+
+def csp_violations(page: Any) -> list[str]:
+    """What the page's Content-Security-Policy refused since it loaded (an inline style, handler or script, a
+    request to another origin): the browser's own reports."""
+    return list(page.evaluate(CSP_REPORTS))
+
+
 def screenshot(browser: Any, page: Any, name: str) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     png = page.screenshot(path=str(ARTIFACTS / name), full_page=True)
     assert not_blank(browser, png) > 10, f"{name} looks blank"
+    assert not csp_violations(page), f"{name}: the page's CSP refused {csp_violations(page)}"
 
 
 def test_start_a_committed_pipeline_watch_it_live_and_download_the_result(server: ApiServer, browser: Any,

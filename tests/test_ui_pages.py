@@ -80,3 +80,30 @@ def test_status_document_cannot_close_the_script_tag(redis_url: str, tmp_path: P
         assert started.status_code == 202, started.text
         page = httpx.get(f"{server.url}/ui/runs/{started.json()['run_id']}", timeout=10).text
         assert "</script>.json" not in page and "\\u003c/script>.json" in page  # every '<' escaped in the JSON
+
+
+def test_every_page_sends_a_strict_content_security_policy(redis_url: str, tmp_path: Path) -> None:
+    """Pages carry no inline script, event handler or style attribute, and say so to the browser: an injected string
+    could not run (the browser tests also assert the browser reported no refusal on any page they show)."""
+    import re
+
+    from ifcflow.api.ui import CSP
+
+    from .factories import tiny_model
+
+    tiny_model(tmp_path / "data" / "uploads" / "a.ifc")
+    env = {"IFCFLOW_API_KEYS": "", "IFC_PIPELINE_API_KEY": "", "IFCFLOW_PIPELINES": str(ROOT / "pipelines")}
+    with ApiServer(redis_url, tmp_path / "data", workers=0, env=env) as server, \
+            httpx.Client(base_url=server.url, timeout=30) as client:
+        text = "version: 1\nname: x\nsteps:\n  s: {uses: ifc2json, with: {ifc: a.ifc}}\n"
+        run_id = client.post("/runs", json={"pipeline": text}).json()["run_id"]
+        pages = ["/ui", f"/ui/runs/{run_id}", "/ui/runs/nope", "/ui/batches", "/ui/new",
+                 "/ui/new?pipeline=revision-diff.yaml", "/ui/schedules", "/ui/login",
+                 "/ui/lineage/uploads/a.ifc", "/ui/lineage/uploads/.secret"]
+        for path in pages:
+            page = client.get(path)
+            assert page.status_code in (200, 400, 404), (path, page.status_code)
+            assert page.headers.get("content-security-policy") == CSP, (path, page.status_code, page.text[:200])
+            inline = re.findall(r"<[^>]*\s(?:style|on[a-z]+)\s*=", page.text)
+            assert not inline, (path, inline)
+        assert "'unsafe-inline'" not in CSP and "script-src 'self'" in CSP and "style-src 'self'" in CSP

@@ -180,8 +180,8 @@ def test_every_step_state_is_readable(server: ApiServer, browser: Any) -> None:
     row = page.locator(f"tr[data-run='{cached}']")
     assert "3/3" in row.inner_text()
     bar = row.locator(".counts").evaluate(
-        "(c) => ({width: c.getBoundingClientRect().width, filled: [...c.children].reduce((n, i) => n + "
-        "(getComputedStyle(i).backgroundColor === 'rgba(0, 0, 0, 0)' ? 0 : i.getBoundingClientRect().width), 0)})")
+        "(c) => ({width: c.getBoundingClientRect().width, filled: [...c.querySelectorAll('rect')].reduce((n, r) => n + "
+        "(['none', 'rgb(0, 0, 0)'].includes(getComputedStyle(r).fill) ? 0 : r.getBoundingClientRect().width), 0)})")
     assert bar["width"] > 0 and abs(bar["filled"] - bar["width"]) < 1, bar  # a fully cached run: a full bar
     screenshot(browser, page, "ui-state-runs.png")
 

@@ -13,7 +13,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from ..engine.states import RunState
 from . import batches
-from .ui import PREFIX, RECENT, age, conn_of, page, signed_in, to_login
+from .ui import PREFIX, RECENT, age, bar_segments, conn_of, page, signed_in, to_login
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
@@ -31,7 +31,7 @@ def batches_page(request: Request, state: str = "") -> Response:
         total = found.runs or 1
         ended = sum(n for s, n in found.counts.items() if RunState(s).terminal)
         rows.append({"summary": found, "age": age(found.created_at), "done": ended,
-                     "bars": [(s, round(100 * n / total, 1)) for s, n in found.counts.items() if n],
+                     "bars": bar_segments(found.counts, total),
                      "counts_text": ", ".join(f"{n} {s.replace('_', ' ')}" for s, n in found.counts.items() if n)})
     return page(request, "batches.html", section="batches", batches=rows, states=states, state=chosen, error=None)
 

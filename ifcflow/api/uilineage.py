@@ -3,8 +3,8 @@
 
 The page is a shell; ``static/lineage.js`` reads ``GET /lineage/...`` (the history database, so it works after Redis
 was flushed) and draws the graph as inline SVG. A target the API would refuse (outside the data folder, hidden) is
-answered 400 here too, and the page's script shows the API's reason. The page is served
-with a strict Content-Security-Policy: scripts and styles only from this site, no inline script or style.
+answered 400 here too, and the page's script shows the API's reason. Like every page it is served with
+:data:`ifcflow.api.ui.CSP`.
 """
 
 from __future__ import annotations
@@ -19,8 +19,6 @@ from . import paths
 from .ui import PREFIX, page, signed_in, to_login
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
-       "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 
 
 @router.get("/lineage/{target:path}", response_class=HTMLResponse)
@@ -35,7 +33,5 @@ def lineage_page(request: Request, target: str, direction: Literal["up", "down",
         except paths.UnsafePath:
             code = 400  # nothing is read; the script asks the API, which says why
     shown = target if lineage.SHA256.match(target) else target.rsplit("/", 1)[-1]
-    response = page(request, "lineage.html", code, section="runs", target=target, shown=shown, direction=direction,
-                    depth=depth)
-    response.headers["Content-Security-Policy"] = CSP
-    return response
+    return page(request, "lineage.html", code, section="runs", target=target, shown=shown, direction=direction,
+                depth=depth)
