@@ -4,13 +4,14 @@ retry, batch end (canceled batches included), the window on a batch retry."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis import Redis
 from rq.job import Job
 
 from ifcflow.batches import batch, batch_status
-from ifcflow.engine import control, rqstore, runner, status, store
+from ifcflow.engine import control, reconcile, rqstore, runner, status, store
 from ifcflow.engine.states import RunState, StepState
 from ifcflow.operations import maintenance
 
@@ -83,3 +84,30 @@ def test_canceled_batch_with_never_released_runs_ends_and_its_retry_keeps_the_wi
     assert maintenance.prune(conn, older_than=-1)  # ended: prune takes the batch and its runs
     assert not batch.exists(conn, record.batch_id)
     assert not Job.exists(store.gate_id(run_ids[0]), connection=conn)
+
+
+def test_a_failed_step_reads_failed_as_soon_as_its_dependents_are_skipped(conn: Redis, folder: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The failing step skips its dependents before RQ marks its job failed; a status read in between (the run page
+    live, here right after the skip, in the job's own process) must not show it running beside them."""
+    gated = """\
+        version: 1
+        name: gated
+        steps:
+          bad: {uses: ifcpatch, with: {ifc: arch.ifc, recipe: NoSuchRecipe}}
+          after: {uses: ifc2json, needs: [bad], with: {ifc: arch.ifc}}
+        """
+    planned = runner.start(conn, write_pipeline(folder, gated), out=folder / "runs")
+    seen: list[tuple[str, str, int]] = []
+    real = reconcile.run
+
+    def run_and_look(*args: Any, **kwargs: Any) -> Any:
+        done = real(*args, **kwargs)
+        now = status.read(conn, planned.run_id)
+        seen.append((now.steps["bad"].status.value, now.steps["after"].status.value, now.steps["bad"].attempt))
+        return done
+
+    monkeypatch.setattr(reconcile, "run", run_and_look)
+    work(conn)
+    assert seen and seen[0] == ("failed", "skipped", 1), seen
+    assert Job.fetch(planned.step("bad").job_id, connection=conn).get_status() == "failed"

@@ -30,7 +30,7 @@ from rq.timeouts import JobTimeoutException
 from ifcflow.engine import cache, events, policy, reconcile, staging, store
 from ifcflow.engine.enqueue import DECIDES
 from ifcflow.engine.states import StepState
-from ifcflow.engine.status import StatusReader
+from ifcflow.engine.status import FAILING, StatusReader
 from ifcflow.errors import StepError, StorageError
 from ifcflow.pipeline import durations
 from ifcflow.pipeline.plan import PlannedStep
@@ -246,6 +246,11 @@ def _failed(job: Job, planned: PlannedStep, run_id: str, exc: BaseException) -> 
     message = str(exc) if isinstance(exc, StepError) else "".join(traceback.format_exception_only(exc)).strip()
     job.meta.setdefault("errors", []).append(message)
     job.meta.pop("progress", None)
+    started = None if job.retries_left else job.connection.hget(job.key, "started_at")
+    if started:
+        # this attempt has failed for good: readers see it failed from now on, though RQ marks the job failed only
+        # after the skips below (else a status read in between shows the step running beside skipped dependents)
+        job.meta[FAILING] = started.decode() if isinstance(started, bytes) else str(started)
     job.save_meta()
     if job.retries_left:
         return

@@ -31,6 +31,9 @@ _RQ_STATES = {
 LOST = "lost: its job vanished from Redis (expired, deleted, or Redis restarted without persistence)"
 EXPIRED = "expired: its job's records were removed after the retention period; the state is the one recorded " \
           "when the run ended"
+FAILING = "failing"
+"""A job's ``meta`` key: the ``started_at`` of an attempt that failed for good, written by the step as it fails,
+before RQ marks the job failed (a retried job starts again with another ``started_at``)."""
 
 
 def unknown_status(raw: str) -> str:
@@ -154,7 +157,11 @@ def step_state(rq_status: str | None, record: dict[str, Any] | None, final: dict
 
 def _state(job: rqstore.JobView, record: dict[str, Any] | None,
            final: dict[str, Any] | None) -> tuple[StepState, str | None, bool]:
-    return step_state(job.status, record, final, returned=job.return_value, exc_string=job.exc_string)
+    state = step_state(job.status, record, final, returned=job.return_value, exc_string=job.exc_string)
+    if state[0] == StepState.RUNNING and job.started_at and job.meta.get(FAILING) == job.started_at:
+        errors = job.meta.get("errors") or ["failed"]
+        return StepState.FAILED, str(errors[-1]), False  # its last attempt failed; RQ is about to say so
+    return state
 
 
 def _step(planned: PlannedStep, job: rqstore.JobView, record: dict[str, Any] | None, final: dict[str, Any] | None,
