@@ -87,3 +87,20 @@ def test_cli_exits_2_and_redis_gets_no_key(corpus: Path, redis_server: EmbeddedR
         assert exited.value.code == 2, path
         assert f"{path}:" in capsys.readouterr().err
     assert conn.keys("*") == []
+
+
+@pytest.mark.timeout(60)  # the regular expressions these scans replaced took hours (cubic time) on such strings
+def test_long_unclosed_expressions_are_read_in_linear_time(corpus: Path) -> None:
+    path = corpus / "generated-long-expression.yml"
+
+    def write(output: str) -> None:
+        path.write_text("version: 1\nname: r\nsteps:\n  a:\n    uses: ifc2json\n"
+                        f'    with: {{ifc: arch.ifc, output: "{output}"}}\n')
+
+    for unclosed in ("${{" + " " * 200_000, "${inputs." + " " * 200_000):
+        write(unclosed)
+        step = document.load(path).pipeline.steps["a"]
+        assert step.with_.output == unclosed  # type: ignore[union-attr] # not an expression: a plain string
+    write("${{ inputs.nope" + " " * 200_000 + "}}")
+    with pytest.raises(PipelineError, match="unknown input 'nope'"):
+        document.load(path)

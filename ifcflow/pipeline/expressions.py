@@ -7,9 +7,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-EXPRESSION = re.compile(r"\$\{\{\s*(.*?)\s*\}\}")
 _INPUT = re.compile(r"inputs\.([A-Za-z_][A-Za-z0-9_-]*)")
-_SINGLE = re.compile(r"\$\{(?!\{)\s*((?:inputs|steps)\.[^{}]*?)\s*\}")
 _OUTPUT = re.compile(r"steps\.([A-Za-z0-9_-]+)\.outputs\.([A-Za-z_][A-Za-z0-9_-]*)")
 
 
@@ -24,6 +22,40 @@ class Reference:
 
 class ExpressionError(ValueError):
     """An expression that is neither an input nor a step output reference."""
+
+
+# Expressions are found by plain scans, linear in the string's length: regular expressions with lazy bodies between
+# ``\s*`` took cubic time on a long run of spaces after ``${{`` (a 2 KB pipeline held an API server for 9 s).
+
+def _expressions(text: str) -> Iterator[tuple[int, int, str]]:
+    """(start, end, body) of every ``${{ body }}`` in ``text``, left to right; a body spans no line break."""
+    at = text.find("${{")
+    while at != -1:
+        close = text.find("}}", at + 3)
+        if close == -1:
+            return
+        body = text[at + 3:close].strip()
+        if "\n" in body:
+            at = text.find("${{", at + 1)
+            continue
+        yield at, close + 2, body
+        at = text.find("${{", close + 2)
+
+
+def _single_braced(text: str) -> Iterator[tuple[str, str]]:
+    """(written, body) of every ``${inputs...}`` / ``${steps...}`` written with single braces."""
+    at = text.find("${")
+    while at != -1:
+        if text.startswith("${{", at):
+            at = text.find("${", at + 3)
+            continue
+        close = text.find("}", at + 2)
+        if close == -1:
+            return
+        body = text[at + 2:close].strip()
+        if "{" not in body and body.startswith(("inputs.", "steps.")):
+            yield text[at:close + 1], body
+        at = text.find("${", at + 2)
 
 
 def parse(text: str) -> Reference:
@@ -41,8 +73,8 @@ def parse(text: str) -> Reference:
 def references(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str]]:
     """Every expression body in a nested structure of dicts, lists and strings, with its path."""
     if isinstance(value, str):
-        for match in EXPRESSION.finditer(value):
-            yield path, match.group(1)
+        for _, _, body in _expressions(value):
+            yield path, body
     elif isinstance(value, dict):
         for key, item in value.items():
             yield from references(item, (*path, key))
@@ -54,7 +86,11 @@ def references(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[t
 def substitute(value: Any, resolve: Callable[[Reference], str]) -> Any:
     """A copy of ``value`` with every expression replaced by ``resolve(reference)``."""
     if isinstance(value, str):
-        return EXPRESSION.sub(lambda m: resolve(parse(m.group(1))), value)
+        parts, done = [], 0
+        for start, end, body in _expressions(value):
+            parts += [value[done:start], resolve(parse(body))]
+            done = end
+        return "".join(parts) + value[done:] if parts else value
     if isinstance(value, dict):
         return {key: substitute(item, resolve) for key, item in value.items()}
     if isinstance(value, list):
@@ -65,8 +101,8 @@ def substitute(value: Any, resolve: Callable[[Reference], str]) -> Any:
 def single_braces(value: Any, path: tuple[str | int, ...] = ()) -> Iterator[tuple[tuple[str | int, ...], str, str]]:
     """``${inputs.x}`` written with single braces (a shell habit): (path, what was written, what was meant)."""
     for sub, text in _strings(value, path):
-        for match in _SINGLE.finditer(text):
-            yield sub, match.group(0), f"${{{{ {match.group(1)} }}}}"
+        for written, body in _single_braced(text):
+            yield sub, written, f"${{{{ {body} }}}}"
 
 
 def _strings(value: Any, path: tuple[str | int, ...]) -> Iterator[tuple[tuple[str | int, ...], str]]:
