@@ -147,6 +147,27 @@ def test_path_arguments_resolve_inside_the_data_folder_and_run(env: Env) -> None
     assert storeys, "SplitByBuildingStorey wrote nothing into output/patch/storeys/"
 
 
+def test_storey_names_cannot_lead_a_split_outside_its_folder(env: Env) -> None:
+    """SplitByBuildingStorey names files ``{i}-{storey name}.ifc``: a name is model content, and a name such as
+    ``/../../../x`` wrote the model anywhere the worker can write once the folder ``0-`` existed."""
+    model = ifcopenshell.api.run("project.create_file", version="IFC4")
+    project = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcProject", name="p")
+    ifcopenshell.api.run("unit.assign_unit", model)
+    storey = ifcopenshell.api.run("root.create_entity", model, ifc_class="IfcBuildingStorey",
+                                  name="/../../../../escaped")
+    ifcopenshell.api.run("aggregate.assign_object", model, products=[storey], relating_object=project)
+    model.write(str(env.data / "uploads" / "storeys.ifc"))
+    split = env.data / "output" / "patch" / "split"
+    (split / "0-").mkdir(parents=True)  # what an earlier request could create
+    answer = patch(env, "SplitByBuildingStorey", ["split"], input_file="storeys.ifc", output_file="storeys-o.ifc")
+    assert answer.status_code == 200, answer.text
+    assert wait_job(env, answer.json()["job_id"])["status"] == "finished"
+    assert [p.name for p in split.glob("*.ifc")] == ["0-_.._.._.._.._escaped.ifc"]
+    assert not list(env.root.rglob("escaped.ifc"))
+    kept = ifcopenshell.open(str(env.data / "output" / "patch" / "storeys-o.ifc"))
+    assert kept.by_type("IfcBuildingStorey")[0].Name == "/../../../../escaped"  # the model's own name, unchanged
+
+
 # --- B: the original's absolute paths map onto the data folder (issue 21 item 1) ---------------------------------
 
 def test_original_absolute_paths_map_onto_the_data_folder(env: Env) -> None:

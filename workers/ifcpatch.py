@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,27 @@ def _custom(patcher: type, model: Any, arguments: list[Any]) -> Any:
     return getter() if callable(getter) else getattr(instance, "file", None)
 
 
+NAMED_BY_STOREY = {"SplitByBuildingStorey"}
+"""Built-in recipes that name their output files after the model's storeys (``{i}-{storey.Name}.ifc``)."""
+
+
+@contextlib.contextmanager
+def _storey_names_as_file_names(model: Any) -> Iterator[None]:
+    """Storey names without path separators while a recipe names files after them, the model's own names back
+    afterwards: a name is model content (user input over HTTP), and ``/../../x`` would write outside the folder."""
+    changed = {}
+    for storey in model.by_type("IfcBuildingStorey"):
+        name = storey.Name
+        if isinstance(name, str) and any(c in name for c in "/\\\0"):
+            changed[storey] = name
+            storey.Name = "".join("_" if c in "/\\\0" else c for c in name)
+    try:
+        yield
+    finally:
+        for storey, name in changed.items():
+            storey.Name = name
+
+
 def _run(options: PatchOptions, model: Any) -> Any:
     patcher = recipes.patcher_class(options.recipe)
     if patcher is not None:
@@ -36,8 +59,10 @@ def _run(options: PatchOptions, model: Any) -> Any:
     except ImportError:
         raise StepError(f"ifcpatch has no recipe '{options.recipe}' (nor ifcflow, nor the folder in "
                         f"{recipes.FOLDER_ENV}); POST /patch/recipes/list lists them") from None
-    return ifcpatch.execute({"input": options.ifc, "file": model, "recipe": options.recipe,
-                             "arguments": list(options.arguments)})
+    named = _storey_names_as_file_names(model) if options.recipe in NAMED_BY_STOREY else contextlib.nullcontext()
+    with named:
+        return ifcpatch.execute({"input": options.ifc, "file": model, "recipe": options.recipe,
+                                 "arguments": list(options.arguments)})
 
 
 def body(options: PatchOptions, outputs: dict[str, Path], progress: Progress) -> Outcome:
