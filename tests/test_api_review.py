@@ -59,6 +59,12 @@ def test_server_files_beside_the_client_folders_get_no_download_link(env: Env, n
     ("/ifcconvert", {"input_filename": "tiny.ifc", "output_filename": "/output/.preview/abc.glb"}),
     ("/patch/execute", {"input_file": "tiny.ifc", "output_file": "o.ifc", "recipe": "SplitByBuildingStorey",
                         "arguments": ["/output/runs/other-run"]}),
+    # a second output field moved the folder under the first one's name (found by the second review)
+    ("/ifcconvert", {"input_filename": "tiny.ifc", "output_filename": "/output/x.obj",
+                     "log_file": "runs/other-run/status.json"}),
+    ("/ifcconvert", {"input_filename": "tiny.ifc", "output_filename": ".preview/abc.glb", "log_file": "/output/l.log"}),
+    ("/ifcconvert", {"input_filename": "tiny.ifc", "output_filename": "/output/runs/other-run/x.obj",
+                     "log_file": "/output/l.log"}),
 ])
 def test_outputs_never_go_into_other_runs_or_server_caches(env: Env, path: str, body: dict[str, object]) -> None:
     before = jobs(env)
@@ -76,6 +82,8 @@ def test_outputs_never_go_into_other_runs_or_server_caches(env: Env, path: str, 
     ("/create_download_link", {"file_path": "uploads/" + "c" * 300}),
     ("/runs", {"file": "d" * 300 + ".yaml"}),
     ("/ifcconvert", {"input_filename": "tiny.ifc", "output_filename": "/uploads/tiny.ifc/x.glb"}),
+    ("/ifcconvert", {"input_filename": "tiny.ifc", "output_filename": "/uploads/sub.ifc/x.obj"}),
+    ("/ifcconvert", {"input_filename": "tiny.ifc", "output_filename": "/output/a/x.obj", "log_file": "/output/b/l.log"}),
     ("/download-from-url", {"url": "http://[::1/x.ifc"}),
 ])
 def test_over_long_names_and_outputs_inside_a_file_are_4xx_not_500(env: Env, path: str,
@@ -83,6 +91,7 @@ def test_over_long_names_and_outputs_inside_a_file_are_4xx_not_500(env: Env, pat
     answer = env.client.post(path, json=body)
     assert 400 <= answer.status_code < 500, (answer.status_code, answer.text)
     assert str(env.data) not in answer.text
+    assert not (env.data / "uploads" / "sub.ifc").exists() and not (env.data / "output" / "a").exists()
 
 
 def test_a_failed_jobs_traceback_names_no_server_folder(env: Env) -> None:

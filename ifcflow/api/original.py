@@ -52,25 +52,35 @@ def _input(settings: Settings, field: str, name: str) -> str:
 
 def _outputs(settings: Settings, body: Original, fields: tuple[str, ...], kind: str) -> tuple[Path, dict[str, str]]:
     """The folder the outputs go to (``output/<kind>/`` unless the client named another with the original's
-    ``/output/...`` or ``/uploads/...`` form) and each output field's name relative to it."""
+    ``/output/...`` or ``/uploads/...`` form) and each output field's name relative to it. Every output's final
+    path is checked once the folder is settled (a later field could move the folder under an earlier name)."""
     folder = Path(os.path.realpath(settings.output / kind))
-    names: dict[str, str] = {}
+    targets: dict[str, Path | str] = {}
     for field in fields:
         value = getattr(body, field)
         if not isinstance(value, str):
             continue
         mapped = paths.container(settings.data, value, field)
         if mapped is None:
-            paths.relative(value, field)
+            targets[field] = str(paths.relative(value, field))
             continue
         if not any(paths.contained(root, mapped) for root in (settings.output, settings.uploads)):
             raise paths.UnsafePath(f"{field}: {value!r}: outputs are written under /output/... (or over an upload "
                                    "in /uploads/...), never into /examples/")
-        paths.writable_output(settings.data, mapped, field)
-        if mapped.parent == folder or folder in mapped.parents:
-            names[field] = str(mapped.relative_to(folder))
-        else:
-            folder, names[field] = mapped.parent, mapped.name
+        if paths.contained(settings.uploads, mapped) and mapped.parent != Path(os.path.realpath(settings.uploads)):
+            raise paths.UnsafePath(f"{field}: {value!r}: an output over an upload is a file directly in /uploads/ "
+                                   "(no folders there); write into /output/... instead")
+        targets[field] = mapped
+        if not (mapped.parent == folder or folder in mapped.parents):
+            folder = mapped.parent
+    names: dict[str, str] = {}
+    for field, target in targets.items():
+        final = Path(os.path.realpath(folder / target))
+        if final.parent != folder and folder not in final.parents:
+            raise paths.UnsafePath(f"{field}: {getattr(body, field)!r} is not in the folder of the other outputs "
+                                   f"({paths.shown(settings.data, folder)}/); name the outputs in one folder")
+        paths.writable_output(settings.data, final, field)
+        names[field] = str(final.relative_to(folder))
     return folder, names
 
 
