@@ -110,3 +110,14 @@ def test_a_failed_jobs_traceback_names_no_server_folder(env: Env) -> None:
     root = str(Path(__file__).resolve().parent.parent)
     assert root not in status["traceback"] and "/site-packages/" not in status["traceback"], status["traceback"]
     assert 'File "' in status["traceback"]
+
+
+def test_an_upload_over_a_folder_is_a_4xx_and_leaves_nothing(env: Env) -> None:
+    """A folder in uploads/ with the upload's name: the rename failed with a 500 and left the temporary file (up to
+    IFCFLOW_MAX_UPLOAD bytes each time)."""
+    (env.data / "uploads" / "folder.ifc").mkdir()
+    before = sorted(p.name for p in (env.data / "uploads").iterdir())
+    answer = env.client.post("/upload/ifc", files={"file": ("folder.ifc", (env.data / "uploads" / "tiny.ifc")
+                                                           .read_bytes())})
+    assert answer.status_code == 400 and "names a folder" in answer.json()["detail"], answer.text
+    assert sorted(p.name for p in (env.data / "uploads").iterdir()) == before

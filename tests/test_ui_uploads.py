@@ -63,3 +63,29 @@ def test_two_same_name_uploads_never_share_a_temporary_file(tmp_path: Path) -> N
     stored = (tmp_path / "m.ifc").read_bytes()
     assert stored in (b"A" * 200_000, b"B" * 200_000)  # one whole upload, never a mixture of the two
     assert [p.name for p in tmp_path.iterdir()] == ["m.ifc"]
+
+
+def test_form_uploads_are_stored_only_for_the_pipelines_inputs_of_their_type(redis_server: EmbeddedRedis,
+                                                                              tmp_path: Path) -> None:
+    """A file for an input the pipeline does not have, or of a type its steps do not read, is not stored; a folder
+    in place of the name is a field error (it was a 500 that left the temporary file), never a traceback."""
+    import httpx
+
+    from .conftest import ROOT
+
+    env = {"IFCFLOW_API_KEYS": "", "IFCFLOW_PIPELINES": str(ROOT / "pipelines")}
+    uploads = tmp_path / "data" / "uploads"
+    with ApiServer(redis_server.url, tmp_path / "data", workers=0, env=env) as server:
+        (uploads / "taken.ifc").mkdir(parents=True)
+
+        def send(name: str, filename: str, pipeline: str = "revision-diff.yaml") -> httpx.Response:
+            return httpx.post(f"{server.url}/ui/new", data={"pipeline": pipeline},
+                              files={f"upload:{name}": (filename, b"<html>x</html>")}, timeout=30)
+
+        for answer, says in ((send("old", "evil.html"), "wrong type for old"),
+                             (send("nosuch", "a.ifc"), "has no input &#39;nosuch&#39;"),
+                             (send("old", "a.ifc", pipeline="missing.yaml"), "no committed pipeline"),
+                             (send("old", "taken.ifc"), "names a folder there")):
+            assert answer.status_code == 422, answer.text
+            assert says in answer.text and "Traceback" not in answer.text, answer.text
+        assert sorted(p.name for p in uploads.iterdir()) == ["taken.ifc"]  # nothing stored, no temporary file

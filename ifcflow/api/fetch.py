@@ -11,7 +11,6 @@ with an ``<ids`` element) or it is discarded (422). Only then is it renamed into
 from __future__ import annotations
 
 import contextlib
-import os
 import secrets
 from pathlib import Path
 from urllib.parse import SplitResult, urljoin, urlsplit
@@ -126,7 +125,7 @@ def fetch(url: str, settings: Settings, target: Path, kind: str) -> int:
                         if not _looks_like(kind, handle.read(SNIFF)):
                             raise unprocessable(f"the fetched file is not an {kind.upper()} file (checked its "
                                                 "first bytes); nothing was kept", "url")
-                    os.replace(temp, target)
+                    paths.replace_file(temp, target, "url")
                     return size
         raise unprocessable(f"more than {HOPS} redirects; give the file's final URL", "url")
     except httpx.HTTPError as exc:

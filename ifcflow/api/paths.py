@@ -136,6 +136,19 @@ def writable_output(data: Path, target: Path, what: str) -> None:
                          "hidden folder; choose another output name")
 
 
+def replace_file(source: Path, target: Path, what: str) -> None:
+    """Move the finished temporary file ``source`` over the file ``target``; a folder in its place is refused (4xx)
+    and ``source`` removed, so nothing is left behind."""
+    try:
+        if target.is_dir():
+            raise IsADirectoryError(str(target))
+        os.replace(source, target)
+    except (IsADirectoryError, NotADirectoryError):
+        Path(source).unlink(missing_ok=True)
+        raise UnsafePath(f"{what}: {target.name!r} names a folder there, not a file; choose another file name") \
+            from None
+
+
 def upload_name(filename: str | None) -> str:
     """The stored name of an uploaded file: directory parts stripped (as the original did), tricks refused."""
     name = filename or ""

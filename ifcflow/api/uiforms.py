@@ -15,6 +15,7 @@ from pydantic import AliasChoices, BaseModel
 from ..errors import IfcflowError, PipelineError, Problem, StorageError
 from ..services import SERVICES
 from ..services.base import InputFile
+from . import paths
 from .settings import Settings
 
 REF = re.compile(r"\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}")
@@ -178,12 +179,10 @@ async def store_upload(settings: Settings, path: Path) -> None:
 async def save_upload(upload: Any, uploads: Path, limit: int) -> str:
     """Store a browser upload in ``uploads`` under its (checked) base name; over ``limit`` bytes it is refused
     and nothing is left behind."""
-    from .paths import upload_name
-
-    name = upload_name(upload.filename)
+    name = paths.upload_name(upload.filename)
     staged = getattr(upload, "staged", None)
     if staged is not None:  # streamed into its own temporary file within the limit (ifcflow.api.formstream)
-        staged.replace(uploads / name)
+        paths.replace_file(staged, uploads / name, "upload")
         return name
     temp = uploads / f".ui-upload-{secrets.token_hex(8)}"  # one per upload: two same-name uploads never share it
     size = 0
@@ -194,10 +193,22 @@ async def save_upload(upload: Any, uploads: Path, limit: int) -> str:
                 if size > limit:
                     raise IfcflowError(f"{name} is larger than the upload limit ({limit} bytes, IFCFLOW_MAX_UPLOAD)")
                 out.write(chunk)
-        temp.replace(uploads / name)
+        paths.replace_file(temp, uploads / name, "upload")
     finally:
         temp.unlink(missing_ok=True)
     return name
+
+
+def _unwanted(choice: PipelineChoice | None, pipeline: str, name: str, filename: str) -> str | None:
+    """Why an uploaded file is not stored: no such pipeline or input, or not of a type the input's steps read."""
+    if choice is None:
+        return f"no committed pipeline {pipeline!r}; choose one of the list (the file was not stored)"
+    if name not in choice.inputs:
+        return f"{pipeline} has no input {name!r} (the file was not stored)"
+    if not choice.offered(name, [filename]):
+        return (f"{filename} is the wrong type for {name}: expected an {choice.kind(name)}; upload a file ending in "
+                f"{' or '.join(choice.accepts[name])} (the file was not stored)")
+    return None
 
 
 async def start_from_form(request: Any, form: Any) -> Outcome:
@@ -217,6 +228,13 @@ async def start_from_form(request: Any, form: Any) -> Outcome:
         kind, _, name = key.partition(":")
         try:
             if kind == "upload" and getattr(value, "filename", None):
+                refused = _unwanted(choice, outcome.pipeline, name, str(value.filename))
+                if refused:  # nothing is stored for an input the pipeline does not have, or of the wrong type
+                    if choice is not None and name in choice.inputs:
+                        outcome.fields.setdefault(name, []).append(refused)
+                    else:  # no field of the form to show it at
+                        outcome.error = refused
+                    continue
                 outcome.picked[name] = await save_upload(value, settings.uploads, settings.max_upload)
                 await store_upload(settings, settings.uploads / outcome.picked[name])
             elif kind == "pick" and isinstance(value, str) and value:
@@ -228,7 +246,7 @@ async def start_from_form(request: Any, form: Any) -> Outcome:
             outcome.fields.setdefault(name, []).append(
                 f"{picked} is the wrong type for {name}: expected an {choice.kind(name)}; upload or pick a file "
                 f"ending in {' or '.join(choice.accepts[name])}")
-    if outcome.fields:
+    if outcome.fields or outcome.error:
         return outcome
     def shown(text: str) -> str:
         return public(text, (settings.data, settings.pipelines))

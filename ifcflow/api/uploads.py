@@ -167,12 +167,14 @@ async def upload(request: Request, file_type: str) -> Uploaded:
         if not name.lower().endswith(KINDS[file_type]):
             raise HTTPException(400, f"File must have one of these extensions: {', '.join(KINDS[file_type])}")
         target = paths.inside(settings.uploads, name, "upload")
+        if target.is_dir():
+            raise paths.UnsafePath(f"upload: {name!r} names a folder in uploads/, not a file; rename the file")
     except BaseException:
         received.discard()
         raise
     sha256 = received.digest.hexdigest()
     stored = await _store(settings, received.temp, target, sha256) if objects.store(settings) else {}
-    os.replace(received.temp, target)
+    paths.replace_file(received.temp, target, "upload")
     from .history import upload_facts  # dedupe: already known contents say so (issue 19)
 
     return Uploaded(message=f"{file_type.upper()} file {name} uploaded successfully", file_path=f"/uploads/{name}",
