@@ -34,7 +34,12 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     (data / "output" / ".preview").mkdir(parents=True)
     (data / "output" / "runs" / "other-run").mkdir(parents=True)
     (data / "output" / "runs" / "other-run" / "status.json").write_text('{"status": "succeeded"}')
-    with EmbeddedRedis() as server, ApiServer(server.url, data, {"IFCFLOW_API_KEYS": KEY}, workers=1) as api:
+    pipelines = data.parent / "pipelines"
+    pipelines.mkdir()
+    for name in ("config", ".hidden.yaml"):  # not pipelines: their lines must never be echoed in an error
+        (pipelines / name).write_text("\turl = https://user:SECRET-TOKEN@github.com/x/y\n")
+    env = {"IFCFLOW_API_KEYS": KEY, "IFCFLOW_PIPELINES": str(pipelines)}
+    with EmbeddedRedis() as server, ApiServer(server.url, data, env, workers=1) as api:
         redis = Redis.from_url(server.url)
         yield Env(data, api, redis)
         redis.close()
@@ -110,6 +115,15 @@ def test_a_failed_jobs_traceback_names_no_server_folder(env: Env) -> None:
     root = str(Path(__file__).resolve().parent.parent)
     assert root not in status["traceback"] and "/site-packages/" not in status["traceback"], status["traceback"]
     assert 'File "' in status["traceback"]
+
+
+@pytest.mark.parametrize("name", ["config", ".hidden.yaml", "../pipelines/config", "sub/x.yaml"])
+def test_only_pipeline_files_of_the_pipelines_folder_can_be_started(env: Env, name: str) -> None:
+    for path, body in (("/runs", {"file": name}), ("/schedules", {"name": "s", "file": name, "cron": "0 * * * *"})):
+        answer = env.client.post(path, json=body)
+        assert answer.status_code == 400, answer.text
+        detail = answer.json()["detail"]
+        assert "SECRET-TOKEN" not in answer.text and ("GET /pipelines" in detail or "'..'" in detail), detail
 
 
 def test_an_upload_over_a_folder_is_a_4xx_and_leaves_nothing(env: Env) -> None:

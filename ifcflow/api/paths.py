@@ -136,6 +136,19 @@ def writable_output(data: Path, target: Path, what: str) -> None:
                          "hidden folder; choose another output name")
 
 
+PIPELINE_SUFFIXES = (".yaml", ".yml")
+
+
+def committed_pipeline(folder: Path, name: str, what: str = "file") -> Path:
+    """A pipeline file of the pipelines folder by its name, as ``GET /pipelines`` lists them: a visible ``.yaml`` or
+    ``.yml`` file directly in it (never another file there: its lines would be echoed in error messages)."""
+    rel = relative(name, what)
+    if len(rel.parts) != 1 or rel.name.startswith(".") or not rel.name.lower().endswith(PIPELINE_SUFFIXES):
+        raise UnsafePath(f"{what}: {name!r} is not a pipeline of the pipelines folder; name a .yaml or .yml file "
+                         "that GET /pipelines lists")
+    return inside(folder, name, what)
+
+
 def replace_file(source: Path, target: Path, what: str) -> None:
     """Move the finished temporary file ``source`` over the file ``target``; a folder in its place is refused (4xx)
     and ``source`` removed, so nothing is left behind."""

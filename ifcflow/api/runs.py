@@ -89,7 +89,7 @@ def pipeline_source(settings: Settings, body: RunRequest) -> tuple[str, Path, st
         raise unprocessable("give exactly one of 'pipeline' (YAML text or object) and 'file' (a name in the "
                             "pipelines folder)", "pipeline")
     if body.file is not None:
-        path = paths.inside(settings.pipelines, body.file, "file")
+        path = paths.committed_pipeline(settings.pipelines, body.file)
         if not path.is_file():
             raise HTTPException(404, f"no pipeline {body.file!r} in the pipelines folder; committed pipelines: "
                                 + ", ".join(sorted(p.name for p in settings.pipelines.glob("*.y*ml"))))

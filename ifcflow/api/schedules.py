@@ -61,7 +61,7 @@ def _info(conn: Redis, name: str) -> ScheduleInfo:
 
 def _spec(settings: Settings, body: ScheduleRequest) -> ScheduleSpec:
     """The stored spec, every path absolute and vetted (400 for a hostile one, 404 for a missing pipeline)."""
-    pipeline = paths.inside(settings.pipelines, body.file, "file")
+    pipeline = paths.committed_pipeline(settings.pipelines, body.file)
     if not pipeline.is_file():
         raise HTTPException(404, f"no pipeline {body.file!r} in the pipelines folder; see GET /pipelines")
     try:
