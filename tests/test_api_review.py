@@ -38,6 +38,8 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     pipelines.mkdir()
     for name in ("config", ".hidden.yaml"):  # not pipelines: their lines must never be echoed in an error
         (pipelines / name).write_text("\turl = https://user:SECRET-TOKEN@github.com/x/y\n")
+    (pipelines / "ok.yaml").write_text("version: 1\nname: ok\ninputs: {model: tiny.ifc}\n"
+                                       "steps:\n  j: {uses: ifc2json, with: {ifc: \"${{ inputs.model }}\"}}\n")
     env = {"IFCFLOW_API_KEYS": KEY, "IFCFLOW_PIPELINES": str(pipelines)}
     with EmbeddedRedis() as server, ApiServer(server.url, data, env, workers=1) as api:
         redis = Redis.from_url(server.url)
@@ -135,3 +137,25 @@ def test_an_upload_over_a_folder_is_a_4xx_and_leaves_nothing(env: Env) -> None:
                                                            .read_bytes())})
     assert answer.status_code == 400 and "names a folder" in answer.json()["detail"], answer.text
     assert sorted(p.name for p in (env.data / "uploads").iterdir()) == before
+
+
+def test_batch_and_schedule_answers_name_no_server_folder(env: Env) -> None:
+    """Run documents were shown relative to the data folder, batches and schedules carried absolute paths (and the
+    schedule the server's webhook allow-list)."""
+    started = env.client.post("/batches", json={"file": "ok.yaml", "each": {"model": "tiny*.ifc"}})
+    assert started.status_code == 202, started.text
+    batch_id = started.json()["batch_id"]
+    added = env.client.post("/schedules", json={"name": "nightly", "file": "ok.yaml", "cron": "0 2 * * *"})
+    assert added.status_code == 201, added.text
+    assert env.client.post("/ui/login", data={"key": KEY, "next": "/ui"}).status_code == 303  # the pages too
+    answers = [env.client.get(f"/batches/{batch_id}"), env.client.get("/schedules"), added,
+               env.client.get("/schedules/nightly"), env.client.get(f"/ui/batches/{batch_id}"),
+               env.client.get("/ui/schedules")]
+    root = str(env.data.parent)
+    for answer in answers:
+        assert answer.status_code in (200, 201), answer.text
+        assert root not in answer.text and "webhook_allow" not in answer.text, answer.text
+    doc = answers[0].json()
+    assert doc["file"] == "ok.yaml" and doc["runs"][0]["label"].endswith("tiny.ifc"), doc
+    assert added.json()["pipeline"] == "ok.yaml" and added.json()["out"] == "output/runs", added.json()
+    env.client.delete("/schedules/nightly")

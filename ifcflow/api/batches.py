@@ -26,7 +26,7 @@ from ..errors import IfcflowError, PipelineError
 from ..pipeline import document
 from ..pipeline.plan import Plan
 from ..pipeline.plan import plan as make_plan
-from . import events, limits, objects, paths, submission
+from . import events, limits, objects, paths, results, submission
 from .auth import require_key
 from .problems import unprocessable
 from .runs import MAX_OFFSET, MEDIA, RunRequest, pipeline_source
@@ -88,6 +88,14 @@ def read_status(conn: Redis, batch_id: str, errors: bool = True) -> BatchStatus:
         return batch_status.read(conn, batch_id, errors=errors)
     except batch.BatchNotFound:
         raise HTTPException(404, f"Batch {batch_id} not found; list batches with GET /batches") from None
+
+
+def public_status(status: BatchStatus, settings: Settings) -> BatchStatus:
+    """A batch's document as served: paths relative to the data folder (a committed pipeline by its name)."""
+    doc = results.public(status.model_dump(mode="json"), settings.data)
+    if isinstance(doc.get("file"), str):
+        doc["file"] = results.public(doc["file"], settings.pipelines)
+    return BatchStatus.model_validate(doc)
 
 
 def vet_glob(roots: tuple[Path, ...], pattern: str, what: str) -> None:
@@ -239,7 +247,7 @@ def list_batches(request: Request, offset: int = Query(0, ge=0, le=MAX_OFFSET),
 @router.get("/batches/{batch_id}", response_model=BatchStatus)
 def batch_document(request: Request, batch_id: str) -> BatchStatus:
     """The batch's status document (as ``ifcflow status BATCH --json``): a row per file and the batch's state."""
-    return read_status(request.app.state.conn, batch_id)
+    return public_status(read_status(request.app.state.conn, batch_id), request.app.state.settings)
 
 
 @router.post("/batches/{batch_id}/cancel", response_model=BatchCanceled)
@@ -287,7 +295,7 @@ async def batch_events(request: Request, batch_id: str) -> StreamingResponse:
     await run_in_threadpool(read_status, conn, batch_id, False)
 
     def read() -> BatchStatus:
-        return batch_status.read(conn, batch_id)
+        return public_status(batch_status.read(conn, batch_id), request.app.state.settings)
 
     return events.respond(events.stream(request, f"batch:{batch_id}", read, fingerprint,
                                         request.app.state.settings.events_interval))

@@ -7,7 +7,7 @@ they are expanded again at every fire by ``ifcflow scheduler``). Its runs write 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,7 +18,7 @@ from ..batches.schedule import Fire, ScheduleSpec
 from ..engine import webhooks as webhook
 from ..errors import IfcflowError
 from ..pipeline.spec import NAME_PATTERN
-from . import paths
+from . import paths, results
 from .auth import require_key
 from .batches import vet_glob
 from .problems import unprocessable
@@ -48,14 +48,25 @@ class LastFire(Fire):
 
 
 class ScheduleInfo(ScheduleSpec):
+    """A schedule as answered: paths relative to the data folder (the pipeline by its name in the pipelines
+    folder), without the server's webhook allow-list."""
+
+    webhook_allow: list[str] | None = Field(default=None, exclude=True)
     next_fire: str = Field(description="the next tick (UTC, ISO 8601)")
     last: LastFire | None = None
 
 
-def _info(conn: Redis, name: str) -> ScheduleInfo:
-    for row in schedule.listing(conn):
+def _shown(settings: Settings, row: dict[str, Any]) -> ScheduleInfo:
+    doc = results.public(row, settings.data)
+    if isinstance(doc.get("pipeline"), str):
+        doc["pipeline"] = results.public(doc["pipeline"], settings.pipelines)
+    return ScheduleInfo.model_validate(doc)
+
+
+def _info(request: Request, name: str) -> ScheduleInfo:
+    for row in schedule.listing(request.app.state.conn):
         if row["name"] == name:
-            return ScheduleInfo.model_validate(row)
+            return _shown(request.app.state.settings, row)
     raise HTTPException(404, f"Schedule {name} not found; list schedules with GET /schedules")
 
 
@@ -84,7 +95,7 @@ def _spec(settings: Settings, body: ScheduleRequest) -> ScheduleSpec:
 @router.get("/schedules", response_model=list[ScheduleInfo])
 def list_schedules(request: Request) -> list[ScheduleInfo]:
     """Every schedule with its next fire time and its last fire (run or batch id, outcome, current state)."""
-    return [ScheduleInfo.model_validate(row) for row in schedule.listing(request.app.state.conn)]
+    return [_shown(request.app.state.settings, row) for row in schedule.listing(request.app.state.conn)]
 
 
 @router.post("/schedules", status_code=201, response_model=ScheduleInfo)
@@ -97,21 +108,22 @@ def add_schedule(request: Request, body: ScheduleRequest) -> ScheduleInfo:
         raise HTTPException(409, f"a schedule named '{spec.name}' exists; DELETE /schedules/{spec.name} first or "
                             "choose another name")
     schedule.add(conn, spec)
-    return _info(conn, spec.name)
+    return _info(request, spec.name)
 
 
 @router.get("/schedules/{name}", response_model=ScheduleInfo)
 def get_schedule(request: Request, name: str) -> ScheduleInfo:
     """One schedule, with its next fire time and its last fire."""
-    return _info(request.app.state.conn, name)
+    return _info(request, name)
 
 
 @router.get("/schedules/{name}/history", response_model=list[Fire])
 def schedule_history(request: Request, name: str) -> list[Fire]:
     """The schedule's fires, newest first (the last 50)."""
     conn: Redis = request.app.state.conn
-    _info(conn, name)
-    return schedule.history(conn, name)
+    _info(request, name)
+    return [Fire.model_validate(results.public(fire.model_dump(), request.app.state.settings.data))
+            for fire in schedule.history(conn, name)]
 
 
 @router.delete("/schedules/{name}", status_code=204, response_class=Response)
@@ -141,7 +153,7 @@ def _paused(request: Request, name: str, paused: bool) -> ScheduleInfo:
     if not conn.hexists(schedule.SCHEDULES, name):
         raise HTTPException(404, f"Schedule {name} not found; list schedules with GET /schedules")
     schedule.pause(conn, name, paused)
-    return _info(conn, name)
+    return _info(request, name)
 
 
 @router.post("/schedules/{name}/run", response_model=Fire)

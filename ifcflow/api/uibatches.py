@@ -41,13 +41,13 @@ def batch_page(request: Request, batch_id: str) -> Response:
     if not signed_in(request):
         return to_login(request)
     try:
-        status = batches.read_status(conn_of(request), batch_id)
+        status = batches.public_status(batches.read_status(conn_of(request), batch_id), request.app.state.settings)
     except HTTPException as exc:
         return page(request, "batches.html", exc.status_code, section="batches", batches=[],
                     states=[s.value for s in RunState], state="",
                     error=f"batch {batch_id} not found (finished batches are kept as long as their runs: 7 days)")
-    doc = status.model_dump_json().replace("</", "<\\/")
+    doc = status.model_dump_json().replace("<", "\\u003c")  # no '<' at all inside the page's <script> block
     info = {"batch_id": status.batch_id, "pipeline": status.pipeline, "status": status.status,
             "file_name": Path(status.file).name, "created_at": status.created_at}
-    folders = [f"{request.app.state.settings.uploads}/", f"{request.app.state.settings.data}/"]
+    folders = ["uploads/"]  # the document names files relative to the data folder; the page shows uploads by name
     return page(request, "batch.html", section="batches", batch=info, status_json=doc, folders=folders)

@@ -23,12 +23,11 @@ ACTIONS = {"run": schedules.fire_now, "pause": schedules.pause_schedule, "resume
 
 def rows_of(request: Request) -> list[dict[str, Any]]:
     """A row per schedule; paths in a failed fire's reason are shown relative to uploads/ (as they were given)."""
-    settings = request.app.state.settings
     rows = []
     for info in schedules.list_schedules(request):
         last = info.last
         if last and last.reason:
-            reason = last.reason.replace(f"{settings.uploads}/", "").replace(f"{settings.data}/", "")
+            reason = last.reason.replace("uploads/", "")  # (answers name data folder paths relative to it)
             last = last.model_copy(update={"reason": reason})
         rows.append({"info": info, "pipeline": Path(info.pipeline).name, "last": last,
                      "last_age": age(last.at) if last else "", "kind": "batch" if info.each else "run"})
