@@ -4,6 +4,7 @@ outputs "inside" a file are 4xx (never a 500), tracebacks name no server folder.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -159,3 +160,24 @@ def test_batch_and_schedule_answers_name_no_server_folder(env: Env) -> None:
     assert doc["file"] == "ok.yaml" and doc["runs"][0]["label"].endswith("tiny.ifc"), doc
     assert added.json()["pipeline"] == "ok.yaml" and added.json()["out"] == "output/runs", added.json()
     env.client.delete("/schedules/nightly")
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/patch/execute", {"input_file": "tiny.ifc", "output_file": "m.ifc", "recipe": "MergeTasksFromPrevious",
+                        "arguments": ["tiny.ifc", "{data}/history.sqlite"]}),
+    ("/patch/execute", {"input_file": "tiny.ifc", "output_file": "m.ifc", "recipe": "MergeProjects",
+                        "arguments": [["/output/.preview/abc.ifc"]]}),
+    ("/ifcconvert", {"input_filename": "/output/.preview/abc.ifc", "output_filename": "x.obj"}),
+    ("/ifcconvert", {"input_filename": ".upload-0123", "output_filename": "x.obj"}),
+    ("/runs", {"pipeline": "version: 1\nname: p\nsteps:\n  j: {uses: ifc2json, with: {ifc: .upload-0123}}\n"}),
+])
+def test_steps_never_read_server_files_of_the_data_folder(env: Env, path: str, body: dict[str, object]) -> None:
+    """The history database, caches and uploads still arriving are the server's, though inside the data folder."""
+    (env.data / "output" / ".preview" / "abc.ifc").write_bytes((env.data / "uploads" / "tiny.ifc").read_bytes())
+    (env.data / "uploads" / ".upload-0123").write_bytes((env.data / "uploads" / "tiny.ifc").read_bytes())
+    before = jobs(env)
+    text = json.dumps(body).replace("{data}", str(env.data))
+    answer = env.client.post(path, content=text, headers={"Content-Type": "application/json"})
+    assert 400 <= answer.status_code < 500, answer.text
+    assert "steps may read" in answer.text, answer.text
+    assert jobs(env) == before

@@ -147,7 +147,7 @@ def _first_files(settings: Settings, every: dict[str, str], body: BatchRequest,
                                 "the models first (POST /upload/ifc) or fix the glob ('**' spans folders)",
                                 "each", name)
         for file in files:
-            if not paths.check_within(roots, file, f"each.{name}"):
+            if not paths.check_input(settings.data, roots, file, f"each.{name}"):
                 written = os.path.relpath(file, settings.data)
                 shown = written if not written.startswith("..") else PurePosixPath(file).name
                 raise paths.UnsafePath(f"each.{name}: {shown!r} leads outside the data folder (a symlink?); "

@@ -44,6 +44,7 @@ JOB: dict[str, Any] = {"response_model": None, "responses": {200: {"model": JobI
 
 def _input(settings: Settings, field: str, name: str) -> str:
     path = paths.input_file(settings.uploads, name, field)
+    paths.check_input(settings.data, (settings.data,), str(path), field)  # never a hidden server file
     s3 = objects.store(settings)
     if not path.is_file() if s3 is None else objects.sync(settings, s3, path) is None:
         raise HTTPException(404, f"Input file not found: {name}")

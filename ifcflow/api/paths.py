@@ -86,6 +86,23 @@ def check_within(roots: tuple[Path, ...], path: str, what: str) -> bool:
     return False
 
 
+def check_input(data: Path, roots: tuple[Path, ...], path: str, what: str) -> bool:
+    """:func:`check_within`, and a file a step may read: in the data folder only in ``uploads/``, ``output/`` or
+    ``examples/`` and never hidden (the history database, caches and uploads still arriving are the server's), in
+    another root (the pipelines folder) never hidden. Raises :class:`UnsafePath` for those."""
+    if not check_within(roots, path, what):
+        return False
+    target = os.path.realpath(path)
+    root = max((os.path.realpath(r) for r in roots if contained(r, target)), key=len)
+    parts = PurePosixPath(os.path.relpath(target, root)).parts
+    in_data = root == os.path.realpath(data)
+    if any(part.startswith(".") for part in parts) or (in_data and parts[0] not in DOWNLOADABLE):
+        shown = "/".join(parts)
+        raise UnsafePath(f"{what}: {shown!r} is not a file steps may read; name one in uploads/, output/ or "
+                         "examples/ (never a hidden one)")
+    return True
+
+
 def container(data: Path, name: str, what: str = "path") -> Path | None:
     """The original's absolute ``/uploads/x``, ``/output/<kind>/x`` or ``/examples/x`` inside ``data``; None when
     ``name`` has none of those prefixes (any other absolute name is refused by :func:`relative`)."""

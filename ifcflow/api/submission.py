@@ -81,12 +81,12 @@ def _resolver(settings: Settings, roots: tuple[Path, ...], workdir: str, strict:
 
     def input_file(value: str, where: str) -> str:
         if PurePosixPath(value).is_absolute() and paths.container(settings.data, value, where) is None:
-            if not paths.check_within(roots, value, where):
+            if not paths.check_input(settings.data, roots, value, where):
                 raise paths.UnsafePath(f"{where}: {value!r} is outside the data folder; upload the file and name it "
                                        "relative to uploads/ (or as /uploads/x, /output/..., /examples/x)")
             return same(value, value, where)
         found = str(paths.input_file(settings.uploads, value, where))
-        if not paths.check_within(roots, found, where):
+        if not paths.check_input(settings.data, roots, found, where):
             raise paths.UnsafePath(f"{where}: {value!r} is outside the data folder")
         return same(value, found, where)
 
@@ -154,7 +154,9 @@ def check_inside(plan: Plan, roots: tuple[Path, ...], output: Path | tuple[Path,
         for sub, marker, value in file_options(options) if options is not None else []:
             where = f"steps.{step.id}.with.{'.'.join(str(s) for s in sub)}"
             if isinstance(marker, InputFile) and "${{" not in value:
-                if not paths.check_within(roots, value, where):
+                within = paths.check_input(settings.data, roots, value, where) if settings is not None else \
+                    paths.check_within(roots, value, where)
+                if not within:
                     raise paths.UnsafePath(f"{where}: {value!r} is outside the data folder; upload the file "
                                            "(POST /upload/...) and name it relative to uploads/")
         for name, path in step.outputs.items():
