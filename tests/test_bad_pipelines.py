@@ -40,6 +40,9 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (folder / "generated-nul-byte.yaml").write_text("# expect: NUL byte\nversion: 1\nname: x\x00\n")
     (folder / "generated-nul-in-path.yaml").write_text(
         "# expect: NUL byte\nversion: 1\nname: x\nsteps:\n  a: {uses: ifcpatch, with: {ifc: \"arch\\0.ifc\", recipe: Optimise}}\n")
+    aliased = "".join(f"x{i}: &a{i} [[[[[[[[*a{i - 1}]]]]]]]]\n" for i in range(1, 12))
+    (folder / "generated-alias-depth.yaml").write_text("# expect: through anchors and aliases\nversion: 1\nname: x\n"
+                                                       f"x0: &a0 [1]\n{aliased}steps: {{}}\n")
     (folder / "generated-not-utf8.yaml").write_bytes(b"# expect: not UTF-8\nversion: 1\nname: \xff\xfe\n")
     return folder
 
@@ -59,7 +62,8 @@ def _expected(path: Path) -> str:
 
 
 @pytest.mark.parametrize("name", [p.name for p in FILES] + ["generated-huge-file.yaml", "generated-nul-byte.yaml",
-                                                          "generated-nul-in-path.yaml", "generated-not-utf8.yaml"])
+                                                          "generated-nul-in-path.yaml", "generated-not-utf8.yaml",
+                                                          "generated-alias-depth.yaml"])
 def test_rejected_with_location(corpus: Path, name: str) -> None:
     path = corpus / name
     with pytest.raises(PipelineError) as caught:

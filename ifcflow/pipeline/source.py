@@ -64,6 +64,10 @@ class _Builder:
         if self.nodes > MAX_NODES:
             raise _TooBig(node)
         self.source.values.setdefault(path, self.at(node))
+        if len(path) > MAX_DEPTH:  # aliases nest what the text does not show (the text's own depth is checked first)
+            self.fail(node, f"nested more than {MAX_DEPTH} levels through anchors and aliases; flatten the "
+                      "document", path[:4])
+            return None
         if not isinstance(node, yaml.ScalarNode) and node.tag not in _COLLECTION_TAGS:
             self.fail(node, f"unsupported YAML tag {node.tag!r}; only plain YAML values are allowed", path)
             return None
