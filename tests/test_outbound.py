@@ -110,3 +110,17 @@ def test_entries(text: str, name: str | None, network: str | None, port: int | N
 def test_a_bad_entry_stops_the_server_in_one_line(text: str, tmp_path: Path) -> None:
     with pytest.raises(IfcflowError, match="IFCFLOW_WEBHOOK_ALLOW: allow-list entry .*bad port"):
         Settings.from_env(tmp_path, "redis://x", {"IFCFLOW_WEBHOOK_ALLOW": f"ok.example,{text}"})
+
+
+def test_cloud_metadata_addresses_are_never_reached_through_a_listed_name() -> None:
+    """A name listed by name may resolve to a private LAN address (a company file server), never to loopback,
+    link-local (169.254.169.254) or a metadata service outside that range."""
+    import ipaddress
+
+    from ifcflow.engine import outbound
+
+    for address in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200", "::ffff:100.100.100.200", "127.0.0.1",
+                    "::1"):
+        assert outbound._special(ipaddress.ip_address(address)), address
+    for address in ("10.0.0.5", "192.168.1.20", "fd12:3456::1", "93.184.216.34"):
+        assert not outbound._special(ipaddress.ip_address(address)), address

@@ -148,9 +148,14 @@ def port_hint(parts: SplitResult, allow: tuple[str, ...]) -> str:
             f"(https); list {shown}:{port} to allow it")
 
 
+METADATA = frozenset(ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200"))
+"""Cloud metadata services outside the link-local range (AWS's IPv6 endpoint, Alibaba Cloud's)."""
+
+
 def _special(address: Address) -> bool:
+    mapped = getattr(address, "ipv4_mapped", None)
     return (address.is_loopback or address.is_link_local or address.is_multicast or address.is_unspecified
-            or address.is_reserved)
+            or address.is_reserved or address in METADATA or (mapped is not None and mapped in METADATA))
 
 
 def resolve(parts: SplitResult, allow: tuple[str, ...] | None) -> Address:
