@@ -37,6 +37,7 @@ import ifcopenshell
 import ifcopenshell.geom
 import ifcopenshell.util.selector
 from ifcclash.ifcclash import Clasher, ClashSettings
+from redis import Redis
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
@@ -87,7 +88,7 @@ def clash_model(options: ClashOptions) -> str | None:
     return files.pop() if len(files) == 1 else None
 
 
-def group_of(plan: Plan, step_id: str) -> Group | None:
+def group_of(plan: Plan, step_id: str, conn: Redis | None = None) -> Group | None:
     """The sharing group of ``step_id`` in ``plan`` (the model's sha256 is read now), or None."""
     converts: list[tuple[str, ConvertOptions]] = []
     clashes: dict[str, ClashOptions] = {}
@@ -107,7 +108,7 @@ def group_of(plan: Plan, step_id: str) -> Group | None:
         seen.add(options.input)
         served = {i: c for i, c in clashes.items() if clash_model(c) == options.input}
         if served and (step_id == convert_id or step_id in served) and Path(options.input).is_file():
-            folder = Path(plan.out_dir) / FOLDER / cache.sha256(options.input)
+            folder = Path(plan.out_dir) / FOLDER / cache.sha256(options.input, conn)
             return Group(options.input, folder, (convert_id, options), served)
     return None
 
@@ -120,7 +121,7 @@ def current_group() -> tuple[Group, str] | None:
         return None
     try:
         plan = store.load_plan(job.connection, meta["ifcflow_run"])
-        group = group_of(plan, meta["ifcflow_step"])
+        group = group_of(plan, meta["ifcflow_step"], job.connection)
     except Exception:  # sharing is an optimisation: when in doubt, the step runs alone
         LOG.exception("geometry sharing not possible for job %s", job.id)
         return None
