@@ -151,14 +151,14 @@ def ensure(group: Group, progress: Progress, model: ifcopenshell.file | None = N
         failed = group.glb().with_suffix(".failed")
         if group.glb().with_suffix(".glb.json").exists() or failed.exists():
             return
-        shapes = tessellate(group, progress, model)
-        if shapes is None:
+        kept = tessellate(group, progress, model)  # (the model, the shapes the clash sets select)
+        if kept is None:
             failed.touch()  # each step of the group now runs alone, once
             return
-        if defer and horse.after_job(functools.partial(_query_after_job, group, *shapes, lock)):
+        if defer and horse.after_job(functools.partial(_query_after_job, group, *kept, lock)):
             owned = False  # released by the after-job work
             return
-        query(group, *shapes, progress)
+        query(group, *kept, progress)
     finally:
         if owned:
             _unlock(lock)
