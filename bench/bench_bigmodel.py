@@ -11,6 +11,9 @@ The pipeline (``ifcconvert`` glb, ``ifcclash`` all against all, ``ifc5d`` IFC4Qt
 Redis and 2 local workers); step times are the run's ``status.json`` durations; the peak RSS of each worker
 (the larger of it and its work horses) is sampled every 0.25 s with psutil; the run's private Redis is followed to
 record, per running step, the longest gap between two different progress notes in its status.
+A step's CPU seconds are its worker's horses' CPU between the step's start and end (the worker's pid read from
+the run's Redis); the glb horse's after-job work (the shared clash query, run after the glb step's end) is reported
+apart, from the glb step's end to the clash product's write.
 
 Each step is compared with the same library call in a fresh process (bench.bench_services' direct cases), twice:
 **alone** (one direct call at a time, as before) and **same concurrency**: the steps that did their work at the
