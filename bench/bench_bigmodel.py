@@ -11,6 +11,9 @@ The pipeline (``ifcconvert`` glb, ``ifcclash`` all against all, ``ifc5d`` IFC4Qt
 Redis and 2 local workers); step times are the run's ``status.json`` durations; the peak RSS of each worker
 (the larger of it and its work horses) is sampled every 0.25 s with psutil; the run's private Redis is followed to
 record, per running step, the longest gap between two different progress notes in its status.
+A step's CPU seconds are its worker's horses' CPU between the step's start and end (the worker's pid read from
+the run's Redis); the glb horse's after-job work (the shared clash query, run after the glb step's end) is reported
+apart, from the glb step's end to the clash product's write.
 
 Each step is compared with the same library call in a fresh process (bench.bench_services' direct cases), twice:
 **alone** (one direct call at a time, as before) and **same concurrency**: the steps that did their work at the
@@ -110,13 +113,14 @@ def copy_of(part: str, code: str, shift: int) -> str:
     return REF.sub(ref, GUID.sub(guid, part))
 
 
-HORSES: dict[int, list[float]] = {}
-"""Work horse pid -> [first seen, last seen (wall clock), CPU seconds (user + system, all threads) last seen]."""
+HORSES: dict[int, tuple[int, list[tuple[float, float, int]]]] = {}
+"""Work horse pid -> (its worker's pid, samples of (wall clock, CPU seconds user + system of all its threads, RSS))."""
 
 
 def sample(run: subprocess.Popen[str], peaks: dict[int, int], roles: dict[int, int]) -> None:
     """Peak RSS per ``ifcflow worker`` process, a work horse counted for the worker that forked it; each work
-    horse's CPU time (a step's CPU seconds, which other load on the machine does not inflate as it does wall time)."""
+    horse's CPU time and RSS over time (a step's CPU seconds are its horse's CPU between the step's start and end:
+    a resident horse runs several steps, and after-job work after a step's end)."""
     try:
         children = psutil.Process(run.pid).children(recursive=True)
     except psutil.Error:
@@ -133,8 +137,7 @@ def sample(run: subprocess.Popen[str], peaks: dict[int, int], roles: dict[int, i
             peaks[owner] = max(peaks.get(owner, 0), rss)
             if owner != proc.pid and proc.ppid() == owner:  # a work horse (its ticker's parent is the horse)
                 times = proc.cpu_times()
-                now = time.time()
-                HORSES.setdefault(proc.pid, [now, now, 0.0])[1:] = [now, times.user + times.system]
+                HORSES.setdefault(proc.pid, (owner, []))[1].append((time.time(), times.user + times.system, rss))
         except psutil.Error:
             continue
 
@@ -147,6 +150,8 @@ class Notes:
         self.run = run
         self.changes: dict[str, list[tuple[float, str]]] = {}
         self.windows: dict[str, tuple[float, float]] = {}
+        self.workers: dict[str, int] = {}
+        """RQ worker name -> pid (from the run's Redis): which horses ran a step."""
         self.thread = threading.Thread(target=self.follow, daemon=True)
         self.thread.start()
 
@@ -173,6 +178,10 @@ class Notes:
                         continue
                     run_id = runs[0]
                     reader = StatusReader(conn, run_id.decode() if isinstance(run_id, bytes) else str(run_id))
+                for key in reader.conn.smembers("rq:workers"):
+                    name, pid = key.decode().removeprefix("rq:worker:"), reader.conn.hget(key, "pid")
+                    if pid:
+                        self.workers[name] = int(pid)
                 now = time.monotonic()
                 for step_id, step in reader.read().steps.items():
                     if step.status != StepState.RUNNING:
@@ -194,17 +203,60 @@ class Notes:
         return max((b - a for a, b in zip(times, times[1:])), default=last - first)
 
 
-def step_cpu(step: dict[str, Any]) -> float:
-    """CPU seconds of the work horse that ran ``step``: the child of a worker seen alive for the span that matches
-    the step's start-end span best (RQ's scheduler, also a worker's child, lives through the whole run)."""
-    start, end = when(str(step["started_at"])), when(str(step["ended_at"]))
-    best, cpu = 0.0, float("nan")
-    for first, last, used in HORSES.values():
-        common = min(end, last) - max(start, first)
-        score = common - ((last - first) - common)
-        if common > 0 and score > best:
-            best, cpu = score, used
-    return cpu
+def cpu_at(samples: list[tuple[float, float, int]], moment: float) -> float:
+    """A horse's CPU seconds at ``moment``, interpolated between samples (0 before its first, its last after)."""
+    before = [x for x in samples if x[0] <= moment]
+    after = [x for x in samples if x[0] > moment]
+    if not before:
+        return 0.0
+    if not after:
+        return before[-1][1]
+    (t0, c0, _), (t1, c1, _) = before[-1], after[0]
+    return c0 + (c1 - c0) * (moment - t0) / (t1 - t0)
+
+
+def worker_cpu(worker_pid: int | None, start: float, end: float) -> float:
+    """CPU seconds the work horses of ``worker_pid`` used between ``start`` and ``end`` (RQ's scheduler, also a
+    worker's child, is counted too: it uses next to nothing)."""
+    if worker_pid is None:
+        return float("nan")
+    return sum(cpu_at(samples, end) - cpu_at(samples, start)
+               for owner, samples in HORSES.values() if owner == worker_pid)
+
+
+def step_cpu(step: dict[str, Any], workers: dict[str, int]) -> float:
+    """CPU seconds of the horse that ran ``step``, from the step's start to its end only."""
+    return worker_cpu(workers.get(str(step.get("worker"))), when(str(step["started_at"])), when(str(step["ended_at"])))
+
+
+def after_job(folder: Path, steps: dict[str, dict[str, Any]], workers: dict[str, int]) -> tuple[float, float, str]:
+    """The glb step's after-job work (the shared pass's clash query): (wall s from the glb step's end to the clash
+    product's write, its horse's CPU s then, the horse's log line with its memory before and after)."""
+    products = list(folder.glob("runs/*/.geometry/*/clash-*.json"))
+    if not products:
+        return float("nan"), float("nan"), "(no clash product: the query ran in a step)"
+    start, end = when(str(steps["glb"]["ended_at"])), products[0].stat().st_mtime
+    lines = [line for log in folder.glob("runs/**/workers.log") for line in log.read_text().splitlines()
+             if "after-job work of job" in line]
+    return end - start, worker_cpu(workers.get(str(steps["glb"].get("worker"))), start, end), " ".join(lines)
+
+
+def rss_between_jobs(folder: Path, steps: dict[str, dict[str, Any]], workers: dict[str, int]) -> str:
+    """The glb worker's horse's peak RSS during the glb step, and when it was last seen after its after-job work
+    wrote the clash product, with what RSS (a horse that grew by over 256 MB retires after that work)."""
+    pid, ended = workers.get(str(steps["glb"].get("worker"))), when(str(steps["glb"]["ended_at"]))
+    products = list(folder.glob("runs/*/.geometry/*/clash-*.json"))
+    done = products[0].stat().st_mtime if products else ended
+    mine = [samples for owner, samples in HORSES.values() if owner == pid and samples[0][0] <= ended]
+    if not mine:
+        return "(not sampled)"
+    samples = max(mine, key=lambda found: max(x[2] for x in found))  # the horse, not RQ's scheduler
+    final = max(x[-1][0] for _, x in HORSES.values() if x)
+    later = [x for x in samples if x[0] >= done]
+    last = f"last seen {later[-1][0] - done:.1f} s after the query with {later[-1][2] / 2**20:.0f} MB" if later else ""
+    return (f"{max(x[2] for x in samples if x[0] <= ended) / 2**20:.0f} MB during the step; "
+            + (last or "not seen after the query") + (" (alive to the run's end)" if samples[-1][0] > final - 1 else
+                                                    " (then it exited: retired)"))
 
 
 def when(text: str) -> float:
@@ -286,6 +338,8 @@ def main() -> None:
         print(f"built {ifc.name}: {size / 1e6:.1f} MB, {copies} copies, in {time.monotonic() - started:.1f} s",
               flush=True)
         steps, peaks, notes, wall = pipeline(folder, ifc)
+        extra = after_job(folder, steps, notes.workers)
+        between = rss_between_jobs(folder, steps, notes.workers)
         loads.append(os.getloadavg()[0])
         base = min(when(str(s["started_at"])) for s in steps.values())
         for step_id, step in steps.items():
@@ -314,10 +368,16 @@ def main() -> None:
         mb = alone[step_id].get("mb")
         print(f"| {step_id} ({service}) | {took:.1f} | {one:.1f} | {took / one:.2f}× | {two:.1f} | {took / two:.2f}× "
               f"| {float(mb) if isinstance(mb, float) else float('nan'):.0f} | {notes.longest_gap(step_id):.1f} |")
-    print("\n| step | step CPU s | direct CPU s (alone) | CPU ratio |\n|---|---|---|---|")
+    print("\n| step | step CPU s | direct CPU s (alone) | CPU ratio | direct CPU s (same concurrency) | CPU ratio |"
+          "\n|---|---|---|---|---|---|")
     for step_id, service in SERVICES.items():
-        cpu, direct_cpu = step_cpu(steps[step_id]), seconds(alone[step_id], "cpu")
-        print(f"| {step_id} ({service}) | {cpu:.1f} | {direct_cpu:.1f} | {cpu / direct_cpu:.2f}× |")
+        cpu, direct_cpu = step_cpu(steps[step_id], notes.workers), seconds(alone[step_id], "cpu")
+        beside = seconds(together[step_id], "cpu")
+        print(f"| {step_id} ({service}) | {cpu:.1f} | {direct_cpu:.1f} | {cpu / direct_cpu:.2f}× | {beside:.1f} "
+              f"| {cpu / beside:.2f}× |")
+    query_s, query_cpu, line = extra
+    print(f"\nafter-job work of the glb step's horse (the shared clash query): {query_s:.1f} s, {query_cpu:.1f} CPU s;"
+          f" its log: {line}; glb horse RSS after it: {between}")
     shared = float(steps["glb"]["duration"])
     direct_pair = seconds(alone["glb"]) + seconds(alone["clash"])
     print(f"\nglb step (the shared pass: glb + clash) {shared:.1f} s vs direct glb + direct clash {direct_pair:.1f} s:"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
 
 import ifcopenshell
@@ -136,6 +137,26 @@ def test_sha256_in_one_pass(tmp_path: Path) -> None:
     data = os.urandom(3 * 1024 * 1024 + 7)
     (tmp_path / "f").write_bytes(data)
     assert cache.sha256(tmp_path / "f") == hashlib.sha256(data).hexdigest()
+
+
+def test_digests_are_shared_through_redis_and_a_changed_file_gets_a_new_one(conn: Redis, tmp_path: Path) -> None:
+    path = tmp_path / "model.ifc"
+    path.write_bytes(b"one" * 100_000)
+    time.sleep(0.1)  # timestamps older than one clock tick: the digest may be remembered
+    first = cache.sha256(path, conn)
+    assert first == hashlib.sha256(path.read_bytes()).hexdigest()
+    keys = conn.keys(cache.DIGEST_PREFIX + "*")
+    assert len(keys) == 1 and 0 < conn.ttl(keys[0]) <= cache.DIGEST_TTL
+    cache._KNOWN.clear()  # another process (the step's work horse): it reads the digest from Redis, not the file
+    conn.set(keys[0], "f" * 64, keepttl=True)
+    assert cache.sha256(path, conn) == "f" * 64
+    path.write_bytes(b"two" * 100_000)  # same size, same path and inode: a new mtime and ctime
+    second = cache.sha256(path, conn)
+    assert second == hashlib.sha256(b"two" * 100_000).hexdigest() != first
+    assert len(conn.keys(cache.DIGEST_PREFIX + "*")) == 1  # just written: not trusted to stay, not remembered
+    os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))  # same mtime, new ctime: a new identity
+    time.sleep(0.1)
+    assert cache.sha256(path, conn) == second and len(conn.keys(cache.DIGEST_PREFIX + "*")) == 2
 
 
 def test_a_batch_shows_its_cached_steps(conn: Redis, folder: Path) -> None:

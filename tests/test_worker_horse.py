@@ -16,6 +16,7 @@ from rq import Queue
 from rq.command import send_stop_job_command
 from rq.job import Job, JobStatus
 
+from ifcflow.operations import horse
 from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .servers import spawn, stop
@@ -35,6 +36,19 @@ def segfault() -> None:
 
 def sleep(seconds: float) -> int:
     time.sleep(seconds)
+    return os.getpid()
+
+
+def leave_work(marker: str, die: bool) -> int:
+    """A job that leaves after-job work: write ``marker`` a second after the job ended (or kill the horse then)."""
+
+    def later() -> None:
+        time.sleep(1.0)
+        if die:
+            os.kill(os.getpid(), signal.SIGKILL)
+        Path(marker).write_text(str(time.time()))
+
+    assert horse.after_job(later)
     return os.getpid()
 
 
@@ -93,3 +107,24 @@ def test_stop_job_command_kills_the_horse_and_the_next_job_runs(redis_server: Em
         stop(worker)
     assert Job.fetch(slow.id, connection=conn).get_status() == JobStatus.STOPPED
     assert Job.fetch(after.id, connection=conn).get_status() == JobStatus.FINISHED
+
+
+def test_after_job_work_runs_before_the_next_job_and_a_horse_dying_in_it_is_replaced(
+        redis_server: EmbeddedRedis, conn: Redis, tmp_path: Path) -> None:
+    queue = Queue("default", connection=conn)
+    done, lost = tmp_path / "done", tmp_path / "lost"
+    first = queue.enqueue(leave_work, str(done), False)
+    second = queue.enqueue(pid)
+    dying = queue.enqueue(leave_work, str(lost), True)
+    last = queue.enqueue(pid)
+    log = tmp_path / "worker.log"
+    assert run_worker(redis_server.url, log) == 0, log.read_text()  # never hangs on a dead horse
+    first, second, dying, last = (Job.fetch(j.id, connection=conn) for j in (first, second, dying, last))
+    assert first.get_status() == second.get_status() == dying.get_status() == last.get_status() == JobStatus.FINISHED
+    assert first.ended_at is not None and second.started_at is not None
+    written = float(done.read_text())
+    assert first.ended_at.timestamp() < written - 0.5  # the job's end was recorded before its after-job work
+    assert second.started_at.timestamp() >= written - 0.05  # and the next job waited for that work
+    assert second.return_value() == first.return_value()  # in the same horse
+    assert not lost.exists() and last.return_value() != dying.return_value()  # a fresh horse after the death
+    assert "work horse ended during the after-job work of job " + dying.id in log.read_text()

@@ -13,9 +13,14 @@ stay separate jobs: plan, status, retries, reports and the content cache do not 
 - Products are written under a temporary name and renamed; a product exists only complete. When the pass fails
   (a bad selector, no geometry) no product is written for the failing part and each step runs alone, reporting
   its own error as before. A retried step reads its product if the model is unchanged, otherwise runs alone.
+- After the job: when the glb step makes the pass in a resident work horse, it ends once the glb is written; the
+  clash query is the horse's after-job work (:func:`ifcflow.operations.horse.after_job`), holding the lock until
+  the clash products are written, so the glb step's time is the glb's own. A horse that dies there drops the lock
+  and the clash steps, finding no product, run alone.
 - Memory: the pass keeps the shapes the clash sets select (one model's triangulation, which the clash tree holds
-  anyway) and no more; nothing outlives the job (RQ's work horse exits). Disk: one glb (hard-linked into the
-  step folder, so not stored twice) and one clash JSON per clash step, removed with the run folder.
+  anyway) and no more; they and the model are held only by the after-job work (or the job) and freed with it.
+  Disk: one glb (hard-linked into the step folder, so not stored twice) and one clash JSON per clash step, removed
+  with the run folder.
 - Only ``use_world_coords``, ``convert_back_units``, ``weld_vertices``, ``disable_opening_subtractions``,
   ``sew_shells`` and ``plan`` at their defaults qualify (they change the shapes, not only the file); y-up and
   include/exclude do not change a shape's triangles. Clash elements the glb pass did not tessellate (e.g. an
@@ -25,22 +30,25 @@ stay separate jobs: plan, status, retries, reports and the content cache do not 
 from __future__ import annotations
 
 import fcntl
+import functools
 import hashlib
 import json
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import ifcopenshell
 import ifcopenshell.geom
 import ifcopenshell.util.selector
 from ifcclash.ifcclash import Clasher, ClashSettings
+from redis import Redis
 from rq import get_current_job
 from rq.timeouts import JobTimeoutException
 
 from ifcflow.engine import cache, store
+from ifcflow.operations import horse
 from ifcflow.pipeline.plan import Plan
 from ifcflow.services.ifcclash import ClashOptions
 from ifcflow.services.ifcconvert import ConvertOptions
@@ -87,7 +95,7 @@ def clash_model(options: ClashOptions) -> str | None:
     return files.pop() if len(files) == 1 else None
 
 
-def group_of(plan: Plan, step_id: str) -> Group | None:
+def group_of(plan: Plan, step_id: str, conn: Redis | None = None) -> Group | None:
     """The sharing group of ``step_id`` in ``plan`` (the model's sha256 is read now), or None."""
     converts: list[tuple[str, ConvertOptions]] = []
     clashes: dict[str, ClashOptions] = {}
@@ -107,7 +115,7 @@ def group_of(plan: Plan, step_id: str) -> Group | None:
         seen.add(options.input)
         served = {i: c for i, c in clashes.items() if clash_model(c) == options.input}
         if served and (step_id == convert_id or step_id in served) and Path(options.input).is_file():
-            folder = Path(plan.out_dir) / FOLDER / cache.sha256(options.input)
+            folder = Path(plan.out_dir) / FOLDER / cache.sha256(options.input, conn)
             return Group(options.input, folder, (convert_id, options), served)
     return None
 
@@ -120,29 +128,53 @@ def current_group() -> tuple[Group, str] | None:
         return None
     try:
         plan = store.load_plan(job.connection, meta["ifcflow_run"])
-        group = group_of(plan, meta["ifcflow_step"])
+        group = group_of(plan, meta["ifcflow_step"], job.connection)
     except Exception:  # sharing is an optimisation: when in doubt, the step runs alone
         LOG.exception("geometry sharing not possible for job %s", job.id)
         return None
     return (group, meta["ifcflow_step"]) if group is not None else None
 
 
-def ensure(group: Group, progress: Progress, model: ifcopenshell.file | None = None) -> None:
-    """Make the group's products unless they exist; other steps of the group wait meanwhile.
+def ensure(group: Group, progress: Progress, model: ifcopenshell.file | None = None, defer: bool = False) -> None:
+    """Make the group's products unless they exist; other steps of the group wait meanwhile (a file lock).
 
     ``model`` is the group's model when the calling step has it open already (the glb step), so the pass does not
-    open it a second time (about 3 s and 1 GB for a 100 MB model)."""
+    open it a second time (about 3 s and 1 GB for a 100 MB model). ``defer`` (the glb step): the clash query runs
+    after the job, in the resident work horse (:func:`ifcflow.operations.horse.after_job`), which holds the lock
+    until the clash products are written; the glb step ends once its glb is. A horse that dies meanwhile releases
+    the lock with its death, and a clash step that finds no product runs alone."""
     group.folder.mkdir(parents=True, exist_ok=True)
-    with (group.folder / "lock").open("a") as lock:
+    lock, owned = (group.folder / "lock").open("a"), True
+    try:
         progress(0, 100, "waiting for the shared geometry pass", force=True)
         fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            failed = group.glb().with_suffix(".failed")
-            done = group.glb().with_suffix(".glb.json").exists() or failed.exists()
-            if not done and not produce(group, progress, model):
-                failed.touch()  # each step of the group now runs alone, once
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+        failed = group.glb().with_suffix(".failed")
+        if group.glb().with_suffix(".glb.json").exists() or failed.exists():
+            return
+        kept = tessellate(group, progress, model)  # (the model, the shapes the clash sets select)
+        if kept is None:
+            failed.touch()  # each step of the group now runs alone, once
+            return
+        if defer and horse.after_job(functools.partial(_query_after_job, group, *kept, lock)):
+            owned = False  # released by the after-job work
+            return
+        query(group, *kept, progress)
+    finally:
+        if owned:
+            _unlock(lock)
+
+
+def _unlock(lock: IO[str]) -> None:
+    fcntl.flock(lock, fcntl.LOCK_UN)
+    lock.close()
+
+
+def _query_after_job(group: Group, model: ifcopenshell.file, shapes: dict[int, Any], lock: IO[str]) -> None:
+    """The clash query of a glb step's pass, run by its horse after the job (no progress: the job has ended)."""
+    try:
+        query(group, model, shapes, Progress(None))
+    finally:
+        _unlock(lock)
 
 
 def convert_shared(options: ConvertOptions, target: Path, progress: Progress, notes: list[str],
@@ -154,7 +186,7 @@ def convert_shared(options: ConvertOptions, target: Path, progress: Progress, no
     if found is None or found[0].convert[0] != found[1]:
         return None
     group = found[0]
-    ensure(group, progress, model)
+    ensure(group, progress, model, defer=True)
     sidecar = group.glb().with_suffix(".glb.json")
     if not sidecar.exists():
         return None
@@ -198,14 +230,16 @@ def wanted_ids(model: ifcopenshell.file, group: Group) -> set[int]:
     return wanted
 
 
-def produce(group: Group, progress: Progress, model: ifcopenshell.file | None = None) -> bool:
-    """One pass: write the glb, keep the shapes the clash sets need, then run every clash set over them."""
-    from . import ifcclash, ifcconvert  # they import this module
+def tessellate(group: Group, progress: Progress, model: ifcopenshell.file | None = None
+               ) -> tuple[ifcopenshell.file, dict[int, Any]] | None:
+    """The pass's first part: write the glb (and its sidecar), keeping the shapes the clash sets need; returns the
+    model and those shapes, or None when the glb could not be made (each step then runs alone)."""
+    from . import ifcconvert  # it imports this module
 
     try:
         model = ifcconvert.open_ifc(group.model) if model is None else model
     except Exception:
-        return False
+        return None
     wanted = wanted_ids(model, group)
     shapes: dict[int, Any] = {}
 
@@ -214,18 +248,26 @@ def produce(group: Group, progress: Progress, model: ifcopenshell.file | None = 
             shapes[shape.id] = shape
 
     notes: list[str] = []
-    convert_options = group.convert[1]
     temp = group.glb().with_name(group.glb().name + ".tmp")
     try:
-        _, written = ifcconvert.convert(convert_options, model, temp, progress, notes, on_shape=keep)
+        _, written = ifcconvert.convert(group.convert[1], model, temp, progress, notes, on_shape=keep)
     except JobTimeoutException:  # the step's own time is up: no fallback, no failed mark
         temp.unlink(missing_ok=True)
         raise
     except Exception:
         LOG.exception("shared geometry pass over %s failed; the steps run alone", group.model)
         temp.unlink(missing_ok=True)
-        return False
+        return None
     os.replace(temp, group.glb())
+    _write(group.glb().with_suffix(".glb.json"), json.dumps({"written": written, "notes": notes}))
+    return model, shapes
+
+
+def query(group: Group, model: ifcopenshell.file, shapes: dict[int, Any], progress: Progress) -> None:
+    """The pass's second part: every clash step's clash sets over the kept shapes, each written to its product (a
+    clash step whose sets fail here gets none, and runs alone to report it)."""
+    from . import ifcclash  # it imports this module
+
     for step_id, options in group.clashes.items():
         settings = ClashSettings()
         settings.logger = ifcclash.LOG
@@ -242,8 +284,6 @@ def produce(group: Group, progress: Progress, model: ifcopenshell.file | None = 
         plain = [{**cs, "a": [_source(s) for s in cs["a"]], "b": [_source(s) for s in cs.get("b", [])]}
                  for cs in clasher.clash_sets]
         _write(group.clash(step_id), json.dumps(plain))
-    _write(group.glb().with_suffix(".glb.json"), json.dumps({"written": written, "notes": notes}))
-    return True
 
 
 def _source(source: dict[str, Any]) -> dict[str, Any]:

@@ -131,7 +131,8 @@ def _execute(body: Body, planned: PlannedStep, logical: PlannedStep, run_id: str
     options = SERVICES[planned.service].options.model_validate(planned.options)
     workdir = Path(planned.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    cache_key = cache.key(planned, options) if job is not None and planned.cache and cache.enabled() else None
+    use_cache = job is not None and planned.cache and cache.enabled()
+    cache_key = cache.key(planned, options, job.connection) if job is not None and use_cache else None
     if job is not None and cache_key and (hit := cache.serve(job.connection, cache_key, logical, files)) is not None:
         if files is not None:
             hit["input_objects"] = {sub: staging.facts(files.storage, o) for sub, o in files.fetched.items()}

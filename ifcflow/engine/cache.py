@@ -23,17 +23,20 @@ served by server-side copies to the new run's keys, on any host.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import os
 import shutil
-from functools import cache, lru_cache
+import time
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from redis import Redis
+from redis.exceptions import RedisError
 
 from ..pipeline.plan import PlannedStep
 from ..services import SERVICES, Options
@@ -62,20 +65,64 @@ def enabled() -> bool:
     return os.environ.get(ENV, "on").strip().lower() not in ("off", "0", "false", "no")
 
 
-def sha256(path: str | Path) -> str:
-    """The file's sha256, in one read pass; remembered in this process while the file is unchanged.
+DIGEST_PREFIX = "ifcflow:digest:"
+DIGEST_TTL = 7 * 24 * 3600
+"""Seconds a file's digest is remembered in Redis (``ifcflow:digest:<hash of the file's identity>``)."""
+SETTLED_NS = 50_000_000
+"""A digest is remembered only for a file whose last change (mtime or ctime) is this much older than the hashing
+start: a file's timestamps tick in coarse steps, so a same-size rewrite within one step would look unchanged."""
 
-    A step hashes its model for geometry sharing, for the cache key and for the history record at its end: on a
-    100 MB model each pass costs 0.1-0.3 s, so the digest is kept by (path, size, mtime_ns, inode, device)."""
+
+def sha256(path: str | Path, conn: Redis | None = None) -> str:
+    """The file's sha256, in one read pass; remembered while the file is unchanged, in this process and, with
+    ``conn``, in Redis for every process on this host (the submitting client, the step's work horse, the next
+    step's), so a 100 MB model is read once per change, not at each of submit, sharing, cache key and history.
+
+    The file's identity is (real path, size, mtime_ns, ctime_ns, inode, device) plus this boot's id: any write,
+    rename onto the path or ``touch`` changes it (ctime cannot be set back), and a reboot forgets every entry."""
     real = os.path.realpath(path)
+    identity = _identity(real)
+    known = _KNOWN.get(identity)
+    if known is not None:
+        return known
+    key = DIGEST_PREFIX + hashlib.sha256(json.dumps([*identity, _boot_id()]).encode()).hexdigest()
+    if conn is not None:
+        with contextlib.suppress(RedisError):
+            found = conn.get(key)
+            if found and len(found) == 64:
+                return _keep(identity, found.decode() if isinstance(found, bytes) else str(found))
+    started = time.time_ns()
+    with open(real, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    if _identity(real) != identity or started - max(identity[4], identity[5]) < SETTLED_NS:
+        return digest  # changed meanwhile, or too recently to trust its timestamps: not remembered
+    if conn is not None:
+        with contextlib.suppress(RedisError):
+            conn.set(key, digest, ex=DIGEST_TTL)
+    return _keep(identity, digest)
+
+
+_KNOWN: dict[tuple[str, int, int, int, int, int], str] = {}
+
+
+def _identity(real: str) -> tuple[str, int, int, int, int, int]:
     facts = os.stat(real)
-    return _digest(real, facts.st_size, facts.st_mtime_ns, facts.st_ino, facts.st_dev)
+    return real, facts.st_size, facts.st_ino, facts.st_dev, facts.st_mtime_ns, facts.st_ctime_ns
 
 
-@lru_cache(maxsize=1024)
-def _digest(path: str, size: int, mtime_ns: int, inode: int, device: int) -> str:
-    with open(path, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+def _keep(identity: tuple[str, int, int, int, int, int], digest: str) -> str:
+    if len(_KNOWN) >= 1024:
+        _KNOWN.pop(next(iter(_KNOWN)))
+    _KNOWN[identity] = digest
+    return digest
+
+
+@cache
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
 
 
 @cache
@@ -95,18 +142,19 @@ def _set(data: Any, path: tuple[str | int, ...], value: str) -> None:
     data[path[-1]] = value
 
 
-def _hash_files(value: Any) -> Any:
+def _hash_files(value: Any, conn: Redis | None = None) -> Any:
     """Recipe arguments with every absolute path of an existing file replaced by its contents' sha256 (a model
     ``MergeProjects`` reads changes the key as an input file does)."""
     if isinstance(value, list):
-        return [_hash_files(v) for v in value]
+        return [_hash_files(v, conn) for v in value]
     if isinstance(value, str) and value.startswith("/") and os.path.isfile(value):
-        return "sha256:" + sha256(value)
+        return "sha256:" + sha256(value, conn)
     return value
 
 
-def key(planned: PlannedStep, options: Options | None = None) -> str | None:
-    """The step's cache key, or None when an input is not a readable file (the step then runs, and fails)."""
+def key(planned: PlannedStep, options: Options | None = None, conn: Redis | None = None) -> str | None:
+    """The step's cache key, or None when an input is not a readable file (the step then runs, and fails); with
+    ``conn``, input digests are shared through Redis (:func:`sha256`)."""
     options = options or SERVICES[planned.service].options.model_validate(planned.options)
     data = copy.deepcopy(planned.options)
     workdir = Path(planned.workdir)
@@ -114,12 +162,12 @@ def key(planned: PlannedStep, options: Options | None = None) -> str | None:
         if isinstance(marker, InputFile):
             if not os.path.isfile(value):
                 return None
-            _set(data, sub, "sha256:" + sha256(value))
+            _set(data, sub, "sha256:" + sha256(value, conn))
         elif isinstance(marker, OutputFile):
             path = Path(value)
             _set(data, sub, str(path.relative_to(workdir)) if path.is_relative_to(workdir) else value)
     if planned.service == "ifcpatch" and isinstance(data.get("arguments"), list):
-        data["arguments"] = _hash_files(data["arguments"])
+        data["arguments"] = _hash_files(data["arguments"], conn)
     document = {"service": planned.service, "versions": versions(planned.service), "options": data}
     return hashlib.sha256(json.dumps(document, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -129,11 +177,11 @@ def lookup(conn: Redis, cache_key: str) -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def _intact(outputs: dict[str, dict[str, Any]]) -> bool:
+def _intact(outputs: dict[str, dict[str, Any]], conn: Redis) -> bool:
     """Every recorded output still exists with its recorded size and contents."""
     for entry in outputs.values():
         path = Path(entry["path"])
-        if not path.is_file() or path.stat().st_size != entry["size"] or sha256(path) != entry["sha256"]:
+        if not path.is_file() or path.stat().st_size != entry["size"] or sha256(path, conn) != entry["sha256"]:
             return False
     return True
 
@@ -169,7 +217,7 @@ def serve(conn: Redis, cache_key: str, planned: PlannedStep, files: RunFiles | N
                       Stored(target, recorded["sha256"], recorded["size"]))
             objects[name] = facts(files.storage, stored)
     else:
-        if not _intact(entry["outputs"]):
+        if not _intact(entry["outputs"], conn):
             return None
         for name, recorded in entry["outputs"].items():
             if Path(recorded["path"]) != Path(planned.outputs[name]):
@@ -197,7 +245,7 @@ def remember(conn: Redis, cache_key: str, planned: PlannedStep, run_id: str, res
         outputs = {name: {"path": result["outputs"][name], "key": obj.key, "size": obj.size, "sha256": obj.sha256}
                    for name, obj in stored.items()}
     else:
-        outputs = {name: {"path": path, "size": os.path.getsize(path), "sha256": sha256(path)}
+        outputs = {name: {"path": path, "size": os.path.getsize(path), "sha256": sha256(path, conn)}
                    for name, path in result["outputs"].items()}
     entry = {"run_id": run_id, "step": planned.id, "job_id": planned.job_id, "message": result["message"],
              "data": result["data"], "outputs": outputs}

@@ -78,7 +78,7 @@ def submit_many(conn: Redis, plans: list[Plan], ttl: int = store.DEFAULT_TTL, *,
                 gate_job.save(pipeline=pipe)
             if only is None:
                 store.save_run(pipe, plan, ttl, record)
-                outbox.push(pipe, outbox.submitted(plan, record))  # history: recorded with the run, or not at all
+                outbox.push(pipe, outbox.submitted(plan, record, conn))  # history: recorded with the run, or not at all
             for job in jobs:
                 job.register_dependency(pipeline=pipe)
                 job.save(pipeline=pipe)
@@ -124,7 +124,7 @@ def _submit_one(conn: Redis, plan: Plan, step: PlannedStep, ttl: int, record: di
     with conn.pipeline(transaction=True) as pipe:
         _refuse_existing(pipe, [plan.run_id])
         store.save_run(pipe, plan, ttl, record)
-        outbox.push(pipe, outbox.submitted(plan, record))
+        outbox.push(pipe, outbox.submitted(plan, record, conn))
         job.save(pipeline=pipe)
         queue.push_job_id(job.id, pipeline=pipe)
         pipe.sadd(queue.redis_queues_keys, queue.key)

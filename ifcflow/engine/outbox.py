@@ -93,15 +93,16 @@ def actor() -> tuple[str, str | None]:
 
 # -- file facts -------------------------------------------------------------------------------------------------
 
-def describe(path: str | Path, name: str | None = None) -> dict[str, Any] | None:
-    """``{path, sha256, size[, name]}`` of a file (its hash is remembered while the file is unchanged)."""
+def describe(path: str | Path, name: str | None = None, conn: Redis | None = None) -> dict[str, Any] | None:
+    """``{path, sha256, size[, name]}`` of a file (its hash is remembered while the file is unchanged: with ``conn``,
+    in Redis, for the other processes that describe it: :func:`ifcflow.engine.cache.sha256`)."""
     try:
-        from .cache import sha256  # remembered per process while the file is unchanged
+        from .cache import sha256
 
         resolved = os.path.realpath(path)
         stat = os.stat(resolved)
         entry: dict[str, Any] = {"path": resolved, "size": stat.st_size,
-                                 "sha256": sha256(resolved)}
+                                 "sha256": sha256(resolved, conn)}
     except OSError:
         return None
     if name:
@@ -132,17 +133,17 @@ def audit(event: str, *, run_id: str | None = None, batch_id: str | None = None,
             "detail": dict(detail or {})}
 
 
-def submitted(plan: Plan, record: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+def submitted(plan: Plan, record: Mapping[str, str] | None = None, conn: Redis | None = None) -> list[dict[str, Any]]:
     """The run and its ``submit`` audit event, as known at submission (inputs pinned in a store by their objects:
     the run ``record``'s ``storage`` field)."""
     who, schedule = actor()
-    pipeline_file = describe(plan.file) if plan.file and os.path.isfile(plan.file) else None
+    pipeline_file = describe(plan.file, conn=conn) if plan.file and os.path.isfile(plan.file) else None
     pinned: dict[str, dict[str, Any]] = {}
     if (record or {}).get("storage"):  # (staging imports boto3: only for a run kept in a store)
         from .staging import pinned_facts
 
         pinned = pinned_facts((record or {})["storage"])
-    inputs = {name: _object(pinned[path]) if path in pinned else describe(path) or {"path": path}
+    inputs = {name: _object(pinned[path]) if path in pinned else describe(path, conn=conn) or {"path": path}
               for name, path in plan.inputs.items()}
     run = {"kind": "run", "run_id": plan.run_id, "at": time.time(), "pipeline": plan.pipeline, "file": plan.file,
            "pipeline_sha256": pipeline_file["sha256"] if pipeline_file else None, "actor": who, "inputs": inputs,
@@ -151,7 +152,8 @@ def submitted(plan: Plan, record: Mapping[str, str] | None = None) -> list[dict[
                        detail={"pipeline": plan.pipeline, "steps": len(plan.steps)})]
 
 
-def step_succeeded(run_id: str, planned: PlannedStep, result: Mapping[str, Any], seconds: float) -> dict[str, Any]:
+def step_succeeded(run_id: str, planned: PlannedStep, result: Mapping[str, Any], seconds: float,
+                   conn: Redis | None = None) -> dict[str, Any]:
     """A step's record with its input and output files (made in the job, where the files are)."""
     from ..services import SERVICES
     from ..services.base import InputFile, file_options
@@ -163,17 +165,17 @@ def step_succeeded(run_id: str, planned: PlannedStep, result: Mapping[str, Any],
         outputs = [_object(facts, name) for name, facts in result["objects"].items()]
     else:
         inputs = [entry for sub, marker, value in file_options(options) if isinstance(marker, InputFile)
-                  if (entry := describe(value, ".".join(map(str, sub))))]
-        outputs = [entry for name, path in (result.get("outputs") or {}).items() if (entry := describe(path, name))]
+                  if (entry := describe(value, ".".join(map(str, sub)), conn))]
+        outputs = [entry for name, path in (result.get("outputs") or {}).items() if (entry := describe(path, name, conn))]
     now = time.time()
     return {"kind": "step", "run_id": run_id, "step_id": planned.id, "at": now, "service": planned.service,
-            "versions": versions(planned.service), "options_hash": _options_hash(planned, options),
+            "versions": versions(planned.service), "options_hash": _options_hash(planned, options, conn),
             "state": "cached" if result.get("cached") else "succeeded", "host": socket.gethostname(),
             "started_at": now - seconds, "ended_at": now, "duration": round(seconds, 3), "inputs": inputs,
             "outputs": outputs}
 
 
-def _options_hash(planned: PlannedStep, options: Any) -> str | None:
+def _options_hash(planned: PlannedStep, options: Any, conn: Redis | None = None) -> str | None:
     """The step's cache key (:func:`ifcflow.engine.cache.key`), with input hashes remembered while files are unchanged
     (a step end does not read its inputs twice)."""
     import copy
@@ -186,7 +188,7 @@ def _options_hash(planned: PlannedStep, options: Any) -> str | None:
     workdir = Path(planned.workdir)
     for sub, marker, value in file_options(options):
         if isinstance(marker, InputFile):
-            entry = describe(value) if os.path.isfile(value) else None
+            entry = describe(value, conn=conn) if os.path.isfile(value) else None
             if entry is None:
                 return None
             _set(data, sub, "sha256:" + entry["sha256"])
@@ -385,7 +387,7 @@ def _run_ended(conn: Redis, status: RunStatus) -> None:
 
 @events.on_step_end
 def _step_ended(conn: Redis, run_id: str, planned: PlannedStep, result: dict[str, Any], seconds: float) -> None:
-    record(conn, [step_succeeded(run_id, planned, result, seconds)])
+    record(conn, [step_succeeded(run_id, planned, result, seconds, conn)])
 
 
 @events.on_tick

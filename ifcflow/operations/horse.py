@@ -13,18 +13,30 @@ fresh horse for the next job. RQ's stop-job command, the hard kill at timeout + 
 horse exactly as they kill RQ's. A horse retires (exits after its job, the next job forks a new one) after
 :data:`MAX_JOBS` jobs or once its memory grew by :data:`MAX_GROWTH` bytes since its fork, so state a job leaves
 behind (memory, caches) is bounded. An idle horse exits when its worker closes the pipe (stop, restart) or dies.
+
+**After-job work** (:func:`after_job`): a job may leave work for its horse to do once the job's end is recorded
+(the shared geometry pass's clash query, so the glb step's time is the glb's own). The horse then answers twice:
+:data:`AFTER_JOB` when the job ended (the worker handles the end as usual), then its usual answer once the work is
+done; the worker dequeues its next job only after that (:meth:`ResidentHorseWorker.await_after_job`, heartbeating,
+killing the horse after the job's timeout + 60 s). What the work held is freed before the horse takes its next job
+(garbage collection, ``malloc_trim``). Outside a resident horse :func:`after_job` declines and the job does the
+work itself.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import gc
 import os
 import pickle
 import random
 import select
 import signal
 import struct
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -69,6 +81,46 @@ def _receive(fd: int) -> Any:
         return None
     data = _read(fd, HEADER.unpack(header)[0])
     return None if data is None else pickle.loads(data)
+
+
+AFTER_JOB = "after-job"
+"""The horse's first answer after a job that left :func:`after_job` work: the job ended, the work follows."""
+
+
+class _AfterJob:
+    resident = False
+    """True in a resident horse (set when it starts its loop)."""
+    work: list[Callable[[], None]] = []
+
+
+def after_job(work: Callable[[], None]) -> bool:
+    """Run ``work`` in this work horse once the current job's end is recorded, before the horse takes its next
+    job (the worker waits for it); whatever ``work`` holds is released when it returned. False outside a resident
+    horse (RQ's fork per job, a ``SimpleWorker``, no worker): the caller then does the work itself, now."""
+    if not _AfterJob.resident:
+        return False
+    _AfterJob.work.append(work)
+    return True
+
+
+def _run_after_job(replies: int, job_id: str) -> None:
+    """In the horse, after a job: if it left after-job work, say the job ended, do the work, free what it held."""
+    if not _AfterJob.work:
+        return
+    _send(replies, AFTER_JOB)
+    started, before = time.monotonic(), _rss()
+    while _AfterJob.work:
+        work = _AfterJob.work.pop(0)
+        try:
+            work()
+        except Exception:  # (the job's own result is recorded; whoever waits on this work sees it missing)
+            logger.exception("after-job work of job %s failed", job_id)
+        del work
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):  # glibc keeps freed arenas otherwise (not on musl)
+        ctypes.CDLL(None).malloc_trim(0)
+    logger.info("after-job work of job %s done in %.1f s; resident memory %d MB -> %d MB", job_id,
+                time.monotonic() - started, before >> 20, _rss() >> 20)
 
 
 def _rss() -> int:
@@ -135,6 +187,7 @@ class ResidentHorseWorker(Worker):
         self.setup_work_horse_signals()
         self._is_horse = True
         self.log = logger
+        _AfterJob.resident = True
         born, served = _rss(), 0
         while True:
             ready, _, _ = select.select([commands], [], [], IDLE_CHECK)
@@ -151,6 +204,7 @@ class ResidentHorseWorker(Worker):
             except BaseException:  # RQ's horse exits 1 when its bookkeeping fails; the worker fails the job
                 os._exit(1)
             served += 1
+            _run_after_job(replies, job_id)  # (the worker waits for it before its next job)
             retire = served >= MAX_JOBS or _rss() - born > MAX_GROWTH
             _send(replies, retire)
             if retire:
@@ -191,11 +245,48 @@ class ResidentHorseWorker(Worker):
             self.maintain_heartbeats(job, execution)
         self._horse_pid = 0
         self.executions.pop(execution.id, None)
+        if answer == AFTER_JOB:  # the job ended; the horse works on (the next dequeue waits for it)
+            self._after_work = (job.id, job.timeout or self.queue_class.DEFAULT_TIMEOUT, time.monotonic())
+            return
         if answer is not None:
             if answer:  # retired after this job
                 self._forget_resident(kill=False)
             return
         self._horse_died(job, queue, execution, *self._forget_resident(kill=False))
+
+    _after_work: tuple[str, float, float] | None = None
+    """(job id, its timeout, when it ended) while the horse does that job's after-job work."""
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        self.await_after_job()
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def await_after_job(self) -> None:
+        """Wait until the horse finished the after-job work of the last job (heartbeating meanwhile); a horse that
+        dies doing it is reaped (who waits on its work finds it missing), one that outlasts the job's timeout + 60 s
+        is killed."""
+        if self._after_work is None:
+            return
+        job_id, timeout, ended = self._after_work
+        self.procline(f"Horse {self.resident_pid} finishing the after-job work of job {job_id}")
+        answer = None
+        while self.resident_pid:
+            ready, _, _ = select.select([self._from_horse], [], [], self.job_monitoring_interval)
+            if ready:
+                answer = _receive(self._from_horse)
+                break
+            if timeout != -1 and time.monotonic() - ended > timeout + 60:
+                self.log.warning("Worker %s: killing horse %s: the after-job work of job %s outlasted the job's "
+                                 "timeout (%s s) + 60 s", self.name, self.resident_pid, job_id, timeout)
+                break
+            self.heartbeat()
+        self._after_work = None
+        if answer is None:
+            _, status, _ = self._forget_resident(kill=True)
+            self.log.warning("Worker %s: work horse ended during the after-job work of job %s (waitpid status %s); "
+                             "the steps waiting on that work do it themselves", self.name, job_id, status)
+        elif answer:  # retired after the work
+            self._forget_resident(kill=False)
 
     def _forget_resident(self, kill: bool) -> tuple[int | None, int | None, Any]:
         """Close the pipes to the horse (an idle one exits), kill it if asked, and reap it."""
