@@ -22,6 +22,7 @@ sub-run's record has ``batch``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import secrets
@@ -37,6 +38,7 @@ from rq import Worker
 from rq.job import Job
 
 from ..engine import enqueue, lifetimes, runstates, store
+from ..engine.lock import exclusive
 from ..engine.runstates import RunRow
 from ..engine.states import RunState
 from ..errors import IfcflowError, PipelineError
@@ -236,9 +238,27 @@ def _rebind(doc: document.Document, combo: dict[str, str], patterns: dict[str, s
         raise PipelineError(found) from None
 
 
+WORKERS_SEEN = 2.0
+"""Seconds a count of registered workers is reused for a batch window (an advance runs after every job)."""
+_workers_seen: dict[int, tuple[float, int]] = {}
+
+
 def window_size(conn: Redis, window: int) -> int:
-    """Sub-runs to keep released: ``window``, or (0) twice the workers registered now, at least 2."""
-    return window or max(2, 2 * Worker.count(connection=conn))
+    """Sub-runs to keep released: ``window``, or (0) twice the workers registered (counted at most every
+    :data:`WORKERS_SEEN` s per connection pool), at least 2."""
+    if window:
+        return window
+    pool, at = id(conn.connection_pool), time.monotonic()
+    seen = _workers_seen.get(pool)
+    if seen is None or at - seen[0] > WORKERS_SEEN:
+        seen = _workers_seen[pool] = (at, Worker.count(connection=conn))
+    return max(2, 2 * seen[1])
+
+
+@functools.lru_cache(maxsize=16)
+def _control(raw: bytes) -> Control:
+    """A batch's control record, parsed once per content (an advance reads it after every job of the batch)."""
+    return Control.model_validate_json(raw)
 
 
 def submit(conn: Redis, record: BatchRecord, plans: list[Plan], fields: dict[str, dict[str, str]] | None = None) -> None:
@@ -287,50 +307,51 @@ def recent(conn: Redis, limit: int = 20) -> list[str]:
     return [b.decode() for b in found]
 
 
-_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+ADVANCE_LEASE = 10.0
+"""Seconds a batch's advance holds its lock at most when its process dies."""
 
 
 def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0) -> int:
     """Note the sub-runs that ended and release the next ones up to the window; returns how many were released.
 
-    Runs under a per-batch lock with an owner token (waits up to ``wait`` s for it), so concurrent callers never
-    release a sub-run twice nor skip one. ``repair`` reads unfinished sub-runs with the (repairing) status reader.
-    Reads only the small ``control`` part of the batch record: it runs after every job of a batch.
+    Runs under a per-batch lock (:func:`ifcflow.engine.lock.exclusive`), so concurrent callers never release a
+    sub-run twice nor skip one. A caller that finds it taken for ``wait`` s (0: at once, as the worker after each
+    job) leaves a dirty mark and returns 0: the holder advances again before it lets go, so a worker never waits for
+    another's advance. ``repair`` reads unfinished sub-runs with the (repairing) status reader. Reads only the small
+    ``control`` part of the batch record: it runs after every job of a batch.
     """
+    passes = exclusive(conn, f"{key(batch_id)}:lock", lambda: _advance(conn, batch_id, repair), wait=wait,
+                       lease=ADVANCE_LEASE)
+    return sum(passes or ())
+
+
+def _advance(conn: Redis, batch_id: str, repair: bool) -> int:
+    """One pass of :func:`advance`, under the batch's lock."""
     from ..engine import reconcile
 
-    lock, token = f"{key(batch_id)}:lock", secrets.token_hex(8)
-    deadline = time.monotonic() + wait
-    while not conn.set(lock, token, nx=True, px=10_000):
-        if time.monotonic() > deadline:
-            return 0
-        time.sleep(0.01)
-    try:
-        with conn.pipeline(transaction=False) as pipe:  # one round trip (this runs after every job of a batch)
-            pipe.hmget(key(batch_id), "control", "released", "canceled")
-            pipe.smembers(ended_key(batch_id))
-            pipe.lrange(held_key(batch_id), 0, -1)
-            raw, ended_raw, held_raw = pipe.execute()
-        if raw[0] is None:
-            return 0
-        control = Control.model_validate_json(raw[0])
-        released, canceled = int(raw[1] or 0), raw[2] is not None
-        ended = {m.decode() for m in ended_raw}
-        held = [m.decode() for m in held_raw]
-        # a canceled batch ends when every sub-run ended, those never released (canceled with it) included
-        seen = control.total if canceled else released
-        active = [run_id for run_id in map(control.run_id, range(seen)) if run_id not in ended and run_id not in held]
-        if repair:  # (status reads never repair: the reconciler does)
-            for run_id in active:
-                reconcile.run(conn, run_id, wait=0.0)
-        done = _note_ended(conn, batch_id, control, active)
-        room = 0 if canceled else max(0, window_size(conn, control.window) - (len(active) - len(done)))
-        todo = _release(conn, batch_id, control, released, held, room)
-        if len(ended) + len(done) >= control.total:
-            lifetimes.end_batch(conn, batch_id, control.ttl)
-        return todo
-    finally:
-        conn.eval(_UNLOCK, 1, lock, token)
+    with conn.pipeline(transaction=False) as pipe:  # one round trip (this runs after every job of a batch)
+        pipe.hmget(key(batch_id), "control", "released", "canceled")
+        pipe.smembers(ended_key(batch_id))
+        pipe.lrange(held_key(batch_id), 0, -1)
+        raw, ended_raw, held_raw = pipe.execute()
+    if raw[0] is None:
+        return 0
+    control = _control(raw[0])
+    released, canceled = int(raw[1] or 0), raw[2] is not None
+    ended = {m.decode() for m in ended_raw}
+    held = [m.decode() for m in held_raw]
+    # a canceled batch ends when every sub-run ended, those never released (canceled with it) included
+    seen = control.total if canceled else released
+    active = [run_id for run_id in map(control.run_id, range(seen)) if run_id not in ended and run_id not in held]
+    if repair:  # (status reads never repair: the reconciler does)
+        for run_id in active:
+            reconcile.run(conn, run_id, wait=0.0)
+    done = _note_ended(conn, batch_id, control, active)
+    room = 0 if canceled else max(0, window_size(conn, control.window) - (len(active) - len(done)))
+    todo = _release(conn, batch_id, control, released, held, room)
+    if len(ended) + len(done) >= control.total:
+        lifetimes.end_batch(conn, batch_id, control.ttl)
+    return todo
 
 
 def _note_ended(conn: Redis, batch_id: str, control: Control, active: list[str]) -> list[str]:

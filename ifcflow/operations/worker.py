@@ -218,14 +218,15 @@ class IfcflowWorker(ResidentHorseWorker):
         changes.publish(self.connection, meta.get("ifcflow_run"))
 
     def _advance_batch(self, job: Job) -> None:
-        """A job of a batch's sub-run ended: release the batch's next sub-runs if that run ended."""
+        """A job of a batch's sub-run ended: release the batch's next sub-runs if that run ended. Never waits for
+        another worker's advance of the batch: it leaves a dirty mark, and that worker advances again."""
         run_id = (job.meta or {}).get("ifcflow_run")
         try:
             batch_id = self.connection.hget(f"ifcflow:run:{run_id}", "batch") if run_id else None
             if batch_id:
                 from ..batches.batch import advance
 
-                advance(self.connection, batch_id.decode() if isinstance(batch_id, bytes) else batch_id)
+                advance(self.connection, batch_id.decode() if isinstance(batch_id, bytes) else batch_id, wait=0.0)
         except Exception:
             log.exception("could not advance the batch of run %s after job %s", run_id, job.id)
 
