@@ -123,6 +123,12 @@ class IfcflowWorker(ResidentHorseWorker):
             return
         super().request_stop(signum, frame)
 
+    def setup_work_horse_signals(self) -> None:
+        super().setup_work_horse_signals()  # in every new work horse, resident or forked per job:
+        from workers import ticker
+
+        ticker.per_horse()  # one progress ticker for all the horse's steps
+
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         super().prepare_job_execution(job, remove_from_intermediate_queue)  # in the horse: the job is started
         changes.publish(self.connection, (job.meta or {}).get("ifcflow_run"))
