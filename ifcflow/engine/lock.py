@@ -119,15 +119,16 @@ return 0
 """Release the lock unless it was marked dirty meanwhile; then keep it (a fresh lease), clear the mark, answer 1."""
 
 
-def exclusive(conn: Redis, key: str, work: Callable[[], T], wait: float = 0.0, lease: float = LEASE) -> list[T] | None:
+def exclusive(conn: Redis, key: str, work: Callable[[], T], wait: float = 0.0, lease: float = LEASE,
+              dirty: str | None = None) -> list[T] | None:
     """Run ``work()`` under the lock ``key``, never waiting longer than ``wait`` s for another holder.
 
-    When the lock stays taken, a *dirty* mark (``<key>:dirty``) is left and None returned at once: the holder runs
+    When the lock stays taken, a *dirty* mark (``dirty``, default ``<key>:dirty``) is left and None returned at once: the holder runs
     ``work()`` again before it lets go (the take and the mark are one atomic step, as are the release and the check
     for a mark), so no request is lost and nobody blocks. Returns the result of every pass this caller ran. A pass
     that raises lets go (a mark left stays for the next caller). Round trips: one to take, one to let go.
     """
-    dirty, token, lease_ms = f"{key}:dirty", secrets.token_hex(16), int(lease * 1000)
+    dirty, token, lease_ms = dirty or f"{key}:dirty", secrets.token_hex(16), int(lease * 1000)
     deadline, delay = time.monotonic() + wait, 0.002
     while True:
         last = time.monotonic() >= deadline

@@ -98,7 +98,11 @@ def latest_gate_id(conn: Redis, run_id: str) -> str:
 def gate_ids(conn: Redis, run_id: str) -> list[str]:
     """Job ids of a run's start gate and of the gate of every retry, each followed by its hold (a gate never
     opened, which held ``failure()`` steps wait on: see :class:`ifcflow.engine.enqueue.Wiring`; absent in most runs)."""
-    retries = int(conn.hget(run_key(run_id), "retries") or 0)
+    return gate_ids_of(run_id, int(conn.hget(run_key(run_id), "retries") or 0))
+
+
+def gate_ids_of(run_id: str, retries: int) -> list[str]:
+    """:func:`gate_ids` of a run retried ``retries`` times (its record's ``retries``, already read)."""
     names = ["start", *(f"retry{n}" for n in range(1, retries + 1))]
     return [gate_id(run_id, name + hold) for name in names for hold in ("", "-hold")]
 
