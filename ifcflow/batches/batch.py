@@ -311,21 +311,23 @@ ADVANCE_LEASE = 10.0
 """Seconds a batch's advance holds its lock at most when its process dies."""
 
 
-def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0) -> int:
+def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0,
+            ended: frozenset[str] = frozenset()) -> int:
     """Note the sub-runs that ended and release the next ones up to the window; returns how many were released.
 
     Runs under a per-batch lock (:func:`ifcflow.engine.lock.exclusive`), so concurrent callers never release a
     sub-run twice nor skip one. A caller that finds it taken for ``wait`` s (0: at once, as the worker after each
     job) leaves a dirty mark and returns 0: the holder advances again before it lets go, so a worker never waits for
     another's advance. ``repair`` reads unfinished sub-runs with the (repairing) status reader. Reads only the small
-    ``control`` part of the batch record: it runs after every job of a batch.
+    ``control`` part of the batch record: it runs after every job of a batch. ``ended``: sub-runs the caller just
+    reconciled to their end (not reconciled again here).
     """
-    passes = exclusive(conn, f"{key(batch_id)}:lock", lambda: _advance(conn, batch_id, repair), wait=wait,
+    passes = exclusive(conn, f"{key(batch_id)}:lock", lambda: _advance(conn, batch_id, repair, ended), wait=wait,
                        lease=ADVANCE_LEASE)
     return sum(passes or ())
 
 
-def _advance(conn: Redis, batch_id: str, repair: bool) -> int:
+def _advance(conn: Redis, batch_id: str, repair: bool, known: frozenset[str]) -> int:
     """One pass of :func:`advance`, under the batch's lock."""
     from ..engine import reconcile
 
@@ -346,7 +348,7 @@ def _advance(conn: Redis, batch_id: str, repair: bool) -> int:
     if repair:  # (status reads never repair: the reconciler does)
         for run_id in active:
             reconcile.run(conn, run_id, wait=0.0)
-    done = _note_ended(conn, batch_id, control, active)
+    done = _note_ended(conn, batch_id, control, active, frozenset() if repair else known)
     room = 0 if canceled else max(0, window_size(conn, control.window) - (len(active) - len(done)))
     todo = _release(conn, batch_id, control, released, held, room)
     if len(ended) + len(done) >= control.total:
@@ -354,21 +356,27 @@ def _advance(conn: Redis, batch_id: str, repair: bool) -> int:
     return todo
 
 
-def _note_ended(conn: Redis, batch_id: str, control: Control, active: list[str]) -> list[str]:
-    """The sub-runs of ``active`` that ended: each is ended once (with its hooks, by the reconciler), and the
-    batch keeps its final row (it outlives the sub-run's own records). Returns them."""
+def _note_ended(conn: Redis, batch_id: str, control: Control, active: list[str], known: frozenset[str]) -> list[str]:
+    """The sub-runs of ``active`` that ended: each is ended once (with its hooks, by the reconciler; ``known``: runs
+    the caller just ended so), and the batch keeps its final row (it outlives the sub-run's own records). Returns
+    them. (``active`` are not noted ended yet, so their rows are computed, not looked up among the recorded ones.)"""
     from ..engine import reconcile
 
-    states = run_states(conn, batch_id, control.steps, active)
-    done = [run_id for run_id in active if states[run_id].terminal]
-    for run_id in done:  # (a pass over a sub-run that ended already is cheap; a retried one may not be live yet)
+    template = [(s.id, s.on_failure) for s in control.steps]
+    rows = runstates.rows(conn, template, active)
+    done = [run_id for run_id in active if rows[run_id].status.terminal]
+    repaired = [run_id for run_id in done if run_id not in known]
+    for run_id in repaired:  # (a pass over a sub-run that ended already is cheap; a retried one may not be live yet)
         reconcile.run(conn, run_id, wait=0.0)
     if done:
-        ended_rows = runstates.rows(conn, [(s.id, s.on_failure) for s in control.steps], done)
-        kept = {run_id: row.dump() for run_id, row in ended_rows.items() if row.exists}
-        if kept:
-            conn.hset(rows_key(batch_id), mapping=kept)  # type: ignore[arg-type]
-        conn.sadd(ended_key(batch_id), *done)
+        if repaired:
+            rows.update(runstates.rows(conn, template, repaired))  # as the reconciler left them
+        kept = {run_id: rows[run_id].dump() for run_id in done if rows[run_id].exists}
+        with conn.pipeline(transaction=False) as pipe:
+            if kept:
+                pipe.hset(rows_key(batch_id), mapping=kept)  # type: ignore[arg-type]
+            pipe.sadd(ended_key(batch_id), *done)
+            pipe.execute()
     return done
 
 
