@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -113,7 +114,9 @@ if where:
         pid = os.getpid()
         if pid not in files:
             files[pid] = os.open(os.path.join(where, str(pid)), os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-        os.write(files[pid], b"x")
+        first = command[0] if isinstance(command, list) and command else command
+        name = bytes(first).split(b"\\r\\n")[2][:24] if first else b"?"
+        os.write(files[pid], name.replace(b" ", b"_") + b"\\n")  # one line per round trip: its first command
         return sent(self, command, check_health)
     AbstractConnection.send_packed_command = counted
 from ifcflow.cli import main
@@ -137,12 +140,13 @@ def tree_batch(tree: Path, folder: Path, count_in: Path | None = None) -> dict[s
     return dict(json.loads(done.stdout.strip().splitlines()[-1]))
 
 
-def round_trips(tree: Path, folder: Path) -> float:
-    """Redis round trips of the workers per job, for the batch of ``folder/many`` in checkout ``tree``."""
+def round_trips(tree: Path, folder: Path) -> tuple[float, dict[str, float]]:
+    """Redis round trips of the workers per job, for the batch of ``folder/many`` in checkout ``tree``; and per
+    first command of a round trip (``BENCH_ROUND_TRIPS_DETAIL=1`` prints them)."""
     with tempfile.TemporaryDirectory() as where:
         runs = tree_batch(tree, folder, Path(where))["runs"]
-        total = sum(path.stat().st_size for path in Path(where).iterdir())
-    return total / runs
+        names = Counter(line for path in Path(where).iterdir() for line in path.read_text().split())
+    return sum(names.values()) / runs, {name: round(count / runs, 2) for name, count in names.most_common()}
 
 
 def ifcflow_batch(folder: Path, resident: bool) -> float:
@@ -229,8 +233,10 @@ def main() -> None:
 def count_rounds(folder: Path, jobs: int, baseline: Path | None) -> None:
     models(folder, jobs)
     for name, tree in [("this tree", ROOT)] + ([("baseline", baseline)] if baseline else []):
-        print(f"round trips per job, {name} ({jobs} jobs, load {load()}): {round_trips(tree, folder):.1f}",
-              flush=True)
+        total, names = round_trips(tree, folder)
+        print(f"round trips per job, {name} ({jobs} jobs, load {load()}): {total:.1f}", flush=True)
+        if os.environ.get("BENCH_ROUND_TRIPS_DETAIL"):
+            print("  by first command:", names, flush=True)
 
 
 def one_round(folder: Path, files: list[Path], wanted: set[str], baseline: Path | None,
