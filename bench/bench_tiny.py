@@ -80,7 +80,33 @@ from rq import Worker
 from ifcflow.batches import batch, batch_status
 from ifcflow.standalone.embedded import EmbeddedRedis
 
+import psutil
+
 folder, boot = Path(sys.argv[1]), sys.argv[2]
+
+
+def cpu(procs):
+    # CPU seconds (user + system) of the workers, of their children (horses, tickers, RQ's scheduler: those alive
+    # now, plus those reaped), and of the redis-server
+    def used(process, reaped=True):
+        times = process.cpu_times()
+        return times.user + times.system + ((times.children_user + times.children_system) if reaped else 0.0)
+    seen = {"workers": 0.0, "children": 0.0, "redis": 0.0}
+    for proc in procs:
+        worker = psutil.Process(proc.pid)
+        times = worker.cpu_times()
+        seen["workers"] += times.user + times.system
+        seen["children"] += times.children_user + times.children_system
+        for child in worker.children(recursive=True):
+            try:
+                seen["children"] += used(child)
+            except psutil.NoSuchProcess:
+                pass
+    for child in psutil.Process().children():
+        if "redis" in child.name():
+            seen["redis"] += used(child, reaped=False)
+    return seen
+
 with EmbeddedRedis() as server:
     conn = Redis.from_url(server.url)
     procs = [subprocess.Popen([sys.executable, "-c", boot, server.url, f"bench-{i}-{time.monotonic_ns()}"],
@@ -88,6 +114,7 @@ with EmbeddedRedis() as server:
     while Worker.count(connection=conn) < 2:
         time.sleep(0.1)
     time.sleep(0.5)
+    cpu_before = cpu(procs)
     begin = time.perf_counter()
     record = batch.start(conn, folder / "one.yaml", each={"arch": str(folder / "many/m*.ifc")},
                          out=folder / f"runs-{time.monotonic_ns()}")
@@ -95,13 +122,15 @@ with EmbeddedRedis() as server:
         time.sleep(0.05)
     elapsed = time.perf_counter() - begin
     time.sleep(0.3)  # (the last end's announcements)
+    spent = {role: round((after - cpu_before.get(role, 0.0)) * 1000 / len(record.runs), 2)
+             for role, after in cpu(procs).items()}
     for proc in procs:
         proc.kill()
     for proc in procs:
         proc.wait(timeout=30)
     counts = batch_status.read(conn, record.batch_id).counts
     assert counts["succeeded"] == len(record.runs), counts
-print(json.dumps({"elapsed": elapsed, "runs": len(record.runs)}))
+print(json.dumps({"elapsed": elapsed, "runs": len(record.runs), "cpu_ms_per_job": spent}))
 """
 WORKER_BOOT = """
 import os, sys
@@ -247,7 +276,9 @@ def one_round(folder: Path, files: list[Path], wanted: set[str], baseline: Path 
     if "ifcflow" in wanted:
         trees = [("ifcflow_resident_s", ROOT)] + ([("baseline_resident_s", baseline)] if baseline else [])
         for name, tree in trees[::-1] if round_ % 2 else trees:  # alternate which tree goes first
-            results[name] = tree_batch(tree, folder)["elapsed"]
+            done = tree_batch(tree, folder)
+            results[name] = done["elapsed"]
+            results[f"cpu_ms_per_job_{name[:-2]}"] = done["cpu_ms_per_job"]
             results[f"load_after_{name[:-2]}"] = load()
         if baseline:
             results["ratio_to_baseline"] = results["ifcflow_resident_s"] / results["baseline_resident_s"]
