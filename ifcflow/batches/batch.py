@@ -34,7 +34,6 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 from redis import Redis
 from redis.client import Pipeline as RedisPipeline
-from rq import Worker
 from rq.job import Job
 
 from ..engine import enqueue, lifetimes, runstates, store
@@ -45,6 +44,7 @@ from ..errors import IfcflowError, PipelineError
 from ..pipeline import document
 from ..pipeline.plan import Plan, plan
 from . import globs
+from .window import window_size
 
 BATCHES = store.BATCHES
 DEFAULT_MAX_RUNS = 1000
@@ -236,23 +236,6 @@ def _rebind(doc: document.Document, combo: dict[str, str], patterns: dict[str, s
                 problem = replace(problem, file=f"{name}={shown} (matched by the batch glob {patterns[name]})")
             found.append(problem)
         raise PipelineError(found) from None
-
-
-WORKERS_SEEN = 2.0
-"""Seconds a count of registered workers is reused for a batch window (an advance runs after every job)."""
-_workers_seen: dict[int, tuple[float, int]] = {}
-
-
-def window_size(conn: Redis, window: int) -> int:
-    """Sub-runs to keep released: ``window``, or (0) twice the workers registered (counted at most every
-    :data:`WORKERS_SEEN` s per connection pool), at least 2."""
-    if window:
-        return window
-    pool, at = id(conn.connection_pool), time.monotonic()
-    seen = _workers_seen.get(pool)
-    if seen is None or at - seen[0] > WORKERS_SEEN:
-        seen = _workers_seen[pool] = (at, Worker.count(connection=conn))
-    return max(2, 2 * seen[1])
 
 
 @functools.lru_cache(maxsize=16)

@@ -23,7 +23,6 @@ imports it::
 
 from __future__ import annotations
 
-import contextvars
 import importlib
 import logging
 from collections.abc import Callable
@@ -57,7 +56,7 @@ def _status_file(conn: Redis, status: RunStatus) -> None:
     run can be looked at without Redis (see :mod:`ifcflow.engine.runfolder`). A folder this process cannot write is
     logged, not fatal: the client that follows a run writes it too."""
     from .runfolder import write_status
-    from .store import STORAGE_FIELD
+    from .store import STORAGE_FIELD, run_record
 
     if STORAGE_FIELD in run_record(conn, status.run_id):  # kept in object storage: the run folder is the submitter's
         return  # (ifcflow run writes it there when the run ends; workers write nowhere outside their own folders)
@@ -94,36 +93,20 @@ def _load_hook_modules() -> None:
             log.exception("cannot import run-end hook module %s", name)
 
 
-_ending: contextvars.ContextVar[tuple[str, dict[str, Any]] | None] = contextvars.ContextVar("ifcflow_ending",
-                                                                                            default=None)
-
-
 def run_ended(conn: Redis, status: RunStatus, record: dict[str, Any] | None = None) -> None:
     """Call every registered callback with the final document (see the module docstring for when). ``record``:
-    the run's record as the caller just read and wrote it, which the callbacks read with :func:`run_record`
-    instead of reading it again each."""
+    the run's record as the caller just read and wrote it, which the callbacks read with
+    :func:`ifcflow.engine.store.run_record` instead of reading it again each."""
+    from .store import ending
+
     _load_hook_modules()
-    token = _ending.set((status.run_id, record) if record is not None else None)
-    try:
+    with ending(status.run_id, record):
         for callback in list(_callbacks):
             try:
                 callback(conn, status)
             except Exception:  # noqa: BLE001 - one hook's failure must not hide the others
                 log.exception("run-end hook %s failed for run %s", getattr(callback, "__name__", callback),
                               status.run_id)
-    finally:
-        _ending.reset(token)
-
-
-def run_record(conn: Redis, run_id: str) -> dict[str, Any]:
-    """The record of run ``run_id`` (decoded fields): the one its ender passed to :func:`run_ended` while the
-    callbacks run, else read now."""
-    from .store import parse_record, run_key
-
-    ending = _ending.get()
-    if ending is not None and ending[0] == run_id:
-        return ending[1]
-    return parse_record(conn.hgetall(run_key(run_id)))  # type: ignore[arg-type]
 
 
 _step_callbacks: list[StepEndCallback] = []

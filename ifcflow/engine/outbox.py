@@ -39,7 +39,7 @@ from redis.client import Pipeline as RedisPipeline
 from redis.exceptions import ResponseError
 
 from ..errors import IfcflowError
-from . import events
+from . import events, store
 
 if TYPE_CHECKING:
     from ..pipeline.plan import Plan, PlannedStep
@@ -199,7 +199,7 @@ LOSSES = (("died", "worker-lost"), ("lost", "job-lost"), ("terminated unexpected
 def run_finished(conn: Redis, status: RunStatus) -> list[dict[str, Any]]:
     """The run's end: its state, every step's final state, and audit events for lost and killed steps."""
     now = time.time()
-    batch_id = events.run_record(conn, status.run_id).get("batch")
+    batch_id = store.run_record(conn, status.run_id).get("batch")
     records: list[dict[str, Any]] = [{
         "kind": "run", "run_id": status.run_id, "at": now, "pipeline": status.pipeline, "file": status.file,
         "state": status.status.value, "created_at": _epoch(status.created_at), "out_dir": status.out_dir,

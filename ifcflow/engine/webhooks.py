@@ -33,7 +33,7 @@ from urllib.parse import SplitResult, urlsplit
 from redis import Redis
 
 from ..errors import IfcflowError
-from . import events, outbound, store
+from . import outbound, store
 from .outbound import Address
 
 if TYPE_CHECKING:
@@ -135,7 +135,7 @@ def record_fields(url: str, allow: tuple[str, ...] | None) -> dict[str, str]:
 
 def on_run_end(conn: Redis, run_id: str, status: RunStatus) -> str | None:
     """The run ended: enqueue its webhook delivery (once per run end). Returns the delivery job id, if any."""
-    record = events.run_record(conn, run_id)
+    record = store.run_record(conn, run_id)
     url = record.get(FIELD)
     if not url:
         return None
