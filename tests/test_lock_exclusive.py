@@ -13,7 +13,7 @@ from pathlib import Path
 from redis import Redis
 
 from ifcflow.batches import batch, batch_status
-from ifcflow.engine.lock import exclusive
+from ifcflow.engine.lock import MOST_PASSES, exclusive
 from ifcflow.engine.states import RunState
 from ifcflow.standalone.embedded import EmbeddedRedis
 
@@ -96,3 +96,17 @@ def test_three_workers_advance_one_batch_concurrently_without_losing_a_release(
         assert not conn.exists(f"{batch.key(record.batch_id)}:lock")
     finally:
         workers.stop()
+
+
+def test_a_pass_that_marks_its_own_lock_stops_after_the_most_passes(conn: Redis) -> None:
+    key = f"test:exclusive:{time.monotonic_ns()}"
+    calls = []
+
+    def marks_itself() -> None:
+        calls.append(1)
+        assert exclusive(conn, key, lambda: None) is None  # (nested: finds its own lock taken, marks it)
+
+    passes = exclusive(conn, key, marks_itself)
+    assert passes is not None and len(passes) == len(calls) == MOST_PASSES
+    assert not conn.exists(key) and conn.exists(f"{key}:dirty")  # let go; the mark waits for the next caller
+    assert exclusive(conn, key, lambda: 1) == [1]

@@ -119,14 +119,20 @@ return 0
 """Release the lock unless it was marked dirty meanwhile; then keep it (a fresh lease), clear the mark, answer 1."""
 
 
+MOST_PASSES = 100
+"""Passes one holder of an :func:`exclusive` lock runs at most; then it lets go, leaving the mark to the next caller
+(a pass that marked its own lock would otherwise loop forever)."""
+
+
 def exclusive(conn: Redis, key: str, work: Callable[[], T], wait: float = 0.0, lease: float = LEASE,
               dirty: str | None = None) -> list[T] | None:
     """Run ``work()`` under the lock ``key``, never waiting longer than ``wait`` s for another holder.
 
-    When the lock stays taken, a *dirty* mark (``dirty``, default ``<key>:dirty``) is left and None returned at once: the holder runs
-    ``work()`` again before it lets go (the take and the mark are one atomic step, as are the release and the check
-    for a mark), so no request is lost and nobody blocks. Returns the result of every pass this caller ran. A pass
-    that raises lets go (a mark left stays for the next caller). Round trips: one to take, one to let go.
+    When the lock stays taken, a *dirty* mark (``dirty``, default ``<key>:dirty``) is left and None returned at
+    once: the holder runs ``work()`` again before it lets go (the take and the mark are one atomic step, as are the
+    release and the check for a mark), so no request is lost and nobody blocks. Returns the result of every pass
+    this caller ran (at most :data:`MOST_PASSES`). A pass that raises lets go (a mark left stays for the next
+    caller). Round trips: one to take, one to let go.
     """
     dirty, token, lease_ms = dirty or f"{key}:dirty", secrets.token_hex(16), int(lease * 1000)
     deadline, delay = time.monotonic() + wait, 0.002
@@ -138,12 +144,15 @@ def exclusive(conn: Redis, key: str, work: Callable[[], T], wait: float = 0.0, l
             return None  # marked dirty: the holder passes again
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, 0.1)
-    results = []
+    results: list[T] = []
     try:
-        while True:
+        while len(results) < MOST_PASSES - 1:
             results.append(work())
             if conn.eval(_LET_GO, 2, key, dirty, token, lease_ms) != 1:
                 return results
+        results.append(work())
     except BaseException:
         conn.eval(_RELEASE, 2, key, dirty, token)
         raise
+    conn.eval(_RELEASE, 2, key, dirty, token)  # (a mark left now waits for the next caller)
+    return results
