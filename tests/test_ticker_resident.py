@@ -60,6 +60,8 @@ def test_a_horse_keeps_one_ticker_for_its_steps_and_it_dies_with_the_horse(
         run_one(conn, pipeline, tmp_path / "runs")
         horse, tickers = horse_and_tickers(worker)
         assert len(tickers) == 1, tickers
+        # it keeps none of the horse's descriptors (its pipe to the worker above all): stdio, its pipe, Redis
+        assert psutil.Process(tickers[0]).num_fds() <= 5, psutil.Process(tickers[0]).open_files()
         for _ in range(3):
             run_one(conn, pipeline, tmp_path / "runs")
         assert horse_and_tickers(worker) == (horse, tickers)  # the same horse, the same ticker: no fork per step

@@ -146,6 +146,10 @@ def _fork(read: int, write: int, settings: tuple[Any, dict[str, Any]], loop: Any
         code = 0
         try:
             os.close(write)
+            # the horse's other descriptors too: its pipe to the worker above all, whose end the worker must see
+            # as soon as the horse dies, whatever the ticker is doing then
+            os.closerange(3, read)
+            os.closerange(read + 1, os.sysconf("SC_OPEN_MAX"))
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             connection_class, kwargs = settings
