@@ -1,10 +1,11 @@
 """The per-run lock: one process at a time repairs, cancels or retries a run.
 
 ``SET key token NX PX ttl`` takes it; only the holder of the token can release it (a server-side
-compare-and-delete), so a holder that outlived its lease never deletes a lock someone else took since. A caller
-that finds the lock taken can leave a *dirty* mark instead of waiting: the holder runs its pass again before it
-lets go (see :func:`ifcflow.engine.reconcile.run`), so no request is lost. :func:`exclusive` is the same
-pattern for any lock key, without waiting at all (a batch's advance after every job of the batch).
+compare-and-delete), so a holder that outlived its lease never deletes a lock someone else took since.
+:class:`RunLock` (cancel, retry) waits for it. :func:`exclusive` (a reconcile pass, a batch's advance) waits at
+most ``wait`` s (0: not at all) and then leaves a *dirty* mark instead: the holder runs its pass again before it
+lets go, so no request is lost; a cancel or retry that finds a mark when it lets go leaves it to its own reconcile
+pass that follows.
 """
 
 from __future__ import annotations
@@ -71,13 +72,6 @@ class RunLock:
         self.owned = False
         answer = self.conn.eval(_RELEASE, 2, self.key, dirty_key(self.run_id), self.token)
         return bool(answer == 1)
-
-    def mark_dirty(self) -> None:
-        self.conn.set(dirty_key(self.run_id), 1, px=self.lease_ms)
-
-    def take_dirty(self) -> bool:
-        """Whether the run was marked dirty (clearing the mark)."""
-        return bool(self.conn.delete(dirty_key(self.run_id)))
 
     def held(self, wait: float, doing: str) -> RunLock:
         """Context manager form; raises :class:`IfcflowError` when the lock stays taken for ``wait`` seconds."""
