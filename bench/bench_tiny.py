@@ -111,23 +111,25 @@ with EmbeddedRedis() as server:
     conn = Redis.from_url(server.url)
     procs = [subprocess.Popen([sys.executable, "-c", boot, server.url, f"bench-{i}-{time.monotonic_ns()}"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(2)]
-    while Worker.count(connection=conn) < 2:
-        time.sleep(0.1)
-    time.sleep(0.5)
-    cpu_before = cpu(procs)
-    begin = time.perf_counter()
-    record = batch.start(conn, folder / "one.yaml", each={"arch": str(folder / "many/m????.ifc")},  # (not the library's outputs)
-                         out=folder / f"runs-{time.monotonic_ns()}")
-    while not conn.hexists(batch.key(record.batch_id), "ended_at"):
-        time.sleep(0.05)
-    elapsed = time.perf_counter() - begin
-    time.sleep(0.3)  # (the last end's announcements)
-    spent = {role: round((after - cpu_before.get(role, 0.0)) * 1000 / len(record.runs), 2)
-             for role, after in cpu(procs).items()}
-    for proc in procs:
-        proc.kill()
-    for proc in procs:
-        proc.wait(timeout=30)
+    try:
+        while Worker.count(connection=conn) < 2:
+            time.sleep(0.1)
+        time.sleep(0.5)
+        cpu_before = cpu(procs)
+        begin = time.perf_counter()
+        record = batch.start(conn, folder / "one.yaml", each={"arch": str(folder / "many/m????.ifc")},  # (not the library's outputs)
+                             out=folder / f"runs-{time.monotonic_ns()}")
+        while not conn.hexists(batch.key(record.batch_id), "ended_at"):
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - begin
+        time.sleep(0.3)  # (the last end's announcements)
+        spent = {role: round((after - cpu_before.get(role, 0.0)) * 1000 / len(record.runs), 2)
+                 for role, after in cpu(procs).items()}
+    finally:  # (never leave the workers behind, whatever failed)
+        for proc in procs:
+            proc.kill()
+        for proc in procs:
+            proc.wait(timeout=30)
     counts = batch_status.read(conn, record.batch_id).counts
     assert counts["succeeded"] == len(record.runs), counts
 print(json.dumps({"elapsed": elapsed, "runs": len(record.runs), "cpu_ms_per_job": spent}))
