@@ -13,8 +13,9 @@ note at least every interval.
   at the horse's first step and fed each step's start and end over a pipe (a few microseconds per step, where a
   fork per step cost a fork and a reap). Elsewhere (a plain ``rq worker``, a step run in the caller's process) a
   ticker is forked per step and reaped at its end, as before.
-- The write is a WATCH/MULTI on the job hash: when the step saves its own progress meanwhile, the tick is dropped;
-  so a tick still in flight when the step ends can never overwrite what the step records at its end.
+- The write is a WATCH/MULTI on the job hash: when the step saves its own progress meanwhile, the tick is dropped,
+  and a job no longer ``started`` is not ticked; so a tick still in flight when the step ends can never overwrite
+  what the step records at its end.
 - It stops ticking a step when the step's body returns or fails (before the step records its errors or its final
   progress). It dies with its horse: it sees the pipe close when the horse exits, checks its parent every tick (and
   every few seconds while idle), and RQ's or the worker's kill of the horse's process group kills it too. Any error
@@ -230,14 +231,14 @@ def _read(fd: int, size: int) -> bytes | None:
 
 
 def tick(conn: Redis, key: str, serializer: Any, every: float, elapsed: float) -> bool:
-    """Rewrite the progress note of job hash ``key`` unless the step reported within ``every`` seconds; True if
-    written."""
+    """Rewrite the progress note of job hash ``key`` unless the step reported within ``every`` seconds or the job
+    is no longer running (a resident ticker learns of a step's end a moment late); True if written."""
     with conn.pipeline() as pipe:
         try:
             pipe.watch(key)
-            raw = pipe.hget(key, "meta")
+            raw, state = pipe.hmget(key, "meta", "status")
             meta = serializer.loads(raw) if isinstance(raw, bytes) and raw else {}
-            if not isinstance(meta, dict):
+            if not isinstance(meta, dict) or state != b"started":
                 return False
             found = meta.get("progress")
             progress: dict[str, Any] = found if isinstance(found, dict) else {}
