@@ -22,6 +22,7 @@ sub-run's record has ``batch``.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import secrets
@@ -33,16 +34,17 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 from redis import Redis
 from redis.client import Pipeline as RedisPipeline
-from rq import Worker
 from rq.job import Job
 
 from ..engine import enqueue, lifetimes, runstates, store
+from ..engine.lock import exclusive
 from ..engine.runstates import RunRow
 from ..engine.states import RunState
 from ..errors import IfcflowError, PipelineError
 from ..pipeline import document
 from ..pipeline.plan import Plan, plan
 from . import globs
+from .window import window_size
 
 BATCHES = store.BATCHES
 DEFAULT_MAX_RUNS = 1000
@@ -236,9 +238,10 @@ def _rebind(doc: document.Document, combo: dict[str, str], patterns: dict[str, s
         raise PipelineError(found) from None
 
 
-def window_size(conn: Redis, window: int) -> int:
-    """Sub-runs to keep released: ``window``, or (0) twice the workers registered now, at least 2."""
-    return window or max(2, 2 * Worker.count(connection=conn))
+@functools.lru_cache(maxsize=16)
+def _control(raw: bytes) -> Control:
+    """A batch's control record, parsed once per content (an advance reads it after every job of the batch)."""
+    return Control.model_validate_json(raw)
 
 
 def submit(conn: Redis, record: BatchRecord, plans: list[Plan], fields: dict[str, dict[str, str]] | None = None) -> None:
@@ -287,67 +290,76 @@ def recent(conn: Redis, limit: int = 20) -> list[str]:
     return [b.decode() for b in found]
 
 
-_UNLOCK = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0"
+ADVANCE_LEASE = 10.0
+"""Seconds a batch's advance holds its lock at most when its process dies."""
 
 
-def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0) -> int:
+def advance(conn: Redis, batch_id: str, repair: bool = False, wait: float = 5.0,
+            ended: frozenset[str] = frozenset()) -> int:
     """Note the sub-runs that ended and release the next ones up to the window; returns how many were released.
 
-    Runs under a per-batch lock with an owner token (waits up to ``wait`` s for it), so concurrent callers never
-    release a sub-run twice nor skip one. ``repair`` reads unfinished sub-runs with the (repairing) status reader.
-    Reads only the small ``control`` part of the batch record: it runs after every job of a batch.
+    Runs under a per-batch lock (:func:`ifcflow.engine.lock.exclusive`), so concurrent callers never release a
+    sub-run twice nor skip one. A caller that finds it taken for ``wait`` s (0: at once, as the worker after each
+    job) leaves a dirty mark and returns 0: the holder advances again before it lets go, so a worker never waits for
+    another's advance. ``repair`` reads unfinished sub-runs with the (repairing) status reader. Reads only the small
+    ``control`` part of the batch record: it runs after every job of a batch. ``ended``: sub-runs the caller just
+    reconciled to their end (not reconciled again here).
     """
+    passes = exclusive(conn, f"{key(batch_id)}:lock", lambda: _advance(conn, batch_id, repair, ended), wait=wait,
+                       lease=ADVANCE_LEASE)
+    return sum(passes or ())
+
+
+def _advance(conn: Redis, batch_id: str, repair: bool, known: frozenset[str]) -> int:
+    """One pass of :func:`advance`, under the batch's lock."""
     from ..engine import reconcile
 
-    lock, token = f"{key(batch_id)}:lock", secrets.token_hex(8)
-    deadline = time.monotonic() + wait
-    while not conn.set(lock, token, nx=True, px=10_000):
-        if time.monotonic() > deadline:
-            return 0
-        time.sleep(0.01)
-    try:
-        with conn.pipeline(transaction=False) as pipe:  # one round trip (this runs after every job of a batch)
-            pipe.hmget(key(batch_id), "control", "released", "canceled")
-            pipe.smembers(ended_key(batch_id))
-            pipe.lrange(held_key(batch_id), 0, -1)
-            raw, ended_raw, held_raw = pipe.execute()
-        if raw[0] is None:
-            return 0
-        control = Control.model_validate_json(raw[0])
-        released, canceled = int(raw[1] or 0), raw[2] is not None
-        ended = {m.decode() for m in ended_raw}
-        held = [m.decode() for m in held_raw]
-        # a canceled batch ends when every sub-run ended, those never released (canceled with it) included
-        seen = control.total if canceled else released
-        active = [run_id for run_id in map(control.run_id, range(seen)) if run_id not in ended and run_id not in held]
-        if repair:  # (status reads never repair: the reconciler does)
-            for run_id in active:
-                reconcile.run(conn, run_id, wait=0.0)
-        done = _note_ended(conn, batch_id, control, active)
-        room = 0 if canceled else max(0, window_size(conn, control.window) - (len(active) - len(done)))
-        todo = _release(conn, batch_id, control, released, held, room)
-        if len(ended) + len(done) >= control.total:
-            lifetimes.end_batch(conn, batch_id, control.ttl)
-        return todo
-    finally:
-        conn.eval(_UNLOCK, 1, lock, token)
+    with conn.pipeline(transaction=False) as pipe:  # one round trip (this runs after every job of a batch)
+        pipe.hmget(key(batch_id), "control", "released", "canceled")
+        pipe.smembers(ended_key(batch_id))
+        pipe.lrange(held_key(batch_id), 0, -1)
+        raw, ended_raw, held_raw = pipe.execute()
+    if raw[0] is None:
+        return 0
+    control = _control(raw[0])
+    released, canceled = int(raw[1] or 0), raw[2] is not None
+    ended = {m.decode() for m in ended_raw}
+    held = [m.decode() for m in held_raw]
+    # a canceled batch ends when every sub-run ended, those never released (canceled with it) included
+    seen = control.total if canceled else released
+    active = [run_id for run_id in map(control.run_id, range(seen)) if run_id not in ended and run_id not in held]
+    if repair:  # (status reads never repair: the reconciler does)
+        for run_id in active:
+            reconcile.run(conn, run_id, wait=0.0)
+    done = _note_ended(conn, batch_id, control, active, frozenset() if repair else known)
+    room = 0 if canceled else max(0, window_size(conn, control.window) - (len(active) - len(done)))
+    todo = _release(conn, batch_id, control, released, held, room)
+    if len(ended) + len(done) >= control.total:
+        lifetimes.end_batch(conn, batch_id, control.ttl)
+    return todo
 
 
-def _note_ended(conn: Redis, batch_id: str, control: Control, active: list[str]) -> list[str]:
-    """The sub-runs of ``active`` that ended: each is ended once (with its hooks, by the reconciler), and the
-    batch keeps its final row (it outlives the sub-run's own records). Returns them."""
+def _note_ended(conn: Redis, batch_id: str, control: Control, active: list[str], known: frozenset[str]) -> list[str]:
+    """The sub-runs of ``active`` that ended: each is ended once (with its hooks, by the reconciler; ``known``: runs
+    the caller just ended so), and the batch keeps its final row (it outlives the sub-run's own records). Returns
+    them. (``active`` are not noted ended yet, so their rows are computed, not looked up among the recorded ones.)"""
     from ..engine import reconcile
 
-    states = run_states(conn, batch_id, control.steps, active)
-    done = [run_id for run_id in active if states[run_id].terminal]
-    for run_id in done:  # (a pass over a sub-run that ended already is cheap; a retried one may not be live yet)
+    template = [(s.id, s.on_failure) for s in control.steps]
+    rows = runstates.rows(conn, template, active)
+    done = [run_id for run_id in active if rows[run_id].status.terminal]
+    repaired = [run_id for run_id in done if run_id not in known]
+    for run_id in repaired:  # (a pass over a sub-run that ended already is cheap; a retried one may not be live yet)
         reconcile.run(conn, run_id, wait=0.0)
     if done:
-        ended_rows = runstates.rows(conn, [(s.id, s.on_failure) for s in control.steps], done)
-        kept = {run_id: row.dump() for run_id, row in ended_rows.items() if row.exists}
-        if kept:
-            conn.hset(rows_key(batch_id), mapping=kept)  # type: ignore[arg-type]
-        conn.sadd(ended_key(batch_id), *done)
+        if repaired:
+            rows.update(runstates.rows(conn, template, repaired))  # as the reconciler left them
+        kept = {run_id: rows[run_id].dump() for run_id in done if rows[run_id].exists}
+        with conn.pipeline(transaction=False) as pipe:
+            if kept:
+                pipe.hset(rows_key(batch_id), mapping=kept)  # type: ignore[arg-type]
+            pipe.sadd(ended_key(batch_id), *done)
+            pipe.execute()
     return done
 
 

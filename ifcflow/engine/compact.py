@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import zlib
 from base64 import b64decode
+from collections.abc import Callable
 
 from redis import Redis
+from redis.client import Pipeline
 from rq.job import Job
 from rq.serializers import DefaultSerializer
 
 from ..errors import RunNotFound
+from ..pipeline.plan import Plan
 from . import store
 
 _UNUSED = ("group_id", "success_callback_name", "failure_callback_name", "stopped_callback_name", "last_heartbeat",
@@ -32,14 +35,18 @@ _UNUSED = ("group_id", "success_callback_name", "failure_callback_name", "stoppe
 """Job hash fields nothing reads once a job finished (RQ restores a job without them)."""
 
 
-def compact(conn: Redis, run_id: str) -> int:
-    """Compact the finished jobs of run ``run_id`` (and its gates); returns how many were compacted."""
-    try:
-        plan = store.load_plan(conn, run_id)
-    except RunNotFound:
-        return 0
+def compact(conn: Redis, run_id: str, plan: Plan | None = None, gates: list[str] | None = None,
+            also: Callable[[Pipeline], None] | None = None) -> int:
+    """Compact the finished jobs of run ``run_id`` (and its gates); returns how many were compacted. A caller that
+    has the ``plan`` and the ``gates`` (job ids) saves reading them; ``also(pipe)`` queues more writes into the
+    pipeline of the compaction's writes (one round trip to read, one to write)."""
+    if plan is None:
+        try:
+            plan = store.load_plan(conn, run_id)
+        except RunNotFound:
+            return 0
     steps = {s.job_id: s.func for s in plan.steps}
-    gates = store.gate_ids(conn, run_id)
+    gates = store.gate_ids(conn, run_id) if gates is None else gates
     ids = [*steps, *gates]
     with conn.pipeline(transaction=False) as pipe:
         for job_id in ids:
@@ -61,5 +68,7 @@ def compact(conn: Redis, run_id: str) -> int:
             pipe.delete(f"rq:results:{job_id}", f"{Job.redis_job_namespace_prefix}:{job_id}:dependencies",
                         Job.dependents_key_for(job_id))
             done += 1
+        if also is not None:
+            also(pipe)
         pipe.execute()
     return done

@@ -56,9 +56,9 @@ def _status_file(conn: Redis, status: RunStatus) -> None:
     run can be looked at without Redis (see :mod:`ifcflow.engine.runfolder`). A folder this process cannot write is
     logged, not fatal: the client that follows a run writes it too."""
     from .runfolder import write_status
-    from .store import STORAGE_FIELD, run_key
+    from .store import STORAGE_FIELD, run_record
 
-    if conn.hexists(run_key(status.run_id), STORAGE_FIELD):  # kept in object storage: the run folder is the submitter's
+    if STORAGE_FIELD in run_record(conn, status.run_id):  # kept in object storage: the run folder is the submitter's
         return  # (ifcflow run writes it there when the run ends; workers write nowhere outside their own folders)
     try:
         write_status(status)
@@ -93,14 +93,20 @@ def _load_hook_modules() -> None:
             log.exception("cannot import run-end hook module %s", name)
 
 
-def run_ended(conn: Redis, status: RunStatus) -> None:
-    """Call every registered callback with the final document (see the module docstring for when)."""
+def run_ended(conn: Redis, status: RunStatus, record: dict[str, Any] | None = None) -> None:
+    """Call every registered callback with the final document (see the module docstring for when). ``record``:
+    the run's record as the caller just read and wrote it, which the callbacks read with
+    :func:`ifcflow.engine.store.run_record` instead of reading it again each."""
+    from .store import ending
+
     _load_hook_modules()
-    for callback in list(_callbacks):
-        try:
-            callback(conn, status)
-        except Exception:  # noqa: BLE001 - one hook's failure must not hide the others
-            log.exception("run-end hook %s failed for run %s", getattr(callback, "__name__", callback), status.run_id)
+    with ending(status.run_id, record):
+        for callback in list(_callbacks):
+            try:
+                callback(conn, status)
+            except Exception:  # noqa: BLE001 - one hook's failure must not hide the others
+                log.exception("run-end hook %s failed for run %s", getattr(callback, "__name__", callback),
+                              status.run_id)
 
 
 _step_callbacks: list[StepEndCallback] = []

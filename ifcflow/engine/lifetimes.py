@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import TYPE_CHECKING
 
 from redis import Redis
 
@@ -24,18 +25,35 @@ from ..errors import IfcflowError
 from . import compact, rqstore, store
 from .status import StatusReader
 
+if TYPE_CHECKING:
+    from ..pipeline.plan import Plan
+
+
+_END = """
+if redis.call('HSETNX', KEYS[1], 'ended_at', ARGV[1]) == 0 then
+  return 0
+end
+redis.call('HSET', KEYS[1], 'final', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+"""The first end of a run, in one step: ``ended_at`` once, the final states, the expiry of its two records."""
+
 
 def end_run(conn: Redis, run_id: str, job_ids: list[str], ttl: int,
-            final: dict[str, dict[str, str | None]]) -> bool:
+            final: dict[str, dict[str, str | None]], plan: Plan | None = None, retries: int | None = None,
+            at: float | None = None) -> bool:
     """Record the end of run ``run_id`` (whose step jobs are ``job_ids``) and start its TTL; True for the one
-    caller that ended it."""
-    if not conn.hsetnx(store.run_key(run_id), "ended_at", time.time()):
+    caller that ended it. A caller that read the ``plan`` and the record's ``retries`` passes them: the end then
+    takes three round trips (end, compaction's read, its writes with every job's expiry). ``at``: the time to
+    record as ``ended_at`` (now by default)."""
+    ended_at = repr(time.time() if at is None else at)
+    if not conn.eval(_END, 2, store.run_key(run_id), store.steps_key(run_id), ended_at, json.dumps(final), ttl):
         return False
-    conn.hset(store.run_key(run_id), "final", json.dumps(final))
-    compact.compact(conn, run_id)  # only what status and reports read is kept
-    conn.expire(store.run_key(run_id), ttl)
-    conn.expire(store.steps_key(run_id), ttl)
-    rqstore.expire_jobs(conn, job_ids + store.gate_ids(conn, run_id), ttl)
+    gates = store.gate_ids(conn, run_id) if retries is None else store.gate_ids_of(run_id, retries)
+    compact.compact(conn, run_id, plan, gates,  # only what status and reports read is kept
+                    also=lambda pipe: rqstore.expire_jobs(pipe, job_ids + gates, ttl))
     return True
 
 

@@ -1,20 +1,26 @@
 """The per-run lock: one process at a time repairs, cancels or retries a run.
 
 ``SET key token NX PX ttl`` takes it; only the holder of the token can release it (a server-side
-compare-and-delete), so a holder that outlived its lease never deletes a lock someone else took since. A caller
-that finds the lock taken can leave a *dirty* mark instead of waiting: the holder runs its pass again before it
-lets go (see :func:`ifcflow.engine.reconcile.run`), so no request is lost.
+compare-and-delete), so a holder that outlived its lease never deletes a lock someone else took since.
+:class:`RunLock` (cancel, retry) waits for it. :func:`exclusive` (a reconcile pass, a batch's advance) waits at
+most ``wait`` s (0: not at all) and then leaves a *dirty* mark instead: the holder runs its pass again before it
+lets go, so no request is lost; a cancel or retry that finds a mark when it lets go leaves it to its own reconcile
+pass that follows.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from types import TracebackType
+from typing import TypeVar
 
 from redis import Redis
 
 from ..errors import IfcflowError
+
+T = TypeVar("T")
 
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -67,13 +73,6 @@ class RunLock:
         answer = self.conn.eval(_RELEASE, 2, self.key, dirty_key(self.run_id), self.token)
         return bool(answer == 1)
 
-    def mark_dirty(self) -> None:
-        self.conn.set(dirty_key(self.run_id), 1, px=self.lease_ms)
-
-    def take_dirty(self) -> bool:
-        """Whether the run was marked dirty (clearing the mark)."""
-        return bool(self.conn.delete(dirty_key(self.run_id)))
-
     def held(self, wait: float, doing: str) -> RunLock:
         """Context manager form; raises :class:`IfcflowError` when the lock stays taken for ``wait`` seconds."""
         if not self.acquire(wait):
@@ -86,3 +85,68 @@ class RunLock:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.release()  # (a pass asked for meanwhile is left to the caller: cancel and retry reconcile afterwards)
+
+
+_TAKE = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+if ARGV[3] == '1' then
+  redis.call('SET', KEYS[2], 1, 'PX', ARGV[2])
+end
+return 0
+"""
+"""Take the lock (clearing the dirty mark: this pass covers it) or, when ``ARGV[3]`` is 1, mark it dirty, atomically:
+a mark left is always seen by the holder that took the lock before it."""
+_LET_GO = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+if redis.call('DEL', KEYS[2]) == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+redis.call('DEL', KEYS[1])
+return 0
+"""
+"""Release the lock unless it was marked dirty meanwhile; then keep it (a fresh lease), clear the mark, answer 1."""
+
+
+MOST_PASSES = 100
+"""Passes one holder of an :func:`exclusive` lock runs at most; then it lets go, leaving the mark to the next caller
+(a pass that marked its own lock would otherwise loop forever)."""
+
+
+def exclusive(conn: Redis, key: str, work: Callable[[], T], wait: float = 0.0, lease: float = LEASE,
+              dirty: str | None = None) -> list[T] | None:
+    """Run ``work()`` under the lock ``key``, never waiting longer than ``wait`` s for another holder.
+
+    When the lock stays taken, a *dirty* mark (``dirty``, default ``<key>:dirty``) is left and None returned at
+    once: the holder runs ``work()`` again before it lets go (the take and the mark are one atomic step, as are the
+    release and the check for a mark), so no request is lost and nobody blocks. Returns the result of every pass
+    this caller ran (at most :data:`MOST_PASSES`). A pass that raises lets go (a mark left stays for the next
+    caller). Round trips: one to take, one to let go.
+    """
+    dirty, token, lease_ms = dirty or f"{key}:dirty", secrets.token_hex(16), int(lease * 1000)
+    deadline, delay = time.monotonic() + wait, 0.002
+    while True:
+        last = time.monotonic() >= deadline
+        if conn.eval(_TAKE, 2, key, dirty, token, lease_ms, int(last)):
+            break
+        if last:
+            return None  # marked dirty: the holder passes again
+        time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+        delay = min(delay * 2, 0.1)
+    results: list[T] = []
+    try:
+        while len(results) < MOST_PASSES - 1:
+            results.append(work())
+            if conn.eval(_LET_GO, 2, key, dirty, token, lease_ms) != 1:
+                return results
+        results.append(work())
+    except BaseException:
+        conn.eval(_RELEASE, 2, key, dirty, token)
+        raise
+    conn.eval(_RELEASE, 2, key, dirty, token)  # (a mark left now waits for the next caller)
+    return results

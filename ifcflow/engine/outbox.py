@@ -43,7 +43,7 @@ from redis.client import Pipeline as RedisPipeline
 from redis.exceptions import ResponseError
 
 from ..errors import IfcflowError
-from . import events
+from . import events, store
 
 if TYPE_CHECKING:
     from ..pipeline.plan import Plan, PlannedStep
@@ -207,8 +207,7 @@ LOSSES = (("died", "worker-lost"), ("lost", "job-lost"), ("terminated unexpected
 def run_finished(conn: Redis, status: RunStatus) -> list[dict[str, Any]]:
     """The run's end: its state, every step's final state, and audit events for lost and killed steps."""
     now = time.time()
-    raw: Any = conn.hget(f"ifcflow:run:{status.run_id}", "batch")
-    batch_id = raw.decode() if isinstance(raw, bytes) else raw
+    batch_id = store.run_record(conn, status.run_id).get("batch")
     records: list[dict[str, Any]] = [{
         "kind": "run", "run_id": status.run_id, "at": now, "pipeline": status.pipeline, "file": status.file,
         "state": status.status.value, "created_at": _epoch(status.created_at), "out_dir": status.out_dir,
@@ -256,7 +255,9 @@ def push(conn: Redis | RedisPipeline, records: list[dict[str, Any]]) -> None:
 def record(conn: Redis, records: list[dict[str, Any]]) -> None:
     """Append records; a Redis error is logged, never raised (history must not stop a run)."""
     try:
-        push(conn, records)
+        with conn.pipeline(transaction=False) as pipe:  # one round trip for a run's end and its steps
+            push(pipe, records)
+            pipe.execute()
     except Exception:
         log.exception("could not write %d history record(s) to the outbox", len(records))
 

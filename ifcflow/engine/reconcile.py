@@ -21,6 +21,7 @@ long-running ifcflow process (the API server runs :func:`loop` in a thread). Sta
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -34,7 +35,7 @@ from rq.job import Job, JobStatus
 from ..errors import RunNotFound
 from ..pipeline.plan import Plan
 from . import changes, events, lifetimes, policy, rqstore, store
-from .lock import RunLock, dirty_key
+from .lock import LEASE, dirty_key, exclusive, lock_key
 from .states import StepState
 from .status import LOST, RunStatus, StatusReader
 
@@ -54,26 +55,18 @@ def run(conn: Redis, run_id: str, *, ended: Mapping[str, StepState] | None = Non
     ``ended`` overrides the state of steps whose job is ending right now (called from inside the job, before RQ
     records its end); a run is never ended from such a pass.
     """
-    lock = RunLock(conn, run_id)
-    if not lock.acquire(wait):
-        lock.mark_dirty()
-        if not lock.acquire(0):  # the holder may have let go between the two calls
-            return None
-    try:
+
+    def one_pass() -> RunStatus | None:
         try:
             reader = _reader(conn, run_id, plan)
         except RunNotFound:
             store.forget_live(conn, run_id)
             return None
-        for _ in range(5):
-            lock.take_dirty()
-            status = _pass(conn, reader, ended or {})
-            if not conn.exists(dirty_key(run_id)):
-                break
-        return status
-    finally:
-        if lock.release():  # marked dirty after our last pass: pass again (someone gave up waiting for us)
-            run(conn, run_id, wait=0.0)
+        return _pass(conn, reader, ended or {})
+
+    # (take the lock or mark the run dirty: one round trip; let go unless marked meanwhile: one)
+    passes = exclusive(conn, lock_key(run_id), one_pass, wait=wait, lease=LEASE, dirty=dirty_key(run_id))
+    return passes[-1] if passes else None
 
 
 _readers: OrderedDict[tuple[int, str], StatusReader] = OrderedDict()
@@ -179,9 +172,11 @@ def end(conn: Redis, reader: StatusReader, status: RunStatus) -> bool:
         return False
     ttl = int(record.get("ttl", store.DEFAULT_TTL))
     final = {sid: {"status": s.status.value, "error": s.error} for sid, s in status.steps.items()}
-    if not lifetimes.end_run(conn, run_id, [s.job_id for s in reader.plan.steps], ttl, final):
+    at = time.time()
+    if not lifetimes.end_run(conn, run_id, [s.job_id for s in reader.plan.steps], ttl, final, reader.plan,
+                             int(record.get("retries") or 0), at):
         return False
-    events.run_ended(conn, status)
+    events.run_ended(conn, status, {**record, "ended_at": repr(at), "final": json.dumps(final)})  # (as stored now)
     store.forget_live(conn, run_id)
     return True
 

@@ -23,6 +23,7 @@ from hashlib import sha1
 from typing import Any
 
 from redis import Redis
+from redis.client import Pipeline
 from redis.exceptions import NoScriptError, ResponseError, WatchError
 from rq import Queue
 from rq.job import Job, JobStatus
@@ -170,12 +171,16 @@ def dependencies_key(job_id: str) -> str:
     return f"{Job.redis_job_namespace_prefix}:{job_id}:dependencies"
 
 
-def expire_jobs(conn: Redis, job_ids: list[str], ttl: int) -> None:
-    """Let every key of these jobs expire in ``ttl`` seconds (RQ never expires canceled jobs or dependency sets)."""
-    with conn.pipeline(transaction=False) as pipe:
+def expire_jobs(conn: Redis | Pipeline, job_ids: list[str], ttl: int) -> None:
+    """Let every key of these jobs expire in ``ttl`` seconds (RQ never expires canceled jobs or dependency sets);
+    queued in ``conn`` when it is a pipeline (the caller executes it)."""
+    if isinstance(conn, Pipeline):
         for job_id in job_ids:
             for key in job_keys(job_id):
-                pipe.expire(key, ttl)
+                conn.expire(key, ttl)
+        return
+    with conn.pipeline(transaction=False) as pipe:
+        expire_jobs(pipe, job_ids, ttl)
         pipe.execute()
 
 

@@ -19,10 +19,13 @@ Batch keys (see :mod:`ifcflow.batches.batch`): ``ifcflow:batch:<id>`` and its ``
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import time
 import zlib
 from base64 import b64decode, b64encode
+from collections.abc import Iterator
 from typing import Any
 
 from redis import Redis
@@ -98,7 +101,11 @@ def latest_gate_id(conn: Redis, run_id: str) -> str:
 def gate_ids(conn: Redis, run_id: str) -> list[str]:
     """Job ids of a run's start gate and of the gate of every retry, each followed by its hold (a gate never
     opened, which held ``failure()`` steps wait on: see :class:`ifcflow.engine.enqueue.Wiring`; absent in most runs)."""
-    retries = int(conn.hget(run_key(run_id), "retries") or 0)
+    return gate_ids_of(run_id, int(conn.hget(run_key(run_id), "retries") or 0))
+
+
+def gate_ids_of(run_id: str, retries: int) -> list[str]:
+    """:func:`gate_ids` of a run retried ``retries`` times (its record's ``retries``, already read)."""
     names = ["start", *(f"retry{n}" for n in range(1, retries + 1))]
     return [gate_id(run_id, name + hold) for name in names for hold in ("", "-hold")]
 
@@ -129,6 +136,30 @@ def unpack_plan(raw: bytes | str) -> Plan:
 
 def parse_record(raw: dict[bytes, bytes]) -> dict[str, Any]:
     return {k.decode(): v.decode() for k, v in raw.items()}
+
+
+_ending: contextvars.ContextVar[tuple[str, dict[str, Any]] | None] = contextvars.ContextVar("ifcflow_ending",
+                                                                                            default=None)
+
+
+@contextlib.contextmanager
+def ending(run_id: str, record: dict[str, Any] | None) -> Iterator[None]:
+    """While a run's end hooks run (:func:`ifcflow.engine.events.run_ended`): its ``record`` as its ender just read
+    and wrote it, for :func:`run_record` (None: read it)."""
+    token = _ending.set((run_id, record) if record is not None else None)
+    try:
+        yield
+    finally:
+        _ending.reset(token)
+
+
+def run_record(conn: Redis, run_id: str) -> dict[str, Any]:
+    """The record of run ``run_id`` (decoded fields): the one its ender passed while its end hooks run (see
+    :func:`ending`), else read now."""
+    known = _ending.get()
+    if known is not None and known[0] == run_id:
+        return known[1]
+    return parse_record(conn.hgetall(run_key(run_id)))  # type: ignore[arg-type]
 
 
 def record_steps(conn: Redis | RedisPipeline, run_id: str, states: dict[str, tuple[str, str]], *,

@@ -135,7 +135,7 @@ def record_fields(url: str, allow: tuple[str, ...] | None) -> dict[str, str]:
 
 def on_run_end(conn: Redis, run_id: str, status: RunStatus) -> str | None:
     """The run ended: enqueue its webhook delivery (once per run end). Returns the delivery job id, if any."""
-    record = store.parse_record(conn.hgetall(store.run_key(run_id)))  # type: ignore[arg-type]
+    record = store.run_record(conn, run_id)
     url = record.get(FIELD)
     if not url:
         return None

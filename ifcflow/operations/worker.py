@@ -123,6 +123,12 @@ class IfcflowWorker(ResidentHorseWorker):
             return
         super().request_stop(signum, frame)
 
+    def setup_work_horse_signals(self) -> None:
+        super().setup_work_horse_signals()  # in every new work horse, resident or forked per job:
+        from workers import ticker
+
+        ticker.per_horse()  # one progress ticker for all the horse's steps
+
     def prepare_job_execution(self, job: Job, remove_from_intermediate_queue: bool = False) -> None:
         super().prepare_job_execution(job, remove_from_intermediate_queue)  # in the horse: the job is started
         changes.publish(self.connection, (job.meta or {}).get("ifcflow_run"))
@@ -208,24 +214,29 @@ class IfcflowWorker(ResidentHorseWorker):
             state = None
         jobs_log.info("%s ended %s after %.1fs", what, getattr(state, "value", state) or "(status unknown)",
                       time.monotonic() - started)
+        ended = False
         try:  # RQ concedes contended dependent enqueues to maintenance (minutes); do it now
             rqstore.drain_ready(self.connection, tuple(self.queue_names()))
             if meta.get("ifcflow_run"):
-                reconcile.run(self.connection, meta["ifcflow_run"])
+                status = reconcile.run(self.connection, meta["ifcflow_run"])
+                ended = status is not None and status.terminal  # (then that pass ended it, hooks included)
         except Exception:  # the job's end is recorded; the periodic pass retries the repairs
             log.exception("could not reconcile after job %s", job.id)
-        self._advance_batch(job)
+        self._advance_batch(job, ended)
         changes.publish(self.connection, meta.get("ifcflow_run"))
 
-    def _advance_batch(self, job: Job) -> None:
-        """A job of a batch's sub-run ended: release the batch's next sub-runs if that run ended."""
+    def _advance_batch(self, job: Job, ended: bool = False) -> None:
+        """A job of a batch's sub-run ended: release the batch's next sub-runs if that run ended. Never waits for
+        another worker's advance of the batch: it leaves a dirty mark, and that worker advances again. ``ended``:
+        this worker's reconcile pass just ended the run (the advance need not reconcile it again)."""
         run_id = (job.meta or {}).get("ifcflow_run")
         try:
             batch_id = self.connection.hget(f"ifcflow:run:{run_id}", "batch") if run_id else None
             if batch_id:
                 from ..batches.batch import advance
 
-                advance(self.connection, batch_id.decode() if isinstance(batch_id, bytes) else batch_id)
+                advance(self.connection, batch_id.decode() if isinstance(batch_id, bytes) else batch_id, wait=0.0,
+                        ended=frozenset([run_id]) if ended and run_id else frozenset())
         except Exception:
             log.exception("could not advance the batch of run %s after job %s", run_id, job.id)
 
