@@ -25,10 +25,8 @@ note at least every interval.
 from __future__ import annotations
 
 import os
-import pickle
 import select
 import signal
-import struct
 import time
 from typing import Any
 
@@ -36,6 +34,7 @@ from redis import ConnectionPool, Redis, WatchError
 from rq.job import Job
 
 from ifcflow.engine import changes
+from ifcflow.operations import pipes
 
 ENV = "IFCFLOW_PROGRESS_INTERVAL"
 DEFAULT = 5.0
@@ -54,7 +53,6 @@ def interval() -> float:
 
 IDLE_CHECK = 5.0
 """Seconds between an idle resident ticker's checks that its horse is still alive."""
-HEADER = struct.Struct("!I")
 
 
 class Ticker:
@@ -122,9 +120,8 @@ def _resident_send(job: Job, message: tuple[Any, ...], fork: bool = True) -> boo
             os.close(read)
             os.set_blocking(write, False)  # a ticker stuck in a Redis call never blocks the horse
             _ticker = (pid, write, os.getpid())
-        data = pickle.dumps(message)
         try:
-            os.write(_ticker[1], HEADER.pack(len(data)) + data)
+            os.write(_ticker[1], pipes.frame(message))
             return True
         except OSError:  # it died (or is stuck with a full pipe): reap it, fork a fresh one
             pid, write, _ = _ticker
@@ -199,7 +196,7 @@ def _resident_loop(read: int, conn: Redis, parent: int) -> None:
         if os.getppid() != parent:
             return
         if ready:
-            message = _receive(read)
+            message = pipes.receive(read)
             if message is None:
                 return
             step = message[1:] if message[0] == "start" else None
@@ -211,23 +208,6 @@ def _resident_loop(read: int, conn: Redis, parent: int) -> None:
             due += every
             if tick(conn, key, serializer, every, time.monotonic() - began):
                 changes.publish(conn, run_id)
-
-
-def _receive(fd: int) -> Any:
-    """The next message on the pipe, or None once the horse closed it."""
-    header = _read(fd, HEADER.size)
-    data = None if header is None else _read(fd, HEADER.unpack(header)[0])
-    return None if data is None else pickle.loads(data)
-
-
-def _read(fd: int, size: int) -> bytes | None:
-    chunks = b""
-    while len(chunks) < size:
-        chunk = os.read(fd, size - len(chunks))
-        if not chunk:
-            return None
-        chunks += chunk
-    return chunks
 
 
 def tick(conn: Redis, key: str, serializer: Any, every: float, elapsed: float) -> bool:

@@ -30,11 +30,9 @@ import ctypes
 import errno
 import gc
 import os
-import pickle
 import random
 import select
 import signal
-import struct
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -46,6 +44,8 @@ from rq.utils import now
 from rq.worker import Worker
 from rq.worker.base import WorkerStatus, logger
 
+from . import pipes
+
 MAX_JOBS = 500
 """Jobs a horse runs before it retires (the next job forks a fresh one)."""
 MAX_GROWTH = 256 * 1024 * 1024
@@ -54,33 +54,8 @@ HEARTBEAT_GAP = 1.0
 """Seconds within which a worker's plain heartbeat is not repeated (RQ sends three per job; the key lives 120 s)."""
 IDLE_CHECK = 5.0
 """Seconds between an idle horse's checks that its worker is still alive."""
-HEADER = struct.Struct("!I")
 ENV = "IFCFLOW_RESIDENT_HORSE"
 """``0``: fork a new horse for every job, as RQ does (for comparison, or a job that must not share a process)."""
-
-
-def _send(fd: int, message: Any) -> None:
-    data = pickle.dumps(message)
-    os.write(fd, HEADER.pack(len(data)) + data)
-
-
-def _read(fd: int, size: int) -> bytes | None:
-    chunks = b""
-    while len(chunks) < size:
-        chunk = os.read(fd, size - len(chunks))
-        if not chunk:
-            return None
-        chunks += chunk
-    return chunks
-
-
-def _receive(fd: int) -> Any:
-    """The next message, or None when the other end closed (or died)."""
-    header = _read(fd, HEADER.size)
-    if header is None:
-        return None
-    data = _read(fd, HEADER.unpack(header)[0])
-    return None if data is None else pickle.loads(data)
 
 
 AFTER_JOB = "after-job"
@@ -107,7 +82,7 @@ def _run_after_job(replies: int, job_id: str) -> None:
     """In the horse, after a job: if it left after-job work, say the job ended, do the work, free what it held."""
     if not _AfterJob.work:
         return
-    _send(replies, AFTER_JOB)
+    pipes.send(replies, AFTER_JOB)
     started, before = time.monotonic(), _rss()
     while _AfterJob.work:
         work = _AfterJob.work.pop(0)
@@ -156,7 +131,7 @@ class ResidentHorseWorker(Worker):
         if not self.resident_pid:
             return False
         try:
-            _send(self._to_horse, (job.id, queue.name, execution.id, execution.created_at))
+            pipes.send(self._to_horse, (job.id, queue.name, execution.id, execution.created_at))
         except OSError:  # the idle horse died (OOM killer, a stray signal): reap it, fork another
             self._forget_resident(kill=True)
             return False
@@ -195,7 +170,7 @@ class ResidentHorseWorker(Worker):
                 if os.getppid() != parent:
                     os._exit(0)  # the worker died and some other process still holds the pipe open
                 continue
-            message = _receive(commands)
+            message = pipes.receive(commands)
             if message is None:
                 os._exit(0)  # the worker closed the pipe: it stops or restarts
             job_id, queue_name, execution_id, created_at = message
@@ -206,7 +181,7 @@ class ResidentHorseWorker(Worker):
             served += 1
             _run_after_job(replies, job_id)  # (the worker waits for it before its next job)
             retire = served >= MAX_JOBS or _rss() - born > MAX_GROWTH
-            _send(replies, retire)
+            pipes.send(replies, retire)
             if retire:
                 os._exit(0)
 
@@ -234,7 +209,7 @@ class ResidentHorseWorker(Worker):
                 self.heartbeat()
                 continue
             if ready:
-                answer = _receive(self._from_horse)
+                answer = pipes.receive(self._from_horse)
                 break
             working_time = (now() - job.started_at).total_seconds()
             timeout = job.timeout or self.queue_class.DEFAULT_TIMEOUT
@@ -273,7 +248,7 @@ class ResidentHorseWorker(Worker):
         while self.resident_pid:
             ready, _, _ = select.select([self._from_horse], [], [], self.job_monitoring_interval)
             if ready:
-                answer = _receive(self._from_horse)
+                answer = pipes.receive(self._from_horse)
                 break
             if timeout != -1 and time.monotonic() - ended > timeout + 60:
                 self.log.warning("Worker %s: killing horse %s: the after-job work of job %s outlasted the job's "
