@@ -13,7 +13,7 @@ from rq import Queue
 from rq.job import Job
 from rq.registry import DeferredJobRegistry
 
-from ifcflow.engine import reconcile, runner, status, store
+from ifcflow.engine import enqueue, reconcile, runner, status, store
 from ifcflow.engine.states import RunState, StepState
 from ifcflow.services import QUEUES
 from ifcflow.standalone.embedded import EmbeddedRedis
@@ -131,15 +131,22 @@ def test_failed_start_leaves_no_keys(conn: Redis, folder: Path, monkeypatch: pyt
     assert not (folder / "runs").exists() or not any((folder / "runs").rglob("*.ifc"))
 
 
-def test_failed_release_is_undone(conn: Redis, folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    def broken(self: Queue, *args: object, **kwargs: object) -> None:
+@pytest.mark.parametrize("path", ["script", "rq"])
+def test_failed_release_is_undone(conn: Redis, folder: Path, monkeypatch: pytest.MonkeyPatch, path: str) -> None:
+    """Opening the gate fails, in the one-script path or in RQ's ``enqueue_dependents`` (the fallback)."""
+    def broken(*args: object, **kwargs: object) -> None:
         raise ConnectionError("simulated failure while opening the gate")
 
-    monkeypatch.setattr(Queue, "enqueue_dependents", broken)
+    if path == "rq":
+        monkeypatch.setattr(enqueue, "open_simple", lambda conn, gate_id: -1)
+        monkeypatch.setattr(Queue, "enqueue_dependents", broken)
+    else:
+        monkeypatch.setattr(enqueue, "open_simple", broken)
     with pytest.raises(ConnectionError):
         runner.start(conn, write_pipeline(folder, DIAMOND), out=folder / "runs")
     monkeypatch.undo()
-    assert {k for k in conn.keys("*") if k != b"rq:queues"} == set()
+    # (input files' digests, a cache of file contents kept for the host, are written once the files have settled)
+    assert {k for k in conn.keys("*") if k != b"rq:queues" and not k.startswith(b"ifcflow:digest:")} == set()
 
 
 def test_plain_rq_worker_runs_ifcflow_jobs(conn: Redis, folder: Path, redis_server: EmbeddedRedis) -> None:

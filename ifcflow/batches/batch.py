@@ -34,7 +34,6 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 from redis import Redis
 from redis.client import Pipeline as RedisPipeline
-from rq.job import Job
 
 from ..engine import enqueue, lifetimes, runstates, store
 from ..engine.lock import exclusive
@@ -368,11 +367,11 @@ def _release(conn: Redis, batch_id: str, control: Control, released: int, held: 
     ones. Returns how many were opened."""
     opened = 0
     for run_id in held[:room]:
-        enqueue.open_gate(conn, Job.fetch(store.latest_gate_id(conn, run_id), connection=conn))
+        enqueue.open_gate(conn, store.latest_gate_id(conn, run_id))
         conn.lrem(held_key(batch_id), 1, run_id)
         opened += 1
     for index in range(released, min(control.total, released + room - opened)):
-        enqueue.open_gate(conn, Job.fetch(store.gate_id(control.run_id(index)), connection=conn))
+        enqueue.open_gate(conn, store.gate_id(control.run_id(index)))
         conn.hset(key(batch_id), "released", index + 1)
         opened += 1
     return opened

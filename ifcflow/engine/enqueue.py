@@ -16,7 +16,8 @@ from redis.client import Pipeline as RedisPipeline
 from redis.exceptions import WatchError
 from rq import Queue, Retry
 from rq.job import Dependency, Job, JobStatus
-from rq.utils import now
+from rq.registry import DeferredJobRegistry
+from rq.utils import now, utcformat
 
 from ..errors import RunExists
 from ..pipeline.plan import Plan, PlannedStep
@@ -106,12 +107,60 @@ def _gate(conn: Redis, plan: Plan, name: str, ttl: int) -> Job:
                       description=f"{plan.pipeline}: {name} gate of run {plan.run_id}")
 
 
-def open_gate(conn: Redis, start: Job) -> None:
-    """Release the steps waiting on a start gate (idempotent: an opened gate is left alone)."""
-    if start.get_status(refresh=False) == JobStatus.FINISHED:
+_OPEN = """
+local gate, deps = KEYS[1], KEYS[2]
+local status = redis.call('HGET', gate, 'status')
+if not status then return -1 end
+if status == 'finished' then return 0 end
+local ids = redis.call('SMEMBERS', deps)
+local origins = {}
+for i, id in ipairs(ids) do
+  local job = ARGV[1] .. id
+  local f = redis.call('HMGET', job, 'status', 'origin', 'ttl', 'rate_limit_key', 'enqueue_at_front', 'timeout')
+  if f[1] ~= 'deferred' or not f[2] or f[3] or f[4] or (f[5] and f[5] ~= '0') or not f[6] then return -1 end
+  local parents = redis.call('SMEMBERS', ARGV[2] .. id .. ARGV[3])
+  if #parents ~= 1 or parents[1] ~= ARGV[8] then return -1 end
+  origins[i] = f[2]
+end
+for i, id in ipairs(ids) do
+  redis.call('HSET', ARGV[1] .. id, 'status', 'queued', 'enqueued_at', ARGV[7])
+  redis.call('ZREM', ARGV[4] .. origins[i], id)
+  redis.call('RPUSH', ARGV[5] .. origins[i], id)
+  redis.call('SADD', ARGV[6], ARGV[5] .. origins[i])
+end
+redis.call('HSET', gate, 'status', 'finished')
+redis.call('DEL', deps)
+return 1 + #ids
+"""
+"""Open a gate whose dependents are all the simple case (deferred, waiting on this gate alone, no TTL, rate limit
+or front-of-queue flag) in one atomic step, writing what RQ's ``enqueue_dependents`` leaves behind for them:
+status ``queued`` and ``enqueued_at``, out of the queue's deferred registry, pushed onto the queue, the queue in
+``rq:queues`` (as RQ's ``enqueue_job`` does; RQ's ready registry is entered and left within its own calls); then the gate ``finished``
+and its dependents set gone (see :func:`open_simple`)."""
+
+
+def open_gate(conn: Redis, start: Job | str) -> None:
+    """Release the steps waiting on a start gate (a job or its id; idempotent: an opened gate is left alone).
+
+    The common case (see ``_OPEN``) is one script, atomic against other workers opening the same gate; anything
+    else goes through RQ's own ``enqueue_dependents``."""
+    gate_id = start if isinstance(start, str) else start.id
+    if open_simple(conn, gate_id) >= 0:
         return
-    start.set_status(JobStatus.FINISHED)
-    Queue("default", connection=conn).enqueue_dependents(start)
+    job = Job.fetch(gate_id, connection=conn) if isinstance(start, str) else start
+    if job.get_status(refresh=False) == JobStatus.FINISHED:
+        return
+    job.set_status(JobStatus.FINISHED)
+    Queue("default", connection=conn).enqueue_dependents(job)
+
+
+def open_simple(conn: Redis, gate_id: str) -> int:
+    """Run ``_OPEN`` on gate ``gate_id``: 0 already open, -1 not the simple case (nothing written), else 1 + the
+    number of jobs released."""
+    dep_prefix, dep_suffix = rqstore.dependencies_key("\n").split("\n")
+    args = [Job.redis_job_namespace_prefix, dep_prefix, dep_suffix, DeferredJobRegistry.key_template.format(""),
+            Queue.redis_queue_namespace_prefix, Queue.redis_queues_keys, utcformat(now()), gate_id]
+    return int(conn.register_script(_OPEN)(keys=[Job.key_for(gate_id), Job.dependents_key_for(gate_id)], args=args))
 
 
 def _submit_one(conn: Redis, plan: Plan, step: PlannedStep, ttl: int, record: dict[str, str] | None) -> None:
