@@ -116,8 +116,10 @@ local ids = redis.call('SMEMBERS', deps)
 local origins = {}
 for i, id in ipairs(ids) do
   local job = ARGV[1] .. id
-  local f = redis.call('HMGET', job, 'status', 'origin', 'ttl', 'rate_limit_key', 'enqueue_at_front', 'timeout')
-  if f[1] ~= 'deferred' or not f[2] or f[3] or f[4] or (f[5] and f[5] ~= '0') or not f[6] then return -1 end
+  local f = redis.call('HMGET', job, 'status', 'origin', 'ttl', 'rate_limit_key', 'timeout', 'enqueue_at_front',
+                      'enqueue_at_front_on_retry')
+  if f[1] ~= 'deferred' or not f[2] or f[3] or f[4] or not f[5] then return -1 end
+  if (f[6] and f[6] ~= '0') or (f[7] and f[7] ~= '0') then return -1 end
   local parents = redis.call('SMEMBERS', ARGV[2] .. id .. ARGV[3])
   if #parents ~= 1 or parents[1] ~= ARGV[8] then return -1 end
   origins[i] = f[2]
@@ -132,11 +134,11 @@ redis.call('HSET', gate, 'status', 'finished')
 redis.call('DEL', deps)
 return 1 + #ids
 """
-"""Open a gate whose dependents are all the simple case (deferred, waiting on this gate alone, no TTL, rate limit
-or front-of-queue flag) in one atomic step, writing what RQ's ``enqueue_dependents`` leaves behind for them:
-status ``queued`` and ``enqueued_at``, out of the queue's deferred registry, pushed onto the queue, the queue in
-``rq:queues`` (as RQ's ``enqueue_job`` does; RQ's ready registry is entered and left within its own calls); then the gate ``finished``
-and its dependents set gone (see :func:`open_simple`)."""
+"""Open a gate whose dependents are all the simple case (deferred, waiting on this gate alone, with a timeout, no
+TTL, rate limit or front-of-queue flag) in one atomic step, writing what RQ's ``enqueue_dependents`` leaves behind
+for them: status ``queued`` and ``enqueued_at``, out of the queue's deferred registry, pushed onto the queue, the
+queue in ``rq:queues`` (as RQ's ``enqueue_job`` does; RQ's ready registry is entered and left within its own
+calls); then the gate ``finished`` and its dependents set gone (see :func:`open_simple`)."""
 
 
 def open_gate(conn: Redis, start: Job | str) -> None:
