@@ -98,3 +98,13 @@ def walls_model(path: Path, walls: int = 3, rated: int = 0, names: list[str] | N
             ifcopenshell.api.run("pset.edit_pset", model, pset=pset, properties={"FireRating": "REI60"})
     model.write(str(path))
     return path
+
+
+ONE_STEP = """\
+    version: 1
+    name: one
+    inputs: {arch: arch.ifc}
+    steps:
+      patch: {uses: ifcpatch, with: {ifc: "${{ inputs.arch }}", recipe: Optimise}}
+    """
+"""A one-step pipeline over input ``arch`` (a tiny step: ``ifcpatch Optimise``)."""

@@ -21,8 +21,7 @@ from ifcflow.engine.states import RunState
 from ifcflow.standalone.embedded import EmbeddedRedis
 
 from .conftest import work
-from .factories import tiny_model, write_pipeline
-from .test_lock_exclusive import ONE
+from .factories import ONE_STEP, tiny_model, write_pipeline
 from .test_reliability import Workers
 
 FAN = """\
@@ -152,7 +151,7 @@ def test_real_workers_run_what_the_script_releases_and_the_batch_ends(
         raise AssertionError("RQ's enqueue_dependents called for a simple gate")
 
     monkeypatch.setattr(Queue, "enqueue_dependents", broken)
-    record = batch.start(conn, write_pipeline(tmp_path, ONE), each={"arch": str(models / "*.ifc")},
+    record = batch.start(conn, write_pipeline(tmp_path, ONE_STEP), each={"arch": str(models / "*.ifc")},
                          out=tmp_path / "runs", window=2)
     workers = Workers(redis_server.url, count=2)
     try:

@@ -17,16 +17,8 @@ from ifcflow.engine.lock import MOST_PASSES, exclusive
 from ifcflow.engine.states import RunState
 from ifcflow.standalone.embedded import EmbeddedRedis
 
-from .factories import tiny_model, write_pipeline
+from .factories import ONE_STEP, tiny_model, write_pipeline
 from .test_reliability import Workers
-
-ONE = """\
-    version: 1
-    name: one
-    inputs: {arch: arch.ifc}
-    steps:
-      patch: {uses: ifcpatch, with: {ifc: "${{ inputs.arch }}", recipe: Optimise}}
-    """
 
 
 def test_a_caller_finding_the_lock_taken_marks_it_and_the_holder_passes_again(conn: Redis) -> None:
@@ -81,7 +73,7 @@ def test_three_workers_advance_one_batch_concurrently_without_losing_a_release(
     models.mkdir()
     for index in range(24):
         (models / f"m{index:02d}.ifc").write_bytes((tmp_path / "arch.ifc").read_bytes())
-    pipeline = write_pipeline(tmp_path, ONE)
+    pipeline = write_pipeline(tmp_path, ONE_STEP)
     workers = Workers(redis_server.url, count=3)
     try:
         record = batch.start(conn, pipeline, each={"arch": str(models / "*.ifc")}, out=tmp_path / "runs",

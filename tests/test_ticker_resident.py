@@ -16,16 +16,8 @@ from ifcflow.engine import runner, status
 from ifcflow.engine.states import RunState
 from ifcflow.standalone.embedded import EmbeddedRedis
 
-from .factories import tiny_model, write_pipeline
+from .factories import ONE_STEP, tiny_model, write_pipeline
 from .processes import kill_tree, start_worker
-
-ONE = """\
-    version: 1
-    name: one
-    inputs: {arch: arch.ifc}
-    steps:
-      patch: {uses: ifcpatch, with: {ifc: "${{ inputs.arch }}", recipe: Optimise}}
-    """
 
 
 def run_one(conn: Redis, pipeline: Path, out: Path) -> None:
@@ -52,7 +44,7 @@ def horse_and_tickers(worker: psutil.Process) -> tuple[psutil.Process, list[int]
 def test_a_horse_keeps_one_ticker_for_its_steps_and_it_dies_with_the_horse(
         redis_server: EmbeddedRedis, conn: Redis, tmp_path: Path) -> None:
     tiny_model(tmp_path / "arch.ifc")
-    pipeline = write_pipeline(tmp_path, ONE)
+    pipeline = write_pipeline(tmp_path, ONE_STEP)
     proc = start_worker(redis_server.url, f"ticker-resident-{time.monotonic_ns()}",
                         env={"IFCFLOW_PROGRESS_INTERVAL": "0.2", "IFCFLOW_CACHE": "off"})
     try:
