@@ -92,10 +92,8 @@ def read_status(conn: Redis, batch_id: str, errors: bool = True) -> BatchStatus:
 
 def public_status(status: BatchStatus, settings: Settings) -> BatchStatus:
     """A batch's document as served: paths relative to the data folder (a committed pipeline by its name)."""
-    doc = results.public(status.model_dump(mode="json"), settings.data)
-    if isinstance(doc.get("file"), str):
-        doc["file"] = results.public(doc["file"], settings.pipelines)
-    return BatchStatus.model_validate(doc)
+    return BatchStatus.model_validate(results.public_document(status.model_dump(mode="json"), settings.data,
+                                                              settings.pipelines))
 
 
 def vet_glob(roots: tuple[Path, ...], pattern: str, what: str) -> None:

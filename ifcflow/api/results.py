@@ -111,7 +111,13 @@ def answer(result: dict[str, Any], service: str, options: dict[str, Any], output
 def public_status(status: RunStatus, data: Path, pipelines: Path | None = None) -> RunStatus:
     """A run's status document as served over HTTP: paths relative to the data folder (a committed pipeline's file
     by its name in the pipelines folder)."""
-    doc = public(status.model_dump(mode="json"), data)
-    if pipelines is not None and isinstance(doc.get("file"), str):
-        doc["file"] = public(doc["file"], pipelines)
-    return RunStatus.model_validate(doc)
+    return RunStatus.model_validate(public_document(status.model_dump(mode="json"), data, pipelines))
+
+
+def public_document(doc: dict[str, Any], data: Path, pipelines: Path | None, field: str = "file") -> dict[str, Any]:
+    """A run's, batch's or schedule's document with :func:`public` paths, its pipeline ``field`` named relative to
+    the pipelines folder (a committed pipeline by its name)."""
+    shown = public(doc, data)
+    if pipelines is not None and isinstance(shown.get(field), str):
+        shown[field] = public(shown[field], pipelines)
+    return dict(shown)

@@ -57,10 +57,7 @@ class ScheduleInfo(ScheduleSpec):
 
 
 def _shown(settings: Settings, row: dict[str, Any]) -> ScheduleInfo:
-    doc = results.public(row, settings.data)
-    if isinstance(doc.get("pipeline"), str):
-        doc["pipeline"] = results.public(doc["pipeline"], settings.pipelines)
-    return ScheduleInfo.model_validate(doc)
+    return ScheduleInfo.model_validate(results.public_document(row, settings.data, settings.pipelines, "pipeline"))
 
 
 def _info(request: Request, name: str) -> ScheduleInfo:
