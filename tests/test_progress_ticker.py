@@ -49,3 +49,26 @@ def test_a_long_library_call_shows_a_new_progress_note_every_interval(redis_serv
     assert len(notes) >= 2, f"ticker notes seen while the step ran: {notes}"
     assert any(m.startswith("quantifying") for m in notes.values()), notes  # the phase it last reported
     assert (final.progress or {}).get("message") == "done"  # the step's own last word is not overwritten
+
+
+def test_the_next_tick_is_due_an_interval_after_the_steps_own_last_report(conn: Redis) -> None:
+    """A step that reported 1 s ago with a 5 s interval is ticked 4 s later, not 5 (so a note is never nearly
+    two intervals old: the 10.1 s gap the big-model bench once saw with the 5 s default)."""
+    from rq.job import Job
+    from rq.serializers import DefaultSerializer
+
+    from workers import ticker
+
+    job = Job.create(func="builtins.print", connection=conn)
+    job.meta["progress"] = {"done": 1, "total": 3, "phase": "writing", "message": "writing", "at": time.time() - 1.0}
+    job.save()
+    conn.hset(job.key, "status", "started")
+    written, wait = ticker.tick(conn, job.key, DefaultSerializer, 5.0, 1.0)
+    assert not written and 3.8 < wait < 4.1, wait
+    job.meta["progress"]["at"] = time.time() - 6.0
+    job.save_meta()
+    written, wait = ticker.tick(conn, job.key, DefaultSerializer, 5.0, 6.0)
+    assert written and wait == 5.0
+    assert Job.fetch(job.id, connection=conn).meta["progress"]["message"] == "writing (running for 6 s)"
+    conn.hset(job.key, "status", "finished")
+    assert ticker.tick(conn, job.key, DefaultSerializer, 5.0, 7.0) == (False, 5.0)

@@ -177,11 +177,13 @@ def _reap(pid: int, wait: float) -> None:
 def _step_loop(read: int, conn: Redis, parent: int, key: str, serializer: Any, run_id: str, every: float,
                began: float) -> None:
     """A ticker of one step: tick every ``every`` s until the pipe closes."""
+    wait = every
     while True:
-        ready, _, _ = select.select([read], [], [], every)
+        ready, _, _ = select.select([read], [], [], wait)
         if ready or os.getppid() != parent:
             return
-        if tick(conn, key, serializer, every, time.monotonic() - began):
+        written, wait = tick(conn, key, serializer, every, time.monotonic() - began)
+        if written:
             changes.publish(conn, run_id)
 
 
@@ -205,26 +207,31 @@ def _resident_loop(read: int, conn: Redis, parent: int) -> None:
             continue
         if step is not None and time.monotonic() >= due:
             key, run_id, every, began, serializer = step
-            due += every
-            if tick(conn, key, serializer, every, time.monotonic() - began):
+            written, wait = tick(conn, key, serializer, every, time.monotonic() - began)
+            due = time.monotonic() + wait
+            if written:
                 changes.publish(conn, run_id)
 
 
-def tick(conn: Redis, key: str, serializer: Any, every: float, elapsed: float) -> bool:
+def tick(conn: Redis, key: str, serializer: Any, every: float, elapsed: float) -> tuple[bool, float]:
     """Rewrite the progress note of job hash ``key`` unless the step reported within ``every`` seconds or the job
-    is no longer running (a resident ticker learns of a step's end a moment late); True if written."""
+    is no longer running (a resident ticker learns of a step's end a moment late).
+
+    Returns whether it wrote, and the seconds until the next tick is due: ``every`` after this note, or after the
+    step's own last report when that was lately (so a note is at most about ``every`` old, never nearly twice)."""
     with conn.pipeline() as pipe:
         try:
             pipe.watch(key)
             raw, state = pipe.hmget(key, "meta", "status")
             meta = serializer.loads(raw) if isinstance(raw, bytes) and raw else {}
             if not isinstance(meta, dict) or state != b"started":
-                return False
+                return False, every
             found = meta.get("progress")
             progress: dict[str, Any] = found if isinstance(found, dict) else {}
             now = time.time()
-            if now - float(progress.get("at") or 0.0) < every * 0.9:
-                return False  # the step itself reported lately
+            since = now - float(progress.get("at") or 0.0)
+            if since < every * 0.9:
+                return False, max(every - since, every * 0.1)  # the step itself reported lately
             phase = str(progress.get("phase") or progress.get("message") or "running")
             seconds = round(elapsed)
             meta["progress"] = {"done": progress.get("done", 0), "total": progress.get("total"),
@@ -234,5 +241,5 @@ def tick(conn: Redis, key: str, serializer: Any, every: float, elapsed: float) -
             pipe.hset(key, "meta", serializer.dumps(meta))
             pipe.execute()
         except WatchError:  # the step saved its own progress meanwhile: it is newer
-            return False
-    return True
+            return False, every * 0.5
+    return True, every
