@@ -14,6 +14,7 @@ class Step:
     needs: list[str] = field(default_factory=list)
     condition: str = "success()"
     on_failure: str = "stop"
+    after: list[str] = field(default_factory=list)
 
 
 def test_failure_condition_waits_for_steps_further_up() -> None:
@@ -47,3 +48,22 @@ def test_failure_step_is_released_when_a_step_further_up_was_skipped() -> None:
     steps = [Step("a"), Step("b", ["a"]), Step("c", ["b"], condition="always()"), Step("d", ["c"], condition="failure()")]
     states = {"a": S.FAILED, "b": S.SKIPPED, "c": S.FAILED, "d": S.PENDING}
     assert decide(steps, states, {"b": "upstream step 'a' failed"}) == [Decision("d", "release")]
+
+
+def test_an_after_step_orders_without_deciding() -> None:
+    """``after`` (a clash step after the glb step whose geometry pass serves it) never skips: the step waits while
+    its after step runs, RQ starts it when that succeeded or failed, and it is released when that was skipped or
+    canceled (RQ never enqueues the dependents of a canceled job)."""
+    steps = [Step("a"), Step("glb", ["a"]), Step("clash", after=["glb"])]
+    assert decide(steps, {"a": S.RUNNING, "glb": S.PENDING, "clash": S.PENDING}, {}) == []
+    assert decide(steps, {"a": S.SUCCEEDED, "glb": S.RUNNING, "clash": S.PENDING}, {}) == []
+    assert decide(steps, {"a": S.SUCCEEDED, "glb": S.FAILED, "clash": S.PENDING}, {}) == []  # RQ starts it
+    assert decide(steps, {"a": S.FAILED, "glb": S.PENDING, "clash": S.PENDING}, {}) == [
+        Decision("glb", "skip", "upstream step 'a' failed"), Decision("clash", "release")]
+    assert decide(steps, {"a": S.SUCCEEDED, "glb": S.CANCELED, "clash": S.PENDING}, {}) == [
+        Decision("clash", "release")]
+    # a step with a skipped need and an after step still running waits (released once that one ended)
+    steps = [Step("x"), Step("glb"), Step("clash", ["x"], condition="always()", after=["glb"])]
+    assert decide(steps, {"x": S.SKIPPED, "glb": S.RUNNING, "clash": S.PENDING}, {}) == []
+    assert decide(steps, {"x": S.SKIPPED, "glb": S.SUCCEEDED, "clash": S.PENDING}, {}) == [
+        Decision("clash", "release")]

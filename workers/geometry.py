@@ -5,7 +5,9 @@ clash query itself is under 0.1 s). When a run has an ``ifcconvert`` step to glb
 clash tree can use, and ``ifcclash`` steps whose clash sets all read that same model file, the first of those
 steps to start makes every shared product in one pass over the model: the glb, and the clash sets of each clash
 step (clashes included). The other steps wait for that pass (a file lock), then only read their product. The steps
-stay separate jobs: plan, status, retries, reports and the content cache do not change.
+stay separate jobs: status, retries, reports and the content cache do not change. Which steps share is decided by
+:mod:`ifcflow.pipeline.sharing`; the planner starts the clash steps after the glb step (``after``), so the glb
+step is the one that makes the pass and no clash step holds a worker while it runs.
 
 - Where: ``<run folder>/.geometry/<sha256 of the model file>/`` (one lock file, one glb, one JSON per product).
   The model's sha256 is computed when each step starts, so a model changed in between (a different sha256) gets
@@ -49,6 +51,7 @@ from rq.timeouts import JobTimeoutException
 
 from ifcflow.engine import cache, store
 from ifcflow.operations import horse
+from ifcflow.pipeline import sharing
 from ifcflow.pipeline.plan import Plan
 from ifcflow.services.ifcclash import ClashOptions
 from ifcflow.services.ifcconvert import ConvertOptions
@@ -56,10 +59,7 @@ from ifcflow.services.ifcconvert import ConvertOptions
 from .runtime import Progress
 
 LOG = logging.getLogger(__name__)
-GLB_FORMATS = ("glb", "gltf")
 FOLDER = ".geometry"
-ENABLED = "IFCFLOW_SHARE_GEOMETRY"
-"""Set to 0 to make every step tessellate on its own (for comparison)."""
 
 
 @dataclass
@@ -82,41 +82,13 @@ class Group:
         return self.product(step_id, self.clashes[step_id], ".json")
 
 
-def shareable(options: ConvertOptions) -> bool:
-    """The conversion's shapes are the ones a clash tree would be built from."""
-    return (options.format() in GLB_FORMATS and options.model and not options.plan
-            and options.weld_vertices is None and not options.use_world_coords and not options.convert_back_units
-            and not options.disable_opening_subtractions and not options.sew_shells)
-
-
-def clash_model(options: ClashOptions) -> str | None:
-    """The one model file every clash set of the step reads, or None."""
-    files = {s.file for cs in options.clash_sets for s in (*cs.a, *cs.b)}
-    return files.pop() if len(files) == 1 else None
-
-
 def group_of(plan: Plan, step_id: str, conn: Redis | None = None) -> Group | None:
-    """The sharing group of ``step_id`` in ``plan`` (the model's sha256 is read now), or None."""
-    converts: list[tuple[str, ConvertOptions]] = []
-    clashes: dict[str, ClashOptions] = {}
-    for planned in plan.steps:
-        if planned.service == "ifcconvert":
-            options = ConvertOptions.model_validate(planned.options)
-            if shareable(options):
-                converts.append((planned.id, options))
-        elif planned.service == "ifcclash":
-            clash_options = ClashOptions.model_validate(planned.options)
-            if clash_model(clash_options) is not None:
-                clashes[planned.id] = clash_options
-    seen: set[str] = set()
-    for convert_id, options in converts:  # the first glb step of a model is the one that shares
-        if options.input in seen:
-            continue
-        seen.add(options.input)
-        served = {i: c for i, c in clashes.items() if clash_model(c) == options.input}
-        if served and (step_id == convert_id or step_id in served) and Path(options.input).is_file():
-            folder = Path(plan.out_dir) / FOLDER / cache.sha256(options.input, conn)
-            return Group(options.input, folder, (convert_id, options), served)
+    """The sharing group of ``step_id`` in ``plan`` (:func:`ifcflow.pipeline.sharing.groups`; the model's sha256
+    is read now), or None."""
+    for found in sharing.groups(plan.steps):
+        if (step_id == found.convert[0] or step_id in found.clashes) and Path(found.model).is_file():
+            folder = Path(plan.out_dir) / FOLDER / cache.sha256(found.model, conn)
+            return Group(found.model, folder, found.convert, found.clashes)
     return None
 
 
@@ -124,7 +96,7 @@ def current_group() -> tuple[Group, str] | None:
     """The group of the step the current RQ job runs, with its step id (None outside RQ or when disabled)."""
     job = get_current_job()
     meta = (job.meta or {}) if job is not None else {}
-    if job is None or os.environ.get(ENABLED, "1") == "0" or not meta.get("ifcflow_run"):
+    if job is None or not sharing.enabled() or not meta.get("ifcflow_run"):
         return None
     try:
         plan = store.load_plan(job.connection, meta["ifcflow_run"])

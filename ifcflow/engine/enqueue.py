@@ -25,6 +25,10 @@ from . import outbox, policy, rqstore, store
 
 DECIDES = "ifcflow_decides"
 """Job meta flag: a held step needs this one, so its end must be seen by the reconciler at once."""
+LEAF = "ifcflow_leaf"
+"""Job meta flag: no step waits for this one, so its end releases nothing (its job need not look)."""
+BATCH = "ifcflow_batch"
+"""Job meta: the batch of the job's run (its worker advances that batch when the job ends)."""
 
 
 def gate() -> None:  # pragma: no cover - never executed: the gate is released by the client
@@ -52,11 +56,11 @@ def submit(conn: Redis, plan: Plan, ttl: int = store.DEFAULT_TTL, only: set[str]
 
 def submit_many(conn: Redis, plans: list[Plan], ttl: int = store.DEFAULT_TTL, *, only: set[str] | None = None,
                 gate_name: str = "start", release: int | None = None, record: dict[str, str] | None = None,
-                extra: Callable[[RedisPipeline], None] | None = None) -> None:
+                extra: Callable[[RedisPipeline], None] | None = None, meta: dict[str, Any] | None = None) -> None:
     """Several runs in ONE transaction (a batch): every run behind its own start gate (one-step runs too); the
     gates of the first ``release`` runs (all when None) are opened after EXEC, the others stay closed until
     opened with :func:`open_gate`. ``record`` adds fields to every run record, ``extra`` its own writes (e.g. the
-    batch record) to the same transaction."""
+    batch record) to the same transaction, ``meta`` entries to every step job's meta (e.g. :data:`BATCH`)."""
     queues: dict[str, Queue] = {}
     made: list[tuple[Plan, list[Job], list[Job]]] = []  # (plan, [start gate, hold?], step jobs)
     for plan in plans:
@@ -68,6 +72,7 @@ def submit_many(conn: Redis, plans: list[Plan], ttl: int = store.DEFAULT_TTL, *,
         for step in steps:
             queue = queues.setdefault(step.queue, Queue(step.queue, connection=conn))
             options = job_options(plan, step, ttl, start.id, only, wiring=wiring, hold=hold.id if hold else None)
+            options["meta"].update(meta or {})
             jobs.append(queue.create_job(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
                                          status=JobStatus.DEFERRED, **options))
         made.append((plan, [start, *([hold] if hold else [])], jobs))
@@ -211,26 +216,33 @@ class Wiring:
         self.by_id = {s.id: s for s in plan.steps}
         self.held = {s.id for s in plan.steps if policy.held(s, self.by_id)}
         self.decides = {n for sid in self.held for n in self.by_id[sid].needs}
+        self.waited_on = {n for s in plan.steps for n in (*s.needs, *s.after)}
 
 
 def job_options(plan: Plan, step: PlannedStep, ttl: int, start: str, only: set[str] | None = None, *,
                 wiring: Wiring | None = None, hold: str | None = None) -> dict[str, Any]:
     """The RQ options of a step's job: what it waits for, its timeout, retries and records.
 
-    A step waits for its needs (or, without needs, for the gate), a held step also for ``hold`` (see
-    :class:`Wiring`). In a retry (``only``) a step waits for the gate, its re-enqueued needs and its needs that
-    are not re-run (RQ counts those as met once finished; one still running holds it back).
+    A step waits for its needs and its ``after`` steps (or, without either, for the gate), a held step also for
+    ``hold`` (see :class:`Wiring`). In a retry (``only``) a step waits for the gate, its re-enqueued needs and its
+    needs that are not re-run (RQ counts those as met once finished; one still running holds it back), and for
+    its ``after`` steps only when they are re-run too.
     """
     wiring = wiring or Wiring(plan)
     needs = [wiring.by_id[n].job_id for n in step.needs]
-    parents = [start, *needs] if only is not None else (needs or [start])
+    after = [wiring.by_id[a].job_id for a in step.after if a in wiring.by_id and (only is None or a in only)]
+    parents = [start, *needs, *after] if only is not None else ([*needs, *after] or [start])
     if step.id in wiring.held and hold:
         parents.append(hold)
-    tolerant = step.condition != "success()" or any(wiring.by_id[n].on_failure == "continue" for n in step.needs)
+    # (an ``after`` step may fail without holding this one back; its own needs are then checked when it starts)
+    tolerant = (step.condition != "success()" or bool(after)
+                or any(wiring.by_id[n].on_failure == "continue" for n in step.needs))
     retry = Retry(max=step.attempts - 1, interval=step.backoff or 0) if step.attempts > 1 else None
     meta: dict[str, Any] = {"ifcflow_run": plan.run_id, "ifcflow_step": step.id}
     if step.id in wiring.decides:
         meta[DECIDES] = True
+    if step.id not in wiring.waited_on:
+        meta[LEAF] = True
     return {
         "job_id": step.job_id,
         "depends_on": Dependency(parents, allow_failure=tolerant),

@@ -8,6 +8,8 @@ The rules (GitHub-Actions-like):
   upstream step ended (a need can end early, skipped, while a step above it is still running);
 - ``always()``: runs once every need ended, whatever happened;
 - a step that must run although a need was skipped or canceled is *released*: RQ never enqueues it by itself;
+  so is one whose ``after`` step (ordering only, any outcome: :func:`ifcflow.pipeline.plan.order_shared_passes`)
+  was, once its ``after`` steps all ended;
 - a *held* step (:func:`held`: a ``failure()`` step with a step above its needs) is never started by RQ at all:
   RQ waits only for a step's needs (one dependency per need, so a long chain costs linear memory), which would
   start it while a step further up may still fail; it also waits on a gate that is never opened, and is released
@@ -32,6 +34,8 @@ class StepLike(Protocol):
     def condition(self) -> str: ...
     @property
     def on_failure(self) -> str: ...
+    @property
+    def after(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -116,13 +120,23 @@ def decide(steps: Sequence[StepLike], states: Mapping[str, StepState], causes: M
                 states[step.id] = StepState.SKIPPED
                 causes[step.id] = reason
                 decisions.append(Decision(step.id, "skip", reason))
-            elif action == "run" and (held(step, by_id) or any(
-                    states.get(n) in (StepState.SKIPPED, StepState.CANCELED) or n in lost for n in step.needs)):
+            elif action == "run" and _released(step, by_id, states, lost):
                 decisions.append(Decision(step.id, "release"))
         failed, ended = upstream(step)
         own = _alone(states.get(step.id))
         above[step.id] = (own[0] or failed, own[1] and ended)
     return decisions
+
+
+def _released(step: StepLike, by_id: Mapping[str, StepLike], states: Mapping[str, StepState],
+              lost: frozenset[str]) -> bool:
+    """Whether a step that must run now needs releasing: RQ will not start it by itself (it is held, or a step it
+    waits for in RQ, a need or an ``after`` step, was skipped, canceled or lost). Never while an ``after`` step
+    has not ended: it starts after those, whatever their outcome."""
+    if not all(states.get(a, StepState.PENDING).terminal for a in step.after if a in by_id):
+        return False
+    gone = (StepState.SKIPPED, StepState.CANCELED)
+    return held(step, by_id) or any(states.get(n) in gone or n in lost for n in (*step.needs, *step.after))
 
 
 def _alone(state: StepState | None) -> tuple[bool, bool]:

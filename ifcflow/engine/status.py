@@ -47,6 +47,9 @@ class StepStatus(BaseModel):
     queue: str
     job_id: str
     needs: list[str] = Field(default_factory=list)
+    after: list[str] = Field(default_factory=list, description=(
+        "steps it starts after whatever their outcome (a clash step after the glb step whose geometry pass "
+        "serves it)"))
     worker: str | None = None
     enqueued_at: str | None = None
     started_at: str | None = None
@@ -175,6 +178,7 @@ def _step(planned: PlannedStep, job: rqstore.JobView, record: dict[str, Any] | N
     returned = job.return_value
     return _built(StepStatus, dict(  # values are built here, already of the right types
         status=state, service=planned.service, queue=planned.queue, job_id=planned.job_id, needs=planned.needs,
+        after=planned.after,
         worker=job.worker_name, enqueued_at=job.enqueued_at, started_at=start,
         ended_at=None if running else end, duration=_seconds(start, None if running else end) if start else None,
         attempt=attempts_done, attempts=planned.attempts, progress=meta.get("progress"),

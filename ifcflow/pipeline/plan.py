@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..errors import PipelineError
 from ..services import SERVICES
 from ..services.base import JOB_FUNC, InputFile, OutputFile, file_options
-from . import expressions, graph
+from . import expressions, graph, sharing
 from .document import Document
 
 
@@ -30,6 +30,9 @@ class PlannedStep(BaseModel):
     func: str
     job_id: str
     needs: list[str] = Field(description="every step this one depends on: needs plus output references")
+    after: list[str] = Field(default_factory=list, description=(
+        "steps this one starts after, whatever their outcome (ordering only, not a need: set by the planner so "
+        "a clash step served by a glb step's shared geometry pass never holds a worker while that pass runs)"))
     timeout: int
     attempts: int = 1
     backoff: list[int] = Field(default_factory=list)
@@ -73,9 +76,11 @@ def job_id(run_id: str, step_id: str) -> str:
 
 
 def plan(doc: Document, run_id: str | None = None, out_root: str | Path = "ifcflow-runs",
-         now: datetime | None = None, cache: bool = True) -> Plan:
+         now: datetime | None = None, cache: bool = True, share_geometry: bool | None = None) -> Plan:
     """Expand ``doc`` into a :class:`Plan` for run ``run_id``; outputs go to ``out_root/run_id/step/``.
-    ``cache=False`` (``--no-cache``) runs every step even when an identical one ran before."""
+    ``cache=False`` (``--no-cache``) runs every step even when an identical one ran before. ``share_geometry``
+    (default: unless ``IFCFLOW_SHARE_GEOMETRY=0``) orders each clash step after the glb step whose geometry pass
+    serves it (:func:`order_shared_passes`)."""
     pipeline = doc.pipeline
     now = now or datetime.now(UTC)
     run_id = run_id or new_run_id(pipeline.name, now)
@@ -85,8 +90,44 @@ def plan(doc: Document, run_id: str | None = None, out_root: str | Path = "ifcfl
         planned[step_id] = _plan_step(doc, step_id, run_id, run_dir, planned)
         if not cache:
             planned[step_id].cache = False
+    steps = list(planned.values())
+    if sharing.enabled() if share_geometry is None else share_geometry:
+        steps = order_shared_passes(steps)
     return Plan(run_id=run_id, pipeline=pipeline.name, file=str(doc.path), created_at=now.isoformat(),
-                out_dir=str(run_dir), inputs=dict(doc.inputs), steps=list(planned.values()))
+                out_dir=str(run_dir), inputs=dict(doc.inputs), steps=steps)
+
+
+def order_shared_passes(steps: list[PlannedStep]) -> list[PlannedStep]:
+    """Each clash step served by a glb step's geometry pass (:func:`ifcflow.pipeline.sharing.groups`) starts after
+    that glb step (``after``), unless the glb step is already upstream of it, or downstream (that would be a
+    cycle: the clash step then makes the pass itself). Returns the steps in an order that respects ``needs`` and
+    ``after`` (ties keep the order given).
+
+    Why: the glb step makes the pass and the clash query runs in its work horse right after it, so a clash step
+    started beside it would only wait for the pass, holding a worker that other steps (quantities, csv) could use."""
+    by_id = {s.id: s for s in steps}
+    for group in sharing.groups(steps):
+        convert = group.convert[0]
+        for clash in group.clashes:
+            if clash not in _upstream(convert, by_id) and convert not in _upstream(clash, by_id):
+                by_id[clash].after.append(convert)
+    if not any(s.after for s in steps):
+        return steps
+    order = graph.topological({s.id: [*s.needs, *s.after] for s in steps})
+    return [by_id[step_id] for step_id in order]
+
+
+def _upstream(step_id: str, by_id: dict[str, PlannedStep]) -> set[str]:
+    """Every step ``step_id`` waits for, transitively (needs and ``after``)."""
+    seen: set[str] = set()
+    todo = [*by_id[step_id].needs, *by_id[step_id].after]
+    while todo:
+        current = todo.pop()
+        if current in seen or current not in by_id:
+            continue
+        seen.add(current)
+        todo.extend([*by_id[current].needs, *by_id[current].after])
+    return seen
 
 
 def _plan_step(doc: Document, step_id: str, run_id: str, run_dir: Path, done: dict[str, PlannedStep]) -> PlannedStep:

@@ -124,6 +124,8 @@ def describe_plan(plan: Any) -> str:
     lines = [f"run {plan.run_id}: pipeline {plan.pipeline} ({len(plan.steps)} steps), outputs in {plan.out_dir}"]
     for step in plan.steps:
         needs = f" after {', '.join(step.needs)}" if step.needs else ""
+        if step.after:
+            needs += f"{',' if needs else ''} after {', '.join(step.after)} ends (it makes the shared geometry)"
         cond = f" if {step.condition}" if step.condition != "success()" else ""
         lines.append(f"  {step.id}: {step.service} on queue {step.queue}{needs}{cond}, "
                      f"timeout {durations.format(step.timeout)}, job {step.job_id}")
@@ -142,4 +144,5 @@ def mermaid(plan: Any) -> str:
         lines.append(f'  {step.id}["{step.id}<br/>{step.service}{cond}"]')
         arrow = f'-->|"{step.condition}"|' if step.condition != "success()" else "-->"
         lines.extend(f"  {need} {arrow} {step.id}" for need in step.needs)
+        lines.extend(f"  {first} -.->|after| {step.id}" for first in step.after)
     return "\n".join(lines)
