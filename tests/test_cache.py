@@ -157,6 +157,11 @@ def test_digests_are_shared_through_redis_and_a_changed_file_gets_a_new_one(conn
     os.utime(path, ns=(path.stat().st_atime_ns, path.stat().st_mtime_ns))  # same mtime, new ctime: a new identity
     time.sleep(0.1)
     assert cache.sha256(path, conn) == second and len(conn.keys(cache.DIGEST_PREFIX + "*")) == 2
+    small = tmp_path / "small.ifc"  # under SHARE_MIN: hashed again, quicker than a round trip; never in Redis
+    small.write_bytes(b"s" * (cache.SHARE_MIN - 1))
+    time.sleep(0.1)
+    assert cache.sha256(small, conn) == hashlib.sha256(small.read_bytes()).hexdigest()
+    assert len(conn.keys(cache.DIGEST_PREFIX + "*")) == 2
 
 
 def test_a_batch_shows_its_cached_steps(conn: Redis, folder: Path) -> None:

@@ -68,6 +68,9 @@ def enabled() -> bool:
 DIGEST_PREFIX = "ifcflow:digest:"
 DIGEST_TTL = 7 * 24 * 3600
 """Seconds a file's digest is remembered in Redis (``ifcflow:digest:<hash of the file's identity>``)."""
+SHARE_MIN = 256 * 1024
+"""Files smaller than this (bytes) are hashed again rather than looked up in Redis: hashing 256 KiB takes about
+as long as one round trip."""
 SETTLED_NS = 50_000_000
 """A digest is remembered only for a file whose last change (mtime or ctime) is this much older than the hashing
 start: a file's timestamps tick in coarse steps, so a same-size rewrite within one step would look unchanged."""
@@ -85,6 +88,8 @@ def sha256(path: str | Path, conn: Redis | None = None) -> str:
     known = _KNOWN.get(identity)
     if known is not None:
         return known
+    if identity[1] < SHARE_MIN:
+        conn = None  # hashing it is quicker than asking Redis (a small step's outputs: one round trip fewer each)
     key = DIGEST_PREFIX + hashlib.sha256(json.dumps([*identity, _boot_id()]).encode()).hexdigest()
     if conn is not None:
         with contextlib.suppress(RedisError):
