@@ -163,5 +163,14 @@ def test_real_workers_run_what_the_script_releases_and_the_batch_ends(
         assert int(conn.hget(batch.key(record.batch_id), "released") or 0) == 8
         for run in final.runs:
             assert conn.hget(Job.key_for(store.gate_id(run.run_id)), "status") == b"finished"
+            job = Job.fetch(f"{run.run_id}-patch", connection=conn)  # (the job names its batch: no lookup)
+            assert job.meta[enqueue.BATCH] == record.batch_id and job.meta[enqueue.LEAF] is True
     finally:
         workers.stop()
+
+
+def test_a_step_nothing_waits_for_is_marked_a_leaf(conn: Redis, pipeline: Path, tmp_path: Path) -> None:
+    """Its job then skips the look for waiting steps to release at its end (one round trip per job)."""
+    run_id = _closed(conn, pipeline, tmp_path)
+    leaf = {sid: Job.fetch(f"{run_id}-{sid}", connection=conn).meta.get(enqueue.LEAF) for sid in "abc"}
+    assert leaf == {"a": None, "b": True, "c": True}

@@ -28,7 +28,7 @@ from rq.job import Job
 from rq.timeouts import JobTimeoutException
 
 from ifcflow.engine import cache, events, policy, reconcile, staging, store
-from ifcflow.engine.enqueue import DECIDES
+from ifcflow.engine.enqueue import DECIDES, LEAF
 from ifcflow.engine.states import StepState
 from ifcflow.engine.status import FAILING, StatusReader
 from ifcflow.errors import StepError, StorageError
@@ -231,7 +231,10 @@ def _skip_reason(job: Job, planned: PlannedStep, run_id: str) -> str | None:
 def _decides(job: Job, run_id: str) -> bool:
     """Whether this step's end may decide waiting steps RQ will not start: some steps were skipped or canceled,
     or a held ``failure()`` step needs this one (:class:`ifcflow.engine.enqueue.Wiring`)."""
-    return bool((job.meta or {}).get(DECIDES)) or bool(job.connection.hlen(store.steps_key(run_id)))
+    meta = job.meta or {}
+    if meta.get(LEAF):  # nothing waits for this step
+        return False
+    return bool(meta.get(DECIDES)) or bool(job.connection.hlen(store.steps_key(run_id)))
 
 
 def _release_waiting(job: Job, planned: PlannedStep, run_id: str) -> None:

@@ -260,7 +260,8 @@ def submit(conn: Redis, record: BatchRecord, plans: list[Plan], fields: dict[str
             pipe.hset(store.run_key(sub.run_id), mapping=added)  # type: ignore[arg-type]
 
     try:
-        enqueue.submit_many(conn, plans, record.ttl, release=release, extra=write)
+        enqueue.submit_many(conn, plans, record.ttl, release=release, extra=write,
+                            meta={enqueue.BATCH: record.batch_id})
     except BaseException:  # the runs were rolled back; so is the batch record
         conn.delete(*store.batch_keys(record.batch_id))
         conn.zrem(BATCHES, record.batch_id)
@@ -340,14 +341,15 @@ def _advance(conn: Redis, batch_id: str, repair: bool, known: frozenset[str]) ->
 
 def _note_ended(conn: Redis, batch_id: str, control: Control, active: list[str], known: frozenset[str]) -> list[str]:
     """The sub-runs of ``active`` that ended: each is ended once (with its hooks, by the reconciler; ``known``: runs
-    the caller just ended so), and the batch keeps its final row (it outlives the sub-run's own records). Returns
-    them. (``active`` are not noted ended yet, so their rows are computed, not looked up among the recorded ones.)"""
+    the caller just ended so; a run whose end is recorded was ended so by another), and the batch keeps its final
+    row (it outlives the sub-run's own records). Returns them. (``active`` are not noted ended yet, so their rows
+    are computed, not looked up among the recorded ones.)"""
     from ..engine import reconcile
 
     template = [(s.id, s.on_failure) for s in control.steps]
     rows = runstates.rows(conn, template, active)
     done = [run_id for run_id in active if rows[run_id].status.terminal]
-    repaired = [run_id for run_id in done if run_id not in known]
+    repaired = [run_id for run_id in done if run_id not in known and not rows[run_id].recorded]
     for run_id in repaired:  # (a pass over a sub-run that ended already is cheap; a retried one may not be live yet)
         reconcile.run(conn, run_id, wait=0.0)
     if done:

@@ -46,6 +46,9 @@ class RunRow:
     ended_at: str | None = None
     exists: bool = True
     """False when the run's record is gone (pruned or expired)."""
+    recorded: bool = False
+    """The run's end is recorded (its ``final``): whoever ended it runs its end hooks (or the periodic pass does,
+    should that process die)."""
 
     @property
     def failed_step(self) -> str | None:
@@ -83,7 +86,8 @@ def _row(step_ids: list[str], on_failure: dict[str, str], chunk: list[Any]) -> R
     ends = [t for t in (_iso(job[2]) for job in chunk[2:]) if t]
     state = state_of_run(states, on_failure, bool(canceled))
     return RunRow(status=state, steps=states, errors=errors, started_at=min(starts) if starts else None,
-                  ended_at=max(ends) if ends and state.terminal else None, exists=created is not None)
+                  ended_at=max(ends) if ends and state.terminal else None, exists=created is not None,
+                  recorded=bool(final_raw))
 
 
 def rows(conn: Redis, steps: Sequence[tuple[str, str]], run_ids: list[str]) -> dict[str, RunRow]:

@@ -23,7 +23,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq.job import Job, JobStatus
 
-from ..engine import changes, reconcile, rqstore
+from ..engine import changes, enqueue, reconcile, rqstore
 from ..services import QUEUES, SERVICES
 from .horse import ResidentHorseWorker
 
@@ -229,9 +229,11 @@ class IfcflowWorker(ResidentHorseWorker):
         """A job of a batch's sub-run ended: release the batch's next sub-runs if that run ended. Never waits for
         another worker's advance of the batch: it leaves a dirty mark, and that worker advances again. ``ended``:
         this worker's reconcile pass just ended the run (the advance need not reconcile it again)."""
-        run_id = (job.meta or {}).get("ifcflow_run")
-        try:
-            batch_id = self.connection.hget(f"ifcflow:run:{run_id}", "batch") if run_id else None
+        meta = job.meta or {}
+        run_id = meta.get("ifcflow_run")
+        try:  # (the job says which batch; a retried one, enqueued without, is looked up)
+            batch_id = meta.get(enqueue.BATCH) or (
+                self.connection.hget(f"ifcflow:run:{run_id}", "batch") if run_id else None)
             if batch_id:
                 from ..batches.batch import advance
 
