@@ -94,6 +94,19 @@ def entity_problems(query: str, schema_name: str) -> list[str]:
     return found
 
 
+def entity_type_problem(name: str, schema_name: str) -> str | None:
+    """Why ``name`` is not an entity type of the schema (with a "did you mean"), or None."""
+    schema = _schema(schema_name)
+    if schema is None:
+        return None
+    try:
+        schema.declaration_by_name(name)
+    except RuntimeError:
+        return (f"{name!r} is not an entity type of {schema_name} (the input model's schema)"
+                f"{_did_you_mean(name, _entity_names(schema_name))}")
+    return None
+
+
 def attribute_problems(attributes: list[str], query: str, schema_name: str) -> list[tuple[int, str]]:
     """(index, problem) of plain attribute names (no ``Pset.Property``) that none of the query's entities has."""
     tree, _ = _parse(query)

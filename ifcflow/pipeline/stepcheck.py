@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel
 
 from ..errors import Problem
-from ..services.base import InputFile, Selector, file_options
+from ..services.base import EntityType, InputFile, Selector, file_options
 from . import expressions, modelcheck
 from .checks import check_file, header_schema
 from .source import Source
@@ -80,6 +80,8 @@ class StepChecker:
             where = ("steps", step_id, "with", *raw_path(options, raw_with, sub))
             if isinstance(marker, InputFile):
                 self._file(where, value, marker)
+            elif isinstance(marker, EntityType):
+                self._entity_type(where, value, by_path.get((*sub[:-2], marker.model)))
             elif isinstance(marker, Selector):
                 model = by_path.get((*sub[:-1], marker.model))
                 attributes: list[str] = []
@@ -100,6 +102,15 @@ class StepChecker:
                 self.flagged.add(flag)
                 self.found.append(Problem(f"-i {flag}={self.overrides[flag]}", 0, 0, problem))
         elif problem:
+            self.found.append(self.src.problem(where, problem))
+
+    def _entity_type(self, where: tuple[str | int, ...], name: str, model: str | None) -> None:
+        if "${{" in name:
+            return
+        path, _ = self.resolve(model) if model else (None, None)
+        schema = header_schema(path) if path is not None and path.is_file() else None
+        problem = modelcheck.entity_type_problem(name, schema) if schema is not None else None
+        if problem:
             self.found.append(self.src.problem(where, problem))
 
     def _selector(self, where: tuple[str | int, ...], query: str, model: str | None, attributes: list[str],

@@ -39,6 +39,14 @@ class Selector:
     attributes: str | None = None
 
 
+@dataclass(frozen=True)
+class EntityType:
+    """Marks an option as a list of IFC entity type names of the model named by the sibling option ``model``;
+    each must be an entity of that model's schema (checked before enqueueing)."""
+
+    model: str = "input"
+
+
 class Options(BaseModel):
     """Base of every service's ``with:`` block. Unknown options are errors."""
 
@@ -97,14 +105,19 @@ class Service:
 
 
 def file_options(model: BaseModel, path: tuple[str | int, ...] = ()) -> list[tuple[tuple[str | int, ...], Any, str]]:
-    """Every option naming a file (or holding a selector) in ``model`` and its nested models: (path, marker, value)."""
+    """Every option naming a file (or holding a selector or entity type names) in ``model`` and its nested models:
+    (path, marker, value); a list of entity type names gives one entry per name."""
     found: list[tuple[tuple[str | int, ...], Any, str]] = []
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         key = name
-        marker = next((m for m in info.metadata if isinstance(m, (InputFile, OutputFile, Selector))), None)
+        marker = next((m for m in info.metadata if isinstance(m, (InputFile, OutputFile, Selector, EntityType))),
+                      None)
         if marker is not None and isinstance(value, str):
             found.append(((*path, key), marker, value))
+        elif isinstance(marker, EntityType) and isinstance(value, list):
+            found.extend(((*path, key, index), marker, item) for index, item in enumerate(value)
+                         if isinstance(item, str))
         elif isinstance(value, BaseModel):
             found.extend(file_options(value, (*path, key)))
         elif isinstance(value, list):

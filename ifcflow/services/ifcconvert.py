@@ -6,7 +6,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import Field, field_validator
 
-from .base import InputFile, Options, OutputFile, Service, option, stem
+from .base import EntityType, InputFile, Options, OutputFile, Service, option, stem
 
 FORMATS = {
     ".glb": "glb", ".gltf": "gltf", ".obj": "obj", ".dae": "dae", ".stp": "step", ".step": "step",
@@ -35,8 +35,10 @@ class ConvertOptions(Options):
                                           "compatibility with the original system, ignored, and noted in the log")
     disable_opening_subtractions: bool = False
     bounds: str | None = option(None, description="SVG only: WIDTHxHEIGHT of the drawing, e.g. 1024x768")
-    include: list[str] | None = option(None, description="only these IFC entity types, e.g. [IfcWall, IfcSlab]")
-    exclude: list[str] | None = option(None, description="leave out these IFC entity types, e.g. [IfcSpace]")
+    include: list[str] | None = option(None, marker=EntityType("input"),
+                                       description="only these IFC entity types, e.g. [IfcWall, IfcSlab]")
+    exclude: list[str] | None = option(None, marker=EntityType("input"),
+                                       description="leave out these IFC entity types, e.g. [IfcSpace]")
     log_file: str | None = option(None, marker=OutputFile("log"),
                                   description="log of skipped and failed elements (default <output>.log)")
     threads: Annotated[int, Field(ge=1, le=64)] = option(2, description="geometry iterator threads")
