@@ -86,7 +86,11 @@ def test_validate_and_plan(project: Path) -> None:
     other = project / "models" / "mep.ifc"
     plan = ifcflow.plan(project / "coordination.yaml", inputs={"arch": str(other)}, out=project / "runs")
     assert isinstance(plan, ifcflow.Plan)
-    assert [(s.id, s.queue) for s in plan.steps][:2] == [("validate", "ifctester"), ("clash", "ifcclash")]
+    # with arch=mep.ifc the clash reads one model, so it starts after the first glb step of that model (which
+    # makes the shared geometry pass): arch-glb
+    assert [(s.id, s.queue) for s in plan.steps][:3] == [("validate", "ifctester"), ("arch-glb", "ifcconvert"),
+                                                         ("clash", "ifcclash")]
+    assert plan.step("clash").after == ["arch-glb"] and plan.step("clash").needs == ["validate"]
     assert plan.inputs["arch"] == str(other) and plan.out_dir == str(project / "runs" / plan.run_id)
 
 
