@@ -128,3 +128,36 @@ def test_after_job_work_runs_before_the_next_job_and_a_horse_dying_in_it_is_repl
     assert second.return_value() == first.return_value()  # in the same horse
     assert not lost.exists() and last.return_value() != dying.return_value()  # a fresh horse after the death
     assert "work horse ended during the after-job work of job " + dying.id in log.read_text()
+
+
+NO_FORK = """
+import os, sys, traceback
+real, refused = os.fork, []
+def fork():  # the first horse cannot be forked (no memory): ENOMEM, as the kernel answers then
+    if not refused and any(f.name == "_fork_resident" for f in traceback.extract_stack()):
+        refused.append(1)
+        raise OSError(12, "Cannot allocate memory")
+    return real()
+os.fork = fork
+sys.argv = ["ifcflow", "worker", "--redis", sys.argv[1], "--preload", "ifc2json", "--burst"]
+from ifcflow.cli import main
+main()
+"""
+
+
+def test_a_horse_that_cannot_be_forked_fails_its_job_and_the_worker_goes_on(redis_server: EmbeddedRedis,
+                                                                           conn: Redis, tmp_path: Path) -> None:
+    """Was: the exception left RQ's work loop, the worker restarted, and the job stayed "queued" in the started
+    registry until RQ's maintenance (10 min)."""
+    queue = Queue("default", connection=conn)
+    refused, ran = queue.enqueue(pid), queue.enqueue(pid)
+    log = tmp_path / "worker.log"
+    worker = spawn([sys.executable, "-c", NO_FORK, redis_server.url], log)
+    try:
+        assert worker.wait(timeout=120) == 0, log.read_text()
+    finally:
+        stop(worker)
+    assert Job.fetch(refused.id, connection=conn).get_status() == JobStatus.FAILED
+    assert "could not start a work horse for the job: Cannot allocate memory" in error(conn, refused)
+    assert Job.fetch(ran.id, connection=conn).get_status() == JobStatus.FINISHED
+    assert "unhandled exception" not in log.read_text() and "restarting the worker" not in log.read_text()

@@ -121,10 +121,22 @@ class ResidentHorseWorker(Worker):
         execution = self.prepare_execution(job)
         os.environ.update(RQ_WORKER_ID=self.name, RQ_JOB_ID=job.id)  # (RQ's own, set as its fork does)
         if not self._hand_over(job, queue, execution):
-            self._fork_resident()
+            try:
+                self._fork_resident()
+            except OSError as exc:  # no memory or no descriptors left for a horse: this job fails, the worker lives
+                self._unforked(job, queue, execution, exc)
+                return
             if not self._hand_over(job, queue, execution):  # a horse that dies before reading: RQ's dead horse
                 self._horse_pid = self.resident_pid
         self._monitor(job, queue, execution)
+        self.set_state(WorkerStatus.IDLE)
+
+    def _unforked(self, job: Job, queue: Any, execution: Execution, exc: OSError) -> None:
+        """Fail ``job`` (RQ retries it if it has attempts left) when no horse could be forked to run it."""
+        message = f"could not start a work horse for the job: {exc.strerror or exc}; the worker goes on"
+        logger.error("Worker %s: %s (job %s)", self.name, message, job.id)
+        job.ended_at = now()
+        self.handle_job_failure(job, queue, exc_string=message, execution=execution)
         self.set_state(WorkerStatus.IDLE)
 
     def _hand_over(self, job: Job, queue: Any, execution: Execution) -> bool:
@@ -142,7 +154,12 @@ class ResidentHorseWorker(Worker):
         to_horse, horse_in = os.pipe()
         horse_out, from_horse = os.pipe()
         parent = os.getpid()
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except OSError:
+            for end in (to_horse, horse_in, horse_out, from_horse):
+                os.close(end)
+            raise
         if pid == 0:  # the horse
             os.setpgrp()
             os.close(horse_in)
