@@ -44,6 +44,17 @@ def test_a_chain_draws_straight_beside_an_independent_step() -> None:
     assert boxes["a"].y == boxes["b"].y == boxes["c"].y < boxes["solo"].y
 
 
+def test_an_after_edge_is_dashed_and_places_the_step_right_of_the_one_it_follows() -> None:
+    steps = {"glb": ("ifcconvert", "running", []), "clash": ("ifcclash", "pending", []),
+             "csv": ("ifccsv", "running", [])}
+    tree = ET.fromstring(dag.svg(steps, {"clash": ["glb"]}))
+    after = [(p.get("data-from"), p.get("data-to")) for p in tree.iter(f"{SVG}path") if p.get("class") == "edge after"]
+    assert after == [("glb", "clash")]
+    assert "starts after glb" in "".join(tree.itertext())
+    boxes = {b.step: b for b in dag.layout(steps, {"clash": ["glb"]})[0]}
+    assert boxes["glb"].x == boxes["csv"].x < boxes["clash"].x and boxes["clash"].y == boxes["glb"].y
+
+
 def test_svg_escapes_step_names_and_shortens_long_ones() -> None:
     text = dag.svg({"a<b>&c": ("ifcpatch", "pending", []), "x" * 40: ("ifcconvert", "queued", ["a<b>&c"])})
     ET.fromstring(text)  # well-formed despite the markup characters

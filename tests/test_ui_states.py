@@ -52,7 +52,17 @@ steps:
   waiting: {uses: ifcdiff, with: {old: "${{ inputs.model }}", new: "${{ inputs.model }}", output: diff.json}}
 """
 # no worker listens on ifcdiff: that step stays queued
-QUEUES = ["default", "ifcconvert", "ifccsv", "ifctester", "ifc2json"]
+SHARED = """\
+version: 1
+name: shared
+inputs: {model: big.ifc}
+steps:
+  glb: {uses: ifcconvert, with: {input: "${{ inputs.model }}", output: big.glb, threads: 1}}
+  clash: {uses: ifcclash, with: {clash_sets: [{name: walls, a: [{file: "${{ inputs.model }}", selector: IfcWall}]}],
+                                 output: clashes.json}}
+"""
+# the clash step starts after the glb step (which makes the shared geometry): a dashed edge
+QUEUES = ["default", "ifcconvert", "ifcclash", "ifccsv", "ifctester", "ifc2json"]
 
 # WCAG 2 contrast ratio of two computed CSS colours; a transparent colour counts as no colour at all (0).
 CONTRAST = """
@@ -198,3 +208,20 @@ def test_running_queued_pending_then_canceled_are_readable(server: ApiServer, br
     page.wait_for_selector("#run-state .s-canceled", timeout=30_000)
     check_states(page, {"slow": "canceled", "after": "canceled", "waiting": "canceled"})
     screenshot(browser, page, "ui-state-canceled.png")
+
+
+def test_a_clash_step_waiting_for_its_glb_step_shows_why(server: ApiServer, browser: Any) -> None:
+    big = server.data / "uploads" / "big.ifc"
+    big.write_bytes(shared_ifc("duplex.ifc").read_bytes())
+    run_id = start(server, SHARED)
+    page = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(page, server, f"/ui/runs/{run_id}")
+    check_states(page, {"glb": "running", "clash": "pending"})
+    edge = page.locator("svg.dag path.edge.after[data-from='glb'][data-to='clash']")
+    assert edge.evaluate("(e) => getComputedStyle(e).strokeDasharray") not in ("", "none")
+    assert "starts after glb" in edge.evaluate("(e) => e.textContent")
+    assert "starts after glb" in page.inner_text("#steps tr[data-step='clash']")
+    screenshot(browser, page, "ui-state-after.png")
+    assert wait_end(server, run_id)["status"] == "succeeded"
+    check_states(page, {"glb": "succeeded", "clash": "succeeded"})
+    screenshot(browser, page, "ui-state-after-done.png")

@@ -1,5 +1,6 @@
 """The run's DAG drawn as SVG for the web page: one box per step (coloured by state through CSS classes), one
-arrow per ``needs`` edge, laid out left to right in layers. Pure: no Redis, no I/O."""
+arrow per ``needs`` edge and a dashed one per ``after`` edge (ordering only: a clash step after the glb step that
+makes the shared geometry), laid out left to right in layers. Pure: no Redis, no I/O."""
 
 from __future__ import annotations
 
@@ -49,16 +50,18 @@ def layers(needs: Mapping[str, Sequence[str]]) -> list[list[str]]:
     return grouped
 
 
-def layout(steps: Mapping[str, tuple[str, str, Sequence[str]]]) -> tuple[list[Box], int, int]:
-    """Boxes for ``{step: (service, state, needs)}`` and the drawing's width and height. The first layer is
-    stacked from the top; a later step sits level with its parents (their mean), pushed down only to avoid
-    overlapping the step above it, so chains draw as straight lines."""
-    grouped = layers({step: needs for step, (_, _, needs) in steps.items()})
+def layout(steps: Mapping[str, tuple[str, str, Sequence[str]]],
+           after: Mapping[str, Sequence[str]] | None = None) -> tuple[list[Box], int, int]:
+    """Boxes for ``{step: (service, state, needs)}`` (and ``{step: after}``) and the drawing's width and height.
+    The first layer is stacked from the top; a later step sits level with its parents (their mean), pushed down
+    only to avoid overlapping the step above it, so chains draw as straight lines."""
+    waits = {step: [*needs, *(after or {}).get(step, ())] for step, (_, _, needs) in steps.items()}
+    grouped = layers(waits)
     top: dict[str, int] = {}
     for column, layer in enumerate(grouped):
         below = PAD
         for step in layer:
-            parents = [top[p] for p in steps[step][2] if p in top]
+            parents = [top[p] for p in waits[step] if p in top]
             wanted = round(sum(parents) / len(parents)) if parents and column else below
             top[step] = max(wanted, below)
             below = top[step] + BOX_H + GAP_Y
@@ -73,25 +76,30 @@ def _label(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def svg(steps: Mapping[str, tuple[str, str, Sequence[str]]]) -> str:
+def svg(steps: Mapping[str, tuple[str, str, Sequence[str]]], after: Mapping[str, Sequence[str]] | None = None) -> str:
     """The SVG markup: ``<g class="node state-<state>" data-step="<id>">`` per step (the page's script swaps the
-    state class on live updates) and ``<path class="edge" data-from data-to>`` per edge."""
-    boxes, width, height = layout(steps)
+    state class on live updates) and ``<path class="edge" data-from data-to>`` per edge (``class="edge after"``
+    for an ``after`` edge)."""
+    boxes, width, height = layout(steps, after)
     at = {box.step: box for box in boxes}
     parts = [f'<svg class="dag" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
              f'width="{width}" height="{height}" role="img" aria-label="pipeline steps and their dependencies">',
              '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
              'orient="auto-start-reverse"><path d="M0,0 L10,5 L0,10 z" class="arrowhead"/></marker></defs>']
     for box in boxes:
-        for parent in steps[box.step][2]:
+        edges = [(p, "edge") for p in steps[box.step][2]] + [(p, "edge after") for p in (after or {}).get(box.step, ())]
+        for parent, kind in edges:
             if parent not in at:
                 continue
             src = at[parent]
             x1, y1 = src.x + BOX_W, src.y + BOX_H // 2
             x2, y2 = box.x - 2, box.y + BOX_H // 2
             bend = (x2 - x1) // 2
-            parts.append(f'<path class="edge" data-from="{escape(parent)}" data-to="{escape(box.step)}" '
-                         f'd="M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}" marker-end="url(#arrow)"/>')
+            title = (f"<title>{escape(box.step)} starts after {escape(parent)}, whatever its outcome (it makes the "
+                     "shared geometry)</title>") if kind != "edge" else ""
+            parts.append(f'<path class="{kind}" data-from="{escape(parent)}" data-to="{escape(box.step)}" '
+                         f'd="M{x1},{y1} C{x1 + bend},{y1} {x2 - bend},{y2} {x2},{y2}" marker-end="url(#arrow)">'
+                         f'{title}</path>')
     for box in boxes:
         parts.append(
             f'<g class="node state-{escape(box.state)}" data-step="{escape(box.step)}" tabindex="0">'

@@ -184,7 +184,8 @@ def run_page(request: Request, run_id: str) -> Response:
     except RunNotFound:
         return page(request, "runs.html", 404, section="runs", runs=[], states=[s.value for s in RunState],
                     state="", error=f"run {run_id} not found (finished runs are kept 7 days)")
-    drawing = dag.svg({sid: (s.service, s.status.value, s.needs) for sid, s in status.steps.items()})
+    drawing = dag.svg({sid: (s.service, s.status.value, s.needs) for sid, s in status.steps.items()},
+                      {sid: s.after for sid, s in status.steps.items() if s.after})
     doc = status.model_dump_json().replace("<", "\\u003c")  # file names are user text: no </script>, no <!--
     info = {"run_id": status.run_id, "pipeline": status.pipeline, "status": status.status,
             "file_name": Path(status.file).name, "created_at": status.created_at}

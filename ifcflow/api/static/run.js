@@ -84,6 +84,10 @@
         origin.step && origin.step !== id ? ` (step ${origin.step})` : ""));
     }
     if (result.message) parts.push(el("div", {class: "sub"}, result.message));
+    if (step.status === "pending" && step.after && step.after.length) {
+      parts.push(el("div", {class: "detail", "data-detail": "after"},
+        `starts after ${step.after.join(", ")} (which makes the shared geometry)`));
+    }
     for (const key of ["detail", "message"]) {
       if (typeof step[key] === "string" && step[key] && step[key] !== step.error) parts.push(el("div", {class: "detail", "data-detail": key}, step[key]));
     }
