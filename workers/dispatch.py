@@ -9,6 +9,7 @@ error in the status, reports and API). The same holds for a plain ``rq worker``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import socket
 from typing import Any
@@ -31,6 +32,9 @@ def run(step: dict[str, Any], run_id: str) -> dict[str, Any]:
         func = getattr(importlib.import_module(module_name), attribute)
     except ImportError as exc:
         return execute(_unavailable(service.name, exc), PlannedStep.model_validate(step), run_id)
+    for plug in service.plugs:
+        with contextlib.suppress(ImportError):  # an optimisation (the shared geometry pass): the step runs alone
+            importlib.import_module(plug)
     result: dict[str, Any] = func(step=step, run_id=run_id)
     return result
 

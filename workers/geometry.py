@@ -56,6 +56,7 @@ from ifcflow.pipeline.plan import Plan
 from ifcflow.services.ifcclash import ClashOptions
 from ifcflow.services.ifcconvert import ConvertOptions
 
+from . import ifcclash, ifcconvert
 from .runtime import Progress
 
 LOG = logging.getLogger(__name__)
@@ -206,8 +207,6 @@ def tessellate(group: Group, progress: Progress, model: ifcopenshell.file | None
                ) -> tuple[ifcopenshell.file, dict[int, Any]] | None:
     """The pass's first part: write the glb (and its sidecar), keeping the shapes the clash sets need; returns the
     model and those shapes, or None when the glb could not be made (each step then runs alone)."""
-    from . import ifcconvert  # it imports this module
-
     try:
         model = ifcconvert.open_ifc(group.model) if model is None else model
     except Exception:
@@ -238,8 +237,6 @@ def tessellate(group: Group, progress: Progress, model: ifcopenshell.file | None
 def query(group: Group, model: ifcopenshell.file, shapes: dict[int, Any], progress: Progress) -> None:
     """The pass's second part: every clash step's clash sets over the kept shapes, each written to its product (a
     clash step whose sets fail here gets none, and runs alone to report it)."""
-    from . import ifcclash  # it imports this module
-
     for step_id, options in group.clashes.items():
         settings = ClashSettings()
         settings.logger = ifcclash.LOG
@@ -301,3 +298,7 @@ class SharedClasher(Clasher):
                         break
         assert added, "no element of the selection has geometry"  # as ifcclash's own iterator asserts
         self.groups[name]["elements"].update({e.GlobalId: e for e in elements})
+
+
+ifcconvert.shared_pass = convert_shared  # (plugged in, so those modules never import this one)
+ifcclash.shared_pass = clash_shared

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,11 +17,13 @@ from ifcclash.ifcclash import Clasher, ClashSettings
 from ifcflow.errors import StepError
 from ifcflow.services.ifcclash import ClashOptions, ClashSet, ClashSource
 
-from . import geometry
 from .models import open_ifc
 from .runtime import Outcome, Progress, step
 
 LOG = logging.getLogger(__name__)
+shared_pass: Callable[[Progress], list[dict[str, Any]] | None] | None = None
+"""The run's shared geometry pass, plugged in by :mod:`workers.geometry` (``Service.plugs``): this step's clash
+sets with their clashes when the run's glb step found them, else None (the step clashes alone)."""
 
 
 def clash_set_dict(clash_set: ClashSet, options: ClashOptions) -> dict[str, Any]:
@@ -144,7 +147,8 @@ def body(options: ClashOptions, outputs: dict[str, Path], progress: Progress) ->
     """Run the clash sets, then write the report (JSON or BCF) and the optional BCF file."""
     if options.smart_grouping:
         require_sklearn()  # before any work is done
-    shared = geometry.clash_shared(progress)  # the run's glb step may have found these clashes already
+    # the run's glb step may have found these clashes already
+    shared = shared_pass(progress) if shared_pass is not None else None
     models = {} if shared is not None else load_models(options, progress)  # (a shared pass checked selectors)
     settings = ClashSettings()
     settings.logger = LOG

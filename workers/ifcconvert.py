@@ -17,13 +17,17 @@ from pygltflib import GLTF2, BufferFormat
 from ifcflow.errors import StepError
 from ifcflow.services.ifcconvert import ConvertOptions
 
-from . import geometry
 from .models import open_ifc
 from .runtime import Outcome, Progress, step
 
 BREP_FORMATS = frozenset({"step", "iges", "svg"})
 """Serializers that take the iterator's native (BRep) output instead of triangulated meshes."""
 
+SharedPass = Callable[[ConvertOptions, Path, Progress, list[str], ifcopenshell.file], tuple[int, list[str]] | None]
+shared_pass: SharedPass | None = None
+"""The run's shared geometry pass, plugged in by :mod:`workers.geometry` (``Service.plugs``): it converts the
+model when the step shares its tessellation with clash steps and returns what :func:`convert` would; None: the
+step converts alone."""
 DEFAULT_EXCLUDE = ("IfcSpace", "IfcOpeningElement")
 """Left out when no include/exclude list is given, as IfcConvert does (``exclude: []`` keeps them)."""
 
@@ -181,7 +185,7 @@ def body(options: ConvertOptions, outputs: dict[str, Path], progress: Progress) 
     if fmt == "gltf":
         target = target.with_name(target.name + ".tmp.glb")
     try:
-        shared = geometry.convert_shared(options, target, progress, notes, model)
+        shared = shared_pass(options, target, progress, notes, model) if shared_pass is not None else None
         count, written = shared or convert(options, model, target, progress, notes)
         if fmt == "gltf":
             progress(99, 100, "writing text glTF")

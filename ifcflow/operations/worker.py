@@ -66,6 +66,11 @@ def preload(services: Sequence[str] = ()) -> dict[str, str]:
             unavailable[service.name] = str(exc)
             log.error("service %s is not available on this worker: cannot import %s: %s (install ifcflow with "
                       "its dependencies: pip install ifcflow)", service.name, module, exc)
+    for plug in {p for name in (services or SERVICES) if name in SERVICES for p in SERVICES[name].plugs}:
+        try:
+            importlib.import_module(plug)
+        except ImportError as exc:  # an optimisation only: the steps it plugs into run without it
+            log.info("%s not loaded (%s): steps run without it", plug, exc)
     return unavailable
 
 

@@ -93,6 +93,10 @@ class Service:
     queue: str
     timeout: int = 3600
     summary: str = ""
+    plugs: tuple[str, ...] = ()
+    """Worker modules imported after ``func``'s own when they can be: they plug into it (``workers.geometry``
+    gives the glb and clash steps their shared geometry pass), so ``func``'s module never imports them back. One
+    that cannot be imported (a missing dependency of another service) only means the steps run without it."""
 
     def file_fields(self) -> dict[str, InputFile | OutputFile]:
         """Option name -> its file marker, for options that name files."""

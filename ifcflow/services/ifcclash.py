@@ -136,4 +136,4 @@ class ClashOptions(Options):
 
 
 SERVICE = Service("ifcclash", ClashOptions, "workers.ifcclash.run", "ifcclash", timeout=7200,
-                  summary="clash detection with ifcclash (JSON and/or BCF report)")
+                  summary="clash detection with ifcclash (JSON and/or BCF report)", plugs=("workers.geometry",))

@@ -76,4 +76,4 @@ class ConvertOptions(Options):
 
 
 SERVICE = Service("ifcconvert", ConvertOptions, "workers.ifcconvert.run", "ifcconvert",
-                  summary="IFC to glb, gltf, obj, dae, step, iges, svg or ttl")
+                  summary="IFC to glb, gltf, obj, dae, step, iges, svg or ttl", plugs=("workers.geometry",))
