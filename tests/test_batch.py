@@ -331,3 +331,19 @@ def test_prune_during_a_running_batch_keeps_its_finished_sub_run(conn: Redis, fo
     maintenance.prune(conn, older_than=3600)  # (nothing that old)
     conn.delete(f"ifcflow:run:{second}", f"ifcflow:run:{second}:steps")  # as if its records expired first
     assert [r.status for r in batch_status.read(conn, record.batch_id).runs] == [RunState.SUCCEEDED] * 2
+
+
+def test_a_row_counts_as_recorded_only_once_the_runs_end_hooks_ran(conn: Redis, folder: Path) -> None:
+    """A batch's advance does not reconcile again a sub-run another worker ended (``RunRow.recorded``), but one
+    whose ender died between recording the end and running the hooks (still live) it does."""
+    from ifcflow.engine import runstates, store
+
+    from .conftest import run_pipeline
+    from .factories import ONE_STEP
+
+    tiny_model(folder / "arch.ifc")
+    ended = run_pipeline(conn, write_pipeline(folder, ONE_STEP), folder / "runs")
+    assert ended.status == RunState.SUCCEEDED and not conn.sismember(store.LIVE, ended.run_id)
+    assert runstates.rows(conn, [("patch", "stop")], [ended.run_id])[ended.run_id].recorded
+    conn.sadd(store.LIVE, ended.run_id)  # as if its ender died before its hooks ran
+    assert not runstates.rows(conn, [("patch", "stop")], [ended.run_id])[ended.run_id].recorded

@@ -51,6 +51,18 @@ def test_the_planner_orders_a_served_clash_step_after_its_glb_step(tmp_path: Pat
     world = {**GLB, "with": {**GLB["with"], "use_world_coords": True}}  # type: ignore[dict-item]
     assert all(not s.after for s in plan(document.load(write(tmp_path, {"glb": world, "clash": CLASH})),
                                          out_root=tmp_path).steps)
+    # a glb step that waits for something the clash step does not (a need, or a condition): no ordering, so the
+    # clash step is never held back by it; it makes the pass itself if it starts first
+    gated = plan(document.load(write(tmp_path, {"check": CSV, "glb": {**GLB, "needs": ["check"]}, "clash": CLASH})),
+                 out_root=tmp_path)
+    assert all(not s.after for s in gated.steps)
+    conditional = plan(document.load(write(tmp_path, {"glb": {**GLB, "if": "always()"}, "clash": CLASH})),
+                       out_root=tmp_path)
+    assert all(not s.after for s in conditional.steps)
+    # ... but one whose needs the clash step waits for too: ordered
+    both = plan(document.load(write(tmp_path, {"check": CSV, "glb": {**GLB, "needs": ["check"]},
+                                               "clash": {**CLASH, "needs": ["check"]}})), out_root=tmp_path)
+    assert both.step("clash").after == ["glb"]
     monkeypatch.setenv("IFCFLOW_SHARE_GEOMETRY", "0")  # sharing off: each tessellates alone, side by side
     assert all(not s.after for s in plan(document.load(write(tmp_path, {"glb": GLB, "clash": CLASH})),
                                          out_root=tmp_path).steps)
@@ -92,19 +104,37 @@ def test_a_failed_glb_step_still_lets_its_clash_step_run_and_a_skipped_one_relea
     assert first.steps["glb"].status == StepState.FAILED
     assert first.steps["clash"].status == StepState.FAILED and first.steps["clash"].started_at is not None
     assert "upstream" not in (first.steps["clash"].error or "")
-    # a glb step skipped (its condition is false): RQ never starts its dependents; the reconciler releases the
-    # clash step
-    skipped = write(tmp_path, {"gate": {**CSV, "with": {**CSV["with"], "output": "gate.csv"}},  # type: ignore[dict-item]
-                               "glb": {**GLB, "needs": ["gate"], "if": "failure()"}, "clash": CLASH})
+    # a glb step skipped (its need failed): RQ never starts the dependents of a canceled job; the reconciler
+    # releases the clash step (it runs whatever its need did: always())
+    shutil.copyfile(shared_ifc("duplex.ifc"), tmp_path / "other.ifc")
+    gate = {**CSV, "with": {**CSV["with"], "ifc": "other.ifc", "output": "gate.csv"}}  # type: ignore[dict-item]
+    skipped = write(tmp_path, {"gate": gate, "glb": {**GLB, "needs": ["gate"]},
+                               "clash": {**CLASH, "needs": ["gate"], "if": "always()"}})
     second = runner.start(conn, skipped, out=tmp_path / "runs")
     assert second.step("clash").after == ["glb"]
+    (tmp_path / "other.ifc").write_text("ISO-10303-21;\nHEADER;\nENDSEC;\nDATA;\n#1=IFCWALL(;\nENDSEC;\n")
     work(conn)
     reconcile.run(conn, second.run_id)
     work(conn)
     done = status.read(conn, second.run_id)
+    assert done.steps["gate"].status == StepState.FAILED
     assert done.steps["glb"].status == StepState.SKIPPED
     assert done.steps["clash"].status == StepState.SUCCEEDED, done.steps["clash"].error
     assert data(done.steps["clash"])["shared_geometry"]  # it made the pass itself (nothing else would)
     assert control.retry(conn, second.run_id, "clash") == ["clash"]  # a retry alone does not wait on glb
     work(conn)
     assert status.read(conn, second.run_id).steps["clash"].status == StepState.SUCCEEDED
+
+
+def test_a_held_clash_step_is_released_by_whichever_of_its_needs_and_after_steps_ends_last(tmp_path: Path) -> None:
+    """A ``failure()`` clash step further down is held (RQ never starts it; the reconciler releases it). Its glb
+    step's job must reconcile at its end like its needs' jobs do, or under plain ``rq worker``s (no periodic pass)
+    a glb step ending last would leave it waiting."""
+    from ifcflow.engine import enqueue
+
+    steps = {"a": CSV, "b": {**CSV, "needs": ["a"], "with": {**CSV["with"], "output": "b.csv"}},  # type: ignore[dict-item]
+             "glb": GLB, "clash": {**CLASH, "needs": ["b"], "if": "failure()"}}
+    planned = plan(document.load(write(tmp_path, steps)), out_root=tmp_path)
+    assert planned.step("clash").after == ["glb"]
+    wiring = enqueue.Wiring(planned)
+    assert "clash" in wiring.held and {"b", "glb"} <= wiring.decides

@@ -159,5 +159,8 @@ def test_a_horse_that_cannot_be_forked_fails_its_job_and_the_worker_goes_on(redi
         stop(worker)
     assert Job.fetch(refused.id, connection=conn).get_status() == JobStatus.FAILED
     assert "could not start a work horse for the job: Cannot allocate memory" in error(conn, refused)
-    assert Job.fetch(ran.id, connection=conn).get_status() == JobStatus.FINISHED
+    after = Job.fetch(ran.id, connection=conn)
+    assert after.get_status() == JobStatus.FINISHED
+    failed_at = Job.fetch(refused.id, connection=conn).ended_at
+    assert after.started_at and failed_at and (after.started_at - failed_at).total_seconds() >= 0.9  # it paused
     assert "unhandled exception" not in log.read_text() and "restarting the worker" not in log.read_text()

@@ -341,9 +341,9 @@ def _advance(conn: Redis, batch_id: str, repair: bool, known: frozenset[str]) ->
 
 def _note_ended(conn: Redis, batch_id: str, control: Control, active: list[str], known: frozenset[str]) -> list[str]:
     """The sub-runs of ``active`` that ended: each is ended once (with its hooks, by the reconciler; ``known``: runs
-    the caller just ended so; a run whose end is recorded was ended so by another), and the batch keeps its final
-    row (it outlives the sub-run's own records). Returns them. (``active`` are not noted ended yet, so their rows
-    are computed, not looked up among the recorded ones.)"""
+    the caller just ended so; a run whose end is recorded and hooks ran was ended so by another), and the batch
+    keeps its final row (it outlives the sub-run's own records). Returns them. (``active`` are not noted ended yet,
+    so their rows are computed, not looked up among the recorded ones.)"""
     from ..engine import reconcile
 
     template = [(s.id, s.on_failure) for s in control.steps]

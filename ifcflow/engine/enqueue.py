@@ -215,7 +215,8 @@ class Wiring:
     def __init__(self, plan: Plan):
         self.by_id = {s.id: s for s in plan.steps}
         self.held = {s.id for s in plan.steps if policy.held(s, self.by_id)}
-        self.decides = {n for sid in self.held for n in self.by_id[sid].needs}
+        # (a held step's needs and ``after`` steps: whichever ends last must let the reconciler release it)
+        self.decides = {n for sid in self.held for n in (*self.by_id[sid].needs, *self.by_id[sid].after)}
         self.waited_on = {n for s in plan.steps for n in (*s.needs, *s.after)}
 
 

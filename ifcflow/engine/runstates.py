@@ -24,7 +24,9 @@ local n = tonumber(ARGV[1])
 local out = {}
 for r = n + 2, #ARGV do
   local run = ARGV[r]
-  out[#out + 1] = redis.call('HMGET', 'ifcflow:run:' .. run, 'canceled', 'final', 'created_at')
+  local record = redis.call('HMGET', 'ifcflow:run:' .. run, 'canceled', 'final', 'created_at')
+  record[4] = redis.call('SISMEMBER', 'ifcflow:live', run)
+  out[#out + 1] = record
   out[#out + 1] = redis.call('HGETALL', 'ifcflow:run:' .. run .. ':steps')
   for s = 2, n + 1 do
     out[#out + 1] = redis.call('HMGET', 'rq:job:' .. run .. '-' .. ARGV[s], 'status', 'started_at', 'ended_at',
@@ -47,8 +49,8 @@ class RunRow:
     exists: bool = True
     """False when the run's record is gone (pruned or expired)."""
     recorded: bool = False
-    """The run's end is recorded (its ``final``): whoever ended it runs its end hooks (or the periodic pass does,
-    should that process die)."""
+    """The run's end is recorded (its ``final``) and its end hooks have run (it left the live set): nothing is
+    left for a reconcile pass to do."""
 
     @property
     def failed_step(self) -> str | None:
@@ -73,7 +75,7 @@ def _iso(raw: bytes | None) -> str | None:
 
 
 def _row(step_ids: list[str], on_failure: dict[str, str], chunk: list[Any]) -> RunRow:
-    canceled, final_raw, created = chunk[0]
+    canceled, final_raw, created, live = chunk[0]
     flat = chunk[1]
     records = {k.decode(): json.loads(v) for k, v in zip(flat[::2], flat[1::2])}
     final: dict[str, Any] = json.loads(final_raw) if final_raw else {}
@@ -87,7 +89,7 @@ def _row(step_ids: list[str], on_failure: dict[str, str], chunk: list[Any]) -> R
     state = state_of_run(states, on_failure, bool(canceled))
     return RunRow(status=state, steps=states, errors=errors, started_at=min(starts) if starts else None,
                   ended_at=max(ends) if ends and state.terminal else None, exists=created is not None,
-                  recorded=bool(final_raw))
+                  recorded=bool(final_raw) and not live)
 
 
 def rows(conn: Redis, steps: Sequence[tuple[str, str]], run_ids: list[str]) -> dict[str, RunRow]:

@@ -54,6 +54,8 @@ HEARTBEAT_GAP = 1.0
 """Seconds within which a worker's plain heartbeat is not repeated (RQ sends three per job; the key lives 120 s)."""
 IDLE_CHECK = 5.0
 """Seconds between an idle horse's checks that its worker is still alive."""
+FORK_BACKOFF_MAX = 30.0
+"""Seconds a worker waits at most, after a refused horse fork, before it takes another job."""
 ENV = "IFCFLOW_RESIDENT_HORSE"
 """``0``: fork a new horse for every job, as RQ does (for comparison, or a job that must not share a process)."""
 
@@ -126,18 +128,30 @@ class ResidentHorseWorker(Worker):
             except OSError as exc:  # no memory or no descriptors left for a horse: this job fails, the worker lives
                 self._unforked(job, queue, execution, exc)
                 return
+            self._fork_failures = 0
             if not self._hand_over(job, queue, execution):  # a horse that dies before reading: RQ's dead horse
                 self._horse_pid = self.resident_pid
         self._monitor(job, queue, execution)
         self.set_state(WorkerStatus.IDLE)
 
+    _fork_failures = 0
+    """Horse forks refused in a row (reset by the next fork that works)."""
+
     def _unforked(self, job: Job, queue: Any, execution: Execution, exc: OSError) -> None:
-        """Fail ``job`` (RQ retries it if it has attempts left) when no horse could be forked to run it."""
+        """Fail ``job`` (RQ retries it if it has attempts left) when no horse could be forked to run it, then wait
+        before taking another job (1, 2, 4 ... 30 s while forks keep failing), so a lasting shortage does not
+        fail a whole queue in a moment."""
         message = f"could not start a work horse for the job: {exc.strerror or exc}; the worker goes on"
         logger.error("Worker %s: %s (job %s)", self.name, message, job.id)
         job.ended_at = now()
         self.handle_job_failure(job, queue, exc_string=message, execution=execution)
         self.set_state(WorkerStatus.IDLE)
+        pause = min(2.0 ** self._fork_failures, FORK_BACKOFF_MAX)
+        self._fork_failures += 1
+        deadline = time.monotonic() + pause
+        while (left := deadline - time.monotonic()) > 0:  # (heart-beating: a pausing worker is alive)
+            time.sleep(min(left, 5.0))
+            self.heartbeat()
 
     def _hand_over(self, job: Job, queue: Any, execution: Execution) -> bool:
         if not self.resident_pid:

@@ -99,8 +99,10 @@ def plan(doc: Document, run_id: str | None = None, out_root: str | Path = "ifcfl
 
 def order_shared_passes(steps: list[PlannedStep]) -> list[PlannedStep]:
     """Each clash step served by a glb step's geometry pass (:func:`ifcflow.pipeline.sharing.groups`) starts after
-    that glb step (``after``), unless the glb step is already upstream of it, or downstream (that would be a
-    cycle: the clash step then makes the pass itself). Returns the steps in an order that respects ``needs`` and
+    that glb step (``after``, set on the steps given), unless the glb step is already upstream of it, or could be
+    held back by what the clash step does not wait for anyway (a step above the glb step that is not above the
+    clash step, or a glb condition other than ``success()``), or is downstream of it (a cycle); the clash step then
+    makes the pass itself when it starts first. Returns the steps in an order that respects ``needs`` and
     ``after`` (ties keep the order given).
 
     Why: the glb step makes the pass and the clash query runs in its work horse right after it, so a clash step
@@ -108,8 +110,12 @@ def order_shared_passes(steps: list[PlannedStep]) -> list[PlannedStep]:
     by_id = {s.id: s for s in steps}
     for group in sharing.groups(steps):
         convert = group.convert[0]
+        above = _upstream(convert, by_id)
         for clash in group.clashes:
-            if clash not in _upstream(convert, by_id) and convert not in _upstream(clash, by_id):
+            if by_id[convert].condition != "success()" or clash in above:
+                continue
+            theirs = _upstream(clash, by_id)
+            if convert not in theirs and above <= theirs:
                 by_id[clash].after.append(convert)
     if not any(s.after for s in steps):
         return steps
