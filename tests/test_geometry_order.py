@@ -138,3 +138,19 @@ def test_a_held_clash_step_is_released_by_whichever_of_its_needs_and_after_steps
     assert planned.step("clash").after == ["glb"]
     wiring = enqueue.Wiring(planned)
     assert "clash" in wiring.held and {"b", "glb"} <= wiring.decides
+
+
+def test_a_plan_without_ordering_is_stored_as_the_release_before_it_wrote_it(tmp_path: Path) -> None:
+    """``after`` goes into a step's job and the stored plan only when set: workers and readers of the release
+    before it (``extra="forbid"``) still run and read every plan without shared geometry during a rolling update."""
+    import json
+
+    from ifcflow.engine import store
+
+    plain = plan(document.load(write(tmp_path, {"glb": GLB, "csv": CSV})), out_root=tmp_path)
+    assert all("after" not in s.wire() for s in plain.steps)
+    assert all("after" not in s for s in json.loads(plain.wire_json())["steps"])
+    assert store.unpack_plan(store.pack_plan(plain)) == plain
+    shared = plan(document.load(write(tmp_path, {"glb": GLB, "clash": CLASH, "csv": CSV})), out_root=tmp_path)
+    assert [("after" in s.wire()) for s in shared.steps] == [False, True, False]
+    assert store.unpack_plan(store.pack_plan(shared)) == shared

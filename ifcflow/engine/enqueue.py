@@ -73,7 +73,7 @@ def submit_many(conn: Redis, plans: list[Plan], ttl: int = store.DEFAULT_TTL, *,
             queue = queues.setdefault(step.queue, Queue(step.queue, connection=conn))
             options = job_options(plan, step, ttl, start.id, only, wiring=wiring, hold=hold.id if hold else None)
             options["meta"].update(meta or {})
-            jobs.append(queue.create_job(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
+            jobs.append(queue.create_job(step.func, kwargs={"step": step.wire(), "run_id": plan.run_id},
                                          status=JobStatus.DEFERRED, **options))
         made.append((plan, [start, *([hold] if hold else [])], jobs))
     with conn.pipeline(transaction=True) as pipe:
@@ -174,7 +174,7 @@ def _submit_one(conn: Redis, plan: Plan, step: PlannedStep, ttl: int, record: di
     queue = Queue(step.queue, connection=conn)
     options = job_options(plan, step, ttl, "")
     del options["depends_on"]
-    job = queue.create_job(step.func, kwargs={"step": step.model_dump(), "run_id": plan.run_id},
+    job = queue.create_job(step.func, kwargs={"step": step.wire(), "run_id": plan.run_id},
                            status=JobStatus.QUEUED, **options)
     job.enqueued_at = now()
     with conn.pipeline(transaction=True) as pipe:

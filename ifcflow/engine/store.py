@@ -126,7 +126,7 @@ def load_plan(conn: Redis, run_id: str) -> Plan:
 def pack_plan(plan: Plan) -> str:
     """The plan as stored: ``z:`` + base64 of its zlib-compressed JSON (a third of the JSON's size; text, so
     every reader of the run record can still decode it)."""
-    return "z:" + b64encode(zlib.compress(plan.model_dump_json().encode())).decode()
+    return "z:" + b64encode(zlib.compress(plan.wire_json().encode())).decode()
 
 
 def unpack_plan(raw: bytes | str) -> Plan:

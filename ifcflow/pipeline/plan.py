@@ -43,6 +43,11 @@ class PlannedStep(BaseModel):
     options: dict[str, Any]
     outputs: dict[str, str]
 
+    def wire(self) -> dict[str, Any]:
+        """The step as stored in its RQ job; ``after`` only when set, so that workers of the release before it
+        (``extra="forbid"``) still run the steps of plans that have none."""
+        return self.model_dump(exclude=None if self.after else {"after"})
+
 
 class Plan(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -57,6 +62,11 @@ class Plan(BaseModel):
 
     def step(self, step_id: str) -> PlannedStep:
         return next(s for s in self.steps if s.id == step_id)
+
+    def wire_json(self) -> str:
+        """The plan as stored with its run: each step's ``after`` only when set (see :meth:`PlannedStep.wire`)."""
+        bare = {index: {"after"} for index, step in enumerate(self.steps) if not step.after}
+        return self.model_dump_json(exclude={"steps": bare} if bare else None)
 
     @property
     def edges(self) -> dict[str, list[str]]:
