@@ -30,7 +30,7 @@ from redis import Redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ifcflow.batches import batch, batch_status
+from ifcflow.batches import batch, batch_status, lifecycle
 from ifcflow.engine import runner  # noqa: E402
 from ifcflow.engine.status import StatusReader  # noqa: E402
 from ifcflow.pipeline import document
@@ -107,7 +107,7 @@ def memory_per_job(folder: Path, files: int = 50) -> float:
         pattern = str(folder / f"many/m00[0-{files // 10 - 1}]*.ifc")  # the first `files` models
         record = batch.start(conn, folder / "p.yaml", each={"arch": pattern}, out=folder / "runs-mem")
         InProcess(list(QUEUES), connection=conn).work(burst=True, logging_level="WARNING")
-        batch.advance(conn, record.batch_id)
+        lifecycle.advance(conn, record.batch_id)
         done = batch_status.read(conn, record.batch_id)
         assert done.counts["succeeded"] == len(record.runs), done.counts
         used = int(conn.info("memory")["used_memory"]) - base
@@ -134,7 +134,7 @@ def memory_per_run(folder: Path, files: int = 100) -> tuple[float, dict[str, flo
         record = batch.start(conn, folder / "one.yaml", each={"arch": str(folder / "many/*.ifc")},
                              out=folder / "runs-runmem")
         InProcess(list(QUEUES), connection=conn).work(burst=True, logging_level="WARNING")
-        batch.advance(conn, record.batch_id)
+        lifecycle.advance(conn, record.batch_id)
         done = batch_status.read(conn, record.batch_id)
         assert done.counts["succeeded"] == len(record.runs), done.counts
         used = int(conn.info("memory")["used_memory"]) - base

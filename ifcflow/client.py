@@ -260,11 +260,11 @@ class Batch:
              poll: float = 2.0) -> BatchStatus:
         """Poll until every sub-run ended; each poll also repairs unfinished sub-runs and releases the next ones
         (so batches progress with plain ``rq worker``s). Raises :class:`RunTimeout` when ``timeout`` passes."""
-        from .batches import batch, batch_status
+        from .batches import batch_status, lifecycle
 
         delay, deadline = 0.05, None if timeout is None else time.monotonic() + timeout
         while True:
-            batch.advance(self.redis, self.id, repair=True)
+            lifecycle.advance(self.redis, self.id, repair=True)
             status = batch_status.read(self.redis, self.id)
             if on_update is not None:
                 on_update(status)
@@ -277,15 +277,15 @@ class Batch:
 
     def cancel(self) -> list[str]:
         """Cancel every sub-run that has not ended; returns their run ids."""
-        from .batches import batch
+        from .batches import lifecycle
 
-        return batch.cancel(self.redis, self.id)
+        return lifecycle.cancel(self.redis, self.id)
 
     def retry(self) -> dict[str, list[str]]:
         """Re-run the failed runs' failed, skipped and canceled steps; returns run id -> steps re-enqueued."""
-        from .batches import batch
+        from .batches import lifecycle
 
-        return batch.retry(self.redis, self.id)
+        return lifecycle.retry(self.redis, self.id)
 
     def report(self, fmt: str = "markdown") -> str:
         """``"junit"`` (one <testsuite> per file), ``"markdown"`` or ``"html"``."""

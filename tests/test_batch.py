@@ -14,7 +14,7 @@ from redis import Redis
 from rich.console import Console
 from rq import SimpleWorker
 
-from ifcflow.batches import batch, batch_status
+from ifcflow.batches import batch, batch_status, lifecycle
 from ifcflow.batches.batch_report import junit, markdown, table
 from ifcflow.engine import lifetimes, runner
 from ifcflow.engine.states import RunState, StepState
@@ -100,7 +100,7 @@ def test_batch_runs_every_file_reports_and_retries_failed_only(conn: Redis, fold
     # fix the file, retry: only c's failed and skipped steps run again
     before = {r.run_id: StatusReader(conn, r.run_id).fetch().steps["patch"].ended_at for r in result.runs}
     tiny_model(folder / "models/sub/c.ifc", walls=1)
-    retried = batch.retry(conn, record.batch_id)
+    retried = lifecycle.retry(conn, record.batch_id)
     c_run = rows["models/sub/c.ifc"].run_id
     assert retried == {c_run: ["validate", "patch"]}
     work(conn)
@@ -131,7 +131,7 @@ def test_one_bad_file_enqueues_nothing(conn: Redis, folder: Path) -> None:
 def test_cancel_batch_cancels_released_and_waiting_runs(conn: Redis, folder: Path) -> None:
     record = batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/**/*.ifc"},
                          out=folder / "runs", window=1)
-    assert len(batch.cancel(conn, record.batch_id)) == 4
+    assert len(lifecycle.cancel(conn, record.batch_id)) == 4
     work(conn)
     result = batch_status.read(conn, record.batch_id)
     assert result.status == RunState.CANCELED
@@ -222,7 +222,7 @@ def test_prune_removes_finished_batches_with_their_runs(conn: Redis, folder: Pat
     record = batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/*.ifc"}, out=folder / "runs")
     assert lifetimes.prune_batches(conn, time.time() + 1) == []  # not ended yet: kept
     work(conn)
-    batch.advance(conn, record.batch_id)
+    lifecycle.advance(conn, record.batch_id)
     pruned = maintenance.prune(conn, older_than=-1)
     assert set(pruned) == {*(r.run_id for r in record.runs), record.batch_id}
     assert not batch.exists(conn, record.batch_id) and batch.recent(conn) == []
@@ -301,7 +301,7 @@ def test_sweep_passes_over_sub_runs_behind_closed_gates_until_released_or_cancel
                          window=1)
     first, second = (r.run_id for r in record.runs)
     assert reconcile.behind_closed_gates(conn, [first, second]) == {second}
-    batch.cancel(conn, record.batch_id)
+    lifecycle.cancel(conn, record.batch_id)
     assert reconcile.behind_closed_gates(conn, [first, second]) == set()
     reconcile.sweep(conn)
     assert StatusReader(conn, second).fetch().status == RunState.CANCELED
@@ -321,9 +321,9 @@ def test_prune_during_a_running_batch_keeps_its_finished_sub_run(conn: Redis, fo
     maintenance.prune(conn, older_than=-1)  # the batch is running: its sub-runs stay (or keep their row)
     during = batch_status.read(conn, record.batch_id)  # errors=True read the failed runs' full status: no 404
     assert [r.status for r in during.runs] == [RunState.SUCCEEDED, RunState.QUEUED]
-    batch.advance(conn, record.batch_id)
+    lifecycle.advance(conn, record.batch_id)
     work(conn)
-    batch.advance(conn, record.batch_id)
+    lifecycle.advance(conn, record.batch_id)
     done = batch_status.read(conn, record.batch_id)
     assert done.status == RunState.SUCCEEDED and [r.status for r in done.runs] == [RunState.SUCCEEDED] * 2
     assert conn.hget(batch.key(record.batch_id), "ended_at") is not None

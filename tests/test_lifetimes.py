@@ -10,7 +10,7 @@ import pytest
 from redis import Redis
 from rq.job import Job
 
-from ifcflow.batches import batch, batch_status
+from ifcflow.batches import batch, batch_status, lifecycle
 from ifcflow.engine import control, reconcile, rqstore, runner, status, store
 from ifcflow.engine.states import RunState, StepState
 from ifcflow.operations import maintenance
@@ -67,13 +67,13 @@ def test_canceled_batch_with_never_released_runs_ends_and_its_retry_keeps_the_wi
     record = batch.start(conn, write_pipeline(folder, PIPELINE), each={"arch": "models/*.ifc"},
                          out=folder / "runs", window=1, ttl=600)
     run_ids = [r.run_id for r in record.runs]
-    assert len(batch.cancel(conn, record.batch_id)) == 4  # 1 released, 3 never released
+    assert len(lifecycle.cancel(conn, record.batch_id)) == 4  # 1 released, 3 never released
     work(conn)
-    batch.advance(conn, record.batch_id)
+    lifecycle.advance(conn, record.batch_id)
     assert conn.hget(batch.key(record.batch_id), "ended_at") is not None  # it ended...
     assert 0 < conn.ttl(batch.key(record.batch_id)) <= 600  # ... and expires with its runs
     assert batch_status.read(conn, record.batch_id).status == RunState.CANCELED
-    retried = batch.retry(conn, record.batch_id)
+    retried = lifecycle.retry(conn, record.batch_id)
     assert sorted(retried) == run_ids
     assert conn.ttl(batch.key(record.batch_id)) == -1 and conn.hget(batch.key(record.batch_id), "ended_at") is None
     assert len(_opened(conn, run_ids)) == 1  # the window (1), not all four at once

@@ -20,7 +20,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 from redis import Redis
 
-from ..batches import batch, batch_report, batch_status, globs
+from ..batches import batch, batch_report, batch_status, globs, lifecycle
 from ..batches.batch_status import BatchStatus
 from ..errors import IfcflowError, PipelineError
 from ..pipeline import document
@@ -253,7 +253,7 @@ def cancel_batch(request: Request, batch_id: str) -> BatchCanceled:
     """Cancel every sub-run that has not ended; no further one starts. The batch ends ``canceled``."""
     conn: Redis = request.app.state.conn
     read_status(conn, batch_id, errors=False)
-    return BatchCanceled(batch_id=batch_id, canceled=batch.cancel(conn, batch_id))
+    return BatchCanceled(batch_id=batch_id, canceled=lifecycle.cancel(conn, batch_id))
 
 
 @router.post("/batches/{batch_id}/retry", response_model=BatchRetried)
@@ -261,7 +261,7 @@ def retry_batch(request: Request, batch_id: str) -> BatchRetried:
     """Re-run only the failed files' failed, skipped and canceled steps (succeeded files are left alone)."""
     conn: Redis = request.app.state.conn
     read_status(conn, batch_id, errors=False)
-    retried = batch.retry(conn, batch_id)
+    retried = lifecycle.retry(conn, batch_id)
     if not retried:
         raise HTTPException(409, f"nothing to retry in batch {batch_id}: no file's run failed or was canceled, or "
                             "they are still going")

@@ -4,7 +4,7 @@ A run's end is recorded by the reconciler (``ifcflow/engine/reconcile.py``; the 
 this server watches (``ifcflow:api:watched``) get a pass every ``interval`` seconds until they end.
 
 A batch submitted over HTTP (``ifcflow:api:watched-batches``) is advanced as ``ifcflow run --each`` advances the
-batches it follows (:func:`ifcflow.batches.batch.advance` with ``repair``): its next sub-runs are released as runs end
+batches it follows (:func:`ifcflow.batches.lifecycle.advance` with ``repair``): its next sub-runs are released as runs end
 even with plain ``rq worker``s (``ifcflow worker``s release them themselves), until the batch ended.
 """
 
@@ -15,7 +15,7 @@ import threading
 
 from redis import Redis
 
-from ..batches import batch
+from ..batches import batch, lifecycle
 from ..engine import reconcile
 from ..engine.webhooks import WATCHED
 from ..errors import RunNotFound
@@ -40,7 +40,7 @@ def sweep(conn: Redis) -> None:
     batches: set[bytes] = conn.smembers(WATCHED_BATCHES)  # type: ignore[assignment]
     for raw in batches:
         batch_id = raw.decode()
-        batch.advance(conn, batch_id, repair=True)
+        lifecycle.advance(conn, batch_id, repair=True)
         if conn.hget(batch.key(batch_id), "ended_at") is not None or not batch.exists(conn, batch_id):
             conn.srem(WATCHED_BATCHES, batch_id)
 

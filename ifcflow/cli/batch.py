@@ -16,7 +16,7 @@ import click
 from redis import Redis
 from rich.live import Live
 
-from ..batches import batch, batch_report, batch_status, batchfolder
+from ..batches import batch, batch_report, batch_status, batchfolder, lifecycle
 from ..batches.batch_status import BatchStatus
 from ..engine import connection, runfolder, store
 from ..errors import IfcflowError
@@ -67,7 +67,7 @@ def follow(conn: Redis, batch_id: str, timeout: float | None = None, quiet: bool
     delay, deadline = 0.05, None if timeout is None else time.monotonic() + timeout
     with BatchView(quiet) as view:
         while True:
-            batch.advance(conn, batch_id, repair=True)
+            lifecycle.advance(conn, batch_id, repair=True)
             status = batch_status.read(conn, batch_id)
             view(status)
             if status.terminal or (deadline is not None and time.monotonic() >= deadline):
@@ -119,7 +119,7 @@ def run_batch(doc: document.Document, each: dict[str, str], *, url: str | None, 
             return
         status = follow(conn, record.batch_id, timeout, quiet=as_json, health=health)
         if not status.terminal and url is None:  # the private Redis and workers end with this command
-            batch.cancel(conn, record.batch_id)
+            lifecycle.cancel(conn, record.batch_id)
             status = batch_status.read(conn, record.batch_id)
         record_batch(conn, status)
         if url is None or os.environ.get("IFCFLOW_DATABASE_URL"):
@@ -174,12 +174,12 @@ def show(conn: Redis | None, batch_id: str, as_json: bool, watch: bool, status: 
 
 
 def cancel(conn: Redis, batch_id: str) -> None:
-    runs = batch.cancel(conn, batch_id)
+    runs = lifecycle.cancel(conn, batch_id)
     click.echo(f"canceled {len(runs)} run(s) of batch {batch_id}")
 
 
 def retry(conn: Redis, batch_id: str, wait: bool) -> None:
-    retried = batch.retry(conn, batch_id)
+    retried = lifecycle.retry(conn, batch_id)
     click.echo(f"re-enqueued {sum(len(s) for s in retried.values())} step(s) in {len(retried)} run(s)" if retried
                else "nothing to retry: no failed or canceled run, or their steps are still running")
     for run_id, steps in retried.items():

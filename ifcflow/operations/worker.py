@@ -240,7 +240,7 @@ class IfcflowWorker(ResidentHorseWorker):
             batch_id = meta.get(enqueue.BATCH) or (
                 self.connection.hget(f"ifcflow:run:{run_id}", "batch") if run_id else None)
             if batch_id:
-                from ..batches.batch import advance
+                from ..batches.lifecycle import advance
 
                 advance(self.connection, batch_id.decode() if isinstance(batch_id, bytes) else batch_id, wait=0.0,
                         ended=frozenset([run_id]) if ended and run_id else frozenset())
