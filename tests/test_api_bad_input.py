@@ -66,3 +66,42 @@ def test_deeply_nested_pipeline_and_json_bodies_over_http(conn: Redis, tmp_path:
     assert yaml_answer.status_code == 422
     assert ":3:" in yaml_answer.json()["detail"][0]["msg"] and "nested" in yaml_answer.json()["detail"][0]["msg"]
     assert json_answer.status_code == 400 and "nested too deeply" in json_answer.json()["detail"]
+
+
+def test_thousands_of_unknown_entity_names_are_ten_problems_and_a_count(conn: Redis, tmp_path: Path) -> None:
+    """A glb step's ``include`` list naming thousands of unknown entity types (a 2 MB body holds ~100,000): the
+    first ten each get a "did you mean" (a difflib pass over the schema's ~800 names, 1.4 ms here), the rest one
+    counted problem. A selector is parsed by IfcOpenShell's grammar at about 45 µs a character: one may have
+    4,000 characters and a pipeline's all together 32,000, so a check stays around a second (a 290 KB query
+    took 13 s to parse, three times over, before)."""
+    import json
+    import shutil
+    import time
+
+    from .conftest import shared_ifc
+
+    (tmp_path / "data" / "uploads").mkdir(parents=True)
+    shutil.copyfile(shared_ifc("duplex.ifc"), tmp_path / "data" / "uploads" / "model.ifc")
+    names = [f"IfcThing{i}" for i in range(20_000)]
+    short = ", ".join(names[:300])  # 3,288 characters: under the cap
+    steps = [f"  glb: {{uses: ifcconvert, with: {{input: model.ifc, include: {json.dumps(names)}}}}}",
+             f"  long: {{uses: ifccsv, with: {{ifc: model.ifc, query: {json.dumps(', '.join(names))}}}}}"]
+    steps += [f"  csv{i}: {{uses: ifccsv, with: {{ifc: model.ifc, query: {json.dumps(short)}, output: c{i}.csv}}}}"
+              for i in range(12)]
+    text = "version: 1\nname: many\nsteps:\n" + "\n".join(steps) + "\n"
+    headers = {"X-API-Key": KEY, "Content-Type": "application/json"}
+    started = time.process_time()
+    [answer] = answers(conn, tmp_path, [("POST", "/runs", headers, json.dumps({"pipeline": text}).encode())])
+    spent = time.process_time() - started
+    assert answer.status_code == 422, answer.text
+    messages = [d["msg"] for d in answer.json()["detail"]]
+    include = [m for m in messages if "steps.glb.with.include" in m]
+    assert len(include) == 11 and any("19990 more names are not entity types of IFC2X3" in m for m in include)
+    assert any("'IfcThing0' is not an entity type of IFC2X3" in m for m in include)
+    [long] = [m for m in messages if "steps.long.with.query" in m]
+    assert "query is 288,888 characters; a selector may have at most 4,000" in long
+    checked = [m for m in messages if ".with.query" in m and "steps.long" not in m]
+    assert sum("the pipeline's selectors total more than 32,000 characters" in m for m in checked) == 1
+    assert any("names 290 more entity types that IFC2X3 does not define" in m for m in checked)
+    assert all(len(m) < 1000 for m in messages)  # a long query is not repeated in full in every message
+    assert spent < 30, spent  # (a bound far above the few seconds it takes; before the caps: about a minute)

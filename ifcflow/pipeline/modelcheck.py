@@ -48,8 +48,17 @@ def _entity_names(schema_name: str) -> tuple[str, ...]:
     return tuple(entity.name() for entity in schema.entities()) if schema is not None else ()
 
 
+MAX_QUERY = 4_000
+"""Characters one selector may have. IfcOpenShell's selector grammar takes about 45 µs per character to parse
+here, so a check's time is bounded by what a pipeline's selectors total (:data:`MAX_QUERIES`)."""
+MAX_QUERIES = 32_000
+"""Characters all selectors of one pipeline may total (about 1.5 s of parsing)."""
+
+
+@lru_cache(maxsize=64)
 def _parse(query: str) -> tuple[Any | None, str | None]:
-    """(parse tree, None) or (None, why the query is not a selector)."""
+    """(parse tree, None) or (None, why the query is not a selector); parsed once for the syntax, entity and
+    attribute checks (the tree is only read)."""
     selector = _selector()
     if selector is None:
         return None, None
@@ -78,33 +87,57 @@ def _classes(tree: Any) -> list[str]:
     return [str(node.children[0]) for node in tree.find_data("ifc_class")]
 
 
+REPORTED = 10
+"""Unknown entity names reported one by one per option (each with a "did you mean"); the rest are counted, so a
+request naming thousands costs the server no more than ten."""
+SUGGESTED = 64
+"""Names longer than this get no "did you mean" (no IFC entity name is that long)."""
+
+
+def _declared(schema: Any, name: str) -> bool:
+    try:
+        schema.declaration_by_name(name)
+    except RuntimeError:
+        return False
+    return True
+
+
+def _shown(text: str, limit: int = 120) -> str:
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
+
+
 def entity_problems(query: str, schema_name: str) -> list[str]:
-    """Entity names in ``query`` that the schema does not define, with a "did you mean"."""
+    """Entity names in ``query`` that the schema does not define, with a "did you mean" (the first
+    :data:`REPORTED`; the others counted)."""
     tree, problem = _parse(query)
     schema = _schema(schema_name)
     if tree is None or schema is None:
         return [problem] if problem else []
+    unknown = [name for name in _classes(tree) if not _declared(schema, name)]
     found = []
-    for name in _classes(tree):
-        try:
-            schema.declaration_by_name(name)
-        except RuntimeError:
-            found.append(f"query {query!r} names {name}, which is not an entity of {schema_name} (the input model's "
-                         f"schema){_did_you_mean(name, _entity_names(schema_name))}")
+    for name in unknown[:REPORTED]:
+        named = name if len(name) <= SUGGESTED else _shown(name, SUGGESTED)
+        found.append(f"query {_shown(query)} names {named}, which is not an entity of {schema_name} (the input "
+                     f"model's schema){_did_you_mean(name, _entity_names(schema_name))}")
+    if len(unknown) > REPORTED:
+        found.append(f"query {_shown(query)} names {len(unknown) - REPORTED} more entity types that {schema_name} "
+                     "does not define")
     return found
 
 
-def entity_type_problem(name: str, schema_name: str) -> str | None:
-    """Why ``name`` is not an entity type of the schema (with a "did you mean"), or None."""
+def entity_type_problems(names: list[str], schema_name: str) -> list[tuple[int, str]]:
+    """(index, why) for the names of ``names`` that are not entity types of the schema (the first
+    :data:`REPORTED` with a "did you mean"; then one problem counting the others, at the next unknown name)."""
     schema = _schema(schema_name)
     if schema is None:
-        return None
-    try:
-        schema.declaration_by_name(name)
-    except RuntimeError:
-        return (f"{name!r} is not an entity type of {schema_name} (the input model's schema)"
-                f"{_did_you_mean(name, _entity_names(schema_name))}")
-    return None
+        return []
+    unknown = [(index, name) for index, name in enumerate(names) if not _declared(schema, name)]
+    found = [(index, f"{_shown(name, SUGGESTED)} is not an entity type of {schema_name} (the input model's schema)"
+                     f"{_did_you_mean(name, _entity_names(schema_name))}") for index, name in unknown[:REPORTED]]
+    if len(unknown) > REPORTED:
+        found.append((unknown[REPORTED][0], f"{len(unknown) - REPORTED} more names are not entity types of "
+                                            f"{schema_name} either"))
+    return found
 
 
 def attribute_problems(attributes: list[str], query: str, schema_name: str) -> list[tuple[int, str]]:
@@ -134,6 +167,8 @@ def attribute_problems(attributes: list[str], query: str, schema_name: str) -> l
 
 
 def _did_you_mean(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    if len(word) > SUGGESTED:
+        return "."
     by_lower = {c.lower(): c for c in choices}
     match = difflib.get_close_matches(word.lower(), list(by_lower), n=1, cutoff=0.6)
     return f" — did you mean '{by_lower[match[0]]}'?" if match else "."

@@ -55,6 +55,7 @@ class StepChecker:
         self.overrides = overrides
         self.flagged: set[str] = set()
         self.found: list[Problem] = []
+        self.selector_chars = 0
 
     def resolve(self, value: str) -> tuple[Path | None, str | None]:
         """(path, name of the -i input it comes from) for a value that names a file; (None, None) when it comes
@@ -76,12 +77,13 @@ class StepChecker:
         raw_with = (self.src.data.get("steps") or {}).get(step_id, {}).get("with") or {}
         markers = file_options(options)
         by_path = {sub: value for sub, _, value in markers}
+        lists: dict[tuple[str | int, ...], tuple[EntityType, list[str]]] = {}  # entity type lists, checked whole
         for sub, marker, value in markers:
             where = ("steps", step_id, "with", *raw_path(options, raw_with, sub))
             if isinstance(marker, InputFile):
                 self._file(where, value, marker)
             elif isinstance(marker, EntityType):
-                self._entity_type(where, value, by_path.get((*sub[:-2], marker.model)))
+                lists.setdefault(sub[:-1], (marker, []))[1].append(value)
             elif isinstance(marker, Selector):
                 model = by_path.get((*sub[:-1], marker.model))
                 attributes: list[str] = []
@@ -91,6 +93,9 @@ class StepChecker:
                     attr_where = ("steps", step_id, "with",
                                   *raw_path(options, raw_with, (*sub[:-1], marker.attributes)))
                 self._selector(where, value, model, attributes, attr_where)
+        for sub, (entity, names) in lists.items():
+            where = ("steps", step_id, "with", *raw_path(options, raw_with, sub))
+            self._entity_types(where, names, by_path.get((*sub[:-1], entity.model)))
 
     def _file(self, where: tuple[str | int, ...], value: str, marker: InputFile) -> None:
         path, flag = self.resolve(value)
@@ -104,18 +109,31 @@ class StepChecker:
         elif problem:
             self.found.append(self.src.problem(where, problem))
 
-    def _entity_type(self, where: tuple[str | int, ...], name: str, model: str | None) -> None:
-        if "${{" in name:
-            return
+    def _entity_types(self, where: tuple[str | int, ...], names: list[str], model: str | None) -> None:
         path, _ = self.resolve(model) if model else (None, None)
         schema = header_schema(path) if path is not None and path.is_file() else None
-        problem = modelcheck.entity_type_problem(name, schema) if schema is not None else None
-        if problem:
-            self.found.append(self.src.problem(where, problem))
+        if schema is None:
+            return
+        plain = [name for name in names if "${{" not in name]
+        indexes = [index for index, name in enumerate(names) if "${{" not in name]
+        for index, problem in modelcheck.entity_type_problems(plain, schema):
+            self.found.append(self.src.problem((*where, indexes[index]), problem))
 
     def _selector(self, where: tuple[str | int, ...], query: str, model: str | None, attributes: list[str],
                   attr_where: tuple[str | int, ...]) -> None:
         if "${{" in query:
+            return
+        if len(query) > modelcheck.MAX_QUERY:
+            self.found.append(self.src.problem(where, (
+                f"query is {len(query):,} characters; a selector may have at most {modelcheck.MAX_QUERY:,}: select "
+                "by entity type or property instead of listing elements, or split the step")))
+            return
+        self.selector_chars += len(query)
+        if self.selector_chars > modelcheck.MAX_QUERIES:
+            if self.selector_chars - len(query) <= modelcheck.MAX_QUERIES:  # (said once)
+                self.found.append(self.src.problem(where, (
+                    f"the pipeline's selectors total more than {modelcheck.MAX_QUERIES:,} characters; this one and "
+                    "those after it are not checked: shorten them or split the pipeline")))
             return
         syntax = modelcheck.selector_syntax(query)
         if syntax:
