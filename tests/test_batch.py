@@ -347,3 +347,32 @@ def test_a_row_counts_as_recorded_only_once_the_runs_end_hooks_ran(conn: Redis, 
     assert runstates.rows(conn, [("patch", "stop")], [ended.run_id])[ended.run_id].recorded
     conn.sadd(store.LIVE, ended.run_id)  # as if its ender died before its hooks ran
     assert not runstates.rows(conn, [("patch", "stop")], [ended.run_id])[ended.run_id].recorded
+
+
+def test_an_advance_leaves_a_sub_run_being_reconciled_to_its_holder(conn: Redis, folder: Path) -> None:
+    """A batch's advance notes a sub-run that ended while another process holds its lock (the worker that ran its
+    last job, mid-pass) without a pass of its own: a pass would only leave a dirty mark and make that worker pass
+    again. The holder ends it; a pass that announces nothing (the worker announces once, after its advance) ends it
+    quietly."""
+    from ifcflow.engine import changes, reconcile, store
+    from ifcflow.engine.lock import dirty_key, lock_key
+
+    from .factories import ONE_STEP
+
+    record = batch.start(conn, write_pipeline(folder, ONE_STEP), each={"arch": "models/a.ifc"}, out=folder / "runs")
+    run_id = record.runs[0].run_id
+    SimpleWorker(list(QUEUES), connection=conn).work(burst=True, logging_level="WARNING")  # (does not reconcile)
+    assert conn.hget(store.run_key(run_id), "ended_at") is None
+    conn.set(lock_key(run_id), "another-worker", px=60_000)  # its worker's reconcile pass is under way
+    lifecycle.advance(conn, record.batch_id)
+    assert not conn.exists(dirty_key(run_id))  # no second pass asked of the holder
+    assert conn.sismember(batch.ended_key(record.batch_id), run_id)  # noted, with its row
+    assert conn.hget(store.run_key(run_id), "ended_at") is None  # the holder ends it, not the advance
+    conn.delete(lock_key(run_id))
+    with conn.pubsub() as pubsub:
+        pubsub.subscribe(changes.CHANNEL)
+        assert pubsub.get_message(timeout=1.0)["type"] == "subscribe"
+        status = reconcile.run(conn, run_id, announce=False)
+        assert status is not None and status.status == RunState.SUCCEEDED
+        assert conn.hget(store.run_key(run_id), "ended_at") is not None  # this pass ended it...
+        assert pubsub.get_message(timeout=0.5) is None  # ...and announced nothing

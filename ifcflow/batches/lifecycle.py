@@ -77,7 +77,10 @@ def _note_ended(conn: Redis, batch_id: str, control: Control, active: list[str],
     template = [(s.id, s.on_failure) for s in control.steps]
     rows = runstates.rows(conn, template, active)
     done = [run_id for run_id in active if rows[run_id].status.terminal]
-    repaired = [run_id for run_id in done if run_id not in known and not rows[run_id].recorded]
+    # a sub-run whose lock is held is being reconciled right now (mostly by the worker that ran its last job, which
+    # advances after its pass): a pass from here would only leave a dirty mark and make that worker pass again
+    repaired = [run_id for run_id in done if run_id not in known and not rows[run_id].recorded
+                and not rows[run_id].busy]
     for run_id in repaired:  # (a pass over a sub-run that ended already is cheap; a retried one may not be live yet)
         reconcile.run(conn, run_id, wait=0.0)
     if done:

@@ -49,7 +49,8 @@ def end_run(conn: Redis, run_id: str, job_ids: list[str], ttl: int,
     takes three round trips (end, compaction's read, its writes with every job's expiry). ``at``: the time to
     record as ``ended_at`` (now by default)."""
     ended_at = repr(time.time() if at is None else at)
-    if not conn.eval(_END, 2, store.run_key(run_id), store.steps_key(run_id), ended_at, json.dumps(final), ttl):
+    if not conn.register_script(_END)(keys=[store.run_key(run_id), store.steps_key(run_id)],
+                                      args=[ended_at, json.dumps(final), ttl]):
         return False
     gates = store.gate_ids(conn, run_id) if retries is None else store.gate_ids_of(run_id, retries)
     compact.compact(conn, run_id, plan, gates,  # only what status and reports read is kept

@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import Callable
 from types import TracebackType
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from redis import Redis
 
@@ -31,6 +31,11 @@ return -1
 """
 LEASE = 60.0
 """Seconds a lock is held at most when its holder dies (it is released as soon as the holder is done)."""
+
+
+def _script(conn: Redis, text: str, keys: list[str], args: list[str | int]) -> Any:
+    """Run a script by its digest (EVALSHA; loaded once per server), not by sending its text each time."""
+    return conn.register_script(text)(keys=keys, args=args)
 
 
 def lock_key(run_id: str) -> str:
@@ -70,7 +75,7 @@ class RunLock:
         if not self.owned:
             return False
         self.owned = False
-        answer = self.conn.eval(_RELEASE, 2, self.key, dirty_key(self.run_id), self.token)
+        answer = _script(self.conn, _RELEASE, [self.key, dirty_key(self.run_id)], [self.token])
         return bool(answer == 1)
 
     def held(self, wait: float, doing: str) -> RunLock:
@@ -132,7 +137,7 @@ def exclusive(conn: Redis, key: str, work: Callable[[], T], wait: float = 0.0, l
     deadline, delay = time.monotonic() + wait, 0.002
     while True:
         last = time.monotonic() >= deadline
-        if conn.eval(_TAKE, 2, key, dirty, token, lease_ms, int(last)):
+        if _script(conn, _TAKE, [key, dirty], [token, lease_ms, int(last)]):
             break
         if last:
             return None  # marked dirty: the holder passes again
@@ -142,11 +147,11 @@ def exclusive(conn: Redis, key: str, work: Callable[[], T], wait: float = 0.0, l
     try:
         while len(results) < MOST_PASSES - 1:
             results.append(work())
-            if conn.eval(_LET_GO, 2, key, dirty, token, lease_ms) != 1:
+            if _script(conn, _LET_GO, [key, dirty], [token, lease_ms]) != 1:
                 return results
         results.append(work())
     except BaseException:
-        conn.eval(_RELEASE, 2, key, dirty, token)
+        _script(conn, _RELEASE, [key, dirty], [token])
         raise
-    conn.eval(_RELEASE, 2, key, dirty, token)  # (a mark left now waits for the next caller)
+    _script(conn, _RELEASE, [key, dirty], [token])  # (a mark left now waits for the next caller)
     return results

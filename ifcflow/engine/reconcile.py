@@ -48,12 +48,13 @@ _TICK = "ifcflow:reconcile:tick"
 
 
 def run(conn: Redis, run_id: str, *, ended: Mapping[str, StepState] | None = None, wait: float = WAIT,
-        plan: Plan | None = None) -> RunStatus | None:
+        plan: Plan | None = None, announce: bool = True) -> RunStatus | None:
     """One reconcile pass over ``run_id``; returns the status it left, or None when another process holds the
     lock (the run is then marked dirty and that process passes again) or the run is gone.
 
     ``ended`` overrides the state of steps whose job is ending right now (called from inside the job, before RQ
-    records its end); a run is never ended from such a pass.
+    records its end); a run is never ended from such a pass. ``announce=False``: the caller announces the run's
+    change itself once it is done (the worker after a job, whatever the pass changed).
     """
 
     def one_pass() -> RunStatus | None:
@@ -62,7 +63,7 @@ def run(conn: Redis, run_id: str, *, ended: Mapping[str, StepState] | None = Non
         except RunNotFound:
             store.forget_live(conn, run_id)
             return None
-        return _pass(conn, reader, ended or {})
+        return _pass(conn, reader, ended or {}, announce)
 
     # (take the lock or mark the run dirty: one round trip; let go unless marked meanwhile: one)
     passes = exclusive(conn, lock_key(run_id), one_pass, wait=wait, lease=LEASE, dirty=dirty_key(run_id))
@@ -86,7 +87,7 @@ def _reader(conn: Redis, run_id: str, plan: Plan | None) -> StatusReader:
     return reader
 
 
-def _pass(conn: Redis, reader: StatusReader, ended: Mapping[str, StepState]) -> RunStatus:
+def _pass(conn: Redis, reader: StatusReader, ended: Mapping[str, StepState], announce: bool = True) -> RunStatus:
     status = reader.fetch()
     changed = False
     for _ in range(5):  # each repair can make the next one possible (a dead worker's step fails, ...)
@@ -100,7 +101,7 @@ def _pass(conn: Redis, reader: StatusReader, ended: Mapping[str, StepState]) -> 
         status = reader.fetch()
     if status.terminal and not ended:
         changed |= end(conn, reader, status)
-    if changed:
+    if changed and announce:
         changes.publish(conn, reader.run_id)
     return status
 

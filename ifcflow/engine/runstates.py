@@ -26,6 +26,7 @@ for r = n + 2, #ARGV do
   local run = ARGV[r]
   local record = redis.call('HMGET', 'ifcflow:run:' .. run, 'canceled', 'final', 'created_at')
   record[4] = redis.call('SISMEMBER', 'ifcflow:live', run)
+  record[5] = redis.call('EXISTS', 'ifcflow:run:' .. run .. ':lock')
   out[#out + 1] = record
   out[#out + 1] = redis.call('HGETALL', 'ifcflow:run:' .. run .. ':steps')
   for s = 2, n + 1 do
@@ -51,6 +52,9 @@ class RunRow:
     recorded: bool = False
     """The run's end is recorded (its ``final``) and its end hooks have run (it left the live set): nothing is
     left for a reconcile pass to do."""
+    busy: bool = False
+    """A reconcile pass holds the run's lock right now (when read): whoever holds it ends the run if it is over,
+    and a worker advances the run's batch after its pass."""
 
     @property
     def failed_step(self) -> str | None:
@@ -75,7 +79,7 @@ def _iso(raw: bytes | None) -> str | None:
 
 
 def _row(step_ids: list[str], on_failure: dict[str, str], chunk: list[Any]) -> RunRow:
-    canceled, final_raw, created, live = chunk[0]
+    canceled, final_raw, created, live, locked = chunk[0]
     flat = chunk[1]
     records = {k.decode(): json.loads(v) for k, v in zip(flat[::2], flat[1::2])}
     final: dict[str, Any] = json.loads(final_raw) if final_raw else {}
@@ -89,7 +93,7 @@ def _row(step_ids: list[str], on_failure: dict[str, str], chunk: list[Any]) -> R
     state = state_of_run(states, on_failure, bool(canceled))
     return RunRow(status=state, steps=states, errors=errors, started_at=min(starts) if starts else None,
                   ended_at=max(ends) if ends and state.terminal else None, exists=created is not None,
-                  recorded=bool(final_raw) and not live)
+                  recorded=bool(final_raw) and not live, busy=bool(locked))
 
 
 def rows(conn: Redis, steps: Sequence[tuple[str, str]], run_ids: list[str]) -> dict[str, RunRow]:

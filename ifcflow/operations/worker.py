@@ -223,7 +223,7 @@ class IfcflowWorker(ResidentHorseWorker):
         try:  # RQ concedes contended dependent enqueues to maintenance (minutes); do it now
             rqstore.drain_ready(self.connection, tuple(self.queue_names()))
             if meta.get("ifcflow_run"):
-                status = reconcile.run(self.connection, meta["ifcflow_run"])
+                status = reconcile.run(self.connection, meta["ifcflow_run"], announce=False)  # (announced below)
                 ended = status is not None and status.terminal  # (then that pass ended it, hooks included)
         except Exception:  # the job's end is recorded; the periodic pass retries the repairs
             log.exception("could not reconcile after job %s", job.id)
