@@ -16,7 +16,7 @@ from rq.job import Job, JobStatus
 from rq.registry import DeferredJobRegistry
 
 from ifcflow.batches import batch, batch_status
-from ifcflow.engine import enqueue, rqstore, runner, store
+from ifcflow.engine import enqueue, packs, rqstore, runner, store
 from ifcflow.engine.states import RunState
 from ifcflow.standalone.embedded import EmbeddedRedis
 
@@ -150,6 +150,7 @@ def test_real_workers_run_what_the_script_releases_and_the_batch_ends(
     def broken(*args: object, **kwargs: object) -> None:
         raise AssertionError("RQ's enqueue_dependents called for a simple gate")
 
+    monkeypatch.setenv(packs.ENV, "0")  # (a job per file: this is about each run's own gate)
     monkeypatch.setattr(Queue, "enqueue_dependents", broken)
     record = batch.start(conn, write_pipeline(tmp_path, ONE_STEP), each={"arch": str(models / "*.ifc")},
                          out=tmp_path / "runs", window=2)

@@ -111,3 +111,20 @@ def test_meta_and_results_decode_through_the_jobs_serializer(conn: Redis, serial
     view = rqstore.BulkReader(conn, serializer=serializer).read(("a", "b"), [job.id])[2][0]
     assert view.status == JobStatus.FINISHED.value
     assert view.meta["progress"] == {"done": 2} and view.return_value == returns()
+
+
+def test_a_step_failing_for_good_shows_its_traceback_before_rq_records_it() -> None:
+    """Between the step recording its last attempt's failure (meta ``failing``) and RQ marking the job failed, a
+    reader sees the step failed, with the step's own traceback (the HTTP API's job status shows it)."""
+    from ifcflow.pipeline.plan import PlannedStep
+
+    planned = PlannedStep.model_validate({
+        "id": "bad", "service": "ifcpatch", "queue": "default", "func": "workers.dispatch.run",
+        "job_id": "r-bad", "options": {}, "workdir": "/tmp/r/bad", "timeout": 60, "needs": [], "outputs": {}})
+    started = "2026-12-05T10:00:00.000000Z"
+    view = rqstore.JobView(status="started", started_at=started, meta={
+        status.FAILING: started, "errors": ["no such recipe"],
+        status.FAILING_TRACEBACK: "Traceback (most recent call last):\n  ...\nStepError: no such recipe\n"})
+    step = status._step(planned, view, None, None, with_traceback=True)
+    assert step.status.value == "failed" and step.error == "no such recipe"
+    assert step.traceback and step.traceback.startswith("Traceback")

@@ -39,6 +39,13 @@ def run(step: dict[str, Any], run_id: str) -> dict[str, Any]:
     return result
 
 
+def run_pack(members: list[list[Any]]) -> dict[str, Any]:
+    """The job function of a pack of a batch's sub-runs (see :mod:`ifcflow.engine.packs`)."""
+    from workers import pack
+
+    return pack.run(members)
+
+
 def unavailable_message(service: str, exc: BaseException, worker: str | None = None) -> str:
     where = f"worker {worker}" if worker else f"this worker (host {socket.gethostname()})"
     return (f"service {service} is not available on {where}: {exc} "

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from redis import Redis
 from rq import get_current_job
 from rq.job import Job
 from rq.timeouts import JobTimeoutException
@@ -30,7 +31,7 @@ from rq.timeouts import JobTimeoutException
 from ifcflow.engine import cache, events, policy, reconcile, staging, store
 from ifcflow.engine.enqueue import DECIDES, LEAF
 from ifcflow.engine.states import StepState
-from ifcflow.engine.status import FAILING, StatusReader
+from ifcflow.engine.status import FAILING, FAILING_TRACEBACK, StatusReader
 from ifcflow.errors import StepError, StorageError
 from ifcflow.pipeline import durations
 from ifcflow.pipeline.plan import PlannedStep
@@ -93,8 +94,12 @@ def step(body: Body) -> Callable[..., dict[str, Any]]:
 
 
 def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = None,
-            files: staging.RunFiles | None = None) -> dict[str, Any]:
-    job = job or get_current_job()
+            files: staging.RunFiles | None = None, *, conn: Redis | None = None) -> dict[str, Any]:
+    """Run one step. In its own RQ job (``job``, else the current one); or, given ``conn``, as a member of a pack
+    (:mod:`workers.pack`, which checked the run's canceled mark and fetches ``files``): no job of its own, so no
+    progress notes, but the cache and the history record as usual."""
+    if conn is None:
+        job = job or get_current_job()
     began = time.monotonic()
     canceled, stored_in = job.connection.hmget(store.run_key(run_id), "canceled", staging.FIELD) if job else (None, None)
     if job is not None and canceled is not None:
@@ -119,29 +124,30 @@ def execute(body: Body, planned: PlannedStep, run_id: str, job: Job | None = Non
             _failed(job, planned, run_id, error)
         raise error from None
     try:
-        return _execute(body, local, planned, run_id, job, files, began)
+        return _execute(body, local, planned, run_id, job, files, began, conn or (job.connection if job else None))
     finally:
         if folder is not None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
 def _execute(body: Body, planned: PlannedStep, logical: PlannedStep, run_id: str, job: Job | None,
-             files: staging.RunFiles | None, began: float) -> dict[str, Any]:
+             files: staging.RunFiles | None, began: float, conn: Redis | None) -> dict[str, Any]:
     """Run the step on ``planned`` (local paths); ``logical`` is the plan's step (the same unless ``files``)."""
     options = SERVICES[planned.service].options.model_validate(planned.options)
     workdir = Path(planned.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    use_cache = job is not None and planned.cache and cache.enabled()
-    cache_key = cache.key(planned, options, job.connection) if job is not None and use_cache else None
-    if job is not None and cache_key and (hit := cache.serve(job.connection, cache_key, logical, files)) is not None:
+    use_cache = conn is not None and planned.cache and cache.enabled()
+    cache_key = cache.key(planned, options, conn) if conn is not None and use_cache else None
+    if conn is not None and cache_key and (hit := cache.serve(conn, cache_key, logical, files)) is not None:
         if files is not None:
             hit["input_objects"] = {sub: staging.facts(files.storage, o) for sub, o in files.fetched.items()}
-        job.connection.hset(job.key, cache.MARK, hit["cached_from"]["run_id"])
-        if _decides(job, run_id):
-            _release_waiting(job, planned, run_id)
-        events.step_ended(job.connection, run_id, planned, hit, time.monotonic() - began)
+        if job is not None:
+            conn.hset(job.key, cache.MARK, hit["cached_from"]["run_id"])
+            if _decides(job, run_id):
+                _release_waiting(job, planned, run_id)
+        events.step_ended(conn, run_id, planned, hit, time.monotonic() - began)
         return hit  # an identical step succeeded before and its outputs are intact: they are linked in, not made
-    partial = workdir / f".partial-{job.id if job else 'local'}-{os.getpid()}"
+    partial = workdir / f".partial-{job.id if job else logical.job_id}-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir()
     temp = {name: partial / Path(path).relative_to(workdir) for name, path in planned.outputs.items()}
@@ -182,10 +188,10 @@ def _execute(body: Body, planned: PlannedStep, logical: PlannedStep, run_id: str
     if files is not None:  # the stored objects (the original's output_key/sha256 over HTTP, the history's lineage)
         result["objects"] = {name: staging.facts(files.storage, obj) for name, obj in stored.items()}
         result["input_objects"] = {sub: staging.facts(files.storage, o) for sub, o in files.fetched.items()}
-    if job is not None and cache_key:
-        cache.remember(job.connection, cache_key, logical, run_id, result, stored if files is not None else None)
-    if job is not None:
-        events.step_ended(job.connection, run_id, planned, result, time.monotonic() - began)
+    if conn is not None and cache_key:
+        cache.remember(conn, cache_key, logical, run_id, result, stored if files is not None else None)
+    if conn is not None:
+        events.step_ended(conn, run_id, planned, result, time.monotonic() - began)
     return result
 
 
@@ -255,6 +261,7 @@ def _failed(job: Job, planned: PlannedStep, run_id: str, exc: BaseException) -> 
         # this attempt has failed for good: readers see it failed from now on, though RQ marks the job failed only
         # after the skips below (else a status read in between shows the step running beside skipped dependents)
         job.meta[FAILING] = started.decode() if isinstance(started, bytes) else str(started)
+        job.meta[FAILING_TRACEBACK] = "".join(traceback.format_exception(exc))  # (RQ records its own after)
     job.save_meta()
     if job.retries_left:
         return

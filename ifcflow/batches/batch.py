@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict
 from redis import Redis
 from redis.client import Pipeline as RedisPipeline
 
-from ..engine import enqueue, runstates, store
+from ..engine import enqueue, packs, runstates, store
 from ..engine.runstates import RunRow
 from ..engine.states import RunState
 from ..errors import IfcflowError, PipelineError
@@ -72,7 +72,9 @@ class BatchRecord(Strict):
     out_dir: str
     ttl: int
     window: int = 0
-    """Sub-runs released at a time; 0: twice the registered workers (at least 2)."""
+    """Sub-runs released at a time; 0: twice the registered workers (at least 2). Packs: that many packs."""
+    pack: int = 1
+    """Sub-runs per pack job (1: a job per sub-run; see :mod:`ifcflow.engine.packs`), set at submit."""
     each: dict[str, str]
     steps: list[TemplateStep]
     runs: list[SubRun]
@@ -91,6 +93,7 @@ class Control(Strict):
     window: int
     ttl: int
     steps: list[TemplateStep]
+    pack: int = 1
 
     def run_id(self, index: int) -> str:
         return sub_run_id(self.batch_id, index, self.total)
@@ -245,9 +248,11 @@ def control_of(raw: bytes) -> Control:
 def submit(conn: Redis, record: BatchRecord, plans: list[Plan], fields: dict[str, dict[str, str]] | None = None) -> None:
     """Every sub-run and the batch record in one transaction; the first window of sub-runs is released.
     ``fields`` adds fields to sub-runs' records, by run id (their object-storage pins, see ifcflow.engine.staging)."""
-    release = min(window_size(conn, record.window), len(plans))
+    window = window_size(conn, record.window)
+    record.pack = packs.size_for(plans, [sub.inputs for sub in record.runs], window)
+    release = min(window * record.pack, len(plans))
     control = Control(batch_id=record.batch_id, total=len(record.runs), window=record.window, ttl=record.ttl,
-                      steps=record.steps)
+                      steps=record.steps, pack=record.pack)
 
     def write(pipe: RedisPipeline) -> None:
         created = time.time()
@@ -259,8 +264,12 @@ def submit(conn: Redis, record: BatchRecord, plans: list[Plan], fields: dict[str
             pipe.hset(store.run_key(sub.run_id), mapping=added)  # type: ignore[arg-type]
 
     try:
-        enqueue.submit_many(conn, plans, record.ttl, release=release, extra=write,
-                            meta={enqueue.BATCH: record.batch_id})
+        if record.pack > 1:  # small files: several sub-runs per job
+            packs.submit(conn, record.batch_id, plans, record.pack, record.ttl, release=window, fields=fields or {},
+                         extra=write)
+        else:
+            enqueue.submit_many(conn, plans, record.ttl, release=release, extra=write,
+                                meta={enqueue.BATCH: record.batch_id})
     except BaseException:  # the runs were rolled back; so is the batch record
         conn.delete(*store.batch_keys(record.batch_id))
         conn.zrem(BATCHES, record.batch_id)

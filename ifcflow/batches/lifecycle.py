@@ -12,7 +12,7 @@ import time
 
 from redis import Redis
 
-from ..engine import enqueue, lifetimes, runstates, store
+from ..engine import enqueue, lifetimes, packs, rqstore, runstates, store
 from ..engine.lock import exclusive
 from ..engine.states import RunState
 from .batch import Control, control_of, ended_key, held_key, key, load, rows_key, run_states
@@ -60,10 +60,12 @@ def _advance(conn: Redis, batch_id: str, repair: bool, known: frozenset[str]) ->
         for run_id in active:
             reconcile.run(conn, run_id, wait=0.0)
     done = _note_ended(conn, batch_id, control, active, frozenset() if repair else known)
-    room = 0 if canceled else max(0, window_size(conn, control.window) - (len(active) - len(done)))
+    in_flight = window_size(conn, control.window) * control.pack  # (packs: the window counts packs)
+    room = 0 if canceled else max(0, in_flight - (len(active) - len(done)))
     todo = _release(conn, batch_id, control, released, held, room)
-    if len(ended) + len(done) >= control.total:
-        lifetimes.end_batch(conn, batch_id, control.ttl)
+    if len(ended) + len(done) >= control.total and lifetimes.end_batch(conn, batch_id, control.ttl) \
+            and control.pack > 1:
+        rqstore.expire_jobs(conn, packs.job_ids(batch_id, control.total, control.pack), control.ttl)
     return todo
 
 
@@ -103,9 +105,23 @@ def _release(conn: Redis, batch_id: str, control: Control, released: int, held: 
         enqueue.open_gate(conn, store.latest_gate_id(conn, run_id))
         conn.lrem(held_key(batch_id), 1, run_id)
         opened += 1
+    if control.pack > 1:
+        return opened + _release_packs(conn, batch_id, control, released, room - opened)
     for index in range(released, min(control.total, released + room - opened)):
         enqueue.open_gate(conn, store.gate_id(control.run_id(index)))
         conn.hset(key(batch_id), "released", index + 1)
+        opened += 1
+    return opened
+
+
+def _release_packs(conn: Redis, batch_id: str, control: Control, released: int, room: int) -> int:
+    """Open the gates of the next packs while ``room`` (in sub-runs) holds a whole pack."""
+    opened, count = 0, -(-control.total // control.pack)
+    while released < control.total and room >= min(control.pack, control.total - released):
+        enqueue.open_gate(conn, store.gate_id(packs.pack_id(batch_id, released // control.pack, count)))
+        released = min(control.total, (released // control.pack + 1) * control.pack)
+        conn.hset(key(batch_id), "released", released)
+        room -= control.pack
         opened += 1
     return opened
 

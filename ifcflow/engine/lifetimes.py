@@ -43,15 +43,18 @@ return 1
 
 def end_run(conn: Redis, run_id: str, job_ids: list[str], ttl: int,
             final: dict[str, dict[str, str | None]], plan: Plan | None = None, retries: int | None = None,
-            at: float | None = None) -> bool:
+            at: float | None = None, jobs: bool = True) -> bool:
     """Record the end of run ``run_id`` (whose step jobs are ``job_ids``) and start its TTL; True for the one
     caller that ended it. A caller that read the ``plan`` and the record's ``retries`` passes them: the end then
     takes three round trips (end, compaction's read, its writes with every job's expiry). ``at``: the time to
-    record as ``ended_at`` (now by default)."""
+    record as ``ended_at`` (now by default). ``jobs=False``: the run has no RQ job nor gate (a batch's sub-run that
+    a pack ran, never retried): nothing to compact or expire but its two records."""
     ended_at = repr(time.time() if at is None else at)
     if not conn.register_script(_END)(keys=[store.run_key(run_id), store.steps_key(run_id)],
                                       args=[ended_at, json.dumps(final), ttl]):
         return False
+    if not jobs:
+        return True
     gates = store.gate_ids(conn, run_id) if retries is None else store.gate_ids_of(run_id, retries)
     compact.compact(conn, run_id, plan, gates,  # only what status and reports read is kept
                     also=lambda pipe: rqstore.expire_jobs(pipe, job_ids + gates, ttl))

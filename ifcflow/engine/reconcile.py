@@ -34,7 +34,7 @@ from rq.job import Job, JobStatus
 
 from ..errors import RunNotFound
 from ..pipeline.plan import Plan
-from . import changes, events, lifetimes, policy, rqstore, store
+from . import changes, events, lifetimes, packs, policy, rqstore, store
 from .lock import LEASE, dirty_key, exclusive, lock_key
 from .states import StepState
 from .status import LOST, RunStatus, StatusReader
@@ -90,6 +90,12 @@ def _reader(conn: Redis, run_id: str, plan: Plan | None) -> StatusReader:
 def _pass(conn: Redis, reader: StatusReader, ended: Mapping[str, StepState], announce: bool = True) -> RunStatus:
     status = reader.fetch()
     changed = False
+    if reader.record.get(packs.FIELD) and not ended:  # a batch's sub-run run by a pack: did its pack end early?
+        waiting = {s.id: s for s in reader.plan.steps
+                   if status.steps[s.id].status in (StepState.QUEUED, StepState.RUNNING)}
+        if waiting and packs.repair(conn, reader.run_id, waiting, "canceled" in reader.record):
+            changed = True
+            status = reader.fetch()
     for _ in range(5):  # each repair can make the next one possible (a dead worker's step fails, ...)
         unknown = [sid for sid, s in status.steps.items() if (s.error or "").startswith("unknown RQ job status")]
         if unknown:
@@ -174,8 +180,9 @@ def end(conn: Redis, reader: StatusReader, status: RunStatus) -> bool:
     ttl = int(record.get("ttl", store.DEFAULT_TTL))
     final = {sid: {"status": s.status.value, "error": s.error} for sid, s in status.steps.items()}
     at = time.time()
+    retries = int(record.get("retries") or 0)
     if not lifetimes.end_run(conn, run_id, [s.job_id for s in reader.plan.steps], ttl, final, reader.plan,
-                             int(record.get("retries") or 0), at):
+                             retries, at, jobs=not (record.get(packs.FIELD) and not retries)):
         return False
     events.run_ended(conn, status, {**record, "ended_at": repr(at), "final": json.dumps(final)})  # (as stored now)
     store.forget_live(conn, run_id)
@@ -209,11 +216,19 @@ def behind_closed_gates(conn: Redis, run_ids: list[str]) -> set[str]:
     with conn.pipeline(transaction=False) as pipe:
         for run_id in run_ids:
             pipe.hget(Job.key_for(store.gate_id(run_id)), "status")
-            pipe.hmget(store.run_key(run_id), "retries", "canceled")
+            pipe.hmget(store.run_key(run_id), "retries", "canceled", packs.FIELD)
         replies = pipe.execute()
+    gates = dict(zip(run_ids, replies[::2], strict=True))
+    fields = dict(zip(run_ids, replies[1::2], strict=True))
+    packed = {run_id: found[2].decode() for run_id, found in fields.items() if found[2] and gates[run_id] is None}
+    if packed:  # a pack's members: behind the pack's gate
+        with conn.pipeline(transaction=False) as pipe:
+            for pack in packed.values():
+                pipe.hget(Job.key_for(store.gate_id(pack)), "status")
+            gates.update(zip(packed, pipe.execute(), strict=True))
     finished = JobStatus.FINISHED.value.encode()
-    return {run_id for run_id, gate, (retries, canceled) in zip(run_ids, replies[::2], replies[1::2], strict=True)
-            if gate is not None and gate != finished and retries is None and canceled is None}
+    return {run_id for run_id in run_ids if gates[run_id] is not None and gates[run_id] != finished
+            and fields[run_id][0] is None and fields[run_id][1] is None}
 
 
 def claim_tick(conn: Redis, interval: float) -> bool:

@@ -34,6 +34,8 @@ EXPIRED = "expired: its job's records were removed after the retention period; t
 FAILING = "failing"
 """A job's ``meta`` key: the ``started_at`` of an attempt that failed for good, written by the step as it fails,
 before RQ marks the job failed (a retried job starts again with another ``started_at``)."""
+FAILING_TRACEBACK = "failing_traceback"
+"""A job's ``meta`` key: the traceback of that attempt, shown until RQ records its own."""
 
 
 def unknown_status(raw: str) -> str:
@@ -169,6 +171,8 @@ def _state(job: rqstore.JobView, record: dict[str, Any] | None,
 
 def _step(planned: PlannedStep, job: rqstore.JobView, record: dict[str, Any] | None, final: dict[str, Any] | None,
           with_traceback: bool) -> StepStatus:
+    if job.status is None and record and record.get("pack"):
+        return _member(planned, record, final, with_traceback)
     state, error, expired = _state(job, record, final)
     meta = job.meta
     start, end = job.started_at, job.ended_at
@@ -183,8 +187,29 @@ def _step(planned: PlannedStep, job: rqstore.JobView, record: dict[str, Any] | N
         ended_at=None if running else end, duration=_seconds(start, None if running else end) if start else None,
         attempt=attempts_done, attempts=planned.attempts, progress=meta.get("progress"),
         outputs=planned.outputs, result=returned if ok and isinstance(returned, dict) else None,
-        error=error, errors=list(meta.get("errors", [])), traceback=job.exc_string if with_traceback else None,
+        error=error, errors=list(meta.get("errors", [])),
+        traceback=(job.exc_string or (meta.get(FAILING_TRACEBACK) if state == StepState.FAILED else None))
+        if with_traceback else None,
         expired=expired, detail=None,
+    ))
+
+
+def _member(planned: PlannedStep, record: dict[str, Any], final: dict[str, Any] | None,
+            with_traceback: bool) -> StepStatus:
+    """A step run by a batch's pack (no RQ job of its own, see :mod:`ifcflow.engine.packs`): its record says all."""
+    state, error, _ = step_state(None, record, final)
+    running = state == StepState.RUNNING
+    start, end = record.get("started_at"), None if running else record.get("ended_at")
+    returned = record.get("result")
+    ok = state in (StepState.SUCCEEDED, StepState.CACHED)
+    return _built(StepStatus, dict(
+        status=state, service=planned.service, queue=planned.queue, job_id=planned.job_id, needs=planned.needs,
+        after=planned.after, worker=record.get("worker"), enqueued_at=record.get("enqueued_at"), started_at=start,
+        ended_at=end, duration=_seconds(start, end) if start else None,
+        attempt=1 if start else 0, attempts=planned.attempts, progress=None, outputs=planned.outputs,
+        result=returned if ok and isinstance(returned, dict) else None, error=error,
+        errors=list(record.get("errors") or []), traceback=record.get("traceback") if with_traceback else None,
+        expired=False, detail=None,
     ))
 
 

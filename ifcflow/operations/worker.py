@@ -23,7 +23,7 @@ from redis import Redis
 from redis.exceptions import RedisError
 from rq.job import Job, JobStatus
 
-from ..engine import changes, enqueue, reconcile, rqstore
+from ..engine import changes, enqueue, packs, reconcile, rqstore
 from ..services import QUEUES, SERVICES
 from .horse import ResidentHorseWorker
 
@@ -225,6 +225,9 @@ class IfcflowWorker(ResidentHorseWorker):
             if meta.get("ifcflow_run"):
                 status = reconcile.run(self.connection, meta["ifcflow_run"], announce=False)  # (announced below)
                 ended = status is not None and status.terminal  # (then that pass ended it, hooks included)
+            if meta.get(packs.META) and state == JobStatus.FAILED:  # its horse died: save the rest of the pack
+                for member in packs.salvage(self.connection, job, _died(job)):
+                    reconcile.run(self.connection, member)
         except Exception:  # the job's end is recorded; the periodic pass retries the repairs
             log.exception("could not reconcile after job %s", job.id)
         self._advance_batch(job, ended)
@@ -342,3 +345,14 @@ def _fail_abandoned(worker: IfcflowWorker, job: Job, queue: Any) -> None:
             reconcile.run(worker.connection, run_id)
     except Exception:  # the periodic pass and RQ's maintenance fail it later
         log.exception("could not fail job %s after losing Redis", job.id)
+
+
+def _died(job: Job) -> str:
+    """Why a pack job failed, as its running member's error."""
+    try:
+        result = job.latest_result()
+        lines = [line for line in ((result.exc_string if result else None) or "").splitlines() if line.strip()]
+    except Exception:  # noqa: BLE001 - a plainer message then
+        lines = []
+    cause = lines[-1].strip().rstrip("; ") if lines else "the pack job failed"
+    return f"the work horse died while running this file ({cause}); the rest of its pack goes on"
